@@ -1,0 +1,126 @@
+// Package buckets creates and opens fedmesh's JetStream KV buckets
+// (DESIGN §5) and names their keys.
+package buckets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bucket names.
+const (
+	Catalog = "fed_catalog"
+	Health  = "fed_health"
+	Config  = "fed_config"
+)
+
+// NodePrefix starts the key of every per-node record.
+const NodePrefix = "nodes."
+
+// NodeKey is the key of a node's record in fed_catalog and fed_health.
+func NodeKey(nodeID string) string { return NodePrefix + nodeID }
+
+// NodeIDOfKey returns the node id of a nodes.<id> key, or "" for another key.
+func NodeIDOfKey(key string) string {
+	id, ok := strings.CutPrefix(key, NodePrefix)
+	if !ok {
+		return ""
+	}
+	return id
+}
+
+// Set is the three opened buckets.
+type Set struct {
+	Catalog jetstream.KeyValue
+	Health  jetstream.KeyValue
+	Config  jetstream.KeyValue
+}
+
+// Options tune bucket creation.
+type Options struct {
+	// Replicas for clustered JetStream; 0 means 1.
+	Replicas int
+}
+
+// Ensure creates the buckets when missing and opens them. Any service may
+// call it at start: creation with an identical config is idempotent, so
+// several instances starting at once do not race.
+func Ensure(ctx context.Context, js jetstream.JetStream, opt Options) (*Set, error) {
+	r := opt.Replicas
+	if r <= 0 {
+		r = 1
+	}
+	cfgs := []jetstream.KeyValueConfig{
+		{Bucket: Catalog, Description: "fedmesh: which models run on which node", History: 1, Replicas: r},
+		{Bucket: Health, Description: "fedmesh: per-node health, latency and circuit state", History: 1, Replicas: r},
+		{Bucket: Config, Description: "fedmesh: router policy, regions, tenants", History: 5, Replicas: r},
+	}
+	var kvs [3]jetstream.KeyValue
+	for i, c := range cfgs {
+		kv, err := ensureOne(ctx, js, c)
+		if err != nil {
+			return nil, err
+		}
+		kvs[i] = kv
+	}
+	return &Set{Catalog: kvs[0], Health: kvs[1], Config: kvs[2]}, nil
+}
+
+func ensureOne(ctx context.Context, js jetstream.JetStream, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, c.Bucket)
+	if err == nil {
+		return kv, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("open bucket %s: %w", c.Bucket, err)
+	}
+	kv, err = js.CreateKeyValue(ctx, c)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Another instance created it between our lookup and create.
+		return js.KeyValue(ctx, c.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", c.Bucket, err)
+	}
+	return kv, nil
+}
+
+// Open opens the buckets, waiting up to wait for another service to create
+// them; it never creates them itself. Readers such as routers use it.
+func Open(ctx context.Context, js jetstream.JetStream, wait time.Duration) (*Set, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		s, err := openAll(ctx, js)
+		if err == nil {
+			return s, nil
+		}
+		if time.Now().After(deadline) || !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func openAll(ctx context.Context, js jetstream.JetStream) (*Set, error) {
+	var s Set
+	for _, b := range []struct {
+		name string
+		dst  *jetstream.KeyValue
+	}{{Catalog, &s.Catalog}, {Health, &s.Health}, {Config, &s.Config}} {
+		kv, err := js.KeyValue(ctx, b.name)
+		if err != nil {
+			return nil, fmt.Errorf("open bucket %s: %w", b.name, err)
+		}
+		*b.dst = kv
+	}
+	return &s, nil
+}

@@ -1,0 +1,348 @@
+// Package client is fedmesh's Go SDK: it sends inference requests into the
+// mesh and reads their answers. All requests of a Client share one wildcard
+// reply subscription, so a request costs no subscription of its own.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("fedmesh client: closed")
+
+// Client sends requests on one NATS connection. It is safe for concurrent use.
+type Client struct {
+	nc     *nats.Conn
+	subj   subject.Space
+	prefix string // reply subject prefix, ends in '.'
+	sub    *nats.Subscription
+
+	mu      sync.Mutex
+	pending map[string]*call
+	closed  bool
+
+	duplicates atomic.Int64
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithSubjects sets the subject namespace (default prefix "fed").
+func WithSubjects(s subject.Space) Option { return func(c *Client) { c.subj = s } }
+
+// New starts a Client on nc. Close it to drop its reply subscription.
+func New(nc *nats.Conn, opts ...Option) (*Client, error) {
+	c := &Client{nc: nc, subj: subject.Default, pending: make(map[string]*call)}
+	for _, o := range opts {
+		o(c)
+	}
+	c.prefix = nc.NewInbox() + "."
+	sub, err := nc.Subscribe(c.prefix+"*", c.deliver)
+	if err != nil {
+		return nil, fmt.Errorf("fedmesh client: reply subscription: %w", err)
+	}
+	// Streams can be long and bursty; limits bound memory, not message count.
+	if err := sub.SetPendingLimits(-1, 256<<20); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("fedmesh client: pending limits: %w", err)
+	}
+	c.sub = sub
+	return c, nil
+}
+
+// Close drops the reply subscription; requests in flight end with ErrClosed.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	calls := c.pending
+	c.pending = map[string]*call{}
+	c.mu.Unlock()
+	for _, cl := range calls {
+		cl.fail(ErrClosed)
+	}
+	return c.sub.Unsubscribe()
+}
+
+// Duplicates counts streams dropped because another node answered first.
+func (c *Client) Duplicates() int64 { return c.duplicates.Load() }
+
+// Request is one inference request. Empty fields take the defaults of
+// DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).
+type Request struct {
+	Capability    string
+	Body          []byte
+	RequestID     string // assigned when empty
+	Tenant        string
+	Model         string
+	Privacy       string // public, internal, confidential, restricted
+	Regions       []string
+	MaxLatencyMs  float64
+	MinThroughput float64
+	PreferGPU     *bool
+	CostTolerance *int
+	Region        string
+	Session       string
+	// Header holds extra headers, sent as they are.
+	Header nats.Header
+}
+
+// Response is a finished request.
+type Response struct {
+	RequestID string
+	Node      string
+	Body      []byte // the whole output (for a stream: the chunks joined)
+	Tokens    int
+	LatencyMs float64 // as the node measured it
+	TTFTMs    float64
+	Header    nats.Header // of the final message
+}
+
+// Chunk is one piece of a streamed answer.
+type Chunk struct {
+	Seq  int
+	Node string
+	Data []byte
+}
+
+func (c *Client) header(r *Request, stream bool, timeout time.Duration) nats.Header {
+	h := nats.Header{}
+	for k, v := range r.Header {
+		h[k] = append([]string(nil), v...)
+	}
+	set := func(k, v string) {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	set(wire.HdrRequestID, r.RequestID)
+	set(wire.HdrTenant, r.Tenant)
+	set(wire.HdrModel, r.Model)
+	set(wire.HdrPrivacy, r.Privacy)
+	for i, reg := range r.Regions {
+		if i == 0 {
+			h.Set(wire.HdrRegions, reg)
+		} else {
+			h.Set(wire.HdrRegions, h.Get(wire.HdrRegions)+","+reg)
+		}
+	}
+	if r.MaxLatencyMs > 0 {
+		h.Set(wire.HdrMaxLatencyMs, strconv.FormatFloat(r.MaxLatencyMs, 'f', -1, 64))
+	}
+	if r.MinThroughput > 0 {
+		h.Set(wire.HdrMinThroughput, strconv.FormatFloat(r.MinThroughput, 'f', -1, 64))
+	}
+	if r.PreferGPU != nil {
+		h.Set(wire.HdrPreferGPU, strconv.FormatBool(*r.PreferGPU))
+	}
+	if r.CostTolerance != nil {
+		h.Set(wire.HdrCostTolerance, strconv.Itoa(*r.CostTolerance))
+	}
+	set(wire.HdrRegion, r.Region)
+	set(wire.HdrSession, r.Session)
+	if stream {
+		h.Set(wire.HdrStream, "true")
+	}
+	ms := timeout.Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	h.Set(wire.HdrTimeoutMs, strconv.FormatInt(ms, 10))
+	return h
+}
+
+// start registers a call and publishes the request.
+func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, error) {
+	if r.Capability == "" {
+		return nil, wire.Errorf(wire.CodeBadRequest, "request has no capability")
+	}
+	if err := wire.ValidateCapability(r.Capability); err != nil {
+		return nil, wire.Errorf(wire.CodeBadRequest, "%v", err)
+	}
+	if r.RequestID == "" {
+		r.RequestID = nuid.Next()
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(wire.DefaultTimeout)
+	}
+	timeout := time.Until(deadline)
+	if timeout <= 0 {
+		return nil, &wire.Error{Code: wire.CodeTimeout, Description: "deadline passed before the request was sent", RequestID: r.RequestID}
+	}
+	token := nuid.Next()
+	cl := newCall(c, token, r, deadline)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	c.pending[token] = cl
+	c.mu.Unlock()
+	msg := &nats.Msg{
+		Subject: c.subj.Infer(r.Capability),
+		Reply:   c.prefix + token,
+		Header:  c.header(r, stream, timeout),
+		Data:    r.Body,
+	}
+	if err := c.nc.PublishMsg(msg); err != nil {
+		c.forget(token)
+		return nil, fmt.Errorf("fedmesh client: publish request %s: %w", r.RequestID, err)
+	}
+	return cl, nil
+}
+
+func (c *Client) forget(token string) {
+	c.mu.Lock()
+	delete(c.pending, token)
+	c.mu.Unlock()
+}
+
+// deliver runs on the reply subscription's goroutine for every message. It
+// never blocks: a call queues what it has not read yet.
+func (c *Client) deliver(m *nats.Msg) {
+	token := subject.LastToken(m.Subject)
+	c.mu.Lock()
+	cl := c.pending[token]
+	c.mu.Unlock()
+	if cl != nil {
+		cl.push(m)
+	}
+}
+
+// Cancel asks the node serving requestID to stop. It is best-effort.
+func (c *Client) Cancel(requestID string) error {
+	return c.nc.Publish(c.subj.Cancel(requestID), nil)
+}
+
+func (c *Client) reportDuplicate(cl *call, node string) {
+	c.duplicates.Add(1)
+	ev := record.Outcome{Kind: record.OutcomeDuplicate, NodeID: node, RequestID: cl.req.RequestID,
+		Capability: cl.req.Capability, Tenant: cl.req.Tenant, Time: time.Now()}
+	if b, err := json.Marshal(ev); err == nil {
+		_ = c.nc.Publish(c.subj.Outcome(node), b)
+	}
+}
+
+// Infer sends a request and returns the whole answer. A failed request gives
+// a *wire.Error (errors.As) with the mesh's code: 503 no capacity, 504
+// timeout, 403 privacy, …
+func (c *Client) Infer(ctx context.Context, r Request) (*Response, error) {
+	cl, err := c.start(ctx, &r, false)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.close()
+	var body []byte
+	for {
+		m, err := cl.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if m.final {
+			if m.err != nil {
+				return nil, m.err
+			}
+			if body == nil {
+				body = m.data
+			} else {
+				body = append(body, m.data...)
+			}
+			return cl.response(m, body), nil
+		}
+		body = append(body, m.data...)
+	}
+}
+
+// Stream is a streamed answer in progress.
+type Stream struct {
+	cl     *call
+	ctx    context.Context
+	body   []byte
+	result *Response
+	err    error
+}
+
+// InferStream sends a request with Fed-Stream: true. Read it with Chunks;
+// Close it when done (Close cancels a stream that has not finished).
+func (c *Client) InferStream(ctx context.Context, r Request) (*Stream, error) {
+	cl, err := c.start(ctx, &r, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{cl: cl, ctx: ctx}, nil
+}
+
+// RequestID of the stream.
+func (s *Stream) RequestID() string { return s.cl.req.RequestID }
+
+// Chunks yields each chunk as it arrives and ends after the final message;
+// a failed request yields one last (zero Chunk, error).
+func (s *Stream) Chunks() func(yield func(Chunk, error) bool) {
+	return func(yield func(Chunk, error) bool) {
+		for s.result == nil && s.err == nil {
+			m, err := s.cl.next(s.ctx)
+			if err != nil {
+				s.err = err
+				yield(Chunk{}, err)
+				return
+			}
+			if m.final {
+				if m.err != nil {
+					s.err = m.err
+					yield(Chunk{}, m.err)
+					return
+				}
+				if len(m.data) > 0 { // a node that answered whole despite Fed-Stream
+					s.body = append(s.body, m.data...)
+					if !yield(Chunk{Seq: m.seq, Node: m.node, Data: m.data}, nil) {
+						s.result = s.cl.response(m, s.body)
+						return
+					}
+				}
+				s.result = s.cl.response(m, s.body)
+				return
+			}
+			s.body = append(s.body, m.data...)
+			if !yield(Chunk{Seq: m.seq, Node: m.node, Data: m.data}, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Result is the finished stream's summary, or its error. Valid after Chunks ends.
+func (s *Stream) Result() (*Response, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.result == nil {
+		return nil, &wire.Error{Code: wire.CodeInternal, Description: "stream not finished", RequestID: s.RequestID()}
+	}
+	return s.result, nil
+}
+
+// Close ends the stream, cancelling it in the mesh when it has not finished.
+func (s *Stream) Close() {
+	if s.result == nil && s.err == nil {
+		_ = s.cl.c.Cancel(s.cl.req.RequestID)
+	}
+	s.cl.close()
+}

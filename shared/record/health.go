@@ -1,0 +1,97 @@
+package record
+
+import "time"
+
+// Node states (DESIGN §6).
+const (
+	StateHealthy   = "healthy"
+	StateDegraded  = "degraded"
+	StateUnhealthy = "unhealthy"
+	StateUnknown   = "unknown"
+)
+
+// Circuit breaker states.
+const (
+	CircuitClosed   = "closed"
+	CircuitOpen     = "open"
+	CircuitHalfOpen = "half_open"
+)
+
+// Health is a fed_health value, key nodes.<node_id>.
+type Health struct {
+	NodeID              string    `json:"node_id"`
+	State               string    `json:"state"`
+	LatencyP50Ms        float64   `json:"latency_p50_ms"`
+	LatencyP99Ms        float64   `json:"latency_p99_ms"`
+	Samples             int       `json:"samples"` // requests behind the percentiles
+	ThroughputTPS       float64   `json:"throughput_tps"`
+	GPUUtilization      float64   `json:"gpu_utilization"`
+	QueueDepth          int       `json:"queue_depth"`
+	InFlight            int       `json:"in_flight"`
+	MaxConcurrency      int       `json:"max_concurrency,omitempty"`
+	SuccessRate         float64   `json:"success_rate"`
+	Circuit             string    `json:"circuit"`
+	CircuitOpenedAt     time.Time `json:"circuit_opened_at,omitzero"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	ConsecutiveSuccess  int       `json:"consecutive_successes"`
+	Draining            bool      `json:"draining,omitempty"`
+	LastHeartbeat       time.Time `json:"last_heartbeat,omitzero"`
+	UpdatedAt           time.Time `json:"updated_at"`
+}
+
+// Heartbeat is what a node publishes on fed.heartbeat.<node_id> every interval.
+type Heartbeat struct {
+	NodeID         string    `json:"node_id"`
+	InstanceID     string    `json:"instance_id,omitempty"`
+	Time           time.Time `json:"ts"`
+	InFlight       int       `json:"in_flight"`
+	QueueDepth     int       `json:"queue_depth"`
+	MaxConcurrency int       `json:"max_concurrency"`
+	GPUUtilization float64   `json:"gpu_utilization"`
+	ThroughputTPS  float64   `json:"throughput_tps"` // recent tokens/s
+	Draining       bool      `json:"draining,omitempty"`
+}
+
+// Outcome kinds.
+const (
+	// OutcomeCompleted: a node finished a request it accepted (ok or error).
+	OutcomeCompleted = "completed"
+	// OutcomeDispatchFailed: a router could not hand a request to the node
+	// (busy, draining, no responders, ack timeout). Counts against its health.
+	OutcomeDispatchFailed = "dispatch_failed"
+	// OutcomeDuplicate: a client dropped a second node's stream for a request.
+	OutcomeDuplicate = "duplicate"
+	// OutcomeProbe: an active health probe's result.
+	OutcomeProbe = "probe"
+)
+
+// Outcome is one event on fed.outcome.<node_id>.
+type Outcome struct {
+	Kind       string    `json:"kind"`
+	NodeID     string    `json:"node_id"`
+	RequestID  string    `json:"request_id,omitempty"`
+	OK         bool      `json:"ok"`
+	Code       int       `json:"code,omitempty"` // wire error code when !OK
+	Error      string    `json:"error,omitempty"`
+	Capability string    `json:"capability,omitempty"`
+	Model      string    `json:"model,omitempty"`
+	Tenant     string    `json:"tenant,omitempty"`
+	Attempt    int       `json:"attempt,omitempty"` // 1-based dispatch attempt
+	LatencyMs  float64   `json:"latency_ms,omitempty"`
+	TTFTMs     float64   `json:"ttft_ms,omitempty"`
+	Tokens     int       `json:"tokens,omitempty"`
+	Stream     bool      `json:"stream,omitempty"`
+	Time       time.Time `json:"ts"`
+}
+
+// Unplaced is a request the router answered itself (no node took it).
+type Unplaced struct {
+	RequestID  string    `json:"request_id,omitempty"`
+	Capability string    `json:"capability,omitempty"`
+	Model      string    `json:"model,omitempty"`
+	Tenant     string    `json:"tenant,omitempty"`
+	Code       int       `json:"code"`
+	Error      string    `json:"error"`
+	Attempts   int       `json:"attempts"`
+	Time       time.Time `json:"ts"`
+}

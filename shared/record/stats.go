@@ -1,0 +1,31 @@
+package record
+
+// Mesh states (DESIGN §7).
+const (
+	MeshInitializing = "initializing"
+	MeshReady        = "ready"
+	MeshDegraded     = "degraded"
+)
+
+// Counters is one slice of fed.stats: overall, one node or one tenant.
+type Counters struct {
+	TotalRequests      int64   `json:"total_requests"`
+	SuccessfulRequests int64   `json:"successful_requests"`
+	FailedRequests     int64   `json:"failed_requests"`
+	TotalTokens        int64   `json:"total_tokens"`
+	AvgLatencyMs       float64 `json:"avg_latency_ms"`
+	LatencyP50Ms       float64 `json:"latency_p50_ms"`
+	LatencyP99Ms       float64 `json:"latency_p99_ms"`
+	TTFTP50Ms          float64 `json:"ttft_p50_ms"`
+	ActiveStreams      int64   `json:"active_streams"`
+	Retries            int64   `json:"retries"`
+	DuplicatesDropped  int64   `json:"duplicates_dropped"`
+}
+
+// Stats is the answer of fed.stats.
+type Stats struct {
+	State string `json:"state"`
+	Counters
+	Nodes   map[string]Counters `json:"nodes"`
+	Tenants map[string]Counters `json:"tenants"`
+}

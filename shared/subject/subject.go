@@ -1,0 +1,116 @@
+// Package subject builds every NATS subject fedmesh uses. Subjects are part of
+// the wire format (DESIGN §2): other programs and the nats CLI depend on them,
+// so they are spelled here and nowhere else.
+package subject
+
+import "strings"
+
+// DefaultPrefix is the first token of every fedmesh subject.
+const DefaultPrefix = "fed"
+
+// Space is a subject namespace. The zero value uses DefaultPrefix, so
+// subject.Space{} is ready to use.
+type Space struct {
+	Prefix string
+}
+
+// Default is the namespace with the default prefix.
+var Default = Space{Prefix: DefaultPrefix}
+
+func (s Space) p() string {
+	if s.Prefix == "" {
+		return DefaultPrefix
+	}
+	return s.Prefix
+}
+
+func (s Space) join(parts ...string) string {
+	return s.p() + "." + strings.Join(parts, ".")
+}
+
+// Infer is the subject a client publishes a request for capability on.
+func (s Space) Infer(capability string) string { return s.join("infer", capability) }
+
+// InferAll is the wildcard the routers' queue group listens on.
+func (s Space) InferAll() string { return s.join("infer", ">") }
+
+// InferPrefix is what precedes the capability in an infer subject ("fed.infer.").
+func (s Space) InferPrefix() string { return s.p() + ".infer." }
+
+// NodeInfer is the subject a node agent serves dispatches on.
+func (s Space) NodeInfer(nodeID string) string { return s.join("node", nodeID, "infer") }
+
+// NodeProbe is a node's liveness endpoint; health probes nodes that report
+// nothing (DESIGN §6 "active probe"). Addition to DESIGN §2.
+func (s Space) NodeProbe(nodeID string) string { return s.join("node", nodeID, "probe") }
+
+// Cancel is the subject that cancels one request's stream.
+func (s Space) Cancel(requestID string) string { return s.join("cancel", requestID) }
+
+// CancelAll matches every cancel subject.
+func (s Space) CancelAll() string { return s.join("cancel", "*") }
+
+// Heartbeat is a node's load-report subject.
+func (s Space) Heartbeat(nodeID string) string { return s.join("heartbeat", nodeID) }
+
+// HeartbeatAll matches every node's heartbeat.
+func (s Space) HeartbeatAll() string { return s.join("heartbeat", "*") }
+
+// Outcome is the subject of a node's finished-request events.
+func (s Space) Outcome(nodeID string) string { return s.join("outcome", nodeID) }
+
+// OutcomeAll matches every node's outcome events.
+func (s Space) OutcomeAll() string { return s.join("outcome", "*") }
+
+// Unplaced carries events for requests the router answered itself because no
+// node could take them (no capacity, privacy, unknown model). They belong to
+// no node, so they do not go on an outcome subject. (Addition to DESIGN §2.)
+func (s Space) Unplaced() string { return s.join("router", "unplaced") }
+
+// Catalog endpoints (micro service fed-catalog).
+func (s Space) CatalogRegister() string   { return s.join("catalog", "register") }
+func (s Space) CatalogDeregister() string { return s.join("catalog", "deregister") }
+func (s Space) CatalogFind() string       { return s.join("catalog", "find") }
+func (s Space) CatalogList() string       { return s.join("catalog", "list") }
+func (s Space) CatalogGet() string        { return s.join("catalog", "get") }
+
+// Health endpoints (micro service fed-health).
+func (s Space) HealthGet() string  { return s.join("health", "get") }
+func (s Space) HealthList() string { return s.join("health", "list") }
+func (s Space) Stats() string      { return s.join("stats") }
+
+// RouterCandidates is the router's explain endpoint.
+func (s Space) RouterCandidates() string { return s.join("router", "candidates") }
+
+// LastToken returns what follows the final dot of subj.
+func LastToken(subj string) string {
+	if i := strings.LastIndexByte(subj, '.'); i >= 0 {
+		return subj[i+1:]
+	}
+	return subj
+}
+
+// CapabilityOf returns the capability of an infer subject ("fed.infer.custom.x"
+// gives "custom.x"), or "" when subj is not one.
+func (s Space) CapabilityOf(subj string) string {
+	pre := s.InferPrefix()
+	if !strings.HasPrefix(subj, pre) {
+		return ""
+	}
+	return subj[len(pre):]
+}
+
+// Service names as seen by `nats micro ls`.
+const (
+	ServiceCatalog = "fed-catalog"
+	ServiceHealth  = "fed-health"
+	ServiceRouter  = "fed-router"
+	ServiceNode    = "fed-node"
+)
+
+// Queue groups.
+const (
+	QueueRouter  = "fed-router"
+	QueueCatalog = "fed-catalog"
+	QueueHealth  = "fed-health"
+)

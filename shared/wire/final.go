@@ -1,0 +1,89 @@
+package wire
+
+import (
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Reply builds the messages a request's server (a node, or a router that
+// cannot place the request) sends to the client's inbox. Every message
+// carries Fed-Request-Id, Fed-Node (when a node sends it) and Fed-Seq.
+type Reply struct {
+	Inbox     string
+	RequestID string
+	Node      string
+	seq       int
+}
+
+func (r *Reply) header() nats.Header {
+	h := nats.Header{}
+	if r.RequestID != "" {
+		h.Set(HdrRequestID, r.RequestID)
+	}
+	if r.Node != "" {
+		h.Set(HdrNode, r.Node)
+	}
+	h.Set(HdrSeq, strconv.Itoa(r.seq))
+	r.seq++
+	return h
+}
+
+// Chunk is one streamed piece of output.
+func (r *Reply) Chunk(data []byte) *nats.Msg {
+	return &nats.Msg{Subject: r.Inbox, Header: r.header(), Data: data}
+}
+
+// Done is the final success message. data is the whole output for a
+// non-streamed answer and nil (the ADR-47 empty sentinel) after a stream.
+func (r *Reply) Done(data []byte, d DoneInfo) *nats.Msg {
+	h := r.header()
+	h.Set(HdrStatus, StatusDone)
+	h.Set(HdrTokens, strconv.Itoa(d.Tokens))
+	h.Set(HdrLatencyMs, strconv.FormatFloat(d.LatencyMs, 'f', 3, 64))
+	if d.TTFTMs > 0 {
+		h.Set(HdrTTFTMs, strconv.FormatFloat(d.TTFTMs, 'f', 3, 64))
+	}
+	if d.RouteScore != "" {
+		h.Set(HdrRouteScore, d.RouteScore)
+	}
+	return &nats.Msg{Subject: r.Inbox, Header: h, Data: data}
+}
+
+// Fail is the final error message; its payload is empty so stream readers
+// that wait for the empty sentinel stop on it too.
+func (r *Reply) Fail(code int, description string) *nats.Msg {
+	h := r.header()
+	SetError(h, code, description)
+	return &nats.Msg{Subject: r.Inbox, Header: h}
+}
+
+// Seq is the Fed-Seq the next message will carry.
+func (r *Reply) Seq() int { return r.seq }
+
+// DoneInfo is what a final success message reports.
+type DoneInfo struct {
+	Tokens     int
+	LatencyMs  float64
+	TTFTMs     float64
+	RouteScore string // as received in the dispatch, passed through
+}
+
+// IsFinal reports whether m ends its request: it has Fed-Status done or
+// error, or it is a NATS no-responders status.
+func IsFinal(m *nats.Msg) bool {
+	if m.Header == nil {
+		return false
+	}
+	switch m.Header.Get(HdrStatus) {
+	case StatusDone, StatusError:
+		return true
+	}
+	return IsNoResponders(m)
+}
+
+// IsNoResponders reports whether m is the server's 503 for a request that no
+// subscriber could receive.
+func IsNoResponders(m *nats.Msg) bool {
+	return len(m.Data) == 0 && m.Header != nil && m.Header.Get("Status") == "503"
+}

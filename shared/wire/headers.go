@@ -1,0 +1,59 @@
+// Package wire holds fedmesh's wire format: header names, statuses, error
+// codes, privacy levels, capability and id rules, and the decoding of a
+// request's routing headers (DESIGN §2–§4). Nothing else spells these names.
+package wire
+
+// Request headers set by clients (DESIGN §3).
+const (
+	HdrRequestID     = "Fed-Request-Id"
+	HdrTenant        = "Fed-Tenant"
+	HdrModel         = "Fed-Model"
+	HdrPrivacy       = "Fed-Privacy"
+	HdrRegions       = "Fed-Regions"
+	HdrMaxLatencyMs  = "Fed-Max-Latency-Ms"
+	HdrMinThroughput = "Fed-Min-Throughput"
+	HdrPreferGPU     = "Fed-Prefer-Gpu"
+	HdrCostTolerance = "Fed-Cost-Tolerance"
+	HdrRegion        = "Fed-Region"
+	HdrSession       = "Fed-Session"
+	HdrStream        = "Fed-Stream"
+	HdrTimeoutMs     = "Fed-Timeout-Ms"
+)
+
+// Dispatch headers added by a router (DESIGN §4).
+const (
+	HdrReplyTo    = "Fed-Reply-To"
+	HdrAttempt    = "Fed-Attempt"
+	HdrRouteScore = "Fed-Route-Score"
+	// HdrDeadline is the absolute end-to-end deadline in Unix milliseconds.
+	HdrDeadline   = "Fed-Deadline"
+	HdrCapability = "Fed-Capability"
+)
+
+// Response headers on every message a node sends to a client inbox.
+const (
+	HdrNode      = "Fed-Node"
+	HdrSeq       = "Fed-Seq"
+	HdrStatus    = "Fed-Status"
+	HdrTokens    = "Fed-Tokens"
+	HdrLatencyMs = "Fed-Latency-Ms"
+	HdrTTFTMs    = "Fed-Ttft-Ms"
+	HdrAttempts  = "Fed-Attempts"
+)
+
+// Micro-style error headers (the nats.go micro package uses the same names).
+const (
+	HdrServiceError     = "Nats-Service-Error"
+	HdrServiceErrorCode = "Nats-Service-Error-Code"
+)
+
+// Status values of Fed-Status.
+const (
+	// StatusAccepted, StatusBusy and StatusDraining answer a router's dispatch.
+	StatusAccepted = "accepted"
+	StatusBusy     = "busy"
+	StatusDraining = "draining"
+	// StatusDone and StatusError mark the final message of a request.
+	StatusDone  = "done"
+	StatusError = "error"
+)
