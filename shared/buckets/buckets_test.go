@@ -1,0 +1,67 @@
+package buckets_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+)
+
+func TestEnsureIsIdempotentUnderRace(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	js, err := jetstream.New(natsembed.ConnectForTest(t, s))
+	require.NoError(t, err)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for i := 0; i < 4; i++ { // four services starting at once
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := buckets.Ensure(ctx, js, buckets.Options{})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	set, err := buckets.Ensure(ctx, js, buckets.Options{})
+	require.NoError(t, err)
+	_, err = set.Catalog.Put(ctx, buckets.NodeKey("n1"), []byte(`{}`))
+	require.NoError(t, err)
+	for _, name := range []string{buckets.Catalog, buckets.Health, buckets.Config} {
+		_, err := js.KeyValue(ctx, name)
+		assert.NoError(t, err, name)
+	}
+}
+
+func TestOpenWaitsForCreator(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	js, err := jetstream.New(natsembed.ConnectForTest(t, s))
+	require.NoError(t, err)
+	ctx := context.Background()
+	_, err = buckets.Open(ctx, js, 50*time.Millisecond)
+	require.ErrorIs(t, err, jetstream.ErrBucketNotFound, "Open never creates")
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		_, _ = buckets.Ensure(ctx, js, buckets.Options{})
+	}()
+	set, err := buckets.Open(ctx, js, 5*time.Second)
+	require.NoError(t, err)
+	assert.NotNil(t, set.Config)
+}
+
+func TestNodeKey(t *testing.T) {
+	assert.Equal(t, "nodes.gpu-1", buckets.NodeKey("gpu-1"))
+	assert.Equal(t, "gpu-1", buckets.NodeIDOfKey("nodes.gpu-1"))
+	assert.Equal(t, "", buckets.NodeIDOfKey("router.policy"))
+}

@@ -1,0 +1,114 @@
+package wire
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseSpecDefaults(t *testing.T) {
+	s, err := ParseSpec(nats.Header{})
+	require.NoError(t, err)
+	assert.Equal(t, PrivacyInternal, s.Privacy)
+	assert.True(t, s.PreferGPU)
+	assert.Equal(t, DefaultCostTolerance, s.CostTolerance)
+	assert.Nil(t, s.Regions)
+	assert.Equal(t, DefaultTimeout, s.EffectiveTimeout())
+	assert.True(t, s.RegionAllowed("anywhere"))
+}
+
+func TestParseSpecValues(t *testing.T) {
+	h := nats.Header{}
+	h.Set(HdrRequestID, "r1")
+	h.Set(HdrTenant, "acme")
+	h.Set(HdrModel, "llama-3")
+	h.Set(HdrPrivacy, "confidential")
+	h.Set(HdrRegions, "eu-west, eu-central")
+	h.Set(HdrMaxLatencyMs, "250")
+	h.Set(HdrMinThroughput, "12.5")
+	h.Set(HdrPreferGPU, "false")
+	h.Set(HdrCostTolerance, "90")
+	h.Set(HdrRegion, "eu-west")
+	h.Set(HdrSession, "s-1")
+	h.Set(HdrStream, "true")
+	h.Set(HdrTimeoutMs, "1500")
+	s, err := ParseSpec(h)
+	require.NoError(t, err)
+	assert.Equal(t, Spec{RequestID: "r1", Tenant: "acme", Model: "llama-3", Privacy: PrivacyConfidential,
+		Regions: []string{"eu-west", "eu-central"}, MaxLatencyMs: 250, MinThroughput: 12.5, PreferGPU: false,
+		CostTolerance: 90, Region: "eu-west", Session: "s-1", Stream: true, Timeout: 1500 * time.Millisecond}, s)
+	assert.True(t, s.RegionAllowed("eu-central"))
+	assert.False(t, s.RegionAllowed("us-west"))
+}
+
+func TestParseSpecRejects(t *testing.T) {
+	cases := []struct{ header, value string }{
+		{HdrPrivacy, "secret"},
+		{HdrModel, "bad.model"},
+		{HdrRegions, " , "},
+		{HdrRegions, "eu west"},
+		{HdrMaxLatencyMs, "-1"},
+		{HdrMaxLatencyMs, "NaN"},
+		{HdrMinThroughput, "fast"},
+		{HdrPreferGPU, "maybe"},
+		{HdrCostTolerance, "101"},
+		{HdrCostTolerance, "1.5"},
+		{HdrRegion, "us.west"},
+		{HdrStream, "yes please"},
+		{HdrTimeoutMs, "0"},
+		{HdrTimeoutMs, "99999999999"},
+		{HdrRequestID, strings.Repeat("x", 300)},
+	}
+	for _, c := range cases {
+		t.Run(c.header+"="+c.value[:min(len(c.value), 12)], func(t *testing.T) {
+			h := nats.Header{}
+			h.Set(c.header, c.value)
+			_, err := ParseSpec(h)
+			require.Error(t, err)
+			var we *Error
+			require.True(t, errors.As(err, &we))
+			assert.Equal(t, CodeBadRequest, we.Code)
+			assert.Contains(t, we.Description, c.header, "the error names the header")
+		})
+	}
+}
+
+// FuzzParseSpec: headers come from untrusted clients; decoding must never
+// panic, and an accepted spec must satisfy its own invariants.
+func FuzzParseSpec(f *testing.F) {
+	f.Add("confidential", "eu-west,us-east", "100", "5", "true", "50", "eu-west", "true", "1000")
+	f.Add("", "", "", "", "", "", "", "", "")
+	f.Add("restricted", ",,,", "1e309", "-0", "1", "100", "a-b_c", "0", "3600000")
+	f.Fuzz(func(t *testing.T, privacy, regions, maxLat, minTP, gpu, cost, region, stream, timeout string) {
+		h := nats.Header{}
+		for k, v := range map[string]string{HdrPrivacy: privacy, HdrRegions: regions, HdrMaxLatencyMs: maxLat,
+			HdrMinThroughput: minTP, HdrPreferGPU: gpu, HdrCostTolerance: cost, HdrRegion: region,
+			HdrStream: stream, HdrTimeoutMs: timeout} {
+			if v != "" {
+				h.Set(k, v)
+			}
+		}
+		s, err := ParseSpec(h)
+		if err != nil {
+			var we *Error
+			if !errors.As(err, &we) || we.Code != CodeBadRequest {
+				t.Fatalf("error is not a 400 *Error: %v", err)
+			}
+			return
+		}
+		if s.Privacy > PrivacyRestricted || s.CostTolerance < 0 || s.CostTolerance > 100 ||
+			s.MaxLatencyMs < 0 || s.MinThroughput < 0 || s.Timeout < 0 || s.Timeout > MaxTimeout {
+			t.Fatalf("accepted spec breaks an invariant: %+v", s)
+		}
+		for _, r := range s.Regions {
+			if ValidateID("region", r) != nil {
+				t.Fatalf("accepted invalid region %q", r)
+			}
+		}
+	})
+}
