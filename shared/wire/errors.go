@@ -97,3 +97,30 @@ func ErrorFromHeader(h nats.Header) *Error {
 		Node:        h.Get(HdrNode),
 	}
 }
+
+// ErrorMsg builds a reply carrying err as micro-style error headers (its wire
+// code, or 500) and an empty payload.
+func ErrorMsg(err error) *nats.Msg {
+	code := CodeOf(err)
+	desc := err.Error()
+	var we *Error
+	if errors.As(err, &we) {
+		desc = we.Description
+	}
+	m := &nats.Msg{Header: nats.Header{}}
+	SetError(m.Header, code, desc)
+	return m
+}
+
+// RespondError publishes err as an error reply to reply. Handlers that answer
+// from a goroutine other than the micro callback must use it instead of
+// micro.Request.Error: that method records the error on the request, which
+// micro reads concurrently for its stats once the callback has returned.
+func RespondError(nc *nats.Conn, reply string, err error) error {
+	if reply == "" {
+		return nil
+	}
+	m := ErrorMsg(err)
+	m.Subject = reply
+	return nc.PublishMsg(m)
+}
