@@ -1,0 +1,204 @@
+package router
+
+import (
+	"sync"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// scored is one eligible candidate during a decision.
+type scored struct {
+	e     *entry
+	total float64
+}
+
+// scratch is a decision's working memory, pooled so that a decision makes no
+// per-candidate allocation.
+type scratch struct {
+	top []scored // the best max_candidates eligible, total descending
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{top: make([]scored, 0, 16)} }}
+
+// decision is the outcome of one route decision. On failure code is the wire
+// error code and the counters say why, for the message.
+type decision struct {
+	e        *entry
+	model    string
+	total    float64
+	halfOpen bool   // the chosen node's circuit is half-open: claim its probe slot
+	subject  string // the chosen node's infer subject from its catalog record
+
+	code     int // 0: a node was chosen
+	serving  int // nodes serving the capability/model
+	privOK   int // of those, nodes the privacy policy allows
+	rejected [rejTried + 1]int
+}
+
+// request is what a decision needs from a request.
+type request struct {
+	capability string
+	model      string
+	q          query
+	key        uint64 // rendezvous key hash; hasKey false when none
+	hasKey     bool
+	tried      []*entry
+}
+
+// decide runs one route decision against the cache: candidates, scores,
+// eligibility, top max_candidates, strategy. It reads no KV and allocates
+// nothing per candidate.
+func (c *cache) decide(r *request, p *policyState, rr uint64) decision {
+	sc := scratchPool.Get().(*scratch)
+	sc.top = sc.top[:0]
+	k := p.MaxCandidates
+	var d decision
+
+	c.rlockIndexed()
+	cands := c.candidatesLocked(r.capability, r.model)
+	r.q.callerID = c.callerRegionLocked(r.q.callerRegion)
+	d.serving = len(cands)
+	var hashBest *entry
+	var hashBestH uint64
+	var hashBestTotal float64
+	for _, e := range cands {
+		total, rej := scoreFast(e, &r.q, &p.w)
+		if rej != rejClearance && rej != rejRegion {
+			d.privOK++
+		}
+		if rej == rejNone && total < p.MinScore {
+			rej = rejMinScore
+		}
+		if rej == rejNone && wasTried(r.tried, e) {
+			rej = rejTried
+		}
+		if rej != rejNone {
+			d.rejected[rej]++
+			continue
+		}
+		if r.hasKey && p.strategy == stratConsistentHash {
+			// rendezvous over every eligible node, not just the top ones, so a
+			// session moves only when its own node leaves
+			if h := mix64(r.key ^ e.idHash); hashBest == nil || h > hashBestH {
+				hashBest, hashBestH, hashBestTotal = e, h, total
+			}
+		}
+		sc.top = insertTop(sc.top, k, scored{e, total})
+	}
+	switch {
+	case len(sc.top) == 0:
+		d.code = c.failureCodeLocked(r, &d)
+	case hashBest != nil:
+		d.e, d.total = hashBest, hashBestTotal
+	default:
+		ch := pick(p.strategy, sc.top, rr)
+		d.e, d.total = ch.e, ch.total
+	}
+	if d.e != nil {
+		d.model = d.e.modelFor(r.capability, r.model)
+		d.halfOpen = d.e.circuit == circuitHalfOpen
+		if d.e.node != nil {
+			d.subject = d.e.node.Subject
+		}
+	}
+	c.mu.RUnlock()
+	scratchPool.Put(sc)
+	return d
+}
+
+// failureCodeLocked classifies a decision that found no eligible node
+// (error codes in the project README).
+func (c *cache) failureCodeLocked(r *request, d *decision) int {
+	switch {
+	case d.serving == 0 && r.model != "" && !c.models[r.model]:
+		return wire.CodeNotFound // no node has that model
+	case d.serving == 0 && r.model != "" && len(c.byCap[r.capability]) > 0:
+		return wire.CodeNotFound // the model exists, but not for this capability
+	case d.serving == 0:
+		return wire.CodeNoCapacity // nothing registered serves it (yet)
+	case d.privOK == 0:
+		return wire.CodePrivacy
+	}
+	return wire.CodeNoCapacity
+}
+
+func wasTried(tried []*entry, e *entry) bool {
+	for _, t := range tried {
+		if t == e {
+			return true
+		}
+	}
+	return false
+}
+
+// insertTop keeps top sorted by total, descending, at most k long. An equal
+// total does not displace an earlier one, so ties go to the older node.
+func insertTop(top []scored, k int, s scored) []scored {
+	n := len(top)
+	if n == k {
+		if s.total <= top[n-1].total {
+			return top
+		}
+		n--
+	} else {
+		top = append(top, scored{})
+	}
+	i := n
+	for i > 0 && top[i-1].total < s.total {
+		top[i] = top[i-1]
+		i--
+	}
+	top[i] = s
+	return top
+}
+
+// mix64 is splitmix64's finaliser: it spreads the rendezvous hash bits.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+// hashKey is FNV-1a of s, without the allocation of hash/fnv.
+func hashKey(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// rendezvousKey is the consistent-hash key of a request: Fed-Session, else
+// the tenant.
+func rendezvousKey(s *wire.Spec) (uint64, bool) {
+	switch {
+	case s.Session != "":
+		return hashKey(s.Session), true
+	case s.Tenant != "":
+		return hashKey(s.Tenant), true
+	}
+	return 0, false
+}
+
+// newRequest builds a decision request from a parsed spec.
+func newRequest(capability string, s *wire.Spec, routerRegion string) request {
+	r := request{capability: capability, model: s.Model, q: newQuery(s, routerRegion)}
+	r.key, r.hasKey = rendezvousKey(s)
+	return r
+}
+
+// policyState is a validated policy ready for decisions.
+type policyState struct {
+	record.Policy
+	w        weightVec
+	strategy strategy
+}
+
+func newPolicyState(p record.Policy) *policyState {
+	return &policyState{Policy: p, w: weightsOf(p.Weights), strategy: strategyOf(p.Strategy)}
+}

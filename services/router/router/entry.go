@@ -1,0 +1,179 @@
+package router
+
+import (
+	"hash/fnv"
+	"sync/atomic"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// circuit states as small ints so the hot path compares no strings.
+const (
+	circuitClosed uint8 = iota
+	circuitHalfOpen
+	circuitOpen
+)
+
+// entry is everything the router knows about one node, flattened and
+// pre-scored so a route decision reads plain fields and never looks anything
+// up. Fields other than the atomics change only under cache.mu held for
+// writing; the hot ones come first.
+type entry struct {
+	// eligibility and scores precomputed from health, catalog and regions
+	clearance   wire.Privacy // node clearance capped by its region's
+	gate        reject       // rejCircuitOpen/rejUnhealthy/rejDraining, or rejNone
+	halfOpen    bool
+	gpu         bool
+	regionID    int32
+	healthScore float64
+	latScore    float64
+	observedLat float64 // p99, or p50 while under p99MinSamples
+	tps         float64
+	costLow     float64 // 1 − cost
+	costHigh    float64 // min(tps/1000, 1)
+	conc        int     // max concurrency; 0 = unbounded
+	invConc     float64
+	hbInFlight  int
+
+	// this router's own accepted, not yet completed dispatches
+	outstanding atomic.Int32
+	// probing: a half-open circuit admits one probe request at a time
+	probing atomic.Bool
+
+	id     string
+	idHash uint64 // FNV-1a of id, mixed with the request key for rendezvous hashing
+	ord    int    // stable ordinal for round robin
+	region string
+
+	node *record.Node // nil: health known but not (or no longer) in the catalog
+
+	// raw values, for explanations
+	cost      float64
+	maxConc   int
+	hasHealth bool
+	state     string
+	p50, p99  float64
+	samples   int
+	hMaxConc  int
+	circuit   uint8
+	draining  bool
+}
+
+func newEntry(id string, ord int) *entry {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(id))
+	return &entry{id: id, idHash: h.Sum64(), ord: ord}
+}
+
+// inFlight is the node's load as this router sees it. The heartbeat count
+// already includes this router's accepted dispatches once it is fresh, so the
+// larger of the two is used rather than their sum (which would count them
+// twice and reject nodes that still have room).
+func (e *entry) inFlight() int {
+	o := int(e.outstanding.Load())
+	if e.hbInFlight > o {
+		return e.hbInFlight
+	}
+	return o
+}
+
+func (e *entry) concurrency() int { return e.conc }
+
+// refresh recomputes the precomputed fields from the raw ones.
+func (e *entry) refresh() {
+	e.gate = rejNone
+	switch {
+	case e.circuit == circuitOpen:
+		e.gate = rejCircuitOpen
+	case e.healthScore <= 0:
+		e.gate = rejUnhealthy
+	case e.draining:
+		e.gate = rejDraining
+	}
+	e.halfOpen = e.circuit == circuitHalfOpen
+	e.latScore = clamp01(1 - e.p50/latencyCeilingMs)
+	e.observedLat = e.p99
+	if e.samples < p99MinSamples {
+		e.observedLat = e.p50
+	}
+	e.costLow = clamp01(1 - e.cost)
+	e.costHigh = clamp01(e.tps / throughputFull)
+	e.conc = e.maxConc
+	if e.conc <= 0 {
+		e.conc = e.hMaxConc
+	}
+	e.invConc = 0
+	if e.conc > 0 {
+		e.invConc = 1 / float64(e.conc)
+	}
+}
+
+func (e *entry) setHealth(h *record.Health) {
+	if h == nil {
+		e.hasHealth = false
+		e.state, e.healthScore = record.StateUnknown, healthScoreOf(record.StateUnknown)
+		e.p50, e.p99, e.samples, e.tps, e.hbInFlight, e.hMaxConc = 0, 0, 0, 0, 0, 0
+		e.circuit, e.draining = circuitClosed, false
+		e.refresh()
+		return
+	}
+	e.hasHealth = true
+	e.state = h.State
+	if e.state == "" {
+		e.state = record.StateUnknown
+	}
+	e.healthScore = healthScoreOf(e.state)
+	e.p50, e.p99, e.samples = h.LatencyP50Ms, h.LatencyP99Ms, h.Samples
+	e.tps, e.hbInFlight, e.hMaxConc = h.ThroughputTPS, h.InFlight, h.MaxConcurrency
+	switch h.Circuit {
+	case record.CircuitOpen:
+		e.circuit = circuitOpen
+	case record.CircuitHalfOpen:
+		e.circuit = circuitHalfOpen
+	default:
+		e.circuit = circuitClosed
+	}
+	e.draining = h.Draining
+	e.refresh()
+}
+
+// derive recomputes the fields that depend on the catalog record and the
+// regions config.
+func (e *entry) derive(regions record.Regions, regionID int32) {
+	n := e.node
+	if n == nil {
+		return
+	}
+	e.regionID = regionID
+	e.region, e.gpu, e.maxConc = n.Region, n.GPU, n.MaxConcurrency
+	e.clearance = n.Clearance
+	e.cost = n.Cost
+	if r, ok := regions[n.Region]; ok {
+		if r.Privacy != nil && *r.Privacy < e.clearance {
+			e.clearance = *r.Privacy
+		}
+		if e.cost == 0 && r.Cost != nil {
+			e.cost = *r.Cost
+		}
+	}
+	if e.cost == 0 && (regions == nil || regions[n.Region].Cost == nil) {
+		e.cost = defaultCost
+	}
+	e.refresh()
+}
+
+// modelFor returns the first model of the node serving capability (and
+// model when given), "" when none.
+func (e *entry) modelFor(capability, model string) string {
+	if e.node == nil {
+		return ""
+	}
+	for i := range e.node.Models {
+		m := &e.node.Models[i]
+		if (model == "" || m.ModelID == model) && m.Serves(capability) {
+			return m.ModelID
+		}
+	}
+	return ""
+}

@@ -1,0 +1,118 @@
+package router
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+)
+
+// outstanding tracks this router's accepted dispatches until the node's
+// completion outcome arrives, for the load policy and least_connections, and
+// holds a half-open node's probe slot for as long as its probe runs.
+type outstanding struct {
+	mu sync.Mutex
+	m  map[string]outRec // request id → dispatch
+}
+
+type outRec struct {
+	e       *entry
+	expires time.Time
+	probe   bool
+}
+
+func newOutstanding() *outstanding { return &outstanding{m: map[string]outRec{}} }
+
+func (o *outstanding) add(requestID string, e *entry, expires time.Time, probe bool) {
+	e.outstanding.Add(1)
+	o.mu.Lock()
+	old, dup := o.m[requestID]
+	o.m[requestID] = outRec{e: e, expires: expires, probe: probe}
+	o.mu.Unlock()
+	if dup { // a client reused a request id: the older dispatch stops counting
+		release(old)
+	}
+}
+
+// done ends the dispatch of requestID on node; other nodes' outcomes for the
+// same id (duplicates) do not touch it.
+func (o *outstanding) done(requestID, node string) {
+	o.mu.Lock()
+	r, ok := o.m[requestID]
+	if ok && r.e.id == node {
+		delete(o.m, requestID)
+	} else {
+		ok = false
+	}
+	o.mu.Unlock()
+	if ok {
+		release(r)
+	}
+}
+
+// sweep drops dispatches whose completion never arrived (lost outcome, dead node).
+func (o *outstanding) sweep(now time.Time) int {
+	var gone []outRec
+	o.mu.Lock()
+	for id, r := range o.m {
+		if now.After(r.expires) {
+			gone = append(gone, r)
+			delete(o.m, id)
+		}
+	}
+	o.mu.Unlock()
+	for _, r := range gone {
+		release(r)
+	}
+	return len(gone)
+}
+
+func (o *outstanding) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.m)
+}
+
+func release(r outRec) {
+	r.e.outstanding.Add(-1)
+	if r.probe {
+		r.e.probing.Store(false)
+	}
+}
+
+// outcomeHead is the part of an outcome event the router reads.
+type outcomeHead struct {
+	Kind      string `json:"kind"`
+	NodeID    string `json:"node_id"`
+	RequestID string `json:"request_id"`
+}
+
+// onOutcome runs on the outcome subscription: completions end outstanding
+// dispatches. It only parses and updates a map, never blocks.
+func (s *Service) onOutcome(m *nats.Msg) {
+	var h outcomeHead
+	if err := json.Unmarshal(m.Data, &h); err != nil || h.Kind != record.OutcomeCompleted || h.RequestID == "" {
+		return
+	}
+	s.out.done(h.RequestID, h.NodeID)
+}
+
+// sweepLoop expires forgotten dispatches until the service stops.
+func (s *Service) sweepLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			if n := s.out.sweep(now); n > 0 {
+				s.log.Debug().Int("dispatches", n).Msg("outstanding dispatches expired without a completion outcome")
+			}
+		}
+	}
+}
