@@ -20,6 +20,9 @@ type Counters struct {
 	ActiveStreams      int64   `json:"active_streams"`
 	Retries            int64   `json:"retries"`
 	DuplicatesDropped  int64   `json:"duplicates_dropped"`
+	// DispatchFailures counts dispatches a router could not hand to a node
+	// (busy, draining, no responders, ack timeout). Addition to DESIGN §7.
+	DispatchFailures int64 `json:"dispatch_failures"`
 }
 
 // Stats is the answer of fed.stats.
@@ -28,4 +31,7 @@ type Stats struct {
 	Counters
 	Nodes   map[string]Counters `json:"nodes"`
 	Tenants map[string]Counters `json:"tenants"`
+	// Unplaced counts requests the router answered itself, by wire error
+	// code ("403", "404", "503"...). Addition to DESIGN §7.
+	Unplaced map[string]int64 `json:"unplaced,omitempty"`
 }

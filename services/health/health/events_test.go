@@ -1,0 +1,203 @@
+package health
+
+import (
+	"math/rand"
+	"testing"
+	"time"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMalformedEventsAreDroppedAndLoggedRateLimited(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(testConfig())
+	h.ok("n1", 10)
+	h.ok("n1", 10)
+	before := h.waitKV("n1", "healthy", stateIs(record.StateHealthy))
+
+	bad := []struct {
+		subj string
+		data string
+	}{
+		{h.sp.Heartbeat("n1"), `{not json`},
+		{h.sp.Heartbeat("n1"), `{"node_id":"other"}`},
+		{h.sp.Heartbeat("n1"), `{"in_flight":-1}`},
+		{h.sp.Heartbeat("n1"), `{"gpu_utilization":-3}`},
+		{h.sp.Outcome("n1"), `[]`},
+		{h.sp.Outcome("n1"), `{"kind":"exploded","ok":false}`},
+		{h.sp.Outcome("n1"), `{"kind":"completed","ok":false,"code":5000}`},
+		{h.sp.Outcome("n1"), `{"kind":"completed","ok":true,"latency_ms":-5}`},
+		{h.sp.Outcome("n1"), `{"kind":"completed","node_id":"n2","ok":false,"code":500}`},
+		{h.sp.Unplaced(), `{"code":"x"}`},
+	}
+	for range 3 {
+		for _, b := range bad {
+			require.NoError(t, h.nc.Publish(b.subj, []byte(b.data)))
+		}
+	}
+	// A good event after the bad ones: once it is applied, all were seen.
+	h.publish(h.sp.Heartbeat("n1"), record.Heartbeat{NodeID: "n1", QueueDepth: 7})
+	after := h.waitKV("n1", "queue depth 7", func(r *record.Health) bool { return r.QueueDepth == 7 })
+
+	assert.Equal(t, before.State, after.State)
+	assert.Equal(t, before.ConsecutiveFailures, after.ConsecutiveFailures)
+	assert.Equal(t, before.Samples, after.Samples)
+	assert.Zero(t, after.InFlight)
+	_, known := inMemory(s, "n2")
+	assert.False(t, known, "a mismatched node_id creates no node")
+	assert.Equal(t, int64(2), h.stats().TotalRequests)
+	assert.Equal(t, 1, countLines(h.log.String(), "dropping malformed message"), "30 bad messages, one log line per second")
+}
+
+func TestPercentilesOverKnownLatencies(t *testing.T) {
+	h := newHarness(t)
+	h.start(testConfig())
+	lat := rand.Perm(100)
+	for _, l := range lat {
+		h.ok("n1", float64(l+1)) // 1..100 ms in random order
+	}
+	r := h.waitKV("n1", "100 samples", func(r *record.Health) bool { return r.Samples == 100 })
+	assert.Equal(t, 50.0, r.LatencyP50Ms)
+	assert.Equal(t, 99.0, r.LatencyP99Ms)
+	assert.Equal(t, 1.0, r.SuccessRate)
+}
+
+func TestPercentileWindowSlides(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig()
+	cfg.LatencyWindow = 10
+	cfg.DegradedLatency = time.Hour
+	h.start(cfg)
+	for range 10 {
+		h.ok("n1", 5000)
+	}
+	for i := range 10 {
+		h.ok("n1", float64(i+1))
+	}
+	r := h.waitKV("n1", "window of the last 10", func(r *record.Health) bool { return r.LatencyP99Ms == 10 })
+	assert.Equal(t, 5.0, r.LatencyP50Ms)
+	assert.Equal(t, 10, r.Samples)
+}
+
+func TestStatsCounts(t *testing.T) {
+	h := newHarness(t)
+	h.start(testConfig())
+	sp := h.sp
+	h.publish(sp.Outcome("a"), record.Outcome{Kind: record.OutcomeCompleted, NodeID: "a", OK: true, Tenant: "t1",
+		Attempt: 2, LatencyMs: 100, TTFTMs: 20, Tokens: 50})
+	h.publish(sp.Outcome("a"), record.Outcome{Kind: record.OutcomeCompleted, NodeID: "a", OK: true, Tenant: "t1",
+		Attempt: 1, LatencyMs: 300, TTFTMs: 40, Tokens: 10})
+	h.publish(sp.Outcome("b"), record.Outcome{Kind: record.OutcomeCompleted, NodeID: "b", Code: wire.CodeInternal, Tenant: "t2"})
+	h.publish(sp.Outcome("b"), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: "b", Code: wire.CodeTimeout, Tenant: "t1"})
+	h.publish(sp.Outcome("a"), record.Outcome{Kind: record.OutcomeDuplicate, NodeID: "a"})
+	h.publish(sp.Unplaced(), record.Unplaced{Code: wire.CodeNoCapacity, Error: "all nodes failed", Attempts: 4, Tenant: "t2"})
+	h.publish(sp.Unplaced(), record.Unplaced{Code: wire.CodePrivacy, Error: "no node cleared"})
+
+	var st record.Stats
+	require.True(t, assertEventually(func() bool {
+		st = h.stats()
+		return st.TotalRequests == 5 && st.DuplicatesDropped == 1
+	}), "stats %+v", st)
+	assert.Equal(t, int64(2), st.SuccessfulRequests)
+	assert.Equal(t, int64(3), st.FailedRequests)
+	assert.Equal(t, int64(60), st.TotalTokens)
+	assert.Equal(t, int64(1), st.DispatchFailures)
+	assert.Equal(t, int64(1+3), st.Retries, "attempt 2 = 1 retry; 4 attempts = 3 retries")
+	assert.Equal(t, 200.0, st.AvgLatencyMs)
+	assert.Equal(t, 100.0, st.LatencyP50Ms)
+	assert.Equal(t, 300.0, st.LatencyP99Ms)
+	assert.Equal(t, 20.0, st.TTFTP50Ms)
+	assert.Equal(t, map[string]int64{"503": 1, "403": 1}, st.Unplaced)
+
+	require.Contains(t, st.Nodes, "a")
+	assert.Equal(t, int64(2), st.Nodes["a"].TotalRequests)
+	assert.Equal(t, int64(1), st.Nodes["a"].DuplicatesDropped)
+	assert.Equal(t, int64(1), st.Nodes["b"].FailedRequests)
+	assert.Equal(t, int64(1), st.Nodes["b"].DispatchFailures)
+	assert.Equal(t, int64(2), st.Tenants["t1"].SuccessfulRequests)
+	assert.Equal(t, int64(1), st.Tenants["t1"].DispatchFailures)
+	assert.Equal(t, int64(2), st.Tenants["t2"].FailedRequests)
+}
+
+func TestMeshState(t *testing.T) {
+	h := newHarness(t)
+	h.start(testConfig())
+	assert.Equal(t, record.MeshInitializing, h.stats().State)
+
+	h.register("a")
+	h.register("b")
+	for _, id := range []string{"a", "b"} {
+		h.ok(id, 10)
+		h.ok(id, 10)
+		h.waitKV(id, "healthy", stateIs(record.StateHealthy))
+	}
+	require.True(t, assertEventually(func() bool { return h.stats().State == record.MeshReady }))
+
+	for range 3 {
+		h.fail("b", wire.CodeInternal)
+	}
+	h.waitKV("b", "unhealthy", stateIs(record.StateUnhealthy))
+	assert.Equal(t, record.MeshDegraded, h.stats().State)
+}
+
+func TestGetAndList(t *testing.T) {
+	h := newHarness(t)
+	h.start(testConfig())
+	h.heartbeat("b")
+	h.heartbeat("a")
+	h.waitKV("b", "written", stateIs(record.StateUnknown))
+	h.waitKV("a", "written", stateIs(record.StateUnknown))
+
+	r, werr := h.get("a")
+	require.Nil(t, werr)
+	assert.Equal(t, "a", r.NodeID)
+
+	cases := []struct {
+		name string
+		body string
+		code int
+		want string
+	}{
+		{"malformed json", `{`, wire.CodeBadRequest, "body"},
+		{"empty id", `{}`, wire.CodeBadRequest, "node_id"},
+		{"bad id", `{"node_id":"a.b"}`, wire.CodeBadRequest, "node_id"},
+		{"unknown node", `{"node_id":"zzz"}`, wire.CodeNotFound, "zzz"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, werr := h.request(h.sp.HealthGet(), []byte(c.body))
+			require.NotNil(t, werr)
+			assert.Equal(t, c.code, werr.Code)
+			assert.Contains(t, werr.Description, c.want)
+		})
+	}
+
+	data, werr := h.request(h.sp.HealthList(), nil)
+	require.Nil(t, werr)
+	assert.Contains(t, string(data), `"nodes":[{"node_id":"a"`)
+	assert.Contains(t, string(data), `"node_id":"b"`)
+}
+
+func TestDeregisteredSilentNodeIsForgotten(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig()
+	cfg.ForgetAfter = 200 * time.Millisecond
+	s := h.start(cfg)
+	h.register("gone")
+	h.register("kept")
+	h.heartbeat("gone")
+	h.waitKV("gone", "written", stateIs(record.StateUnknown))
+	h.waitKV("kept", "written", stateIs(record.StateUnknown))
+
+	require.NoError(t, h.cat.Delete(t.Context(), "nodes.gone"))
+	require.True(t, assertEventually(func() bool { return h.record("gone") == nil }), "fed_health key deleted")
+	_, known := inMemory(s, "gone")
+	assert.False(t, known)
+	time.Sleep(cfg.ForgetAfter)
+	_, known = inMemory(s, "kept")
+	assert.True(t, known, "a registered node stays, silent or not")
+	assert.NotNil(t, h.record("kept"))
+}

@@ -1,0 +1,216 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedmesh/fedmesh/shared/api"
+	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	waitFor = 5 * time.Second
+	tick    = 10 * time.Millisecond
+)
+
+// testConfig shrinks every interval; probes are off (CheckInterval of an
+// hour) and silence never makes a node unhealthy (MissedHeartbeats) unless
+// a test turns them on, so a loaded machine cannot fail unrelated tests.
+func testConfig() Config {
+	c := DefaultConfig()
+	c.HeartbeatInterval = 50 * time.Millisecond
+	c.MissedHeartbeats = 1000
+	c.ResetTimeout = 300 * time.Millisecond
+	c.CheckInterval = time.Hour
+	c.ProbeTimeout = 200 * time.Millisecond
+	c.ForgetAfter = time.Hour
+	return c
+}
+
+// syncBuf is a log sink tests can read while the service writes.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type harness struct {
+	t   *testing.T
+	srv *server.Server
+	nc  *nats.Conn // the "nodes and routers" connection
+	kv  jetstream.KeyValue
+	cat jetstream.KeyValue
+	sp  subject.Space
+	log *syncBuf
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	srv := natsembed.StartForTest(t)
+	nc := natsembed.ConnectForTest(t, srv)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	set, err := buckets.Ensure(context.Background(), js, buckets.Options{})
+	require.NoError(t, err)
+	return &harness{t: t, srv: srv, nc: nc, kv: set.Health, cat: set.Catalog, log: &syncBuf{}}
+}
+
+// start runs one health instance on its own connection.
+func (h *harness) start(cfg Config) *Service {
+	h.t.Helper()
+	nc := natsembed.ConnectForTest(h.t, h.srv)
+	log := zerolog.New(h.log).Level(zerolog.InfoLevel)
+	s, err := New(nc, cfg, log)
+	require.NoError(h.t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(h.t, s.Start(ctx))
+	h.t.Cleanup(func() { require.NoError(h.t, s.Stop()) })
+	return s
+}
+
+func (h *harness) publish(subj string, v any) {
+	h.t.Helper()
+	data, err := json.Marshal(v)
+	require.NoError(h.t, err)
+	require.NoError(h.t, h.nc.Publish(subj, data))
+}
+
+func (h *harness) heartbeat(id string) {
+	h.publish(h.sp.Heartbeat(id), record.Heartbeat{NodeID: id, Time: time.Now(), MaxConcurrency: 4})
+}
+
+func (h *harness) ok(id string, latencyMs float64) {
+	h.publish(h.sp.Outcome(id), record.Outcome{Kind: record.OutcomeCompleted, NodeID: id, OK: true,
+		LatencyMs: latencyMs, Time: time.Now()})
+}
+
+func (h *harness) fail(id string, code int) {
+	h.publish(h.sp.Outcome(id), record.Outcome{Kind: record.OutcomeCompleted, NodeID: id, Code: code,
+		Error: "backend failed", Time: time.Now()})
+}
+
+// record reads a node's fed_health value; nil when absent.
+func (h *harness) record(id string) *record.Health {
+	e, err := h.kv.Get(context.Background(), buckets.NodeKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	require.NoError(h.t, err)
+	var r record.Health
+	require.NoError(h.t, json.Unmarshal(e.Value(), &r))
+	return &r
+}
+
+// waitKV polls fed_health until cond holds for node id.
+func (h *harness) waitKV(id, what string, cond func(r *record.Health) bool) *record.Health {
+	h.t.Helper()
+	var last *record.Health
+	ok := assertEventually(func() bool {
+		last = h.record(id)
+		return last != nil && cond(last)
+	})
+	require.True(h.t, ok, "fed_health %s: %s; last value %+v", id, what, last)
+	return last
+}
+
+func assertEventually(cond func() bool) bool {
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(tick)
+	}
+	return cond()
+}
+
+func stateIs(st string) func(*record.Health) bool {
+	return func(r *record.Health) bool { return r.State == st }
+}
+
+func circuitIs(c string) func(*record.Health) bool {
+	return func(r *record.Health) bool { return r.Circuit == c }
+}
+
+// request calls a micro endpoint and returns the body, or the wire error.
+func (h *harness) request(subj string, body []byte) ([]byte, *wire.Error) {
+	h.t.Helper()
+	m, err := h.nc.Request(subj, body, 2*time.Second)
+	require.NoError(h.t, err)
+	if werr := wire.ErrorFromHeader(m.Header); werr != nil {
+		return nil, werr
+	}
+	return m.Data, nil
+}
+
+func (h *harness) get(id string) (record.Health, *wire.Error) {
+	h.t.Helper()
+	body, _ := json.Marshal(api.HealthGetRequest{NodeID: id})
+	data, werr := h.request(h.sp.HealthGet(), body)
+	var r record.Health
+	if werr == nil {
+		require.NoError(h.t, json.Unmarshal(data, &r))
+	}
+	return r, werr
+}
+
+func (h *harness) stats() record.Stats {
+	h.t.Helper()
+	data, werr := h.request(h.sp.Stats(), nil)
+	require.Nil(h.t, werr)
+	var st record.Stats
+	require.NoError(h.t, json.Unmarshal(data, &st))
+	return st
+}
+
+// register puts a catalog record as the catalog service would.
+func (h *harness) register(id string) {
+	h.t.Helper()
+	data, err := json.Marshal(record.Node{NodeID: id, Region: "eu", Subject: h.sp.NodeInfer(id), MaxConcurrency: 8,
+		Models: []record.Model{{ModelID: "m", Capabilities: []string{wire.CapGenerate}}}})
+	require.NoError(h.t, err)
+	_, err = h.cat.Put(context.Background(), buckets.NodeKey(id), data)
+	require.NoError(h.t, err)
+}
+
+// inMemory reads a node as one instance holds it.
+func inMemory(s *Service, id string) (record.Health, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.nodes[id]
+	if n == nil {
+		return record.Health{}, false
+	}
+	return n.record(), true
+}
+
+func countLines(log, needle string) int {
+	return strings.Count(log, needle)
+}

@@ -1,0 +1,88 @@
+package health
+
+import (
+	"context"
+	"time"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+)
+
+// loop is the service's single timer goroutine: it applies the clock-driven
+// transitions (silence, circuit reset), forgets departed nodes, starts
+// probes, and flushes fed_health.
+func (s *Service) loop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.tick())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// Publish what is pending (a circuit that just opened) before
+			// going away; bounded so Stop never hangs on a dead server.
+			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s.flush(fctx, time.Now())
+			cancel()
+			return
+		case <-s.urgent:
+			s.flush(ctx, time.Now())
+		case now := <-t.C:
+			forgotten, probes := s.sweep(now)
+			for _, p := range probes {
+				s.wg.Add(1)
+				go func() { defer s.wg.Done(); s.probe(ctx, p) }()
+			}
+			for _, f := range forgotten {
+				s.forget(ctx, f)
+			}
+			s.flush(ctx, now)
+		}
+	}
+}
+
+// forgetJob is a node dropped from memory whose fed_health key goes next.
+type forgetJob struct {
+	id  string
+	rev uint64
+}
+
+// sweep applies the timers to every node. It returns the nodes forgotten
+// and the nodes to probe (their semaphore slot already taken).
+func (s *Service) sweep(now time.Time) (forgotten []forgetJob, probes []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, n := range s.nodes {
+		if !n.registered && now.Sub(n.lastReport) > s.cfg.ForgetAfter {
+			delete(s.nodes, id)
+			forgotten = append(forgotten, forgetJob{id: id, rev: n.kvRev})
+			s.log.Info().Str("node", id).Msg("node deregistered and silent: forgotten")
+			continue
+		}
+		if s.checkStale(n, now) {
+			n.bump(now)
+		}
+		if s.checkReset(n, now) {
+			n.bump(now)
+		}
+		if s.wantsProbe(n, now) {
+			select {
+			case s.probes <- struct{}{}:
+				n.probing, n.lastProbe = true, now
+				probes = append(probes, id)
+			default: // enough probes in flight; next tick
+			}
+		}
+	}
+	s.updateMeshState()
+	return forgotten, probes
+}
+
+// wantsProbe: DESIGN §6 probes nodes that report nothing. A node that is
+// unhealthy gets no traffic, so without a probe it could never earn the
+// successes that bring it back: those are probed too.
+func (s *Service) wantsProbe(n *node, now time.Time) bool {
+	if n.probing || (!n.lastProbe.IsZero() && now.Sub(n.lastProbe) < s.cfg.CheckInterval) {
+		return false
+	}
+	silent := now.Sub(n.lastReport) >= s.cfg.CheckInterval
+	idleUnhealthy := n.effectiveState() == record.StateUnhealthy && now.Sub(n.lastOutcome) >= s.cfg.CheckInterval
+	return silent || idleUnhealthy
+}
