@@ -186,8 +186,14 @@ func (s *Service) dispatch(ctx context.Context, p *placement, d *decision, deadl
 
 // publishDispatchFailed tells health that the node could not take a request.
 func (s *Service) publishDispatchFailed(spec *wire.Spec, capability string, d *decision, attempt int, why string) {
+	// A busy node is healthy and full: 429 keeps it out of health's failure
+	// count (as does "draining" in why); no responders and ack timeouts are 503.
+	code := wire.CodeNoCapacity
+	if why == wire.StatusBusy {
+		code = wire.CodeOverloaded
+	}
 	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: d.e.id, RequestID: spec.RequestID,
-		Code: wire.CodeNoCapacity, Error: why, Capability: capability, Model: d.model, Tenant: spec.Tenant,
+		Code: code, Error: why, Capability: capability, Model: d.model, Tenant: spec.Tenant,
 		Attempt: attempt, Stream: spec.Stream, Time: time.Now()}
 	b, err := json.Marshal(ev)
 	if err == nil {
