@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// transcribeParams travel in Fed-Params; the body is the raw audio.
+type transcribeParams struct {
+	Model          string `json:"model,omitempty"`
+	Language       string `json:"language,omitempty"`
+	Prompt         string `json:"prompt,omitempty"`
+	Filename       string `json:"filename,omitempty"`
+	ResponseFormat string `json:"response_format,omitempty"`
+	Temperature    string `json:"temperature,omitempty"`
+}
+
+// transcriptions handles the multipart upload of POST /v1/audio/transcriptions.
+func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c caller) {
+	if err := r.ParseMultipartForm(8 << 20); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.fail(w, c, fallbackReq(r), "", &wire.Error{Code: http.StatusRequestEntityTooLarge, Description: "audio upload is larger than the gateway's limit"})
+			return
+		}
+		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request is not multipart/form-data: %v", err))
+		return
+	}
+	defer func() { _ = r.MultipartForm.RemoveAll() }()
+	f, fh, err := r.FormFile("file")
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "form field file: %v", err))
+		return
+	}
+	audio, err := io.ReadAll(f)
+	_ = f.Close()
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "read form field file: %v", err))
+		return
+	}
+	p := transcribeParams{Model: r.FormValue("model"), Language: r.FormValue("language"), Prompt: r.FormValue("prompt"),
+		Filename: fh.Filename, ResponseFormat: r.FormValue("response_format"), Temperature: r.FormValue("temperature")}
+	x := s.begin(w, r, c, p.Model, wire.CapTranscribe)
+	if x == nil {
+		return
+	}
+	defer x.cancel()
+	params, _ := json.Marshal(p)
+	x.req.Body = audio
+	x.req.Header = nats.Header{wire.HdrParams: []string{string(params)}}
+	resp := x.infer(w)
+	if resp == nil {
+		return
+	}
+	switch p.ResponseFormat {
+	case "text", "srt", "vtt":
+		// The node answers {"text": …}; these formats want the bare text.
+		var t struct {
+			Text string `json:"text"`
+		}
+		text := string(resp.Body)
+		if json.Unmarshal(resp.Body, &t) == nil {
+			text = t.Text
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, text)
+	default:
+		if !json.Valid(resp.Body) {
+			s.fail(w, c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,
+				Description: "node answered a transcription that is not JSON"})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(resp.Body)
+	}
+	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+}
+
+type speechRequest struct {
+	Model          string `json:"model"`
+	ResponseFormat string `json:"response_format"`
+}
+
+// speechTypes maps OpenAI's response_format to a media type, for nodes that
+// do not say (Fed-Content-Type).
+var speechTypes = map[string]string{"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
+	"flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
+
+func (s *Service) speech(w http.ResponseWriter, r *http.Request, c caller) {
+	body, err := readBody(r)
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return
+	}
+	var sr speechRequest
+	if err := json.Unmarshal(body, &sr); err != nil {
+		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
+		return
+	}
+	x := s.begin(w, r, c, sr.Model, wire.CapSynthesize)
+	if x == nil {
+		return
+	}
+	defer x.cancel()
+	x.req.Body = body
+	resp := x.infer(w)
+	if resp == nil {
+		return
+	}
+	ct := resp.Header.Get(wire.HdrContentType)
+	if ct == "" {
+		ct = speechTypes[sr.ResponseFormat]
+	}
+	if ct == "" {
+		ct = "audio/mpeg"
+	}
+	w.Header().Set("Content-Type", ct)
+	_, _ = w.Write(resp.Body)
+	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+}

@@ -1,0 +1,235 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// textRequest is what the gateway reads of a chat or completions body; the
+// body itself goes to the node unchanged (wire/payloads.go: generate, code).
+type textRequest struct {
+	Model         string `json:"model"`
+	Stream        bool   `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+}
+
+// parseTextRequest decodes the routing-relevant fields of a chat or
+// completions body. It must be a JSON object.
+func parseTextRequest(b []byte) (textRequest, error) {
+	var tr textRequest
+	if err := json.Unmarshal(b, &tr); err != nil {
+		return tr, wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err)
+	}
+	return tr, nil
+}
+
+// textCapability picks generate or code: X-Fed-Capability may ask for code
+// (a code model served behind the chat API); anything else is a 400.
+func textCapability(r *http.Request) (string, error) {
+	switch v := r.Header.Get("X-Fed-Capability"); v {
+	case "", wire.CapGenerate:
+		return wire.CapGenerate, nil
+	case wire.CapCode:
+		return wire.CapCode, nil
+	default:
+		return "", wire.Errorf(wire.CodeBadRequest, "header X-Fed-Capability: %q is not generate or code", v)
+	}
+}
+
+// textFormat is the OpenAI shape of one text endpoint.
+type textFormat struct {
+	idPrefix    string
+	object      string
+	chunkObject string
+	whole       func(text string) any             // one choice of the full answer
+	delta       func(text string, first bool) any // one choice of a chunk
+	finish      func() any                        // the last choice, finish_reason stop
+}
+
+var chatFormat = textFormat{
+	idPrefix: "chatcmpl-", object: "chat.completion", chunkObject: "chat.completion.chunk",
+	whole: func(text string) any {
+		return map[string]any{"index": 0, "message": map[string]any{"role": "assistant", "content": text, "refusal": nil},
+			"logprobs": nil, "finish_reason": "stop"}
+	},
+	delta: func(text string, first bool) any {
+		d := map[string]any{"content": text}
+		if first {
+			d["role"] = "assistant"
+		}
+		return map[string]any{"index": 0, "delta": d, "logprobs": nil, "finish_reason": nil}
+	},
+	finish: func() any {
+		return map[string]any{"index": 0, "delta": map[string]any{}, "logprobs": nil, "finish_reason": "stop"}
+	},
+}
+
+var completionFormat = textFormat{
+	idPrefix: "cmpl-", object: "text_completion", chunkObject: "text_completion",
+	whole: func(text string) any {
+		return map[string]any{"index": 0, "text": text, "logprobs": nil, "finish_reason": "stop"}
+	},
+	delta: func(text string, _ bool) any {
+		return map[string]any{"index": 0, "text": text, "logprobs": nil, "finish_reason": nil}
+	},
+	finish: func() any {
+		return map[string]any{"index": 0, "text": "", "logprobs": nil, "finish_reason": "stop"}
+	},
+}
+
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// tokensUsage reports the node's Fed-Tokens as completion tokens; nodes do
+// not report prompt tokens.
+func tokensUsage(n int) usage { return usage{CompletionTokens: n, TotalTokens: n} }
+
+type textObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	Model   string `json:"model"`
+	Choices []any  `json:"choices"`
+	Usage   *usage `json:"usage,omitempty"`
+}
+
+func (s *Service) chat(w http.ResponseWriter, r *http.Request, c caller) {
+	s.text(w, r, c, chatFormat)
+}
+
+func (s *Service) completions(w http.ResponseWriter, r *http.Request, c caller) {
+	s.text(w, r, c, completionFormat)
+}
+
+func (s *Service) text(w http.ResponseWriter, r *http.Request, c caller, f textFormat) {
+	body, err := readBody(r)
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return
+	}
+	tr, err := parseTextRequest(body)
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return
+	}
+	capability, err := textCapability(r)
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return
+	}
+	x := s.begin(w, r, c, tr.Model, capability)
+	if x == nil {
+		return
+	}
+	defer x.cancel()
+	x.req.Body = body
+	if tr.Stream {
+		s.streamText(w, x, f, tr.Model, tr.StreamOptions != nil && tr.StreamOptions.IncludeUsage)
+		return
+	}
+	resp := x.infer(w)
+	if resp == nil {
+		return
+	}
+	u := tokensUsage(resp.Tokens)
+	w.Header().Set(hdrTokens, itoa(resp.Tokens))
+	writeJSON(w, http.StatusOK, textObject{ID: f.idPrefix + x.req.RequestID, Object: f.object, Created: time.Now().Unix(),
+		Model: modelName(tr.Model, resp.Header.Get(wire.HdrModel)), Choices: []any{f.whole(string(resp.Body))}, Usage: &u})
+	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+}
+
+// streamText relays the mesh's chunks as SSE. Headers wait for the first
+// chunk, so a request the mesh refuses still gets its HTTP error status.
+func (s *Service) streamText(w http.ResponseWriter, x *exchange, f textFormat, model string, includeUsage bool) {
+	stop := context.AfterFunc(s.stopStreams, x.cancel)
+	defer stop()
+	st, err := s.cl.InferStream(x.ctx, x.req)
+	if err != nil {
+		s.fail(w, x.c, x.req, "", err)
+		return
+	}
+	defer st.Close() // cancels in the mesh unless the stream finished
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+
+	sse := newSSE(w)
+	id, created := f.idPrefix+x.req.RequestID, time.Now().Unix()
+	chunk := func(choice any) error {
+		return sse.data(textObject{ID: id, Object: f.chunkObject, Created: created, Model: model, Choices: []any{choice}})
+	}
+	var node string
+	var carry []byte
+	first := true
+	for ch, err := range st.Chunks() {
+		if err != nil {
+			we := toWire(err, x.req.RequestID)
+			if s.stopStreams.Err() != nil && we.Code == wire.CodeCanceled {
+				we = &wire.Error{Code: wire.CodeNoCapacity, Description: "gateway is shutting down", RequestID: x.req.RequestID, Node: node}
+			}
+			if !sse.started {
+				s.fail(w, x.c, x.req, node, we)
+				return
+			}
+			_ = sse.data(errorBody(we)) // the SDKs raise an APIError on an error event
+			s.record(x.c, x.req, node, we, x.ttft)
+			return
+		}
+		if !sse.started {
+			node = ch.Node
+			x.ttft = time.Since(x.c.start)
+			w.Header().Set(hdrNode, node)
+			sse.start()
+		}
+		var text []byte
+		text, carry = splitIncompleteUTF8(append(carry, ch.Data...))
+		if len(text) == 0 && !first {
+			continue
+		}
+		if err := chunk(f.delta(string(text), first)); err != nil {
+			// The client is gone: leaving the loop lets Close cancel the request.
+			s.record(x.c, x.req, node, &wire.Error{Code: wire.CodeCanceled, Description: "write to client: " + err.Error(), RequestID: x.req.RequestID}, x.ttft)
+			return
+		}
+		first = false
+	}
+	res, err := st.Result()
+	if err != nil { // Chunks already yielded it; unreachable but cheap
+		s.fail(w, x.c, x.req, node, err)
+		return
+	}
+	if !sse.started {
+		w.Header().Set(hdrNode, res.Node)
+		sse.start()
+	}
+	if first || len(carry) > 0 {
+		_ = chunk(f.delta(string(carry), first))
+	}
+	_ = chunk(f.finish())
+	if includeUsage {
+		u := tokensUsage(res.Tokens)
+		_ = sse.data(textObject{ID: id, Object: f.chunkObject, Created: created, Model: model, Choices: []any{}, Usage: &u})
+	}
+	_ = sse.done()
+	x.ok(http.StatusOK, res.Node, res.Tokens)
+}
+
+// modelName is what the answer says served it: the asked model, or the
+// node's when the caller let the mesh choose.
+func modelName(asked, served string) string {
+	if asked != "" {
+		return asked
+	}
+	if served != "" {
+		return served
+	}
+	return "fedmesh"
+}

@@ -1,0 +1,45 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+type imagesRequest struct {
+	Model string `json:"model"`
+}
+
+// images passes POST /v1/images/generations through: the node answers the
+// OpenAI images JSON itself (wire/payloads.go).
+func (s *Service) images(w http.ResponseWriter, r *http.Request, c caller) {
+	body, err := readBody(r)
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return
+	}
+	var ir imagesRequest
+	if err := json.Unmarshal(body, &ir); err != nil {
+		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
+		return
+	}
+	x := s.begin(w, r, c, ir.Model, wire.CapImagegen)
+	if x == nil {
+		return
+	}
+	defer x.cancel()
+	x.req.Body = body
+	resp := x.infer(w)
+	if resp == nil {
+		return
+	}
+	if !json.Valid(resp.Body) {
+		s.fail(w, c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,
+			Description: "node answered images output that is not JSON"})
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(resp.Body)
+	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+}

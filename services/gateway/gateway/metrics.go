@@ -1,0 +1,76 @@
+package gateway
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are per Service (own registry), so several gateways in one process
+// (tests, fedmesh dev) do not collide.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	ttft     *prometheus.HistogramVec
+	tokens   *prometheus.CounterVec
+	streams  prometheus.Gauge
+}
+
+var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	labels := []string{"endpoint", "model", "tenant", "node"}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "requests_total", Help: "HTTP inference requests by endpoint, model, tenant, serving node and HTTP status."},
+		append(labels, "status"))
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "errors_total", Help: "Failed requests by fedmesh error code (499: client went away)."},
+		append(labels, "code"))
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "request_duration_seconds", Help: "Time from request to last byte.", Buckets: latencyBuckets}, labels)
+	m.ttft = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "time_to_first_token_seconds", Help: "Time from request to the first streamed chunk.", Buckets: latencyBuckets}, labels)
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "tokens_total", Help: "Output tokens reported by nodes (Fed-Tokens)."}, labels)
+	m.streams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "active_streams", Help: "SSE streams in progress."})
+	m.reg.MustRegister(m.requests, m.errors, m.latency, m.ttft, m.tokens, m.streams,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observation is one finished request as the metrics see it.
+type observation struct {
+	endpoint, model, tenant, node string
+	status                        int
+	code                          int // fedmesh error code, 0 on success
+	tokens                        int
+	elapsed                       time.Duration
+	ttft                          time.Duration // 0: not streamed or no chunk
+}
+
+func (m *metrics) observe(o observation) {
+	if o.node == "" {
+		o.node = "none"
+	}
+	if o.model == "" {
+		o.model = "any"
+	}
+	lv := []string{o.endpoint, o.model, o.tenant, o.node}
+	m.requests.WithLabelValues(append(lv, strconv.Itoa(o.status))...).Inc()
+	if o.code != 0 {
+		m.errors.WithLabelValues(append(lv, strconv.Itoa(o.code))...).Inc()
+	}
+	m.latency.WithLabelValues(lv...).Observe(o.elapsed.Seconds())
+	if o.ttft > 0 {
+		m.ttft.WithLabelValues(lv...).Observe(o.ttft.Seconds())
+	}
+	if o.tokens > 0 {
+		m.tokens.WithLabelValues(lv...).Add(float64(o.tokens))
+	}
+}
