@@ -1,0 +1,50 @@
+// Package backend is the node agent's view of a model server: one call per
+// request that emits the answer's pieces as they are produced.
+package backend
+
+import (
+	"context"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// Request is one inference request as the agent hands it to a backend.
+type Request struct {
+	RequestID  string
+	Capability string // wire.Cap* or custom.<name>
+	Model      string // the model id the agent picked (Fed-Model or the first serving the capability)
+	Body       []byte // the model input, as the client sent it (see wire/payloads.go)
+	// Params is the Fed-Params JSON of requests whose body is binary (transcribe).
+	Params []byte
+	// Stream is true when the client asked for separate chunks; a backend may
+	// then ask its server for a streamed answer. Either way it calls emit.
+	Stream bool
+}
+
+// Result is what a backend reports once the answer is complete.
+type Result struct {
+	// Tokens produced (completion tokens); 0 when the backend cannot tell.
+	Tokens int
+	// ContentType of a binary answer (audio), sent as Fed-Content-Type.
+	ContentType string
+}
+
+// Emit receives one piece of the answer. The slice is only valid during the
+// call (a backend may reuse it). An error from Emit means the request is
+// over (client gone, canceled): the backend must stop and return it.
+type Emit func(chunk []byte) error
+
+// Backend runs requests against one model server. Generate blocks until the
+// answer is complete, ctx ends or emit fails; it must return promptly once ctx
+// is done. It calls emit from one goroutine at a time and never after it
+// returns (the agent times the first call as TTFT). Errors should be *wire.Error so the final message carries the
+// right code (anything else is reported as 500).
+type Backend interface {
+	Name() string
+	Generate(ctx context.Context, req Request, emit func(chunk []byte) error) (Result, error)
+}
+
+// Errorf builds a backend error with a wire code.
+func Errorf(code int, format string, args ...any) error {
+	return wire.Errorf(code, format, args...)
+}

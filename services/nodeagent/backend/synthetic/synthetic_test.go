@@ -1,0 +1,150 @@
+package synthetic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+func collect(t *testing.T, b *Backend, req backend.Request) ([]string, backend.Result, error) {
+	t.Helper()
+	var out []string
+	res, err := b.Generate(context.Background(), req, func(c []byte) error {
+		out = append(out, string(c))
+		return nil
+	})
+	return out, res, err
+}
+
+func TestTokens(t *testing.T) {
+	gen := backend.Request{Capability: wire.CapGenerate, Model: "m1", Body: []byte("hello")}
+	cases := []struct {
+		name  string
+		cfg   Config
+		req   backend.Request
+		count int
+		bytes int
+	}{
+		{"default", Config{}, gen, DefaultTokens, 0},
+		{"tokens", Config{Tokens: 5}, gen, 5, 0},
+		{"by model", Config{Tokens: 5, TokensByModel: map[string]int{"m1": 9}}, gen, 9, 0},
+		{"other model", Config{Tokens: 5, TokensByModel: map[string]int{"m2": 9}}, gen, 5, 0},
+		{"token bytes", Config{Tokens: 20, TokenBytes: 16}, gen, 20, 16},
+		{"short token bytes", Config{Tokens: 20, TokenBytes: 1}, gen, 20, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := New(tc.cfg)
+			out, res, err := collect(t, b, tc.req)
+			require.NoError(t, err)
+			assert.Len(t, out, tc.count)
+			assert.Equal(t, tc.count, res.Tokens)
+			for _, tok := range out {
+				require.NotEmpty(t, tok)
+				if tc.bytes > 0 {
+					assert.Len(t, tok, tc.bytes)
+				}
+			}
+			again, _, _ := collect(t, b, tc.req)
+			assert.Equal(t, out, again, "deterministic")
+		})
+	}
+	a, _, _ := collect(t, New(Config{}), gen)
+	other := gen
+	other.Body = []byte("something else")
+	c, _, _ := collect(t, New(Config{}), other)
+	assert.NotEqual(t, strings.Join(a, ""), strings.Join(c, ""), "output depends on the input")
+}
+
+func TestFailureRate(t *testing.T) {
+	for _, tc := range []struct {
+		rate  float64
+		fails int
+	}{{0, 0}, {1, 10}, {0.5, 5}, {0.3, 3}, {-1, 0}, {7, 10}} {
+		b := New(Config{FailureRate: tc.rate, Tokens: 1})
+		n := 0
+		for i := 0; i < 10; i++ {
+			_, _, err := collect(t, b, backend.Request{Capability: wire.CapGenerate})
+			if err != nil {
+				var we *wire.Error
+				require.True(t, errors.As(err, &we))
+				assert.Equal(t, wire.CodeInternal, we.Code)
+				n++
+			}
+		}
+		assert.Equal(t, tc.fails, n, "rate %v", tc.rate)
+	}
+}
+
+func TestDelaysAndCancel(t *testing.T) {
+	b := New(Config{TTFT: 30 * time.Millisecond, TokenDelay: 10 * time.Millisecond, Tokens: 3})
+	t0 := time.Now()
+	_, _, err := collect(t, b, backend.Request{Capability: wire.CapGenerate})
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, time.Since(t0), 50*time.Millisecond)
+
+	slow := New(Config{TokenDelay: time.Hour, Tokens: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	n := 0
+	res, err := slow.Generate(ctx, backend.Request{Capability: wire.CapGenerate}, func([]byte) error { n++; return nil })
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Equal(t, 1, n)
+	assert.Equal(t, 1, res.Tokens)
+
+	stop := errors.New("client gone")
+	_, err = New(Config{}).Generate(context.Background(), backend.Request{Capability: wire.CapGenerate}, func([]byte) error { return stop })
+	require.ErrorIs(t, err, stop, "an emit error ends the request")
+}
+
+func TestOtherCapabilities(t *testing.T) {
+	b := New(Config{Tokens: 4})
+	out, _, err := collect(t, b, backend.Request{Capability: wire.CapEmbed, Model: "e", Body: []byte("a b")})
+	require.NoError(t, err)
+	require.Len(t, out, 1)
+	var emb struct {
+		Object string `json:"object"`
+		Data   []struct {
+			Embedding []float64 `json:"embedding"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out[0]), &emb))
+	assert.Equal(t, "list", emb.Object)
+	assert.Len(t, emb.Data[0].Embedding, embedDims)
+
+	out, res, err := collect(t, b, backend.Request{Capability: wire.CapSynthesize, Body: []byte("x")})
+	require.NoError(t, err)
+	assert.Equal(t, "audio/wav", res.ContentType)
+	assert.True(t, strings.HasPrefix(out[0], "RIFF"))
+
+	out, _, err = collect(t, b, backend.Request{Capability: wire.CapTranscribe, Body: []byte("audio")})
+	require.NoError(t, err)
+	var tr struct{ Text string }
+	require.NoError(t, json.Unmarshal([]byte(out[0]), &tr))
+	assert.NotEmpty(t, tr.Text)
+
+	out, _, err = collect(t, b, backend.Request{Capability: wire.CapImagegen, Body: []byte("cat")})
+	require.NoError(t, err)
+	assert.Contains(t, out[0], "b64_json")
+}
+
+// BenchmarkGenerate: with no delays the backend must cost next to nothing
+// (the mesh benchmarks measure fedmesh, not the stand-in).
+func BenchmarkGenerate(b *testing.B) {
+	be := New(Config{Tokens: 256, TokenBytes: 16})
+	req := backend.Request{Capability: wire.CapGenerate, Model: "m", Body: []byte("bench")}
+	emit := func([]byte) error { return nil }
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = be.Generate(context.Background(), req, emit)
+	}
+}

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/api"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeFile(t *testing.T, doc string) string {
+	p := filepath.Join(t.TempDir(), "node.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(doc), 0o600))
+	return p
+}
+
+func TestLoadLayersFileEnvFlags(t *testing.T) {
+	path := writeFile(t, "node_id: from-file\nregion: file-region\ncost: 0.1\nmax_concurrency: 3\nmodels: [{model_id: m1, capabilities: [generate]}]\n")
+	cfg, o, err := load([]string{"--config", path, "--region", "flag-region", "--models", "a:generate,code;b:embed", "--gpu=true"},
+		env(map[string]string{"FEDMESH_REGION": "env-region", "FEDMESH_COST": "0.7", "FEDMESH_NATS_URL": "nats://127.0.0.1:1"}), &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "from-file", cfg.NodeID)
+	assert.Equal(t, "flag-region", cfg.Region, "flag beats env beats file")
+	assert.InDelta(t, 0.7, cfg.Cost, 1e-9, "env beats file")
+	assert.Equal(t, 3, cfg.MaxConcurrency)
+	assert.True(t, cfg.GPU)
+	require.Len(t, cfg.Models, 2)
+	assert.Equal(t, []string{"generate", "code"}, cfg.Models[0].Capabilities)
+	assert.Equal(t, "nats://127.0.0.1:1", o.natsURL)
+	assert.Equal(t, "synthetic", cfg.Backend.Name())
+}
+
+func TestBadConfigNamesTheField(t *testing.T) {
+	base := []string{"--node-id", "n1", "--region", "r1", "--models", "m:generate"}
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		says string
+	}{
+		{"bad node id", []string{"--node-id", "a.b", "--region", "r1", "--models", "m:generate"}, nil, "node_id"},
+		{"missing region", []string{"--node-id", "n1", "--models", "m:generate"}, nil, "region"},
+		{"bad cost flag", append(base, "--cost", "cheap"), nil, "--cost"},
+		{"bad env", base, map[string]string{"FEDMESH_MAX_CONCURRENCY": "lots"}, "FEDMESH_MAX_CONCURRENCY"},
+		{"bad models", []string{"--node-id", "n1", "--region", "r1", "--models", "m:chat"}, nil, "capabilities"},
+		{"openai without url", append(base, "--backend", "openai"), nil, "backend.url"},
+		{"bad clearance", append(base, "--clearance", "top"), nil, "clearance"},
+		{"bad file", []string{"--config", "/nonexistent/node.yaml"}, nil, "node.yaml"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			code := run(tc.args, env(tc.env), &out)
+			assert.Equal(t, 2, code)
+			assert.Contains(t, out.String(), tc.says)
+		})
+	}
+}
+
+// The process registers, and on SIGTERM drains, deregisters and exits 0.
+func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	nc := natsembed.ConnectForTest(t, s)
+	var mu sync.Mutex
+	var registered, deregistered []string
+	svc, err := micro.AddService(nc, micro.Config{Name: subject.ServiceCatalog, Version: "0.0.1"})
+	require.NoError(t, err)
+	defer svc.Stop()
+	require.NoError(t, svc.AddEndpoint("register", micro.HandlerFunc(func(r micro.Request) {
+		var n api.RegisterRequest
+		_ = json.Unmarshal(r.Data(), &n)
+		mu.Lock()
+		registered = append(registered, n.NodeID)
+		mu.Unlock()
+		_ = r.RespondJSON(api.RegisterResponse{NodeID: n.NodeID})
+	}), micro.WithEndpointSubject(subject.Default.CatalogRegister())))
+	require.NoError(t, svc.AddEndpoint("deregister", micro.HandlerFunc(func(r micro.Request) {
+		var d api.DeregisterRequest
+		_ = json.Unmarshal(r.Data(), &d)
+		mu.Lock()
+		deregistered = append(deregistered, d.NodeID)
+		mu.Unlock()
+		_ = r.Respond([]byte("{}"))
+	}), micro.WithEndpointSubject(subject.Default.CatalogDeregister())))
+
+	done := make(chan int, 1)
+	var out bytes.Buffer
+	go func() {
+		done <- run([]string{"--nats-url", s.ClientURL(), "--node-id", "cli-1", "--region", "r1", "--models", "m:generate",
+			"--heartbeat-interval", "50ms", "--drain-timeout", "2s", "--log-format", "json"}, env(nil), &lockedWriter{w: &out})
+	}()
+	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(registered) == 1 },
+		5*time.Second, 10*time.Millisecond)
+	// It serves.
+	m := nats.NewMsg(subject.Default.NodeInfer("cli-1"))
+	m.Header.Set(wire.HdrRequestID, "r1")
+	m.Header.Set(wire.HdrReplyTo, nats.NewInbox())
+	ack, err := nc.RequestMsg(m, 2*time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, wire.StatusAccepted, ack.Header.Get(wire.HdrStatus))
+
+	require.NoError(t, syscall.Kill(os.Getpid(), syscall.SIGTERM))
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exit after SIGTERM")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"cli-1"}, deregistered)
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}

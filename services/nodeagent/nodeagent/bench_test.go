@@ -1,0 +1,71 @@
+package nodeagent
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// benchDispatch measures one dispatch round: accept, backend, all messages
+// to the client inbox, as a router and client see it.
+func benchDispatch(b *testing.B, tokens int, stream bool) {
+	s := natsembed.StartForTest(b)
+	nc := natsembed.ConnectForTest(b, s)
+	startCatalogTB(b, nc)
+	cfg := testConfig("bench", synthetic.New(synthetic.Config{Tokens: tokens, TokenBytes: 16}))
+	cfg.MaxConcurrency = 1024
+	agentNC := natsembed.ConnectForTest(b, s)
+	svc, err := New(agentNC, cfg, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := svc.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer svc.Stop()
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		m := nats.NewMsg(subject.Default.NodeInfer("bench"))
+		m.Data = []byte("bench input")
+		m.Header.Set(wire.HdrRequestID, "b-"+strconv.Itoa(i))
+		m.Header.Set(wire.HdrReplyTo, inbox)
+		m.Header.Set(wire.HdrCapability, wire.CapGenerate)
+		if stream {
+			m.Header.Set(wire.HdrStream, "true")
+		}
+		ack, err := nc.RequestMsg(m, 2*time.Second)
+		if err != nil || ack.Header.Get(wire.HdrStatus) != wire.StatusAccepted {
+			b.Fatalf("dispatch: %v", err)
+		}
+		for {
+			msg, err := sub.NextMsg(2 * time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if wire.IsFinal(msg) {
+				break
+			}
+		}
+	}
+}
+
+func BenchmarkDispatchWhole(b *testing.B)     { benchDispatch(b, 1, false) }
+func BenchmarkDispatchStream256(b *testing.B) { benchDispatch(b, 256, true) }

@@ -1,0 +1,302 @@
+package nodeagent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/openai"
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// Backend types of FileBackend.Type.
+const (
+	BackendSynthetic = "synthetic"
+	BackendOpenAI    = "openai"
+)
+
+// FileConfig is the YAML configuration file (see README). Unknown fields are
+// errors, so a typo fails at start instead of being ignored.
+type FileConfig struct {
+	NATSURL           string            `yaml:"nats_url"`
+	Prefix            string            `yaml:"prefix"`
+	NodeID            string            `yaml:"node_id"`
+	Region            string            `yaml:"region"`
+	Zone              string            `yaml:"zone"`
+	Clearance         string            `yaml:"clearance"`
+	Cost              *float64          `yaml:"cost"`
+	GPU               bool              `yaml:"gpu"`
+	MaxConcurrency    int               `yaml:"max_concurrency"`
+	HeartbeatInterval time.Duration     `yaml:"heartbeat_interval"`
+	DrainTimeout      time.Duration     `yaml:"drain_timeout"`
+	Labels            map[string]string `yaml:"labels"`
+	Backend           FileBackend       `yaml:"backend"`
+	Models            []FileModel       `yaml:"models"`
+}
+
+// FileBackend configures the node's model server.
+type FileBackend struct {
+	Type         string        `yaml:"type"` // synthetic (default) or openai
+	URL          string        `yaml:"url"`
+	APIKeyEnv    string        `yaml:"api_key_env"` // name of the env var holding the key
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+	Completions  bool          `yaml:"completions"`
+	Voice        string        `yaml:"voice"`
+	// Synthetic backend knobs.
+	TTFT        time.Duration `yaml:"ttft"`
+	TokenDelay  time.Duration `yaml:"token_delay"`
+	Tokens      int           `yaml:"tokens"`
+	FailureRate float64       `yaml:"failure_rate"`
+	TokenBytes  int           `yaml:"token_bytes"`
+}
+
+// FileModel is one served model.
+type FileModel struct {
+	ModelID      string   `yaml:"model_id"`
+	Name         string   `yaml:"name"`
+	Version      string   `yaml:"version"`
+	Capabilities []string `yaml:"capabilities"`
+	Parameters   string   `yaml:"parameters"`
+	Quantization string   `yaml:"quantization"`
+	// Upstream is the model's name on the backend server when it differs
+	// from model_id (e.g. "meta-llama/Meta-Llama-3-8B-Instruct").
+	Upstream string `yaml:"upstream"`
+}
+
+// maxFileBytes bounds a config file.
+const maxFileBytes = 1 << 20
+
+// LoadFile reads and checks a YAML config file.
+func LoadFile(path string) (FileConfig, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return FileConfig{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileBytes+1))
+	if err != nil {
+		return FileConfig{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	fc, err := ParseFile(data)
+	if err != nil {
+		return FileConfig{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return fc, nil
+}
+
+// ParseFile decodes a YAML config document strictly and checks it; errors
+// name the field.
+func ParseFile(data []byte) (FileConfig, error) {
+	var fc FileConfig
+	if len(data) > maxFileBytes {
+		return fc, fmt.Errorf("larger than %d bytes", maxFileBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return FileConfig{}, fmt.Errorf("yaml: %s", strings.Join(namedErrors(data, te.Errors), "; "))
+		}
+		return FileConfig{}, fmt.Errorf("yaml: %w", err)
+	}
+	return fc, fc.Check()
+}
+
+// namedErrors prefixes yaml's "line N: …" errors with the path of the field
+// on that line, since yaml.v3 names only the line.
+func namedErrors(data []byte, errs []string) []string {
+	var root yaml.Node
+	paths := map[int]string{}
+	if yaml.Unmarshal(data, &root) == nil {
+		walkPaths(&root, "", paths)
+	}
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = e
+		var line int
+		if _, err := fmt.Sscanf(e, "line %d:", &line); err == nil && paths[line] != "" {
+			out[i] = paths[line] + ": " + e
+		}
+	}
+	return out
+}
+
+func walkPaths(n *yaml.Node, path string, paths map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			walkPaths(c, path, paths)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := n.Content[i].Value
+			if path != "" {
+				p = path + "." + p
+			}
+			if _, ok := paths[n.Content[i].Line]; !ok {
+				paths[n.Content[i].Line] = p
+			}
+			walkPaths(n.Content[i+1], p, paths)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			walkPaths(c, fmt.Sprintf("%s[%d]", path, i), paths)
+		}
+	case yaml.ScalarNode:
+		if _, ok := paths[n.Line]; !ok && path != "" {
+			paths[n.Line] = path
+		}
+	}
+}
+
+// Check validates the fields that Config.Validate cannot see (names,
+// backend settings). Fields left empty may still come from flags.
+func (fc *FileConfig) Check() error {
+	var errs []error
+	if fc.Clearance != "" {
+		if _, err := wire.ParsePrivacy(fc.Clearance); err != nil {
+			errs = append(errs, fmt.Errorf("clearance: %w", err))
+		}
+	}
+	if fc.Cost != nil && (math.IsNaN(*fc.Cost) || *fc.Cost < 0 || *fc.Cost > 1) {
+		errs = append(errs, fmt.Errorf("cost %v is outside [0,1]", *fc.Cost))
+	}
+	if fc.MaxConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("max_concurrency %d is negative", fc.MaxConcurrency))
+	}
+	if fc.HeartbeatInterval < 0 {
+		errs = append(errs, fmt.Errorf("heartbeat_interval %s is negative", fc.HeartbeatInterval))
+	}
+	if fc.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("drain_timeout %s is negative", fc.DrainTimeout))
+	}
+	b := &fc.Backend
+	switch b.Type {
+	case "", BackendSynthetic:
+	case BackendOpenAI:
+		if b.URL == "" {
+			errs = append(errs, errors.New("backend.url is required for backend type openai"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("backend.type %q is not synthetic or openai", b.Type))
+	}
+	if b.FailureRate < 0 || b.FailureRate > 1 || math.IsNaN(b.FailureRate) {
+		errs = append(errs, fmt.Errorf("backend.failure_rate %v is outside [0,1]", b.FailureRate))
+	}
+	if b.Tokens < 0 || b.TokenBytes < 0 || b.TTFT < 0 || b.TokenDelay < 0 || b.StallTimeout < 0 {
+		errs = append(errs, errors.New("backend: tokens, token_bytes, ttft, token_delay and stall_timeout must not be negative"))
+	}
+	if strings.ContainsAny(b.APIKeyEnv, "= \t") {
+		errs = append(errs, fmt.Errorf("backend.api_key_env %q is not an environment variable name", b.APIKeyEnv))
+	}
+	for i, m := range fc.Models {
+		if err := wire.ValidateID("model_id", m.ModelID); err != nil {
+			errs = append(errs, fmt.Errorf("models[%d]: %w", i, err))
+		}
+		if len(m.Capabilities) == 0 {
+			errs = append(errs, fmt.Errorf("models[%d] (%s): capabilities is empty", i, m.ModelID))
+		}
+		for _, c := range m.Capabilities {
+			if err := wire.ValidateCapability(c); err != nil {
+				errs = append(errs, fmt.Errorf("models[%d] (%s): capabilities: %w", i, m.ModelID, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Config builds the agent's Config, with its backend; getenv reads the
+// backend's API key (from backend.api_key_env, default
+// FEDMESH_BACKEND_API_KEY). The result is validated.
+func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error) {
+	if err := fc.Check(); err != nil {
+		return Config{}, err
+	}
+	c := DefaultConfig()
+	c.Subjects.Prefix = fc.Prefix
+	c.NodeID, c.Region, c.Zone, c.GPU, c.Labels = fc.NodeID, fc.Region, fc.Zone, fc.GPU, fc.Labels
+	c.Clearance, _ = wire.ParsePrivacy(fc.Clearance)
+	if fc.Cost != nil {
+		c.Cost = *fc.Cost
+	}
+	if fc.MaxConcurrency > 0 {
+		c.MaxConcurrency = fc.MaxConcurrency
+	}
+	if fc.HeartbeatInterval > 0 {
+		c.HeartbeatInterval = fc.HeartbeatInterval
+	}
+	if fc.DrainTimeout > 0 {
+		c.DrainTimeout = fc.DrainTimeout
+	}
+	names := map[string]string{}
+	for _, m := range fc.Models {
+		c.Models = append(c.Models, record.Model{ModelID: m.ModelID, Name: m.Name, Version: m.Version,
+			Capabilities: m.Capabilities, Parameters: m.Parameters, Quantization: m.Quantization})
+		if m.Upstream != "" {
+			names[m.ModelID] = m.Upstream
+		}
+	}
+	be, err := fc.Backend.build(names, getenv)
+	if err != nil {
+		return Config{}, err
+	}
+	c.Backend = be
+	if err := c.withDefaults().Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (b *FileBackend) build(names map[string]string, getenv func(string) (string, bool)) (backend.Backend, error) {
+	if b.Type == BackendOpenAI {
+		if getenv == nil {
+			getenv = os.LookupEnv
+		}
+		be, err := openai.New(openai.Config{BaseURL: b.URL, APIKey: openai.APIKeyFromEnv(getenv, b.APIKeyEnv),
+			ModelNames: names, Completions: b.Completions, StallTimeout: b.StallTimeout, Voice: b.Voice})
+		if err != nil {
+			return nil, fmt.Errorf("backend.url: %w", err)
+		}
+		return be, nil
+	}
+	return synthetic.New(synthetic.Config{TTFT: b.TTFT, TokenDelay: b.TokenDelay, Tokens: b.Tokens,
+		FailureRate: b.FailureRate, TokenBytes: b.TokenBytes}), nil
+}
+
+// ParseModels reads the --models flag: models separated by ';' or spaces,
+// each "model_id:cap1,cap2" ("llama-3:generate,code;bge:embed").
+func ParseModels(s string) ([]FileModel, error) {
+	var out []FileModel
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ';' || r == ' ' || r == '\n' }) {
+		id, caps, ok := strings.Cut(part, ":")
+		if !ok || caps == "" {
+			return nil, fmt.Errorf("models: %q is not model_id:capability[,capability…]", part)
+		}
+		m := FileModel{ModelID: id}
+		for _, c := range strings.Split(caps, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				m.Capabilities = append(m.Capabilities, c)
+			}
+		}
+		out = append(out, m)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("models: empty")
+	}
+	probe := FileConfig{Models: out}
+	if err := probe.Check(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,95 @@
+package nodeagent
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+)
+
+// tpsWeight is the weight of the newest request in the throughput average.
+const tpsWeight = 0.2
+
+// observe folds one successful request's decode speed into the throughput
+// estimate. Throughput is what the node can do per request (tokens/s while
+// generating), kept between requests, so an idle node does not look slow to
+// the router's Fed-Min-Throughput filter.
+func (s *Service) observe(tokens int, gen time.Duration) {
+	if tokens <= 1 || gen <= 0 {
+		return
+	}
+	tps := float64(tokens) / gen.Seconds()
+	s.mu.Lock()
+	if s.tps == 0 {
+		s.tps = tps
+	} else {
+		s.tps += tpsWeight * (tps - s.tps)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Service) heartbeatLoop(ctx context.Context) {
+	defer s.loops.Done()
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	reconnects := s.nc.Stats().Reconnects
+	s.publishHeartbeat()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.publishHeartbeat()
+			if n := s.nc.Stats().Reconnects; n != reconnects {
+				reconnects = n
+				s.reregister(ctx)
+			}
+		}
+	}
+}
+
+// reregister registers again after a reconnect: while the node was cut off
+// the catalog may have expired its record, and nothing else would bring it
+// back. It runs beside the loop (heartbeats go on meanwhile); the loop's own
+// count in s.loops keeps Add safe against Stop's Wait.
+func (s *Service) reregister(ctx context.Context) {
+	if !s.reregistering.CompareAndSwap(false, true) {
+		return
+	}
+	s.loops.Add(1)
+	go func() {
+		defer s.loops.Done()
+		defer s.reregistering.Store(false)
+		s.log.Info().Msg("reconnected: registering again")
+		if err := s.register(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error().Err(err).Msg("register after reconnect")
+		}
+	}()
+}
+
+// heartbeat is the node's load report as it is now.
+func (s *Service) heartbeat() record.Heartbeat {
+	var gpu float64
+	if s.cfg.GPUUtilization != nil {
+		gpu = s.cfg.GPUUtilization()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return record.Heartbeat{NodeID: s.cfg.NodeID, InstanceID: s.instance, Time: time.Now().UTC(),
+		InFlight: s.active, QueueDepth: s.waiting, MaxConcurrency: s.cfg.MaxConcurrency,
+		GPUUtilization: gpu, ThroughputTPS: s.tps, Draining: s.draining}
+}
+
+func (s *Service) publishHeartbeat() {
+	if s.nc.IsClosed() {
+		return
+	}
+	b, err := json.Marshal(s.heartbeat())
+	if err == nil {
+		err = s.nc.Publish(s.cfg.Subjects.Heartbeat(s.cfg.NodeID), b)
+	}
+	if err != nil {
+		s.log.Debug().Err(err).Msg("publish heartbeat")
+	}
+}
