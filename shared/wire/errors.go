@@ -10,15 +10,15 @@ import (
 
 // Error codes carried in Nats-Service-Error-Code (DESIGN §3).
 const (
-	CodeBadRequest  = 400
+	CodeBadRequest   = 400
 	CodeUnauthorized = 401
-	CodePrivacy     = 403
-	CodeNotFound    = 404
-	CodeConflict    = 409
-	CodeOverloaded  = 429
-	CodeInternal    = 500
-	CodeNoCapacity  = 503
-	CodeTimeout     = 504
+	CodePrivacy      = 403
+	CodeNotFound     = 404
+	CodeConflict     = 409
+	CodeOverloaded   = 429
+	CodeInternal     = 500
+	CodeNoCapacity   = 503
+	CodeTimeout      = 504
 	// CodeCanceled is the final code of a stream its client canceled (nginx's 499).
 	CodeCanceled = 499
 )

@@ -53,7 +53,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	return &Service{
 		nc:      nc,
 		cfg:     cfg,
-		log:     log.With().Str("component", "catalog").Logger(),
+		log:     log,
 		cache:   newCache(),
 		live:    newLiveness(),
 		badMsgs: rateLog{every: time.Second},

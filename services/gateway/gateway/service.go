@@ -47,7 +47,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{nc: nc, cfg: cfg, log: log.With().Str("component", "gateway").Logger(),
+	return &Service{nc: nc, cfg: cfg, log: log,
 		metrics: newMetrics(), limits: newLimiter()}, nil
 }
 

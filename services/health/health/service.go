@@ -59,7 +59,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	return &Service{
 		nc:      nc,
 		cfg:     cfg,
-		log:     log.With().Str("component", "health").Logger(),
+		log:     log,
 		badMsgs: rateLog{every: time.Second},
 		nodes:   map[string]*node{},
 		mesh:    newMeshStats(cfg.LatencyWindow),
@@ -131,7 +131,10 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	// The server must know the endpoints before Start says "ready".
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	// FlushWithContext needs a deadline; the caller's ctx may have none.
+	fctx, cancelFlush := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelFlush()
+	if err := s.nc.FlushWithContext(fctx); err != nil {
 		return fmt.Errorf("health: flush endpoints: %w", err)
 	}
 	ok = true

@@ -148,7 +148,10 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("router: add endpoint candidates: %w", err)
 	}
 	// a round trip, so the server has our subscriptions when Start returns
-	if err := s.nc.FlushWithContext(ctx); err != nil {
+	// FlushWithContext needs a deadline; the caller's ctx may have none.
+	fctx, cancelFlush := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelFlush()
+	if err := s.nc.FlushWithContext(fctx); err != nil {
 		return fmt.Errorf("router: flush subscriptions: %w", err)
 	}
 	s.log.Info().Int("nodes", s.cache.nodeCount()).Str("strategy", s.policy.Load().Strategy).Msg("router started")

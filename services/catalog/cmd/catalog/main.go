@@ -35,7 +35,7 @@ func run() error {
 	flag.Parse()
 	cfg.Subjects.Prefix = *prefix
 
-	log := logging.New(os.Stderr, *format, *level)
+	log := logging.Component(logging.New(os.Stderr, *format, *level), "catalog")
 	nc, err := nats.Connect(*natsURL, nats.Name("fed-catalog"), nats.MaxReconnects(-1))
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", *natsURL, err)

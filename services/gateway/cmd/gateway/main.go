@@ -45,7 +45,7 @@ func run() error {
 	}
 	cfg.Keys = keys
 
-	log := logging.New(os.Stderr, *format, *level)
+	log := logging.Component(logging.New(os.Stderr, *format, *level), "gateway")
 	if len(keys) == 0 {
 		log.Warn().Msg("no API keys configured (--keys or FEDMESH_API_KEYS): every /v1 request gets 401")
 	}

@@ -38,7 +38,7 @@ func run() error {
 	flag.Parse()
 	cfg.Subjects.Prefix = *prefix
 
-	log := logging.New(os.Stderr, *format, *level)
+	log := logging.Component(logging.New(os.Stderr, *format, *level), "router")
 	nc, err := nats.Connect(*natsURL, nats.Name("fed-router"), nats.MaxReconnects(-1))
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", *natsURL, err)

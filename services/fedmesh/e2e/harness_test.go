@@ -1,0 +1,165 @@
+// Package e2e runs the real services on a real embedded nats-server and
+// talks to them only over the wire, as a client would.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/services/catalog/catalog"
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
+	"github.com/fedmesh/fedmesh/services/health/health"
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
+	"github.com/fedmesh/fedmesh/services/router/router"
+	"github.com/fedmesh/fedmesh/shared/api"
+	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// env is one test's mesh and a client connected over TCP.
+type env struct {
+	t    *testing.T
+	mesh *devmesh.Mesh
+	nc   *nats.Conn
+	c    *client.Client
+	kv   *buckets.Set
+}
+
+// Fast intervals so scenarios take milliseconds instead of the production
+// seconds; the state machines are the same.
+const (
+	hbInterval   = 100 * time.Millisecond
+	resetTimeout = 600 * time.Millisecond
+)
+
+func testLog(t *testing.T) zerolog.Logger {
+	if os.Getenv("FEDMESH_TEST_LOGS") != "" {
+		return logging.New(os.Stderr, logging.FormatConsole, "debug")
+	}
+	return zerolog.Nop()
+}
+
+func start(t *testing.T, nodes ...nodeagent.Config) *env {
+	t.Helper()
+	s := natsembed.StartForTest(t)
+	for i := range nodes {
+		nodes[i].HeartbeatInterval = hbInterval
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mesh, err := devmesh.Start(ctx, devmesh.Options{
+		Server: s, Log: testLog(t), Nodes: nodes,
+		Catalog: func(c *catalog.Config) { c.NodeTTL = 10 * hbInterval },
+		Health: func(c *health.Config) {
+			c.HeartbeatInterval = hbInterval
+			c.ResetTimeout = resetTimeout
+			c.CheckInterval = time.Second
+			c.ProbeTimeout = 200 * time.Millisecond
+		},
+		Router: func(c *router.Config) {},
+	})
+	require.NoError(t, err)
+	t.Cleanup(mesh.Stop)
+	nc := natsembed.ConnectForTest(t, s)
+	c, err := client.New(nc)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	kv, err := buckets.Open(ctx, js, 5*time.Second)
+	require.NoError(t, err)
+	e := &env{t: t, mesh: mesh, nc: nc, c: c, kv: kv}
+	for _, n := range nodes {
+		e.waitRoutable(n.NodeID, n.Models[0].Capabilities[0])
+	}
+	return e
+}
+
+// node builds a synthetic node agent config.
+func node(id, region string, clearance wire.Privacy, sc synthetic.Config, models ...record.Model) nodeagent.Config {
+	c := nodeagent.DefaultConfig()
+	c.NodeID, c.Region = id, region
+	c.GPU, c.Cost, c.Clearance, c.MaxConcurrency = true, 0.5, clearance, 32
+	if len(models) == 0 {
+		models = []record.Model{{ModelID: "m1", Capabilities: []string{wire.CapGenerate}}}
+	}
+	c.Models = models
+	if sc.Tokens == 0 {
+		sc.Tokens = 4
+	}
+	c.Backend = synthetic.New(sc)
+	return c
+}
+
+// waitRoutable waits until the router's candidates list the node as eligible.
+func (e *env) waitRoutable(nodeID, capability string) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		for _, c := range e.candidates(nats.Header{wire.HdrCapability: {capability}}).Candidates {
+			if c.NodeID == nodeID && c.Eligible {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "node %s never became routable", nodeID)
+}
+
+func (e *env) candidates(h nats.Header) api.CandidatesResponse {
+	e.t.Helper()
+	msg := nats.NewMsg(subject.Default.RouterCandidates())
+	msg.Header = h
+	resp, err := e.nc.RequestMsg(msg, 2*time.Second)
+	require.NoError(e.t, err)
+	require.Nil(e.t, wire.ErrorFromHeader(resp.Header), "candidates error")
+	var out api.CandidatesResponse
+	require.NoError(e.t, json.Unmarshal(resp.Data, &out))
+	return out
+}
+
+func (e *env) infer(r client.Request) (*client.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if r.Capability == "" {
+		r.Capability = wire.CapGenerate
+	}
+	return e.c.Infer(ctx, r)
+}
+
+func (e *env) stats() record.Stats {
+	e.t.Helper()
+	resp, err := e.nc.Request(subject.Default.Stats(), nil, 2*time.Second)
+	require.NoError(e.t, err)
+	var s record.Stats
+	require.NoError(e.t, json.Unmarshal(resp.Data, &s))
+	return s
+}
+
+func (e *env) health(nodeID string) record.Health {
+	e.t.Helper()
+	ent, err := e.kv.Health.Get(context.Background(), buckets.NodeKey(nodeID))
+	require.NoError(e.t, err)
+	var h record.Health
+	require.NoError(e.t, json.Unmarshal(ent.Value(), &h))
+	return h
+}
+
+func codeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	return wire.CodeOf(err)
+}

@@ -1,0 +1,92 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// A node whose connection is cut without a goodbye becomes unhealthy within
+// three heartbeat intervals and leaves the catalog after node_ttl.
+func TestKilledNodeBecomesUnhealthyThenLeavesCatalog(t *testing.T) {
+	e := start(t,
+		node("victim", "us-west", wire.PrivacyInternal, synthetic.Config{}),
+		node("survivor", "us-west", wire.PrivacyInternal, synthetic.Config{}))
+	killed := time.Now()
+	require.NoError(t, e.mesh.KillNode("victim"))
+
+	require.Eventually(t, func() bool { return e.health("victim").State == record.StateUnhealthy },
+		5*time.Second, 10*time.Millisecond)
+	// 3 intervals plus the health service's check period and scheduling slack.
+	assert.Less(t, time.Since(killed), 3*hbInterval+time.Second, "unhealthy too late")
+
+	require.Eventually(t, func() bool {
+		_, err := e.kv.Catalog.Get(context.Background(), buckets.NodeKey("victim"))
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	}, 10*time.Second, 20*time.Millisecond, "killed node still in fed_catalog")
+	assert.GreaterOrEqual(t, time.Since(killed), 10*hbInterval-hbInterval, "removed before node_ttl")
+
+	_, err := e.kv.Catalog.Get(context.Background(), buckets.NodeKey("survivor"))
+	require.NoError(t, err, "the live node must stay")
+	resp, err := e.infer(client.Request{})
+	require.NoError(t, err)
+	assert.Equal(t, "survivor", resp.Node)
+}
+
+// A policy put into fed_config changes where traffic goes, with no restart:
+// least_latency keeps choosing the faster node; round_robin spreads evenly.
+func TestLivePolicyChangeMovesTraffic(t *testing.T) {
+	quick := node("quick", "us-west", wire.PrivacyInternal, synthetic.Config{})
+	slow := node("sluggish", "us-west", wire.PrivacyInternal, synthetic.Config{TTFT: 20 * time.Millisecond})
+	quick.Models = append(quick.Models, record.Model{ModelID: "only-quick", Capabilities: []string{wire.CapGenerate}})
+	slow.Models = append(slow.Models, record.Model{ModelID: "only-sluggish", Capabilities: []string{wire.CapGenerate}})
+	e := start(t, quick, slow)
+	// Latency history for both, so least_latency has something to go by.
+	for i := 0; i < 3; i++ {
+		for _, m := range []string{"only-quick", "only-sluggish"} {
+			_, err := e.infer(client.Request{Model: m})
+			require.NoError(t, err)
+		}
+	}
+	require.Eventually(t, func() bool { return e.health("sluggish").LatencyP50Ms >= 15 }, 5*time.Second, 20*time.Millisecond)
+	count := func(n int) map[string]int {
+		got := map[string]int{}
+		for i := 0; i < n; i++ {
+			resp, err := e.infer(client.Request{Model: "m1"})
+			require.NoError(t, err)
+			got[resp.Node]++
+		}
+		return got
+	}
+	before := count(20)
+	assert.Greater(t, before["quick"], before["sluggish"], "least_latency favours the fast node: %v", before)
+
+	_, err := e.kv.Config.Put(context.Background(), record.ConfigKeyPolicy, []byte(`{"strategy":"round_robin"}`))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return e.candidates(hdr(wire.HdrCapability, wire.CapGenerate)).Strategy == record.StrategyRoundRobin
+	}, 5*time.Second, 20*time.Millisecond, "router never picked up the new policy")
+	after := count(20)
+	assert.Equal(t, 10, after["quick"], "round robin spreads evenly: %v", after)
+	assert.Equal(t, 10, after["sluggish"], "round robin spreads evenly: %v", after)
+
+	// An invalid value is refused and the last good policy stays.
+	_, err = e.kv.Config.Put(context.Background(), record.ConfigKeyPolicy, []byte(`{"strategy":"fastest_please"}`))
+	require.NoError(t, err)
+	time.Sleep(200 * time.Millisecond) // let the watch deliver it; nothing to poll for
+	assert.Equal(t, record.StrategyRoundRobin, e.candidates(hdr(wire.HdrCapability, wire.CapGenerate)).Strategy)
+}
+
+func hdr(k, v string) nats.Header { return nats.Header{k: {v}} }

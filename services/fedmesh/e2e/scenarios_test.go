@@ -1,0 +1,149 @@
+package e2e
+
+// The reference scenarios of DESIGN §7, on a real mesh.
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+func TestScenarioHappyPath(t *testing.T) {
+	e := start(t, node("n1", "us-west", wire.PrivacyInternal, synthetic.Config{}))
+	resp, err := e.infer(client.Request{Body: []byte("hello")})
+	require.NoError(t, err)
+	assert.Equal(t, "n1", resp.Node)
+	require.Eventually(t, func() bool {
+		s := e.stats()
+		return s.TotalRequests == 1 && s.SuccessfulRequests == 1
+	}, 5*time.Second, 50*time.Millisecond)
+}
+
+// The first node fails (its process is gone but the mesh does not know yet),
+// the second serves the request.
+func TestScenarioRetrySuccess(t *testing.T) {
+	fast := node("fast", "us-west", wire.PrivacyInternal, synthetic.Config{})
+	slow := node("slow", "us-west", wire.PrivacyInternal, synthetic.Config{TTFT: 30 * time.Millisecond})
+	slow.Cost = 0.9 // fast is the better candidate on cost too
+	e := start(t, fast, slow)
+	require.NoError(t, e.mesh.KillNode("fast"))
+	resp, err := e.infer(client.Request{})
+	require.NoError(t, err)
+	assert.Equal(t, "slow", resp.Node)
+	require.Eventually(t, func() bool { return e.stats().Retries == 1 }, 5*time.Second, 50*time.Millisecond,
+		"stats: %+v", e.stats())
+}
+
+func TestScenarioCircuitTrip(t *testing.T) {
+	// The failing node answers after 150 ms, so five requests sent at once all
+	// reach it before health's verdict does: 3 failures already make a node
+	// unhealthy, and routers skip unhealthy nodes (DESIGN §6).
+	bad := node("bad", "us-west", wire.PrivacyInternal, synthetic.Config{FailureRate: 1, TTFT: 150 * time.Millisecond},
+		record.Model{ModelID: "fragile", Capabilities: []string{wire.CapGenerate}})
+	good := node("good", "us-west", wire.PrivacyInternal, synthetic.Config{})
+	e := start(t, bad, good)
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	for i := range errs {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, errs[i] = e.infer(client.Request{Model: "fragile"}) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		assert.Equal(t, wire.CodeInternal, codeOf(err), "request %d: %v", i+1, err)
+	}
+	require.Eventually(t, func() bool { return e.health("bad").Circuit == record.CircuitOpen }, 3*time.Second, 20*time.Millisecond)
+	// While open: no traffic to it, the model has no capacity.
+	_, err := e.infer(client.Request{Model: "fragile"})
+	assert.Equal(t, wire.CodeNoCapacity, codeOf(err), "%v", err)
+	resp, err := e.infer(client.Request{})
+	require.NoError(t, err)
+	assert.Equal(t, "good", resp.Node)
+	assert.Equal(t, 5, int(e.stats().Nodes["bad"].TotalRequests), "open circuit: no sixth request reached bad")
+	// After the reset timeout it is half-open and admits a probe again.
+	require.Eventually(t, func() bool { return e.health("bad").Circuit == record.CircuitHalfOpen }, 5*time.Second, 20*time.Millisecond)
+	_, err = e.infer(client.Request{Model: "fragile"})
+	assert.Equal(t, wire.CodeInternal, codeOf(err), "the half-open probe reached the failing node")
+	require.Eventually(t, func() bool { return e.health("bad").Circuit == record.CircuitOpen }, 3*time.Second, 20*time.Millisecond,
+		"a failed probe reopens the circuit")
+}
+
+func TestScenarioMultiRegion(t *testing.T) {
+	near := node("fast-50", "eu-west", wire.PrivacyInternal, synthetic.Config{TTFT: 50 * time.Millisecond, Tokens: 1})
+	far := node("slow-120", "eu-west", wire.PrivacyInternal, synthetic.Config{TTFT: 120 * time.Millisecond, Tokens: 1})
+	near.Models = []record.Model{{ModelID: "m1", Capabilities: []string{wire.CapGenerate}}, {ModelID: "only-fast", Capabilities: []string{wire.CapGenerate}}}
+	far.Models = []record.Model{{ModelID: "m1", Capabilities: []string{wire.CapGenerate}}, {ModelID: "only-slow", Capabilities: []string{wire.CapGenerate}}}
+	e := start(t, near, far)
+	// Give each node a latency history.
+	for i := 0; i < 3; i++ {
+		_, err := e.infer(client.Request{Model: "only-fast"})
+		require.NoError(t, err)
+		_, err = e.infer(client.Request{Model: "only-slow"})
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool {
+		return e.health("fast-50").LatencyP50Ms >= 40 && e.health("slow-120").LatencyP50Ms >= 100
+	}, 5*time.Second, 50*time.Millisecond)
+	var cands = e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}, wire.HdrModel: {"m1"}})
+	require.Eventually(t, func() bool {
+		cands = e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}, wire.HdrModel: {"m1"}})
+		// Wait until the warm-up requests have drained from both nodes'
+		// in-flight counts, so load is equal and latency alone differs.
+		chosen := ""
+		for _, c := range cands.Candidates {
+			if c.Scores["load"] < 1 {
+				return false
+			}
+			if c.Chosen {
+				chosen = c.NodeID
+			}
+		}
+		return chosen == "fast-50"
+	}, 5*time.Second, 50*time.Millisecond, "candidates: %+v", cands)
+	assert.Equal(t, "latency", cands.Decisive, "candidates: %+v", cands)
+	resp, err := e.infer(client.Request{Model: "m1"})
+	require.NoError(t, err)
+	assert.Equal(t, "fast-50", resp.Node)
+}
+
+func TestScenarioPrivacy(t *testing.T) {
+	e := start(t,
+		node("public-us", "us-west", wire.PrivacyInternal, synthetic.Config{}),
+		node("cleared-eu", "eu-west", wire.PrivacyConfidential, synthetic.Config{}))
+	for i := 0; i < 10; i++ {
+		resp, err := e.infer(client.Request{Privacy: "confidential"})
+		require.NoError(t, err)
+		assert.Equal(t, "cleared-eu", resp.Node)
+	}
+	_, err := e.infer(client.Request{Privacy: "restricted"})
+	assert.Equal(t, wire.CodePrivacy, codeOf(err), "%v", err)
+	_, err = e.infer(client.Request{Privacy: "confidential", Regions: []string{"us-west"}})
+	assert.Equal(t, wire.CodePrivacy, codeOf(err), "residency: the only cleared node is outside the allowed regions")
+}
+
+func TestScenarioGracefulDegradation(t *testing.T) {
+	e := start(t,
+		node("n1", "us-west", wire.PrivacyInternal, synthetic.Config{}),
+		node("n2", "us-west", wire.PrivacyInternal, synthetic.Config{}),
+		node("n3", "us-west", wire.PrivacyInternal, synthetic.Config{}))
+	require.NoError(t, e.mesh.KillNode("n1"))
+	require.NoError(t, e.mesh.KillNode("n2"))
+	for i := 0; i < 30; i++ {
+		resp, err := e.infer(client.Request{})
+		require.NoError(t, err, "request %d", i)
+		assert.Equal(t, "n3", resp.Node)
+	}
+	require.Eventually(t, func() bool {
+		return e.health("n1").State == record.StateUnhealthy && e.health("n2").State == record.StateUnhealthy
+	}, 5*time.Second, 50*time.Millisecond, "dead nodes become unhealthy within 3 heartbeat intervals")
+	assert.Equal(t, record.MeshDegraded, e.stats().State)
+}

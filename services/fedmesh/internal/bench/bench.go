@@ -1,0 +1,173 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
+	"github.com/fedmesh/fedmesh/services/router/router"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// Options of a benchmark run.
+type Options struct {
+	Out        io.Writer
+	Samples    int           // sequential requests per side for latency (default 2000)
+	Window     time.Duration // measuring window per side for throughput (default 3 s)
+	Clients    int           // concurrent clients for throughput (default 64)
+	Streams    int           // streams per side and concurrency level (default 64)
+	ScaleNodes int           // simulated nodes for the scale run (default 10000; 0 skips it)
+	BinDir     string        // where the router/health binaries are for the scale run
+}
+
+func (o *Options) defaults() {
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.Samples <= 0 {
+		o.Samples = 2000
+	}
+	if o.Window <= 0 {
+		o.Window = 3 * time.Second
+	}
+	if o.Clients <= 0 {
+		o.Clients = 64
+	}
+	if o.Streams <= 0 {
+		o.Streams = 64
+	}
+}
+
+// Bench models: a zero-delay node for request-reply and one that streams
+// 256 tokens of 16 B.
+const (
+	modelEcho   = "bench-echo"
+	modelStream = "bench-stream"
+	streamTok   = 256
+	tokenBytes  = 16
+)
+
+// rig is the server, the mesh and the raw responders every measurement shares.
+type rig struct {
+	srv  *server.Server
+	mesh *devmesh.Mesh
+	raw  *nats.Conn // raw responders, on an in-process connection like the node's
+	dir  string
+}
+
+func newRig(ctx context.Context) (*rig, error) {
+	dir, err := os.MkdirTemp("", "fedmesh-bench-*")
+	if err != nil {
+		return nil, err
+	}
+	srv, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, Name: "fedmesh-bench"})
+	if err != nil {
+		return nil, err
+	}
+	n := nodeagent.DefaultConfig()
+	n.NodeID, n.Region, n.GPU, n.Cost, n.MaxConcurrency = "bench-node", "local", true, 0.5, 4096
+	n.Models = []record.Model{
+		{ModelID: modelEcho, Capabilities: []string{wire.CapGenerate}},
+		{ModelID: modelStream, Capabilities: []string{wire.CapGenerate}},
+	}
+	n.Backend = synthetic.New(synthetic.Config{Tokens: 1, TokensByModel: map[string]int{modelStream: streamTok}, TokenBytes: tokenBytes})
+	mesh, err := devmesh.Start(ctx, devmesh.Options{Server: srv, Log: zerolog.Nop(), Nodes: []nodeagent.Config{n},
+		Router: func(c *router.Config) {}})
+	if err != nil {
+		srv.Shutdown()
+		return nil, err
+	}
+	raw, err := natsembed.ConnectInProcess(srv, "bench-raw")
+	if err != nil {
+		return nil, err
+	}
+	r := &rig{srv: srv, mesh: mesh, raw: raw, dir: dir}
+	if err := r.serveRaw(); err != nil {
+		r.close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *rig) close() {
+	if r.raw != nil {
+		r.raw.Close()
+	}
+	r.mesh.Stop()
+	r.srv.Shutdown()
+	r.srv.WaitForShutdown()
+	os.RemoveAll(r.dir)
+}
+
+// connect opens a client connection over loopback TCP, as a real client has.
+func (r *rig) connect() (*nats.Conn, error) {
+	return nats.Connect(r.srv.ClientURL(), nats.Name("bench-client"))
+}
+
+// Run measures everything and prints the tables.
+func Run(ctx context.Context, o Options) error {
+	o.defaults()
+	r, err := newRig(ctx)
+	if err != nil {
+		return fmt.Errorf("bench: start mesh: %w", err)
+	}
+	defer r.close()
+	w := o.Out
+	fmt.Fprintf(w, "## fedmesh benchmarks\n\nMachine: %s/%s, %d CPUs, %s. Server: embedded nats-server, clients over loopback TCP, services and nodes on in-process connections.\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+
+	lat, err := r.latency(ctx, o.Samples)
+	if err != nil {
+		return err
+	}
+	tp, err := r.throughput(ctx, o.Clients, o.Window)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "### Request-reply: raw NATS vs routed by fedmesh (zero-delay synthetic node)\n\n")
+	fmt.Fprintf(w, "| measure | raw NATS | fedmesh | ratio (fedmesh/raw) | target |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| p50 latency, 1 client (%d req) | %.1f µs | %.1f µs | %.2f× | ≤ 1.5× |\n", o.Samples, us(lat.raw.p50), us(lat.mesh.p50), ratio(lat.mesh.p50, lat.raw.p50))
+	fmt.Fprintf(w, "| p99 latency, 1 client | %.1f µs | %.1f µs | %.2f× | ≤ 2× |\n", us(lat.raw.p99), us(lat.mesh.p99), ratio(lat.mesh.p99, lat.raw.p99))
+	fmt.Fprintf(w, "| throughput, %d clients | %.0f req/s | %.0f req/s | %.2f× | ≥ 0.5× |\n\n", o.Clients, tp.raw, tp.mesh, tp.mesh/tp.raw)
+
+	fmt.Fprintf(w, "### Streaming %d tokens of %d B: raw NATS stream to an inbox vs through the mesh\n\n", streamTok, tokenBytes)
+	fmt.Fprintf(w, "| concurrent streams | TTFT p50 raw | TTFT p50 fedmesh | TTFT ratio | tokens/s raw | tokens/s fedmesh | tokens/s ratio (target ≥ 0.9×) |\n|---|---|---|---|---|---|---|\n")
+	for _, conc := range []int{1, 32} {
+		s, err := r.streaming(ctx, conc, o.Streams)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "| %d | %.1f µs | %.1f µs | %.2f× | %.0f | %.0f | %.2f× |\n", conc, us(s.rawTTFT), us(s.meshTTFT),
+			ratio(s.meshTTFT, s.rawTTFT), s.rawTPS, s.meshTPS, s.meshTPS/s.rawTPS)
+	}
+	fmt.Fprintln(w)
+
+	if err := decisions(w); err != nil {
+		return err
+	}
+	if o.ScaleNodes > 0 {
+		if err := scale(ctx, w, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}

@@ -1,0 +1,160 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+const (
+	rawEchoSubject   = "bench.raw.echo"
+	rawStreamSubject = "bench.raw.stream"
+)
+
+var benchBody = []byte("ping")
+
+// serveRaw starts the raw NATS responders: an echo that answers with one
+// message shaped like a node's final answer, and a streamer that sends the
+// same chunks a node would.
+func (r *rig) serveRaw() error {
+	if _, err := r.raw.Subscribe(rawEchoSubject, func(m *nats.Msg) {
+		rep := wire.Reply{Inbox: m.Reply, RequestID: "raw", Node: "raw"}
+		_ = r.raw.PublishMsg(rep.Done(m.Data, wire.DoneInfo{Tokens: 1}))
+	}); err != nil {
+		return err
+	}
+	chunk := make([]byte, tokenBytes)
+	for i := range chunk {
+		chunk[i] = 'a' + byte(i%26)
+	}
+	if _, err := r.raw.Subscribe(rawStreamSubject, func(m *nats.Msg) {
+		// A real streamer works off the callback, as the node agent does.
+		go func(reply string) {
+			rep := wire.Reply{Inbox: reply, RequestID: "raw", Node: "raw"}
+			for i := 0; i < streamTok; i++ {
+				_ = r.raw.PublishMsg(rep.Chunk(chunk))
+				if i == 0 {
+					_ = r.raw.Flush()
+				}
+			}
+			_ = r.raw.PublishMsg(rep.Done(nil, wire.DoneInfo{Tokens: streamTok}))
+		}(m.Reply)
+	}); err != nil {
+		return err
+	}
+	return r.raw.Flush()
+}
+
+type sides struct{ raw, mesh dist }
+
+// latency: one client, sequential requests, raw and routed interleaved in
+// blocks so both see the same machine noise.
+func (r *rig) latency(ctx context.Context, n int) (sides, error) {
+	nc, err := r.connect()
+	if err != nil {
+		return sides{}, err
+	}
+	defer nc.Close()
+	c, err := client.New(nc)
+	if err != nil {
+		return sides{}, err
+	}
+	defer c.Close()
+	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
+	// Warm both paths (connections, caches, the node's health record).
+	for i := 0; i < 200; i++ {
+		if _, err := nc.Request(rawEchoSubject, benchBody, 5*time.Second); err != nil {
+			return sides{}, fmt.Errorf("raw warm-up: %w", err)
+		}
+		if _, err := c.Infer(ctx, req); err != nil {
+			return sides{}, fmt.Errorf("routed warm-up: %w", err)
+		}
+	}
+	raw := make([]time.Duration, 0, n)
+	mesh := make([]time.Duration, 0, n)
+	const block = 100
+	for len(raw) < n {
+		for i := 0; i < block && len(raw) < n; i++ {
+			t0 := time.Now()
+			if _, err := nc.Request(rawEchoSubject, benchBody, 5*time.Second); err != nil {
+				return sides{}, fmt.Errorf("raw request: %w", err)
+			}
+			raw = append(raw, time.Since(t0))
+		}
+		for i := 0; i < block && len(mesh) < n; i++ {
+			t0 := time.Now()
+			if _, err := c.Infer(ctx, req); err != nil {
+				return sides{}, fmt.Errorf("routed request: %w", err)
+			}
+			mesh = append(mesh, time.Since(t0))
+		}
+	}
+	return sides{raw: summarise(raw), mesh: summarise(mesh)}, nil
+}
+
+type rates struct{ raw, mesh float64 }
+
+// throughput: clients concurrent connections, each sending requests back to
+// back for the window; raw first, then routed.
+func (r *rig) throughput(ctx context.Context, clients int, window time.Duration) (rates, error) {
+	conns := make([]*nats.Conn, clients)
+	sdks := make([]*client.Client, clients)
+	for i := range conns {
+		nc, err := r.connect()
+		if err != nil {
+			return rates{}, err
+		}
+		defer nc.Close()
+		conns[i] = nc
+		if sdks[i], err = client.New(nc); err != nil {
+			return rates{}, err
+		}
+		defer sdks[i].Close()
+	}
+	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
+	run := func(one func(i int) error) (float64, error) {
+		var done atomic.Int64
+		var firstErr error
+		var once sync.Once
+		stop := time.Now().Add(window)
+		var wg sync.WaitGroup
+		for i := 0; i < clients; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for time.Now().Before(stop) && ctx.Err() == nil {
+					if err := one(i); err != nil {
+						once.Do(func() { firstErr = err })
+						return
+					}
+					done.Add(1)
+				}
+			}(i)
+		}
+		t0 := time.Now()
+		wg.Wait()
+		return float64(done.Load()) / time.Since(t0).Seconds(), firstErr
+	}
+	raw, err := run(func(i int) error {
+		_, err := conns[i].Request(rawEchoSubject, benchBody, 10*time.Second)
+		return err
+	})
+	if err != nil {
+		return rates{}, fmt.Errorf("raw throughput: %w", err)
+	}
+	mesh, err := run(func(i int) error {
+		_, err := sdks[i].Infer(ctx, req)
+		return err
+	})
+	if err != nil {
+		return rates{}, fmt.Errorf("routed throughput: %w", err)
+	}
+	return rates{raw: raw, mesh: mesh}, nil
+}

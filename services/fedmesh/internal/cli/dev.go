@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
+	"github.com/fedmesh/fedmesh/services/gateway/gateway"
+	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+)
+
+// DevAPIKey is the gateway key `fedmesh dev` accepts (tenant "dev").
+const DevAPIKey = "fedmesh-dev-key"
+
+func newDevCmd(g *globals) *cobra.Command {
+	var listen, storeDir, httpAddr, logFormat, logLevel, region string
+	var noNodes, noGateway, serverLogs bool
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "run the whole mesh in one process: embedded nats-server, catalog, health, router, 3 demo nodes, gateway",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := logging.New(os.Stderr, logFormat, logLevel)
+			host, portStr, err := net.SplitHostPort(listen)
+			if err != nil {
+				return fmt.Errorf("--listen %q: want host:port: %w", listen, err)
+			}
+			port, err := strconv.Atoi(portStr)
+			if err != nil {
+				return fmt.Errorf("--listen %q: bad port: %w", listen, err)
+			}
+			if storeDir == "" {
+				if storeDir, err = os.MkdirTemp("", "fedmesh-dev-*"); err != nil {
+					return fmt.Errorf("JetStream temp dir: %w", err)
+				}
+				defer os.RemoveAll(storeDir)
+			}
+			srv, err := natsembed.Start(natsembed.Options{Host: host, Port: port, StoreDir: storeDir, Logs: serverLogs})
+			if err != nil {
+				return err
+			}
+			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+
+			opts := devmesh.Options{Server: srv, Subjects: g.subjects(), Log: log}
+			if region != "" {
+				opts.Router = devRouterRegion(region)
+			}
+			if !noNodes {
+				opts.Nodes = devmesh.DemoNodes()
+			}
+			if !noGateway {
+				gc := gateway.DefaultConfig()
+				gc.Addr = httpAddr
+				gc.Keys = devKeys()
+				opts.Gateway = &gc
+			}
+			mesh, err := devmesh.Start(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			defer mesh.Stop()
+			ev := log.Info().Str("nats", srv.ClientURL()).Str("jetstream", storeDir).Int("nodes", len(opts.Nodes))
+			if mesh.Gateway != nil {
+				ev = ev.Str("http", "http://"+mesh.Gateway.Addr()).Str("api_key", DevAPIKey)
+			}
+			ev.Msg("fedmesh dev is up — try: nats req fed.infer.generate hello   (Ctrl-C to stop)")
+			<-cmd.Context().Done()
+			log.Info().Msg("shutting down: draining nodes, then services")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:4222", "host:port of the embedded nats-server")
+	f.StringVar(&storeDir, "store-dir", "", "JetStream data directory (default: a temp dir removed at exit)")
+	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the OpenAI-compatible gateway")
+	f.StringVar(&logFormat, "log-format", logging.FormatConsole, "console or json")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn, error")
+	f.StringVar(&region, "router-region", "", "the router's own region (locality default)")
+	f.BoolVar(&noNodes, "no-demo-nodes", false, "start no demo nodes (bring your own node agents)")
+	f.BoolVar(&noGateway, "no-gateway", false, "do not start the HTTP gateway")
+	f.BoolVar(&serverLogs, "server-logs", false, "show the nats-server's own log lines")
+	return cmd
+}

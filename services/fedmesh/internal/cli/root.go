@@ -1,0 +1,51 @@
+// Package cli holds the fedmesh command line: dev (the whole mesh in one
+// process), infer, candidates, stats and nodes.
+package cli
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/fedmesh/fedmesh/shared/subject"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	natsURL string
+	prefix  string
+	timeout time.Duration
+}
+
+func (g *globals) subjects() subject.Space { return subject.Space{Prefix: g.prefix} }
+
+func (g *globals) connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect(g.natsURL, nats.Name(name), nats.Timeout(3*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s (is `make run` / `fedmesh dev` running?): %w", g.natsURL, err)
+	}
+	return nc, nil
+}
+
+// NewRoot builds the fedmesh command tree.
+func NewRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "fedmesh",
+		Short:         "fedmesh: a federation gateway for ML inference on NATS",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	defURL := os.Getenv("FEDMESH_NATS_URL")
+	if defURL == "" {
+		defURL = nats.DefaultURL
+	}
+	root.PersistentFlags().StringVar(&g.natsURL, "nats-url", defURL, "NATS server URL (env FEDMESH_NATS_URL)")
+	root.PersistentFlags().StringVar(&g.prefix, "prefix", subject.DefaultPrefix, "subject prefix")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "request deadline")
+	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newBenchCmd())
+	return root
+}
