@@ -13,7 +13,7 @@ FUZZTIME ?= 20s
 RUN_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run build test lint unit smoke tools bench bench-router fuzz tidy clean
+.PHONY: run build test lint unit smoke cluster tools bench bench-router fuzz tidy clean
 
 ## run: the whole mesh on an embedded nats-server (127.0.0.1:4222) with 3 demo nodes and the gateway (127.0.0.1:8080)
 run:
@@ -38,6 +38,10 @@ unit:
 ## smoke: `fedmesh dev` answering the real nats CLI and `fedmesh infer --stream`
 smoke: tools build
 	PATH="$(BIN):$$PATH" scripts/smoke.sh
+
+## cluster: a real 3-server NATS cluster, every service twice as its own process, nodes on different servers
+cluster: tools build
+	scripts/cluster.sh
 
 ## tools: the nats CLI and a nats-server binary, pinned, into ./bin
 tools: $(BIN)/nats $(BIN)/nats-server

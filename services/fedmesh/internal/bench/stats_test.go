@@ -19,3 +19,12 @@ func TestPercentile(t *testing.T) {
 	assert.Equal(t, time.Duration(0), percentile(nil, 0.5))
 	assert.Equal(t, 7*time.Millisecond, percentile([]time.Duration{7 * time.Millisecond}, 0.99))
 }
+
+func TestMedianFloat(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 3}} {
+		assert.Equal(t, tc.want, medianFloat(tc.in), "%v", tc.in)
+	}
+}
