@@ -19,7 +19,7 @@ type call struct {
 	req      *Request
 	deadline time.Time
 	// timer fires at the deadline. It is made once, on the reader's first
-	// wait, and used only by the reader: a timer per chunk cost a third of
+	// wait, and used only by the reader: a timer per chunk cost a fifth of
 	// a stream's decode rate. An unstopped timer is collected (Go ≥ 1.23).
 	timer *time.Timer
 

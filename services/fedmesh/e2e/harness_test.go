@@ -55,13 +55,19 @@ func testLog(t *testing.T) zerolog.Logger {
 
 func start(t *testing.T, nodes ...nodeagent.Config) *env {
 	t.Helper()
+	return startWith(t, nil, nodes...)
+}
+
+// startWith is start with a hook that adjusts the mesh options.
+func startWith(t *testing.T, adjust func(*devmesh.Options), nodes ...nodeagent.Config) *env {
+	t.Helper()
 	s := natsembed.StartForTest(t)
 	for i := range nodes {
 		nodes[i].HeartbeatInterval = hbInterval
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	mesh, err := devmesh.Start(ctx, devmesh.Options{
+	opts := devmesh.Options{
 		Server: s, Log: testLog(t), Nodes: nodes,
 		Catalog: func(c *catalog.Config) { c.NodeTTL = 10 * hbInterval },
 		Health: func(c *health.Config) {
@@ -71,7 +77,11 @@ func start(t *testing.T, nodes ...nodeagent.Config) *env {
 			c.ProbeTimeout = 200 * time.Millisecond
 		},
 		Router: func(c *router.Config) {},
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	mesh, err := devmesh.Start(ctx, opts)
 	require.NoError(t, err)
 	t.Cleanup(mesh.Stop)
 	nc := natsembed.ConnectForTest(t, s)

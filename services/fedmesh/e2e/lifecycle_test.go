@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
@@ -90,3 +92,44 @@ func TestLivePolicyChangeMovesTraffic(t *testing.T) {
 }
 
 func hdr(k, v string) nats.Header { return nats.Header{k: {v}} }
+
+// A node past its max concurrency answers busy and the work goes elsewhere:
+// two routers both prefer the cheap one-slot node, the second one to reach it
+// is refused and retries on the roomy node; nothing fails.
+func TestBusyNodeSendsWorkElsewhere(t *testing.T) {
+	tiny := node("tiny", "us-west", wire.PrivacyInternal, synthetic.Config{TTFT: 300 * time.Millisecond, Tokens: 1})
+	tiny.MaxConcurrency, tiny.Cost = 1, 0.05
+	roomy := node("roomy", "us-west", wire.PrivacyInternal, synthetic.Config{TTFT: 300 * time.Millisecond, Tokens: 1})
+	roomy.MaxConcurrency, roomy.Cost = 64, 0.95
+	e := startWith(t, func(o *devmesh.Options) { o.Routers = 2 }, tiny, roomy)
+
+	const n = 12
+	var wg sync.WaitGroup
+	nodes := make([]string, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.infer(client.Request{})
+			errs[i] = err
+			if err == nil {
+				nodes[i] = resp.Node
+			}
+		}()
+	}
+	wg.Wait()
+	perNode := map[string]int{}
+	for i := range n {
+		require.NoError(t, errs[i], "request %d", i)
+		perNode[nodes[i]]++
+	}
+	assert.LessOrEqual(t, perNode["tiny"], 2, "one slot: at most one request per router can have been accepted: %v", perNode)
+	assert.GreaterOrEqual(t, perNode["roomy"], n-2, "%v", perNode)
+	require.Eventually(t, func() bool { return e.stats().TotalRequests == n }, 5*time.Second, 20*time.Millisecond)
+	st := e.stats()
+	assert.Equal(t, int64(n), st.SuccessfulRequests, "%+v", st)
+	t.Logf("per node %v, dispatch failures %d, retries %d", perNode, st.DispatchFailures, st.Retries)
+	assert.GreaterOrEqual(t, st.DispatchFailures, int64(1), "the second router to reach tiny must have been refused")
+	assert.Equal(t, st.DispatchFailures, st.Retries, "every refused dispatch was retried: %+v", st)
+}

@@ -77,12 +77,16 @@ func (s *Service) sweep(now time.Time) (forgotten []forgetJob, probes []string) 
 
 // wantsProbe: DESIGN §6 probes nodes that report nothing. A node that is
 // unhealthy gets no traffic, so without a probe it could never earn the
-// successes that bring it back: those are probed too.
+// successes that bring it back: those are probed too. So are idle unknown
+// nodes: a router scores unknown (0.3) below healthy (1.0), so with
+// least_latency a node nobody has tried yet would never get the requests
+// that make it healthy while another node is healthy.
 func (s *Service) wantsProbe(n *node, now time.Time) bool {
 	if n.probing || (!n.lastProbe.IsZero() && now.Sub(n.lastProbe) < s.cfg.CheckInterval) {
 		return false
 	}
 	silent := now.Sub(n.lastReport) >= s.cfg.CheckInterval
-	idleUnhealthy := n.effectiveState() == record.StateUnhealthy && now.Sub(n.lastOutcome) >= s.cfg.CheckInterval
-	return silent || idleUnhealthy
+	st := n.effectiveState()
+	idle := now.Sub(n.lastOutcome) >= s.cfg.CheckInterval
+	return silent || (idle && (st == record.StateUnhealthy || st == record.StateUnknown))
 }

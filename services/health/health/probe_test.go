@@ -67,11 +67,33 @@ func TestReportingNodeIsNotProbed(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	h.start(cfg)
+	// Heartbeats and a steady flow of request outcomes: nothing to probe.
 	deadline := time.Now().Add(400 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		h.heartbeat("n1")
+		h.ok("n1", 10)
 		time.Sleep(cfg.HeartbeatInterval / 2)
 	}
 	assert.Zero(t, probes.Load())
-	assert.Equal(t, record.StateUnknown, h.record("n1").State)
+	h.waitKV("n1", "healthy from its own successes", func(r *record.Health) bool { return r.State == record.StateHealthy })
+}
+
+// A node that heartbeats but has never served a request is probed, and the
+// probes' successes make it healthy, so least_latency does not starve it.
+func TestIdleUnknownNodeIsProbedToHealthy(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig()
+	cfg.MissedHeartbeats = 3
+	cfg.CheckInterval = 100 * time.Millisecond
+	var probes atomic.Int32
+	sub, err := h.nc.Subscribe(h.sp.NodeProbe("n1"), func(m *nats.Msg) { probes.Add(1); _ = m.Respond(nil) })
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	h.start(cfg)
+	require.Eventually(t, func() bool {
+		h.heartbeat("n1")
+		r := h.record("n1")
+		return r != nil && r.State == record.StateHealthy
+	}, 5*time.Second, cfg.HeartbeatInterval/2)
+	assert.GreaterOrEqual(t, probes.Load(), int32(2), "two successes come from two probes")
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -164,7 +165,7 @@ func (m *Mesh) run(ctx context.Context, name string, start func(*nats.Conn, zero
 }
 
 func (m *Mesh) startPart(name string, start func(*nats.Conn, zerolog.Logger) (stopper, error)) (part, error) {
-	nc, err := natsembed.ConnectInProcess(m.opts.Server, "fedmesh-"+name)
+	nc, err := natsembed.ConnectInProcess(m.opts.Server, "fedmesh-"+name, nats.ErrorHandler(asyncErrors(logging.Component(m.opts.Log, name))))
 	if err != nil {
 		return part{}, err
 	}
@@ -262,5 +263,21 @@ func stopPart(l zerolog.Logger, p part) {
 	}
 	if err := p.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		p.nc.Close()
+	}
+}
+
+// asyncErrors logs a connection's asynchronous errors (slow consumers, a
+// pipe closed by the server's shutdown) instead of nats.go's default of
+// printing them to stderr.
+func asyncErrors(l zerolog.Logger) nats.ErrHandler {
+	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		ev := l.Warn()
+		if errors.Is(err, io.ErrClosedPipe) {
+			ev = l.Debug() // the embedded server is shutting down
+		}
+		if sub != nil {
+			ev = ev.Str("subject", sub.Subject)
+		}
+		ev.Err(err).Msg("nats async error")
 	}
 }
