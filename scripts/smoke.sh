@@ -42,8 +42,13 @@ if err=$(fedmesh --nats-url "$url" --timeout 10s infer -c custom.nobody "x" 2>&1
 grep -Eq 'fedmesh 503' <<<"$err" || fail "unserved capability: $err"
 
 # What the README shows for looking inside.
-nats --server "$url" kv ls | grep -q fed_catalog || fail "nats kv ls has no fed_catalog"
-nats --server "$url" kv ls fed_catalog | grep -q 'nodes\.' || fail "no node keys in fed_catalog"
+# (Output is captured first: with pipefail, `nats … | grep -q` fails when grep exits early.)
+buckets=$(nats --server "$url" kv ls 2>&1) || fail "nats kv ls: $buckets"
+grep -q fed_catalog <<<"$buckets" || fail "nats kv ls has no fed_catalog: $buckets"
+keys=$(nats --server "$url" kv ls fed_catalog 2>&1) || fail "nats kv ls fed_catalog: $keys"
+grep -q 'nodes\.' <<<"$keys" || fail "no node keys in fed_catalog: $keys"
+rec=$(nats --server "$url" kv get fed_catalog nodes.us-west-gpu-1 --raw 2>&1) || fail "nats kv get: $rec"
+grep -q '"node_id":"us-west-gpu-1"' <<<"$rec" || fail "catalog record of us-west-gpu-1: $rec"
 micro=$(nats --server "$url" micro ls 2>&1)
 for s in fed-catalog fed-health fed-router fed-node; do grep -q "$s" <<<"$micro" || fail "nats micro ls lacks $s: $micro"; done
 fedmesh --nats-url "$url" candidates -c generate || fail "fedmesh candidates"

@@ -108,7 +108,7 @@ func decodeHeartbeat(subj string, data []byte) (node, instance string, err error
 func (s *Service) onHeartbeat(m *nats.Msg) {
 	node, inst, err := decodeHeartbeat(m.Subject, m.Data)
 	if err != nil {
-		s.badMsgs.warn(&s.log, err, m.Subject)
+		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
 		return
 	}
 	s.live.mark(node, inst, time.Now())

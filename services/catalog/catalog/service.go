@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go"
@@ -28,7 +29,7 @@ type Service struct {
 	kv      jetstream.KeyValue
 	cache   *cache
 	live    *liveness
-	badMsgs rateLog
+	badMsgs *logging.Limited
 	started time.Time
 
 	jobs    chan func(context.Context)
@@ -56,7 +57,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		log:     log,
 		cache:   newCache(),
 		live:    newLiveness(),
-		badMsgs: rateLog{every: time.Second},
+		badMsgs: logging.NewLimited(time.Second),
 		jobs:    make(chan func(context.Context), cfg.Workers*64),
 	}, nil
 }

@@ -13,7 +13,7 @@ import (
 func (s *Service) onHeartbeat(m *nats.Msg) {
 	hb, err := decodeHeartbeat(m.Subject, m.Data)
 	if err != nil {
-		s.badMsgs.warn(&s.log, err, m.Subject)
+		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
 		return
 	}
 	now := time.Now()
@@ -40,7 +40,7 @@ func (s *Service) onHeartbeat(m *nats.Msg) {
 func (s *Service) onOutcome(m *nats.Msg) {
 	o, err := decodeOutcome(m.Subject, m.Data)
 	if err != nil {
-		s.badMsgs.warn(&s.log, err, m.Subject)
+		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
 		return
 	}
 	now := time.Now()
@@ -92,7 +92,7 @@ func (s *Service) onOutcome(m *nats.Msg) {
 func (s *Service) onUnplaced(m *nats.Msg) {
 	u, err := decodeUnplaced(m.Data)
 	if err != nil {
-		s.badMsgs.warn(&s.log, err, m.Subject)
+		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
 		return
 	}
 	s.mu.Lock()

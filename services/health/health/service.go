@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,7 +30,7 @@ type Service struct {
 
 	health  jetstream.KeyValue
 	catalog jetstream.KeyValue
-	badMsgs rateLog
+	badMsgs *logging.Limited
 
 	mu    sync.Mutex
 	nodes map[string]*node
@@ -60,7 +61,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		nc:      nc,
 		cfg:     cfg,
 		log:     log,
-		badMsgs: rateLog{every: time.Second},
+		badMsgs: logging.NewLimited(time.Second),
 		nodes:   map[string]*node{},
 		mesh:    newMeshStats(cfg.LatencyWindow),
 		urgent:  make(chan struct{}, 1),

@@ -2,18 +2,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/services/gateway/gateway"
-	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
 func main() {
@@ -25,48 +23,25 @@ func main() {
 
 func run() error {
 	cfg := gateway.DefaultConfig()
-	url := os.Getenv("FEDMESH_NATS_URL")
-	if url == "" {
-		url = nats.DefaultURL
-	}
-	natsURL := flag.String("nats-url", url, "NATS server URL (env FEDMESH_NATS_URL)")
-	format := flag.String("log-format", logging.FormatConsole, "log format: console|json")
-	level := flag.String("log-level", "info", "log level: debug|info|warn|error")
-	prefix := flag.String("prefix", "", "subject prefix (default fed)")
+	var common servicecmd.Common
+	common.Register(flag.CommandLine)
 	keysFile := flag.String("keys", os.Getenv("FEDMESH_API_KEYS_FILE"), "API keys file, YAML or JSON (env FEDMESH_API_KEYS_FILE); env FEDMESH_API_KEYS adds keys")
 	flag.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
 	flag.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "end-to-end request timeout")
 	flag.Parse()
-	cfg.Subjects.Prefix = *prefix
+	cfg.Subjects.Prefix = common.Prefix
 
 	keys, err := loadKeys(*keysFile, os.Getenv("FEDMESH_API_KEYS"))
 	if err != nil {
 		return err
 	}
 	cfg.Keys = keys
-
-	log := logging.Component(logging.New(os.Stderr, *format, *level), "gateway")
-	if len(keys) == 0 {
-		log.Warn().Msg("no API keys configured (--keys or FEDMESH_API_KEYS): every /v1 request gets 401")
-	}
-	nc, err := nats.Connect(*natsURL, nats.Name("fed-gateway"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	svc, err := gateway.New(nc, cfg, log)
-	if err != nil {
-		return err
-	}
-	if err := svc.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	log.Info().Msg("gateway stopping")
-	return svc.Stop()
+	return servicecmd.Run(common, "gateway", func(nc *nats.Conn, log zerolog.Logger) (servicecmd.Service, error) {
+		if len(keys) == 0 {
+			log.Warn().Msg("no API keys configured (--keys or FEDMESH_API_KEYS): every /v1 request gets 401")
+		}
+		return gateway.New(nc, cfg, log)
+	})
 }
 
 // loadKeys merges the keys file and FEDMESH_API_KEYS; a key in both is an error.

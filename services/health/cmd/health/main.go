@@ -2,16 +2,15 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/services/health/health"
-	"github.com/fedmesh/fedmesh/shared/logging"
-	"github.com/nats-io/nats.go"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
 func main() {
@@ -23,14 +22,8 @@ func main() {
 
 func run() error {
 	cfg := health.DefaultConfig()
-	url := os.Getenv("FEDMESH_NATS_URL")
-	if url == "" {
-		url = nats.DefaultURL
-	}
-	natsURL := flag.String("nats-url", url, "NATS server URL (env FEDMESH_NATS_URL)")
-	format := flag.String("log-format", logging.FormatConsole, "log format: console|json")
-	level := flag.String("log-level", "info", "log level: debug|info|warn|error")
-	prefix := flag.String("prefix", "", "subject prefix (default fed)")
+	var common servicecmd.Common
+	common.Register(flag.CommandLine)
 	flag.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "node heartbeat period")
 	flag.DurationVar(&cfg.CheckInterval, "check-interval", cfg.CheckInterval, "active probe period for silent nodes")
 	flag.DurationVar(&cfg.ProbeTimeout, "probe-timeout", cfg.ProbeTimeout, "timeout of one probe")
@@ -40,25 +33,8 @@ func run() error {
 	flag.IntVar(&cfg.HalfOpenSuccesses, "half-open-successes", cfg.HalfOpenSuccesses, "successes that close a half-open circuit")
 	flag.DurationVar(&cfg.ForgetAfter, "forget-after", cfg.ForgetAfter, "drop deregistered nodes silent for this long")
 	flag.Parse()
-	cfg.Subjects.Prefix = *prefix
-
-	log := logging.Component(logging.New(os.Stderr, *format, *level), "health")
-	nc, err := nats.Connect(*natsURL, nats.Name("fed-health"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", *natsURL, err)
-	}
-	defer nc.Close()
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	svc, err := health.New(nc, cfg, log)
-	if err != nil {
-		return err
-	}
-	if err := svc.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	log.Info().Msg("health stopping")
-	return svc.Stop()
+	cfg.Subjects.Prefix = common.Prefix
+	return servicecmd.Run(common, "health", func(nc *nats.Conn, log zerolog.Logger) (servicecmd.Service, error) {
+		return health.New(nc, cfg, log)
+	})
 }
