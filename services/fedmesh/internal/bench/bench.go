@@ -31,7 +31,7 @@ type Options struct {
 	Streams    int           // streams per side and concurrency level (default 256)
 	ScaleNodes int           // simulated nodes for the scale run (default 10000; 0 skips it)
 	BinDir     string        // where the router/health binaries are for the scale run
-	Only       string        // run one part: reqreply, stream, decisions or scale ("" = all)
+	Only       string        // run one part: reqreply, stream, cancel, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
 }
 
@@ -62,6 +62,8 @@ const (
 	modelStream = "bench-stream"
 	streamTok   = 256
 	tokenBytes  = 16
+	modelSlow   = "bench-slow"
+	slowNode    = "bench-slow-node"
 )
 
 // rig is the server, the mesh and the raw responders every measurement shares.
@@ -88,7 +90,12 @@ func newRig(ctx context.Context) (*rig, error) {
 		{ModelID: modelStream, Capabilities: []string{wire.CapGenerate}},
 	}
 	n.Backend = synthetic.New(synthetic.Config{Tokens: 1, TokensByModel: map[string]int{modelStream: streamTok}, TokenBytes: tokenBytes})
-	mesh, err := devmesh.Start(ctx, devmesh.Options{Server: srv, Log: zerolog.Nop(), Nodes: []nodeagent.Config{n},
+	// A node that streams slowly and for long, so a cancel always lands mid-stream.
+	slow := nodeagent.DefaultConfig()
+	slow.NodeID, slow.Region, slow.MaxConcurrency = slowNode, "local", 64
+	slow.Models = []record.Model{{ModelID: modelSlow, Capabilities: []string{wire.CapGenerate}}}
+	slow.Backend = synthetic.New(synthetic.Config{Tokens: 1 << 20, TokenDelay: 5 * time.Millisecond})
+	mesh, err := devmesh.Start(ctx, devmesh.Options{Server: srv, Log: zerolog.Nop(), Nodes: []nodeagent.Config{n, slow},
 		Router: func(c *router.Config) {}})
 	if err != nil {
 		srv.Shutdown()
@@ -151,6 +158,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.runs("stream") {
 		if err := r.streamTable(ctx, w, o); err != nil {
+			return err
+		}
+	}
+	if o.runs("cancel") {
+		if err := r.cancelTable(ctx, w); err != nil {
 			return err
 		}
 	}
