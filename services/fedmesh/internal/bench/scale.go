@@ -129,6 +129,14 @@ func scale(ctx context.Context, w io.Writer, o Options) error {
 	}
 	rss0 := map[string]float64{"router": procs["router"].rssMB(), "health": procs["health"].rssMB()}
 
+	// The simulated nodes answer health's active probes, as node agents do
+	// (health probes idle nodes it knows nothing about yet).
+	probes, err := nc.Subscribe(subject.Default.NodeProbe("*"), func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
+	if err != nil {
+		return err
+	}
+	defer probes.Unsubscribe()
+
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	t0 := time.Now()
