@@ -17,7 +17,9 @@ BENCH_ARGS ?=
 
 ## run: the whole mesh on an embedded nats-server (127.0.0.1:4222) with 3 demo nodes and the gateway (127.0.0.1:8080)
 run:
-	go run ./services/fedmesh/cmd/fedmesh dev $(RUN_ARGS)
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/fedmesh ./services/fedmesh/cmd/fedmesh
+	exec $(BIN)/fedmesh dev $(RUN_ARGS)
 
 ## build: every binary into ./bin
 build:
