@@ -184,6 +184,11 @@ func (s *Service) admit(j *job) string {
 	s.waiting++
 	s.jobs[j.req.RequestID] = append(s.jobs[j.req.RequestID], j)
 	s.work.Add(1)
+	if s.early.take(j.req.RequestID) {
+		// Accepted all the same: refusing would make the router try
+		// another node, which the client has told to stop as well.
+		j.cancel(errCanceled)
+	}
 	return wire.StatusAccepted
 }
 
@@ -222,6 +227,9 @@ func (s *Service) onCancel(m *nats.Msg) {
 	js := s.jobs[id]
 	for _, j := range js {
 		j.cancel(errCanceled)
+	}
+	if len(js) == 0 {
+		s.early.remember(id, time.Now())
 	}
 	s.mu.Unlock()
 	if len(js) > 0 {

@@ -23,6 +23,7 @@ type Service struct {
 
 	mu       sync.Mutex
 	jobs     map[string][]*job // in flight, by request id
+	early    earlyCancels      // cancels that arrived before their dispatch
 	active   int               // len of all jobs
 	waiting  int               // accepted jobs without a first token yet
 	draining bool
