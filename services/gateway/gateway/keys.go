@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -91,4 +92,17 @@ func ParseKeysEnv(v string) (map[string]Tenant, error) {
 		keys[key] = t
 	}
 	return keys, nil
+}
+
+// keyHash is what the gateway looks API keys up by. Hashing first means the
+// map lookup's timing depends on the SHA-256 of what a caller sent, not on
+// how many leading bytes it shares with a real key.
+func keyHash(key string) [sha256.Size]byte { return sha256.Sum256([]byte(key)) }
+
+func hashKeys(keys map[string]Tenant) map[[sha256.Size]byte]Tenant {
+	out := make(map[[sha256.Size]byte]Tenant, len(keys))
+	for k, t := range keys {
+		out[keyHash(k)] = t
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ type Service struct {
 	nc      *nats.Conn
 	cfg     Config
 	log     zerolog.Logger
+	keys    map[[sha256.Size]byte]Tenant // API keys by keyHash
 	metrics *metrics
 	limits  *limiter
 
@@ -47,7 +49,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Service{nc: nc, cfg: cfg, log: log,
+	return &Service{nc: nc, cfg: cfg, log: log, keys: hashKeys(cfg.Keys),
 		metrics: newMetrics(), limits: newLimiter()}, nil
 }
 
@@ -160,7 +162,7 @@ func (s *Service) authed(endpoint string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := caller{endpoint: endpoint, start: time.Now()}
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		t, known := s.cfg.Keys[strings.TrimSpace(key)]
+		t, known := s.keys[keyHash(strings.TrimSpace(key))]
 		if !ok || !known {
 			s.metrics.observe(observation{endpoint: endpoint, tenant: "unauthenticated", status: http.StatusUnauthorized,
 				code: wire.CodeUnauthorized, elapsed: time.Since(c.start)})
