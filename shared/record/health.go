@@ -50,6 +50,8 @@ type Heartbeat struct {
 	GPUUtilization float64   `json:"gpu_utilization"`
 	ThroughputTPS  float64   `json:"throughput_tps"` // recent tokens/s
 	Draining       bool      `json:"draining,omitempty"`
+	// ActiveStreams is how many of InFlight are streams (fed.stats active_streams).
+	ActiveStreams int `json:"active_streams,omitempty"`
 }
 
 // Outcome kinds.

@@ -32,7 +32,7 @@ func (s *Service) onHeartbeat(m *nats.Msg) {
 	n.lastAlive, n.lastReport, n.lastHeartbeat = now, now, now
 	n.bump(eventTime(hb.Time, now))
 	n.inFlight, n.queueDepth, n.hbMax = hb.InFlight, hb.QueueDepth, hb.MaxConcurrency
-	n.gpu, n.tps, n.draining = hb.GPUUtilization, hb.ThroughputTPS, hb.Draining
+	n.gpu, n.tps, n.draining, n.activeStreams = hb.GPUUtilization, hb.ThroughputTPS, hb.Draining, hb.ActiveStreams
 	s.checkStale(n, now)
 	s.wakeIfUrgent(n)
 }

@@ -201,3 +201,25 @@ func TestDeregisteredSilentNodeIsForgotten(t *testing.T) {
 	assert.True(t, known, "a registered node stays, silent or not")
 	assert.NotNil(t, h.record("kept"))
 }
+
+// active_streams is the sum of the nodes' latest heartbeats, and a node
+// silent past the missed-heartbeat limit counts none.
+func TestActiveStreamsFromHeartbeats(t *testing.T) {
+	h := newHarness(t)
+	cfg := testConfig()
+	cfg.MissedHeartbeats = 3
+	h.start(cfg)
+	h.publish(h.sp.Heartbeat("a"), record.Heartbeat{NodeID: "a", Time: time.Now(), InFlight: 4, ActiveStreams: 3, MaxConcurrency: 8})
+	h.publish(h.sp.Heartbeat("b"), record.Heartbeat{NodeID: "b", Time: time.Now(), InFlight: 2, ActiveStreams: 2, MaxConcurrency: 8})
+	require.Eventually(t, func() bool { return h.stats().ActiveStreams == 5 }, 2*time.Second, 10*time.Millisecond, "%+v", h.stats())
+	assert.Equal(t, int64(3), h.stats().Nodes["a"].ActiveStreams)
+	// Only b keeps heartbeating; a falls silent.
+	deadline := time.Now().Add(6 * cfg.HeartbeatInterval)
+	for time.Now().Before(deadline) {
+		h.publish(h.sp.Heartbeat("b"), record.Heartbeat{NodeID: "b", Time: time.Now(), ActiveStreams: 2, MaxConcurrency: 8})
+		time.Sleep(cfg.HeartbeatInterval / 2)
+	}
+	st := h.stats()
+	assert.Equal(t, int64(2), st.ActiveStreams, "%+v", st)
+	assert.Zero(t, st.Nodes["a"].ActiveStreams)
+}

@@ -43,6 +43,7 @@ type node struct {
 	gpu           float64
 	tps           float64
 	draining      bool
+	activeStreams int
 
 	results outcomes // success/failure of recent requests
 	stats   counters // per-node stats; stats.lat is the health latency window

@@ -156,8 +156,17 @@ func (s *Service) stats() record.Stats {
 		Tenants:  make(map[string]record.Counters, len(s.mesh.tenants)),
 		Unplaced: make(map[string]int64, len(s.mesh.unplaced)),
 	}
+	// active_streams comes from the nodes' latest heartbeats (DESIGN §7:
+	// up on start, down on end): a node silent for the missed-heartbeat
+	// limit counts none.
+	stale := time.Now().Add(-time.Duration(s.cfg.MissedHeartbeats) * s.cfg.HeartbeatInterval)
 	for id, n := range s.nodes {
-		out.Nodes[id] = n.stats.snapshot()
+		c := n.stats.snapshot()
+		if n.lastHeartbeat.After(stale) {
+			c.ActiveStreams = int64(n.activeStreams)
+		}
+		out.Nodes[id] = c
+		out.ActiveStreams += c.ActiveStreams
 	}
 	for name, t := range s.mesh.tenants {
 		out.Tenants[name] = t.snapshot()

@@ -215,7 +215,7 @@ func TestOutcomeAndHeartbeat(t *testing.T) {
 	g.waitStarted(t, 1)
 	require.Eventually(t, func() bool {
 		h := <-hbs
-		return h.InFlight == 1 && h.MaxConcurrency == 3 && h.NodeID == "n1" && h.InstanceID == s.InstanceID() && !h.Draining
+		return h.InFlight == 1 && h.ActiveStreams == 1 && h.MaxConcurrency == 3 && h.NodeID == "n1" && h.InstanceID == s.InstanceID() && !h.Draining
 	}, 3*time.Second, time.Millisecond, "a heartbeat reports the request in flight")
 	close(g.release)
 	a := c.read(t, 2*time.Second)

@@ -78,7 +78,7 @@ func (s *Service) heartbeat() record.Heartbeat {
 	defer s.mu.Unlock()
 	return record.Heartbeat{NodeID: s.cfg.NodeID, InstanceID: s.instance, Time: time.Now().UTC(),
 		InFlight: s.active, QueueDepth: s.waiting, MaxConcurrency: s.cfg.MaxConcurrency,
-		GPUUtilization: gpu, ThroughputTPS: s.tps, Draining: s.draining}
+		GPUUtilization: gpu, ThroughputTPS: s.tps, Draining: s.draining, ActiveStreams: s.streamsLocked()}
 }
 
 func (s *Service) publishHeartbeat() {
@@ -92,4 +92,17 @@ func (s *Service) publishHeartbeat() {
 	if err != nil {
 		s.log.Debug().Err(err).Msg("publish heartbeat")
 	}
+}
+
+// streamsLocked counts the streamed requests in flight. Caller holds s.mu.
+func (s *Service) streamsLocked() int {
+	n := 0
+	for _, js := range s.jobs {
+		for _, j := range js {
+			if j.req.Stream {
+				n++
+			}
+		}
+	}
+	return n
 }
