@@ -17,21 +17,6 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// ask sends one micro request and decodes its JSON answer into v.
-func ask(ctx context.Context, nc *nats.Conn, msg *nats.Msg, v any) error {
-	resp, err := nc.RequestMsgWithContext(ctx, msg)
-	if err != nil {
-		return fmt.Errorf("request %s: %w", msg.Subject, err)
-	}
-	if werr := wire.ErrorFromHeader(resp.Header); werr != nil {
-		return fmt.Errorf("%s: %w", msg.Subject, werr)
-	}
-	if err := json.Unmarshal(resp.Data, v); err != nil {
-		return fmt.Errorf("decode answer of %s: %w", msg.Subject, err)
-	}
-	return nil
-}
-
 func newCandidatesCmd(g *globals) *cobra.Command {
 	var rf requestFlags
 	var asJSON bool
@@ -126,8 +111,8 @@ func newStatsCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 			defer cancel()
-			var s record.Stats
-			if err := ask(ctx, nc, nats.NewMsg(g.subjects().Stats()), &s); err != nil {
+			s, err := fetchStats(ctx, nc, g.subjects())
+			if err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), s)
@@ -148,12 +133,12 @@ func newNodesCmd(g *globals) *cobra.Command {
 			defer nc.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 			defer cancel()
-			var cat api.ListResponse
-			if err := ask(ctx, nc, nats.NewMsg(g.subjects().CatalogList()), &cat); err != nil {
+			cat, err := fetchCatalog(ctx, nc, g.subjects())
+			if err != nil {
 				return err
 			}
-			var hl api.HealthListResponse
-			if err := ask(ctx, nc, nats.NewMsg(g.subjects().HealthList()), &hl); err != nil {
+			hl, err := fetchHealth(ctx, nc, g.subjects())
+			if err != nil {
 				return err
 			}
 			health := map[string]record.Health{}

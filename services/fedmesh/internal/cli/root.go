@@ -1,5 +1,5 @@
 // Package cli holds the fedmesh command line: dev (the whole mesh in one
-// process), infer, candidates, stats and nodes.
+// process), infer, candidates, stats, nodes and top (the TUI).
 package cli
 
 import (
@@ -22,8 +22,8 @@ type globals struct {
 
 func (g *globals) subjects() subject.Space { return subject.Space{Prefix: g.prefix} }
 
-func (g *globals) connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect(g.natsURL, nats.Name(name), nats.Timeout(3*time.Second))
+func (g *globals) connect(name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(g.natsURL, append([]nats.Option{nats.Name(name), nats.Timeout(3 * time.Second)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s (is `make run` / `fedmesh dev` running?): %w", g.natsURL, err)
 	}
@@ -46,6 +46,6 @@ func NewRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.natsURL, "nats-url", defURL, "NATS server URL (env FEDMESH_NATS_URL)")
 	root.PersistentFlags().StringVar(&g.prefix, "prefix", subject.DefaultPrefix, "subject prefix")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "request deadline")
-	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newBenchCmd())
+	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd())
 	return root
 }
