@@ -93,14 +93,9 @@ var speechTypes = map[string]string{"mp3": "audio/mpeg", "opus": "audio/ogg", "a
 	"flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
 
 func (s *Service) speech(w http.ResponseWriter, r *http.Request, c caller) {
-	body, err := readBody(r)
-	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
-		return
-	}
 	var sr speechRequest
-	if err := json.Unmarshal(body, &sr); err != nil {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
+	body := s.readJSON(w, r, c, &sr)
+	if body == nil {
 		return
 	}
 	x := s.begin(w, r, c, sr.Model, wire.CapSynthesize)

@@ -31,14 +31,9 @@ type embedding struct {
 }
 
 func (s *Service) embeddings(w http.ResponseWriter, r *http.Request, c caller) {
-	body, err := readBody(r)
-	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
-		return
-	}
 	var er embeddingsRequest
-	if err := json.Unmarshal(body, &er); err != nil {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
+	body := s.readJSON(w, r, c, &er)
+	if body == nil {
 		return
 	}
 	if er.EncodingFormat != "" && er.EncodingFormat != "float" && er.EncodingFormat != "base64" {

@@ -14,14 +14,9 @@ type imagesRequest struct {
 // images passes POST /v1/images/generations through: the node answers the
 // OpenAI images JSON itself (wire/payloads.go).
 func (s *Service) images(w http.ResponseWriter, r *http.Request, c caller) {
-	body, err := readBody(r)
-	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
-		return
-	}
 	var ir imagesRequest
-	if err := json.Unmarshal(body, &ir); err != nil {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
+	body := s.readJSON(w, r, c, &ir)
+	if body == nil {
 		return
 	}
 	x := s.begin(w, r, c, ir.Model, wire.CapImagegen)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -95,4 +96,19 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, wire.Errorf(wire.CodeBadRequest, "read request body: %v", err)
 	}
 	return b, nil
+}
+
+// readJSON reads r's body and decodes it into v. On failure it answers the
+// client (400, or the read error) and returns nil.
+func (s *Service) readJSON(w http.ResponseWriter, r *http.Request, c caller, v any) []byte {
+	body, err := readBody(r)
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return nil
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
+		return nil
+	}
+	return body
 }
