@@ -98,16 +98,11 @@ func (s *Service) speech(w http.ResponseWriter, r *http.Request, c caller) {
 	if body == nil {
 		return
 	}
-	x := s.begin(w, r, c, sr.Model, wire.CapSynthesize)
-	if x == nil {
-		return
-	}
-	defer x.cancel()
-	x.req.Body = body
-	resp := x.infer(w)
+	x, resp := s.whole(w, r, c, sr.Model, wire.CapSynthesize, body)
 	if resp == nil {
 		return
 	}
+	defer x.cancel()
 	ct := resp.Header.Get(wire.HdrContentType)
 	if ct == "" {
 		ct = speechTypes[sr.ResponseFormat]

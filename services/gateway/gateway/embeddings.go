@@ -40,16 +40,11 @@ func (s *Service) embeddings(w http.ResponseWriter, r *http.Request, c caller) {
 		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "encoding_format %q: want float or base64", er.EncodingFormat))
 		return
 	}
-	x := s.begin(w, r, c, er.Model, wire.CapEmbed)
-	if x == nil {
-		return
-	}
-	defer x.cancel()
-	x.req.Body = body
-	resp := x.infer(w)
+	x, resp := s.whole(w, r, c, er.Model, wire.CapEmbed, body)
 	if resp == nil {
 		return
 	}
+	defer x.cancel()
 	out, err := convertEmbeddings(resp.Body, er.EncodingFormat == "base64", modelName(er.Model, resp.Header.Get(wire.HdrModel)), resp.Tokens)
 	if err != nil {
 		s.fail(w, c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,

@@ -19,16 +19,11 @@ func (s *Service) images(w http.ResponseWriter, r *http.Request, c caller) {
 	if body == nil {
 		return
 	}
-	x := s.begin(w, r, c, ir.Model, wire.CapImagegen)
-	if x == nil {
-		return
-	}
-	defer x.cancel()
-	x.req.Body = body
-	resp := x.infer(w)
+	x, resp := s.whole(w, r, c, ir.Model, wire.CapImagegen, body)
 	if resp == nil {
 		return
 	}
+	defer x.cancel()
 	if !json.Valid(resp.Body) {
 		s.fail(w, c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,
 			Description: "node answered images output that is not JSON"})

@@ -42,6 +42,23 @@ func (s *Service) begin(w http.ResponseWriter, r *http.Request, c caller, model,
 	return &exchange{s: s, c: c, req: req, ctx: ctx, cancel: cancel}
 }
 
+// whole runs a non-streamed request with body as its payload: begin, then
+// infer. On error it has answered already and returns nils; otherwise the
+// caller owns x and must call x.cancel when done.
+func (s *Service) whole(w http.ResponseWriter, r *http.Request, c caller, model, capability string, body []byte) (*exchange, *client.Response) {
+	x := s.begin(w, r, c, model, capability)
+	if x == nil {
+		return nil, nil
+	}
+	x.req.Body = body
+	resp := x.infer(w)
+	if resp == nil {
+		x.cancel()
+		return nil, nil
+	}
+	return x, resp
+}
+
 // infer runs a non-streamed request; on error it has answered already.
 func (x *exchange) infer(w http.ResponseWriter) *client.Response {
 	resp, err := x.s.cl.Infer(x.ctx, x.req)
