@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,50 +121,30 @@ type Chunk struct {
 	Data []byte
 }
 
-func (c *Client) header(r *Request, stream bool, timeout time.Duration) nats.Header {
-	h := nats.Header{}
+// header builds a request's headers: r.Header as given, then the routing
+// headers wire.Spec encodes (the router decodes them with wire.ParseSpec).
+func (c *Client) header(r *Request, stream bool, timeout time.Duration) (nats.Header, error) {
+	spec := wire.NewSpec()
+	p, err := wire.ParsePrivacy(r.Privacy)
+	if err != nil {
+		return nil, &wire.Error{Code: wire.CodeBadRequest, Description: err.Error(), RequestID: r.RequestID}
+	}
+	spec.RequestID, spec.Tenant, spec.Model, spec.Privacy = r.RequestID, r.Tenant, r.Model, p
+	spec.Regions, spec.MaxLatencyMs, spec.MinThroughput = r.Regions, r.MaxLatencyMs, r.MinThroughput
+	if r.PreferGPU != nil {
+		spec.PreferGPU = *r.PreferGPU
+	}
+	if r.CostTolerance != nil {
+		spec.CostTolerance = *r.CostTolerance
+	}
+	spec.Region, spec.Session, spec.Stream = r.Region, r.Session, stream
+	spec.Timeout = max(timeout, time.Millisecond)
+	h := make(nats.Header, len(r.Header)+4)
 	for k, v := range r.Header {
 		h[k] = append([]string(nil), v...)
 	}
-	set := func(k, v string) {
-		if v != "" {
-			h.Set(k, v)
-		}
-	}
-	set(wire.HdrRequestID, r.RequestID)
-	set(wire.HdrTenant, r.Tenant)
-	set(wire.HdrModel, r.Model)
-	set(wire.HdrPrivacy, r.Privacy)
-	for i, reg := range r.Regions {
-		if i == 0 {
-			h.Set(wire.HdrRegions, reg)
-		} else {
-			h.Set(wire.HdrRegions, h.Get(wire.HdrRegions)+","+reg)
-		}
-	}
-	if r.MaxLatencyMs > 0 {
-		h.Set(wire.HdrMaxLatencyMs, strconv.FormatFloat(r.MaxLatencyMs, 'f', -1, 64))
-	}
-	if r.MinThroughput > 0 {
-		h.Set(wire.HdrMinThroughput, strconv.FormatFloat(r.MinThroughput, 'f', -1, 64))
-	}
-	if r.PreferGPU != nil {
-		h.Set(wire.HdrPreferGPU, strconv.FormatBool(*r.PreferGPU))
-	}
-	if r.CostTolerance != nil {
-		h.Set(wire.HdrCostTolerance, strconv.Itoa(*r.CostTolerance))
-	}
-	set(wire.HdrRegion, r.Region)
-	set(wire.HdrSession, r.Session)
-	if stream {
-		h.Set(wire.HdrStream, "true")
-	}
-	ms := timeout.Milliseconds()
-	if ms < 1 {
-		ms = 1
-	}
-	h.Set(wire.HdrTimeoutMs, strconv.FormatInt(ms, 10))
-	return h
+	spec.Encode(h)
+	return h, nil
 }
 
 // start registers a call and publishes the request.
@@ -187,6 +166,10 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	if timeout <= 0 {
 		return nil, &wire.Error{Code: wire.CodeTimeout, Description: "deadline passed before the request was sent", RequestID: r.RequestID}
 	}
+	hdr, err := c.header(r, stream, timeout)
+	if err != nil {
+		return nil, err
+	}
 	token := nuid.Next()
 	cl := newCall(c, token, r, deadline)
 	c.mu.Lock()
@@ -199,7 +182,7 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	msg := &nats.Msg{
 		Subject: c.subj.Infer(r.Capability),
 		Reply:   c.prefix + token,
-		Header:  c.header(r, stream, timeout),
+		Header:  hdr,
 		Data:    r.Body,
 	}
 	if err := c.nc.PublishMsg(msg); err != nil {

@@ -1,6 +1,8 @@
-// Package servicecmd holds what every fedmesh service command shares: the
-// common flags, connecting to NATS, and running a service until SIGINT or
-// SIGTERM, then stopping it and draining the connection.
+// Package servicecmd is the one command shell of fedmesh's service
+// programs: the same common flags, every flag also settable as FEDMESH_<FLAG>
+// in the environment, one way to connect (connection name
+// fedmesh-<service>-<id>, URLs logged redacted), and running a service until
+// SIGINT or SIGTERM, then stopping it and draining the connection.
 package servicecmd
 
 import (
@@ -8,19 +10,38 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/logging"
 )
 
-// EnvNatsURL overrides the default of --nats-url.
-const EnvNatsURL = "FEDMESH_NATS_URL"
+// EnvPrefix starts the environment variable of every flag: --nats-url is
+// FEDMESH_NATS_URL, --max-in-flight FEDMESH_MAX_IN_FLIGHT. A flag on the
+// command line wins over its variable.
+const EnvPrefix = "FEDMESH_"
+
+// EnvNatsURL is the variable of --nats-url.
+const EnvNatsURL = EnvPrefix + "NATS_URL"
+
+// drainTimeout bounds how long a stopping command drains its connection.
+const drainTimeout = 5 * time.Second
+
+// Service is what every fedmesh service is: Start brings it up (all or
+// nothing), Stop is idempotent and safe after a failed Start.
+type Service interface {
+	Start(ctx context.Context) error
+	Stop() error
+}
 
 // Common are the flags every service command takes.
 type Common struct {
@@ -32,53 +53,182 @@ type Common struct {
 
 // Register adds --nats-url, --log-format, --log-level and --prefix to fs.
 func (c *Common) Register(fs *flag.FlagSet) {
-	url := os.Getenv(EnvNatsURL)
-	if url == "" {
-		url = nats.DefaultURL
-	}
-	fs.StringVar(&c.NatsURL, "nats-url", url, "NATS server URL (env "+EnvNatsURL+")")
+	fs.StringVar(&c.NatsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
 	fs.StringVar(&c.LogFormat, "log-format", logging.FormatConsole, "log format: console|json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug|info|warn|error")
 	fs.StringVar(&c.Prefix, "prefix", "", "subject prefix (default fed)")
 }
 
-// Service is what Run runs: every fedmesh service has this shape.
-type Service interface {
-	Start(ctx context.Context) error
-	Stop() error
+// Command is one service program.
+type Command struct {
+	// Name is the service: the logs' component and the middle of the
+	// connection name fedmesh-<name>-<id>.
+	Name string
+	// Flags adds the service's own flags to fs; nil when it has none.
+	Flags func(fs *flag.FlagSet)
+	// ID names this instance once flags are parsed (a node id, say); nil or
+	// "" gives a new unique id.
+	ID func() string
+	// Build makes the service on a live connection.
+	Build func(env Env) (Service, error)
 }
 
-// Run connects as "fed-<component>", builds the service, starts it and
-// waits for SIGINT or SIGTERM; then it stops the service and drains the
-// connection so nothing in flight is lost.
-func Run(c Common, component string, build func(nc *nats.Conn, log zerolog.Logger) (Service, error)) error {
-	log := logging.Component(logging.New(os.Stderr, c.LogFormat, c.LogLevel), component)
-	nc, err := nats.Connect(c.NatsURL, nats.Name("fed-"+component), nats.MaxReconnects(-1),
+// Env is what Build gets.
+type Env struct {
+	NC     *nats.Conn
+	Log    zerolog.Logger
+	Common Common
+	// ID is the instance id the connection is named after.
+	ID string
+}
+
+// Main runs c with the process's arguments and environment and exits: 0
+// after a clean stop, 2 for bad flags, 1 for any other error.
+func Main(c Command) {
+	err := Run(context.Background(), c, os.Args[1:], os.LookupEnv, os.Stderr)
+	switch {
+	case err == nil:
+		os.Exit(0)
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "%s: %v\n", c.Name, err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// Parse builds c's flag set, applies FEDMESH_* variables from lookup, then
+// args. It returns the common flags; the service's own land where c.Flags
+// put them.
+func Parse(c Command, args []string, lookup func(string) (string, bool), stderr io.Writer) (Common, error) {
+	var common Common
+	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	common.Register(fs)
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := EnvName(f.Name)
+		f.Usage += " (env " + name + ")"
+		if v, ok := lookup(name); ok && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%w: %s=%q: %v", errUsage, name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		fmt.Fprintln(stderr, envErr)
+		return common, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return common, err
+		}
+		return common, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		err := fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		fmt.Fprintln(stderr, err)
+		return common, err
+	}
+	return common, nil
+}
+
+// EnvName is the environment variable of a flag.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Run parses flags, connects, builds and starts the service, and waits
+// until ctx ends or SIGINT/SIGTERM arrives; then it stops the service and
+// drains the connection so nothing in flight is lost.
+func Run(ctx context.Context, c Command, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
+	common, err := Parse(c, args, lookup, stderr)
+	if err != nil {
+		return err
+	}
+	id := ""
+	if c.ID != nil {
+		id = c.ID()
+	}
+	if id == "" {
+		id = nuid.Next()
+	}
+	log := logging.Component(logging.New(stderr, common.LogFormat, common.LogLevel), c.Name).
+		With().Str(logging.KeyInstance, id).Logger()
+	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	svc, err := c.Build(Env{NC: nc, Log: log, Common: common, ID: id})
+	if err != nil {
+		return err
+	}
+	if err := svc.Start(ctx); err != nil {
+		return errors.Join(err, svc.Stop())
+	}
+	log.Info().Str("nats", Redact(common.NatsURL)).Msg("started")
+	<-ctx.Done()
+	log.Info().Msg("stopping")
+	errStop := svc.Stop()
+	return errors.Join(errStop, drain(nc, drainTimeout))
+}
+
+// ConnName is the NATS connection name of one instance of a service, as
+// `nats server report connections` shows it.
+func ConnName(service, id string) string { return "fedmesh-" + service + "-" + id }
+
+// Connect opens a connection that reconnects forever and logs its
+// disconnects and reconnects; errors and logs show the URL redacted.
+func Connect(urls, name string, log zerolog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn().Err(err).Msg("disconnected from NATS; reconnecting")
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info().Str("url", nc.ConnectedUrl()).Msg("reconnected to NATS") }))
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("url", Redact(nc.ConnectedUrl())).Msg("reconnected to NATS")
+		})}, opts...)
+	nc, err := nats.Connect(urls, all...)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", c.NatsURL, err)
+		return nil, fmt.Errorf("connect %s: %w", Redact(urls), err)
 	}
-	defer nc.Close()
+	return nc, nil
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	svc, err := build(nc, log)
-	if err != nil {
-		return err
+// Redact hides the password (or token) of every URL in a comma-separated
+// NATS URL list.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		parts[i] = p
+		u, err := url.Parse(p)
+		if err != nil || u.User == nil {
+			if strings.Contains(p, "@") { // unparsable but carries credentials
+				parts[i] = "redacted"
+			}
+			continue
+		}
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "redacted")
+		} else {
+			u.User = url.User("redacted") // a bare user part is a token
+		}
+		parts[i] = u.String()
 	}
-	if err := svc.Start(ctx); err != nil {
-		_ = svc.Stop()
-		return err
-	}
-	<-ctx.Done()
-	log.Info().Msg("stopping")
-	errStop := svc.Stop()
-	return errors.Join(errStop, drain(nc, 5*time.Second))
+	return strings.Join(parts, ",")
 }
 
 // drain drains nc and waits for it to close, up to limit.
@@ -91,10 +241,12 @@ func drain(nc *nats.Conn, limit time.Duration) error {
 		}
 		return fmt.Errorf("drain NATS connection: %w", err)
 	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
 	select {
 	case <-closed:
 		return nil
-	case <-time.After(limit):
+	case <-t.C:
 		return fmt.Errorf("drain NATS connection: not closed after %s", limit)
 	}
 }

@@ -9,12 +9,18 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// Defaults of a request's routing headers (DESIGN §3).
+// Defaults and bounds of a request's routing headers (DESIGN §3).
 const (
 	DefaultCostTolerance = 50
 	DefaultTimeout       = 30 * time.Second
 	// MaxTimeout bounds Fed-Timeout-Ms so a typo cannot pin a node for days.
 	MaxTimeout = time.Hour
+	// MaxRequestIDLen bounds Fed-Request-Id; it lands in subjects, logs and events.
+	MaxRequestIDLen = 256
+	// MaxTenantLen bounds Fed-Tenant; tenants are map keys in limits and stats.
+	MaxTenantLen = 128
+	// MaxSessionLen bounds Fed-Session.
+	MaxSessionLen = 256
 )
 
 // Spec is what a request's headers ask of the router. The zero value is not
@@ -40,8 +46,77 @@ func NewSpec() Spec {
 	return Spec{Privacy: DefaultPrivacy, PreferGPU: true, CostTolerance: DefaultCostTolerance}
 }
 
-func badHeader(name, value, why string) *Error {
-	return Errorf(CodeBadRequest, "header %s: %q %s", name, value, why)
+// specHeader is one routing header: how it decodes into a Spec and how a
+// Spec encodes it ("" when the field holds its default, so the header is
+// left out). A new header is one entry here and nothing else.
+type specHeader struct {
+	name   string
+	decode func(s *Spec, v string) (why string)
+	encode func(s *Spec) string
+}
+
+var specHeaders = [...]specHeader{
+	{HdrRequestID, func(s *Spec, v string) string {
+		s.RequestID = v
+		return maxLen(v, MaxRequestIDLen)
+	}, func(s *Spec) string { return s.RequestID }},
+	{HdrTenant, func(s *Spec, v string) string {
+		s.Tenant = v
+		return maxLen(v, MaxTenantLen)
+	}, func(s *Spec) string { return s.Tenant }},
+	{HdrModel, func(s *Spec, v string) string {
+		s.Model = v
+		return idWhy("model", v, "is not a valid model id: ")
+	}, func(s *Spec) string { return s.Model }},
+	{HdrPrivacy, func(s *Spec, v string) string {
+		p, err := ParsePrivacy(strings.TrimSpace(v))
+		if err != nil {
+			return "is not public, internal, confidential or restricted"
+		}
+		s.Privacy = p
+		return ""
+	}, func(s *Spec) string { return ifNot(s.Privacy != DefaultPrivacy, s.Privacy.String()) }},
+	{HdrRegions, decodeRegions, func(s *Spec) string { return strings.Join(s.Regions, ",") }},
+	{HdrMaxLatencyMs, func(s *Spec, v string) string { return nonNegFloat(v, &s.MaxLatencyMs) },
+		func(s *Spec) string { return formatPositive(s.MaxLatencyMs) }},
+	{HdrMinThroughput, func(s *Spec, v string) string { return nonNegFloat(v, &s.MinThroughput) },
+		func(s *Spec) string { return formatPositive(s.MinThroughput) }},
+	{HdrPreferGPU, func(s *Spec, v string) string { return parseBool(v, &s.PreferGPU) },
+		func(s *Spec) string { return ifNot(!s.PreferGPU, "false") }},
+	{HdrCostTolerance, func(s *Spec, v string) string {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100 {
+			return "is not a whole number from 0 to 100"
+		}
+		s.CostTolerance = n
+		return ""
+	}, func(s *Spec) string {
+		return ifNot(s.CostTolerance != DefaultCostTolerance, strconv.Itoa(s.CostTolerance))
+	}},
+	{HdrRegion, func(s *Spec, v string) string {
+		s.Region = v
+		return idWhy("region", v, "is not a valid region: ")
+	}, func(s *Spec) string { return s.Region }},
+	{HdrSession, func(s *Spec, v string) string {
+		s.Session = v
+		return maxLen(v, MaxSessionLen)
+	}, func(s *Spec) string { return s.Session }},
+	{HdrStream, func(s *Spec, v string) string { return parseBool(v, &s.Stream) },
+		func(s *Spec) string { return ifNot(s.Stream, "true") }},
+	{HdrTimeoutMs, func(s *Spec, v string) string {
+		n, err := strconv.ParseInt(v, 10, 64)
+		// compare in milliseconds: n × 1e6 overflows a Duration for large n
+		if err != nil || n <= 0 || n > MaxTimeout.Milliseconds() {
+			return "is not a whole number of milliseconds from 1 to 3600000"
+		}
+		s.Timeout = time.Duration(n) * time.Millisecond
+		return ""
+	}, func(s *Spec) string {
+		if s.Timeout <= 0 {
+			return ""
+		}
+		return strconv.FormatInt(max(s.Timeout.Milliseconds(), 1), 10)
+	}},
 }
 
 // ParseSpec decodes the routing headers of a request. Headers come from
@@ -49,92 +124,97 @@ func badHeader(name, value, why string) *Error {
 // panics and nothing is silently ignored.
 func ParseSpec(h nats.Header) (Spec, error) {
 	s := NewSpec()
-	s.RequestID = h.Get(HdrRequestID)
-	if len(s.RequestID) > 256 {
-		return s, badHeader(HdrRequestID, s.RequestID[:32]+"…", "is longer than 256 bytes")
-	}
-	s.Tenant = h.Get(HdrTenant)
-	if s.Model = h.Get(HdrModel); s.Model != "" {
-		if err := ValidateID("model", s.Model); err != nil {
-			return s, badHeader(HdrModel, s.Model, "is not a valid model id: "+err.Error())
+	for i := range specHeaders {
+		sh := &specHeaders[i]
+		v := h.Get(sh.name)
+		if v == "" {
+			continue
 		}
-	}
-	if v := h.Get(HdrPrivacy); v != "" {
-		p, err := ParsePrivacy(strings.TrimSpace(v))
-		if err != nil {
-			return s, badHeader(HdrPrivacy, v, "is not public, internal, confidential or restricted")
+		if why := sh.decode(&s, v); why != "" {
+			return s, badHeader(sh.name, v, why)
 		}
-		s.Privacy = p
-	}
-	if v := h.Get(HdrRegions); v != "" {
-		for _, r := range strings.Split(v, ",") {
-			r = strings.TrimSpace(r)
-			if r == "" {
-				continue
-			}
-			if err := ValidateID("region", r); err != nil {
-				return s, badHeader(HdrRegions, v, "has an invalid region: "+err.Error())
-			}
-			s.Regions = append(s.Regions, r)
-		}
-		if len(s.Regions) == 0 {
-			return s, badHeader(HdrRegions, v, "names no region")
-		}
-	}
-	var err error
-	if s.MaxLatencyMs, err = nonNegFloat(h, HdrMaxLatencyMs); err != nil {
-		return s, err
-	}
-	if s.MinThroughput, err = nonNegFloat(h, HdrMinThroughput); err != nil {
-		return s, err
-	}
-	if v := h.Get(HdrPreferGPU); v != "" {
-		b, perr := strconv.ParseBool(v)
-		if perr != nil {
-			return s, badHeader(HdrPreferGPU, v, "is not true or false")
-		}
-		s.PreferGPU = b
-	}
-	if v := h.Get(HdrCostTolerance); v != "" {
-		n, perr := strconv.Atoi(v)
-		if perr != nil || n < 0 || n > 100 {
-			return s, badHeader(HdrCostTolerance, v, "is not a whole number from 0 to 100")
-		}
-		s.CostTolerance = n
-	}
-	if s.Region = h.Get(HdrRegion); s.Region != "" {
-		if err := ValidateID("region", s.Region); err != nil {
-			return s, badHeader(HdrRegion, s.Region, "is not a valid region: "+err.Error())
-		}
-	}
-	s.Session = h.Get(HdrSession)
-	if v := h.Get(HdrStream); v != "" {
-		b, perr := strconv.ParseBool(v)
-		if perr != nil {
-			return s, badHeader(HdrStream, v, "is not true or false")
-		}
-		s.Stream = b
-	}
-	if v := h.Get(HdrTimeoutMs); v != "" {
-		n, perr := strconv.ParseInt(v, 10, 64)
-		if perr != nil || n <= 0 || time.Duration(n)*time.Millisecond > MaxTimeout {
-			return s, badHeader(HdrTimeoutMs, v, "is not a whole number of milliseconds from 1 to 3600000")
-		}
-		s.Timeout = time.Duration(n) * time.Millisecond
 	}
 	return s, nil
 }
 
-func nonNegFloat(h nats.Header, name string) (float64, error) {
-	v := h.Get(name)
-	if v == "" {
-		return 0, nil
+// Encode sets in h the header of every field of s that differs from its
+// default; ParseSpec(h) then gives s back. Clients (the SDK, the gateway)
+// build their requests with it.
+func (s *Spec) Encode(h nats.Header) {
+	for i := range specHeaders {
+		if v := specHeaders[i].encode(s); v != "" {
+			h.Set(specHeaders[i].name, v)
+		}
 	}
+}
+
+func badHeader(name, value, why string) *Error {
+	if len(value) > 64 {
+		value = value[:64] + "…"
+	}
+	return Errorf(CodeBadRequest, "header %s: %q %s", name, value, why)
+}
+
+func decodeRegions(s *Spec, v string) string {
+	s.Regions = nil
+	for _, r := range strings.Split(v, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if err := ValidateID("region", r); err != nil {
+			return "has an invalid region: " + err.Error()
+		}
+		s.Regions = append(s.Regions, r)
+	}
+	if len(s.Regions) == 0 {
+		return "names no region"
+	}
+	return ""
+}
+
+func maxLen(v string, n int) string {
+	if len(v) > n {
+		return "is longer than " + strconv.Itoa(n) + " bytes"
+	}
+	return ""
+}
+
+func idWhy(kind, v, prefix string) string {
+	if err := ValidateID(kind, v); err != nil {
+		return prefix + err.Error()
+	}
+	return ""
+}
+
+func nonNegFloat(v string, dst *float64) string {
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, badHeader(name, v, "is not a non-negative number")
+		return "is not a non-negative number"
 	}
-	return f, nil
+	*dst = f
+	return ""
+}
+
+func parseBool(v string, dst *bool) string {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return "is not true or false"
+	}
+	*dst = b
+	return ""
+}
+
+func formatPositive(f float64) string {
+	return ifNot(f > 0, strconv.FormatFloat(f, 'f', -1, 64))
+}
+
+// ifNot returns v when cond holds, else "" (the header is left out).
+func ifNot(cond bool, v string) string {
+	if cond {
+		return v
+	}
+	return ""
 }
 
 // RegionAllowed reports whether data of this request may go to region.

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -111,4 +112,48 @@ func FuzzParseSpec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzSpecRoundTrip: whatever ParseSpec accepts, Encode writes back so that
+// ParseSpec reads the same Spec (the SDK and gateway build headers with
+// Encode, the router reads them with ParseSpec).
+func FuzzSpecRoundTrip(f *testing.F) {
+	f.Add("r-1", "acme", "llama-3", "confidential", "eu-west, eu-central", "250", "12.5", "false", "90", "eu-west", "s-1", "true", "1500")
+	f.Add("", "", "", "", "", "", "", "", "", "", "", "", "")
+	f.Add("x", "t", "m", " public ", ",a,,b,", "0", "0.000001", "true", "50", "r", "", "false", "3600000")
+	f.Fuzz(func(t *testing.T, id, tenant, model, privacy, regions, maxLat, minTP, gpu, cost, region, session, stream, timeout string) {
+		h := nats.Header{}
+		for k, v := range map[string]string{HdrRequestID: id, HdrTenant: tenant, HdrModel: model, HdrPrivacy: privacy,
+			HdrRegions: regions, HdrMaxLatencyMs: maxLat, HdrMinThroughput: minTP, HdrPreferGPU: gpu,
+			HdrCostTolerance: cost, HdrRegion: region, HdrSession: session, HdrStream: stream, HdrTimeoutMs: timeout} {
+			if v != "" {
+				h.Set(k, v)
+			}
+		}
+		s, err := ParseSpec(h)
+		if err != nil {
+			return
+		}
+		out := nats.Header{}
+		s.Encode(out)
+		back, err := ParseSpec(out)
+		if err != nil {
+			t.Fatalf("ParseSpec(Encode(%+v)) failed: %v (headers %v)", s, err, out)
+		}
+		if !reflect.DeepEqual(s, back) {
+			t.Fatalf("round trip changed the spec:\n in  %+v\n out %+v\n headers %v", s, back, out)
+		}
+	})
+}
+
+func TestSpecEncodeOmitsDefaults(t *testing.T) {
+	h := nats.Header{}
+	s := NewSpec()
+	s.Encode(h)
+	assert.Empty(t, h, "a default spec needs no headers")
+	s.CostTolerance, s.PreferGPU, s.Regions = 0, false, []string{"a", "b"}
+	s.Encode(h)
+	assert.Equal(t, "0", h.Get(HdrCostTolerance))
+	assert.Equal(t, "false", h.Get(HdrPreferGPU))
+	assert.Equal(t, "a,b", h.Get(HdrRegions))
 }

@@ -1,0 +1,83 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestGuard(t *testing.T) {
+	boom := errors.New("boom")
+	cases := []struct {
+		name     string
+		startErr error
+		// calls after the first Start
+		secondStart error
+		stops       int32 // how often stop ran in total after two Stops
+	}{
+		{"ok", nil, ErrStarted, 1},
+		{"failed start is undone once", boom, ErrStopped, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var g Guard
+			var stops atomic.Int32
+			start := func(context.Context) error { return c.startErr }
+			stop := func() error { stops.Add(1); return nil }
+			err := g.Start(context.Background(), start, stop)
+			if c.startErr != nil {
+				require.ErrorIs(t, err, c.startErr)
+				assert.False(t, g.Running())
+			} else {
+				require.NoError(t, err)
+				assert.True(t, g.Running())
+			}
+			assert.ErrorIs(t, g.Start(context.Background(), start, stop), c.secondStart)
+			require.NoError(t, g.Stop(stop))
+			require.NoError(t, g.Stop(stop))
+			assert.Equal(t, c.stops, stops.Load())
+			assert.ErrorIs(t, g.Start(context.Background(), start, stop), ErrStopped, "no Start after Stop")
+		})
+	}
+}
+
+func TestGuardStopBeforeStart(t *testing.T) {
+	var g Guard
+	ran := false
+	require.NoError(t, g.Stop(func() error { ran = true; return nil }))
+	assert.False(t, ran, "nothing to undo")
+	assert.ErrorIs(t, g.Start(context.Background(), func(context.Context) error { return nil }, func() error { return nil }), ErrStopped)
+}
+
+func TestGroupRefusesAfterStop(t *testing.T) {
+	g := NewGroup()
+	var ran atomic.Int32
+	require.True(t, g.Go(func(ctx context.Context) { <-ctx.Done(); ran.Add(1) }))
+	g.Stop()
+	assert.Equal(t, int32(1), ran.Load(), "Stop waits for its goroutines")
+	assert.False(t, g.Go(func(context.Context) { ran.Add(1) }))
+	g.Stop() // idempotent
+	assert.Equal(t, int32(1), ran.Load())
+	assert.Error(t, g.Context().Err())
+}
+
+func TestGroupDrain(t *testing.T) {
+	t.Run("finishes within grace", func(t *testing.T) {
+		g := NewGroup()
+		release := make(chan struct{})
+		g.Go(func(ctx context.Context) { <-release })
+		go func() { time.Sleep(20 * time.Millisecond); close(release) }()
+		assert.True(t, g.Drain(5*time.Second))
+	})
+	t.Run("cancelled after grace", func(t *testing.T) {
+		g := NewGroup()
+		g.Go(func(ctx context.Context) { <-ctx.Done() })
+		assert.False(t, g.Drain(20*time.Millisecond))
+		assert.False(t, g.Go(func(context.Context) {}))
+	})
+}
