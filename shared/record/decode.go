@@ -163,8 +163,8 @@ func (n *Node) Validate() error {
 			return err
 		}
 	}
-	if _, err := wire.ParsePrivacy(string(n.Clearance)); err != nil {
-		return fmt.Errorf("clearance: %w", err)
+	if n.Clearance > wire.PrivacyRestricted {
+		return fmt.Errorf("clearance %d is not a privacy level", n.Clearance)
 	}
 	if len(n.InstanceID) > MaxInstanceIDLen {
 		return fmt.Errorf("instance_id is longer than %d characters", MaxInstanceIDLen)

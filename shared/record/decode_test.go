@@ -1,0 +1,163 @@
+package record
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const goodNode = `{"node_id":"n1","region":"eu-west","subject":"fed.node.n1.infer","clearance":"confidential",
+	"cost":0.4,"max_concurrency":4,"models":[{"model_id":"m1","capabilities":["generate"]}]}`
+
+func TestDecodeNode(t *testing.T) {
+	cases := []struct {
+		name, key, data, wantErr string
+	}{
+		{"valid", "nodes.n1", goodNode, ""},
+		{"key names another node", "nodes.n2", goodNode, `names node "n1"`},
+		{"not a node key", "config", goodNode, "node_id"},
+		{"bad json", "nodes.n1", `{`, "catalog record of node n1"},
+		{"bad cost", "nodes.n1", strings.Replace(goodNode, `"cost":0.4`, `"cost":7`, 1), "cost"},
+		{"no models", "nodes.n1", strings.Replace(goodNode, `"models":[{"model_id":"m1","capabilities":["generate"]}]`, `"models":[]`, 1), "models"},
+		{"bad clearance", "nodes.n1", strings.Replace(goodNode, `"confidential"`, `"secret"`, 1), "secret"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n, err := DecodeNode(c.key, []byte(c.data))
+			if c.wantErr == "" {
+				require.NoError(t, err)
+				assert.Equal(t, "n1", n.NodeID)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), c.wantErr)
+		})
+	}
+}
+
+func TestDecodeRejectsPoison(t *testing.T) {
+	cases := []struct {
+		name string
+		run  func() error
+	}{
+		{"outcome latency 1e308", func() error {
+			_, err := DecodeOutcome("fed.outcome.n1", []byte(`{"kind":"completed","latency_ms":1e308}`))
+			return err
+		}},
+		{"outcome negative ttft", func() error {
+			_, err := DecodeOutcome("fed.outcome.n1", []byte(`{"kind":"completed","ttft_ms":-1}`))
+			return err
+		}},
+		{"outcome unknown kind", func() error {
+			_, err := DecodeOutcome("fed.outcome.n1", []byte(`{"kind":"bogus"}`))
+			return err
+		}},
+		{"outcome long tenant", func() error {
+			_, err := DecodeOutcome("fed.outcome.n1", []byte(`{"kind":"completed","tenant":"`+strings.Repeat("t", 129)+`"}`))
+			return err
+		}},
+		{"heartbeat gpu over 1", func() error {
+			_, err := DecodeHeartbeat("fed.heartbeat.n1", []byte(`{"gpu_utilization":85}`))
+			return err
+		}},
+		{"heartbeat for another node", func() error {
+			_, err := DecodeHeartbeat("fed.heartbeat.n1", []byte(`{"node_id":"n2"}`))
+			return err
+		}},
+		{"health p99 1e308", func() error {
+			_, err := DecodeHealth("nodes.n1", []byte(`{"latency_p99_ms":1e308}`))
+			return err
+		}},
+		{"unplaced bad code", func() error {
+			_, err := DecodeUnplaced([]byte(`{"code":7}`))
+			return err
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { assert.Error(t, c.run()) })
+	}
+}
+
+// The decoders take bytes from any NATS client or bucket writer: they must
+// never panic, and whatever they accept must be safe to compute with.
+func FuzzDecodeNode(f *testing.F) {
+	f.Add("nodes.n1", []byte(goodNode))
+	f.Add("nodes.n1", []byte(`{"node_id":"n1","cost":1e999}`))
+	f.Fuzz(func(t *testing.T, key string, data []byte) {
+		n, err := DecodeNode(key, data)
+		if err != nil {
+			return
+		}
+		if n.Validate() != nil || "nodes."+n.NodeID != key || len(n.Models) == 0 {
+			t.Fatalf("accepted bad node %+v under %q", n, key)
+		}
+	})
+}
+
+func FuzzDecodeHealth(f *testing.F) {
+	f.Add([]byte(`{"node_id":"n1","state":"healthy","latency_p50_ms":12.5,"latency_p99_ms":80,"success_rate":1}`))
+	f.Add([]byte(`{"latency_p50_ms":-0,"gpu_utilization":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		h, err := DecodeHealth("nodes.n1", data)
+		if err != nil {
+			return
+		}
+		for _, v := range []float64{h.LatencyP50Ms, h.LatencyP99Ms, h.ThroughputTPS, h.GPUUtilization, h.SuccessRate} {
+			if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > math.MaxFloat32 {
+				t.Fatalf("accepted bad health %+v", h)
+			}
+		}
+		if h.NodeID != "n1" {
+			t.Fatalf("accepted health of %q under nodes.n1", h.NodeID)
+		}
+	})
+}
+
+func FuzzDecodeHeartbeat(f *testing.F) {
+	f.Add([]byte(`{"node_id":"n1","in_flight":1,"queue_depth":0,"max_concurrency":4,"gpu_utilization":0.5,"throughput_tps":100}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		hb, err := DecodeHeartbeat("fed.heartbeat.n1", data)
+		if err != nil {
+			return
+		}
+		if hb.NodeID != "n1" || hb.InFlight < 0 || hb.QueueDepth < 0 || hb.ActiveStreams < 0 ||
+			!(hb.GPUUtilization >= 0 && hb.GPUUtilization <= 1) || !(hb.ThroughputTPS >= 0 && hb.ThroughputTPS <= math.MaxFloat32) {
+			t.Fatalf("accepted bad heartbeat %+v", hb)
+		}
+	})
+}
+
+func FuzzDecodeOutcome(f *testing.F) {
+	f.Add([]byte(`{"kind":"completed","node_id":"n1","ok":true,"latency_ms":12,"tokens":3}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		o, err := DecodeOutcome("fed.outcome.n1", data)
+		if err != nil {
+			return
+		}
+		if o.NodeID != "n1" || !(o.LatencyMs >= 0 && o.LatencyMs <= MaxLatencyMs) || !(o.TTFTMs >= 0 && o.TTFTMs <= MaxLatencyMs) ||
+			o.Tokens < 0 || !validCode(o.Code) || len(o.Tenant) > MaxTenantLen {
+			t.Fatalf("accepted bad outcome %+v", o)
+		}
+		// what health computes with it must stay finite
+		if _, err := json.Marshal(o); err != nil {
+			t.Fatalf("accepted outcome does not re-encode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeUnplaced(f *testing.F) {
+	f.Add([]byte(`{"code":503,"error":"no capacity","attempts":4}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		u, err := DecodeUnplaced(data)
+		if err != nil {
+			return
+		}
+		if u.Attempts < 0 || !validCode(u.Code) || len(u.Tenant) > MaxTenantLen {
+			t.Fatalf("accepted bad unplaced %+v", u)
+		}
+	})
+}
