@@ -5,6 +5,7 @@ SHELL := /bin/bash
 MODULES := shared shared/natsembed services/catalog services/health services/router \
            services/nodeagent services/gateway services/fedmesh
 PKGS    := $(addprefix ./,$(addsuffix /...,$(MODULES)))
+SERVICE_CMDS := catalog health router nodeagent gateway
 BIN     := $(CURDIR)/bin
 NATS_CLI_VERSION    := v0.5.1
 NATS_SERVER_VERSION := v2.15.2
@@ -33,6 +34,9 @@ test: lint unit smoke
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet $(PKGS)
+	@# nats-server is a test-time dependency of the services: none of their programs may link it
+	@for c in $(SERVICE_CMDS); do deps=$$(go list -deps ./services/$$c/cmd/$$c); \
+	  if [[ "$$deps" == *nats-server* ]]; then echo "services/$$c/cmd/$$c links nats-server"; exit 1; fi; done
 
 unit:
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)

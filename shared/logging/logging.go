@@ -19,13 +19,15 @@ const (
 
 // Keys of log fields that more than one service writes.
 const (
-	KeyRequest   = "request_id"
-	KeyNode      = "node"
-	KeyTenant    = "tenant"
-	KeyModel     = "model"
-	KeySubject   = "subject"
-	KeyInstance  = "instance"
-	KeyComponent = "component"
+	KeyRequest  = "request_id"
+	KeyNode     = "node"
+	KeyTenant   = "tenant"
+	KeyModel    = "model"
+	KeySubject  = "subject"
+	KeyInstance = "instance" // this process's own instance
+	// KeyNodeInstance is the instance id a node agent reports (heartbeats, registrations).
+	KeyNodeInstance = "instance_id"
+	KeyComponent    = "component"
 	// KeyElapsed is how long something took (zerolog writes durations in ms).
 	KeyElapsed = "elapsed"
 )

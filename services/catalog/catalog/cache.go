@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"encoding/json"
 	"sort"
 	"sync"
 
@@ -51,33 +50,33 @@ func (c *cache) remove(id string, rev uint64) {
 	c.gone[id] = rev
 }
 
-// apply folds one watch entry into the cache; it reports false for a value
-// that does not decode (left out, since no query could use it).
-func (c *cache) apply(e jetstream.KeyValueEntry) bool {
+// apply folds one watch entry into the cache. A value that does not decode
+// is left out (no query could use it) and returned as the error.
+func (c *cache) apply(e jetstream.KeyValueEntry) error {
 	id := buckets.NodeIDOfKey(e.Key())
 	if id == "" {
-		return true
+		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
+	if buckets.Deleted(e) {
 		delete(c.nodes, id)
 		delete(c.gone, id)
-		return true
+		return nil
 	}
 	if g, ok := c.gone[id]; ok {
 		if e.Revision() <= g {
-			return true
+			return nil
 		}
 		delete(c.gone, id)
 	}
-	var n record.Node
-	if err := json.Unmarshal(e.Value(), &n); err != nil || n.NodeID != id {
+	n, err := record.DecodeNode(e.Key(), e.Value())
+	if err != nil {
 		delete(c.nodes, id)
-		return false
+		return err
 	}
 	c.nodes[id] = cached{node: n, rev: e.Revision()}
-	return true
+	return nil
 }
 
 // snapshot returns the records sorted by node id.

@@ -4,14 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/api"
-	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -30,33 +30,52 @@ type env struct {
 	sp subject.Space
 }
 
-func startCatalog(t *testing.T, nc *nats.Conn, mod func(*Config)) *Service {
+func startCatalog(t *testing.T, nc *nats.Conn, log zerolog.Logger, mod func(*Config)) *Service {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeTTL = 5 * time.Second
 	if mod != nil {
 		mod(&cfg)
 	}
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).Level(zerolog.WarnLevel)
 	s, err := New(nc, cfg, log)
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, s.Start(ctx))
-	t.Cleanup(func() { require.NoError(t, s.Stop()) })
+	natsembed.RunForTest(t, s)
 	return s
 }
 
 func newEnv(t *testing.T, mod func(*Config)) *env {
 	t.Helper()
+	return newEnvLogging(t, natsembed.Logger(t), mod)
+}
+
+// newEnvLogging is newEnv with the catalog logging to log.
+func newEnvLogging(t *testing.T, log zerolog.Logger, mod func(*Config)) *env {
+	t.Helper()
 	srv := natsembed.StartForTest(t)
 	nc := natsembed.ConnectForTest(t, srv)
-	startCatalog(t, nc, mod)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := js.KeyValue(context.Background(), buckets.Catalog)
-	require.NoError(t, err)
+	kv := natsembed.BucketsForTest(t, nc).Catalog
+	startCatalog(t, nc, log, mod)
 	return &env{t: t, nc: nc, kv: kv, sp: subject.Default}
+}
+
+// every runs fn every 50 ms on its own goroutine until the returned stop is
+// called; stop waits for it.
+func every(fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tk.C:
+				fn()
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
 }
 
 // call sends a request and returns the body, or the micro error code and description.
@@ -107,6 +126,24 @@ func (e *env) heartbeat(id, instance string) {
 	e.t.Helper()
 	b, _ := json.Marshal(record.Heartbeat{NodeID: id, InstanceID: instance, Time: time.Now(), MaxConcurrency: 4})
 	require.NoError(e.t, e.nc.Publish(e.sp.Heartbeat(id), b))
+}
+
+// eventuallyListed waits until list answers n nodes.
+func (e *env) eventuallyListed(n int) {
+	e.t.Helper()
+	natsembed.Eventually(e.t, 3*time.Second, func() error {
+		ids := e.listIDs()
+		return natsembed.Check(len(ids) == n, "listed %v, want %d nodes", ids, n)
+	})
+}
+
+// eventuallyFound waits until find answers n endpoints for capability.
+func (e *env) eventuallyFound(capability string, n int) {
+	e.t.Helper()
+	natsembed.Eventually(e.t, 3*time.Second, func() error {
+		eps := e.find(capability, "")
+		return natsembed.Check(len(eps) == n, "found %d endpoints for %s, want %d", len(eps), capability, n)
+	})
 }
 
 func (e *env) find(capability, model string) []api.Endpoint {
@@ -161,7 +198,7 @@ func TestRegisterStoresRecordWithDesignFieldNames(t *testing.T) {
 	n := node("gpu-1", "i1", record.Model{ModelID: "whisper", Capabilities: []string{wire.CapTranscribe}})
 	r = e.register(n)
 	assert.True(t, r.Replaced)
-	require.Eventually(t, func() bool { return len(e.find(wire.CapTranscribe, "")) == 1 }, 3*time.Second, 20*time.Millisecond)
+	e.eventuallyFound(wire.CapTranscribe, 1)
 	assert.Empty(t, e.find(wire.CapGenerate, ""))
 }
 
@@ -232,36 +269,20 @@ func TestConflictWhileAliveThenReplacementWhenDead(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.NodeTTL = 300 * time.Millisecond; c.SweepInterval = time.Hour })
 	e.register(node("n1", "first"))
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tk := time.NewTicker(50 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				e.heartbeat("n1", "first")
-			}
-		}
-	}()
+	stop := every(func() { e.heartbeat("n1", "first") })
 	// Past the registration grace period, heartbeats alone keep "first" alive.
 	time.Sleep(400 * time.Millisecond)
 	_, code, desc := e.call(e.sp.CatalogRegister(), node("n1", "second"))
 	assert.Equal(t, wire.CodeConflict, code, desc)
 	assert.Contains(t, desc, "n1")
 	// The second instance heartbeating too must not keep the first alive.
-	close(stop)
-	wg.Wait()
+	stop()
 
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 3*time.Second, func() error {
 		e.heartbeat("n1", "second")
-		_, code, _ := e.call(e.sp.CatalogRegister(), node("n1", "second"))
-		return code == 0
-	}, 3*time.Second, 50*time.Millisecond)
+		_, code, desc := e.call(e.sp.CatalogRegister(), node("n1", "second"))
+		return natsembed.Check(code == 0, "register second: %d %s", code, desc)
+	})
 	entry, err := e.kv.Get(context.Background(), "nodes.n1")
 	require.NoError(t, err)
 	var rec record.Node
@@ -278,7 +299,7 @@ func TestFindSeveralNodesAndCustomCapability(t *testing.T) {
 	e.register(node("d", "i-d", record.Model{ModelID: "foo-1", Capabilities: []string{"custom.foo"}},
 		record.Model{ModelID: "mistral", Capabilities: []string{wire.CapGenerate}}))
 
-	require.Eventually(t, func() bool { return len(e.find(wire.CapGenerate, "")) == 4 }, 3*time.Second, 20*time.Millisecond)
+	e.eventuallyFound(wire.CapGenerate, 4)
 	eps := e.find(wire.CapGenerate, "llama")
 	for i, id := range []string{"a", "b", "c"} {
 		assert.Equal(t, api.Endpoint{NodeID: id, Region: "eu-west-1", Subject: "fed.node." + id + ".infer", ModelID: "llama"}, eps[i])
@@ -296,7 +317,7 @@ func TestDeregister(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		e.register(node(id, "i-"+id))
 	}
-	require.Eventually(t, func() bool { return len(e.listIDs()) == 3 }, 3*time.Second, 20*time.Millisecond)
+	e.eventuallyListed(3)
 
 	_, code, desc := e.call(e.sp.CatalogDeregister(), api.DeregisterRequest{NodeID: "b", InstanceID: "someone-else"})
 	assert.Equal(t, wire.CodeConflict, code, desc)
@@ -309,12 +330,12 @@ func TestDeregister(t *testing.T) {
 	_, code, _ = e.call(e.sp.CatalogDeregister(), api.DeregisterRequest{NodeID: "bad.id"})
 	assert.Equal(t, wire.CodeBadRequest, code)
 
-	require.Eventually(t, func() bool { return len(e.listIDs()) == 2 }, 3*time.Second, 20*time.Millisecond)
+	e.eventuallyListed(2)
 	assert.Equal(t, []string{"a", "c"}, e.listIDs())
 	// Without instance_id any caller may deregister.
 	_, code, desc = e.call(e.sp.CatalogDeregister(), api.DeregisterRequest{NodeID: "a"})
 	require.Zero(t, code, desc)
-	require.Eventually(t, func() bool { return len(e.listIDs()) == 1 }, 3*time.Second, 20*time.Millisecond)
+	e.eventuallyListed(1)
 }
 
 func TestGetModel(t *testing.T) {
@@ -326,10 +347,10 @@ func TestGetModel(t *testing.T) {
 	e.register(node("c", "i", record.Model{ModelID: "other", Capabilities: []string{wire.CapEmbed}}))
 
 	var r api.GetResponse
-	require.Eventually(t, func() bool {
-		body, code, _ := e.call(e.sp.CatalogGet(), api.GetRequest{ModelID: "llama"})
-		return code == 0 && json.Unmarshal(body, &r) == nil && len(r.Nodes) == 2
-	}, 3*time.Second, 20*time.Millisecond)
+	natsembed.Eventually(t, 3*time.Second, func() error {
+		body, code, desc := e.call(e.sp.CatalogGet(), api.GetRequest{ModelID: "llama"})
+		return natsembed.Check(code == 0 && json.Unmarshal(body, &r) == nil && len(r.Nodes) == 2, "get llama: %d %s %s", code, desc, body)
+	})
 	assert.Equal(t, m, r.Model)
 	assert.Equal(t, []string{"a", "b"}, r.Nodes)
 
@@ -346,29 +367,16 @@ func TestSilentNodesExpireAfterTTL(t *testing.T) {
 	e.register(node("silent", "i"))
 	e.heartbeat("silent", "i")
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tk := time.NewTicker(50 * time.Millisecond)
-		defer tk.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tk.C:
-				e.heartbeat("alive", "i")
-				// Malformed heartbeats change nothing.
-				_ = e.nc.Publish(e.sp.Heartbeat("silent"), []byte("{garbage"))
-				_ = e.nc.Publish(e.sp.Heartbeat("silent"), []byte(`{"node_id":"alive"}`))
-			}
-		}
-	}()
-	require.Eventually(t, func() bool {
+	stop := every(func() {
+		e.heartbeat("alive", "i")
+		// Malformed heartbeats change nothing.
+		_ = e.nc.Publish(e.sp.Heartbeat("silent"), []byte("{garbage"))
+		_ = e.nc.Publish(e.sp.Heartbeat("silent"), []byte(`{"node_id":"alive"}`))
+	})
+	natsembed.Eventually(t, 3*time.Second, func() error {
 		ids := e.listIDs()
-		return len(ids) == 1 && ids[0] == "alive"
-	}, 3*time.Second, 20*time.Millisecond)
+		return natsembed.Check(len(ids) == 1 && ids[0] == "alive", "nodes %v", ids)
+	})
 	_, err := e.kv.Get(context.Background(), "nodes.silent")
 	assert.ErrorIs(t, err, jetstream.ErrKeyNotFound)
 
@@ -376,17 +384,16 @@ func TestSilentNodesExpireAfterTTL(t *testing.T) {
 	time.Sleep(600 * time.Millisecond)
 	assert.Equal(t, []string{"alive"}, e.listIDs())
 
-	close(stop)
-	wg.Wait()
-	require.Eventually(t, func() bool { return len(e.listIDs()) == 0 }, 3*time.Second, 20*time.Millisecond)
+	stop()
+	e.eventuallyListed(0)
 }
 
 func TestTwoInstancesShareTheBucket(t *testing.T) {
 	srv := natsembed.StartForTest(t)
 	nc1 := natsembed.ConnectForTest(t, srv)
 	nc2 := natsembed.ConnectForTest(t, srv)
-	startCatalog(t, nc1, nil)
-	startCatalog(t, nc2, nil)
+	startCatalog(t, nc1, natsembed.Logger(t), nil)
+	startCatalog(t, nc2, natsembed.Logger(t), nil)
 	e := &env{t: t, nc: natsembed.ConnectForTest(t, srv), sp: subject.Default}
 
 	// Racing registrations of distinct nodes all land; the same node from two
@@ -416,24 +423,94 @@ func TestTwoInstancesShareTheBucket(t *testing.T) {
 	}
 	assert.Equal(t, 1, wins)
 	// Both replicas answer the same list (whichever one the queue group picks).
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 3*time.Second, func() error {
 		for range 6 {
-			if len(e.listIDs()) != 11 {
-				return false
+			if ids := e.listIDs(); len(ids) != 11 {
+				return fmt.Errorf("a replica lists %d nodes, want 11", len(ids))
 			}
 		}
-		return true
-	}, 3*time.Second, 20*time.Millisecond)
+		return nil
+	})
 }
 
 func TestConfigValidation(t *testing.T) {
-	_, err := New(nil, DefaultConfig(), zerolog.Nop())
+	log := natsembed.Logger(t)
+	_, err := New(nil, DefaultConfig(), log)
 	assert.Error(t, err)
 	srv := natsembed.StartForTest(t)
 	nc := natsembed.ConnectForTest(t, srv)
-	_, err = New(nc, Config{}, zerolog.Nop())
+	_, err = New(nc, Config{NodeTTL: -time.Second}, log)
 	assert.ErrorContains(t, err, "node_ttl")
-	s, err := New(nc, DefaultConfig(), zerolog.Nop())
+	s, err := New(nc, DefaultConfig(), log)
 	require.NoError(t, err)
 	assert.Equal(t, 2500*time.Millisecond, s.cfg.SweepInterval)
+
+	// A zero config means the defaults.
+	zero, err := New(nc, Config{}, log)
+	require.NoError(t, err)
+	assert.Equal(t, s.cfg, zero.cfg)
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		cfg   Config
+		field string // "" when valid
+	}{
+		{"zero", Config{}, ""},
+		{"defaults", DefaultConfig(), ""},
+		{"explicit sweep", Config{NodeTTL: time.Second, SweepInterval: time.Minute, Workers: 1}, ""},
+		{"negative node ttl", Config{NodeTTL: -time.Second}, "node_ttl"},
+		{"negative sweep interval", Config{SweepInterval: -time.Second}, "sweep_interval"},
+		{"negative workers", Config{Workers: -1}, "workers"},
+		{"first bad field wins", Config{NodeTTL: -1, Workers: -1}, "node_ttl"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.cfg.Validate()
+			if c.field == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorContains(t, err, "catalog config: "+c.field+" must be")
+		})
+	}
+}
+
+func TestStartOnceStopTwiceStopAfterFailedStart(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	nc := natsembed.ConnectForTest(t, srv)
+	log := natsembed.Logger(t)
+
+	s, err := New(nc, DefaultConfig(), log)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, s.Start(ctx))
+	assert.ErrorIs(t, s.Start(ctx), lifecycle.ErrStarted, "a second Start is refused")
+	require.NoError(t, s.Stop())
+	require.NoError(t, s.Stop(), "Stop is idempotent")
+
+	failed, err := New(nc, DefaultConfig(), log)
+	require.NoError(t, err)
+	cancelled, cancelNow := context.WithCancel(context.Background())
+	cancelNow()
+	require.Error(t, failed.Start(cancelled))
+	require.NoError(t, failed.Stop(), "Stop after a failed Start")
+	assert.ErrorIs(t, failed.Start(ctx), lifecycle.ErrStopped)
+}
+
+func TestUndecodableRecordIsSkippedAndLogged(t *testing.T) {
+	logs, log := natsembed.NewLogBuffer(t)
+	e := newEnvLogging(t, log, nil)
+	e.register(node("good", "i"))
+	_, err := e.kv.Put(context.Background(), "nodes.bad", []byte("{not json"))
+	require.NoError(t, err)
+	_, err = e.kv.Put(context.Background(), "nodes.other", []byte(`{"node_id":"someone-else"}`))
+	require.NoError(t, err)
+
+	natsembed.Eventually(t, 3*time.Second, func() error {
+		return natsembed.Check(strings.Contains(logs.String(), "nodes.bad"), "no log line about nodes.bad")
+	})
+	assert.Equal(t, []string{"good"}, e.listIDs())
 }

@@ -11,16 +11,31 @@ import (
 // Version is what `nats micro info fed-catalog` reports.
 const Version = "0.1.0"
 
-// Config tunes the catalog service.
+// Defaults of Config (DESIGN §5). A zero field of Config means its default.
+const (
+	// DefaultNodeTTL is how long a node's record outlives its last heartbeat.
+	DefaultNodeTTL = 10 * time.Second
+	// DefaultWorkers bounds the register/deregister requests handled at once.
+	DefaultWorkers = 16
+	// SweepsPerTTL sets the default SweepInterval to NodeTTL/SweepsPerTTL, so
+	// a silent node is gone at most a quarter TTL after it expired.
+	SweepsPerTTL = 4
+)
+
+// jobsPerWorker sizes the queue in front of the worker pool: enough to absorb
+// a burst of registrations, bounded so overload answers 503 instead of piling up.
+const jobsPerWorker = 64
+
+// Config tunes the catalog service. The zero value is DefaultConfig().
 type Config struct {
 	// Subjects is the subject namespace; the zero value uses prefix "fed".
 	Subjects subject.Space
-	// NodeTTL is how long a node's record outlives its last heartbeat (DESIGN §5, default 10 s).
+	// NodeTTL is how long a node's record outlives its last heartbeat; 0 means DefaultNodeTTL.
 	NodeTTL time.Duration
-	// SweepInterval is how often stale records are looked for; 0 means NodeTTL/4.
+	// SweepInterval is how often stale records are looked for; 0 means NodeTTL/SweepsPerTTL.
 	SweepInterval time.Duration
 	// Workers bounds the register/deregister requests handled at once
-	// (they do KV I/O, so they run off the micro callback). 0 means 16.
+	// (they do KV I/O, so they run off the micro callback); 0 means DefaultWorkers.
 	Workers int
 	// Buckets are the options passed to buckets.Ensure.
 	Buckets buckets.Options
@@ -28,24 +43,33 @@ type Config struct {
 
 // DefaultConfig returns the DESIGN defaults.
 func DefaultConfig() Config {
-	return Config{NodeTTL: 10 * time.Second, Workers: 16}
+	return Config{NodeTTL: DefaultNodeTTL, Workers: DefaultWorkers}
 }
 
-func (c *Config) normalize() error {
-	if c.NodeTTL <= 0 {
-		return fmt.Errorf("catalog config: node_ttl must be > 0, got %s", c.NodeTTL)
+// Validate reports the first field that no default can stand for.
+func (c Config) Validate() error {
+	if c.NodeTTL < 0 {
+		return fmt.Errorf("catalog config: node_ttl must be >= 0, got %s", c.NodeTTL)
 	}
 	if c.SweepInterval < 0 {
 		return fmt.Errorf("catalog config: sweep_interval must be >= 0, got %s", c.SweepInterval)
 	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = c.NodeTTL / 4
-	}
 	if c.Workers < 0 {
 		return fmt.Errorf("catalog config: workers must be >= 0, got %d", c.Workers)
 	}
-	if c.Workers == 0 {
-		c.Workers = 16
-	}
 	return nil
+}
+
+// withDefaults fills every zero field with its default.
+func (c Config) withDefaults() Config {
+	if c.NodeTTL == 0 {
+		c.NodeTTL = DefaultNodeTTL
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = c.NodeTTL / SweepsPerTTL
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	return c
 }

@@ -25,7 +25,7 @@ func FuzzDecodeRegister(f *testing.F) {
 			}
 			return
 		}
-		if err := validateNode(&n); err != nil {
+		if err := n.Validate(); err != nil {
 			t.Fatalf("decoded node fails validation: %v", err)
 		}
 		if n.Subject != subject.Default.NodeInfer(n.NodeID) || !n.RegisteredAt.Equal(now) {

@@ -1,14 +1,10 @@
 package catalog
 
 import (
-	"encoding/json"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
-	"github.com/fedmesh/fedmesh/shared/subject"
-	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go"
 )
 
@@ -88,28 +84,11 @@ func (s *Service) alive(n record.Node, now time.Time) bool {
 	return now.Sub(s.lastSign(n)) < s.cfg.NodeTTL
 }
 
-// decodeHeartbeat reads the parts of a heartbeat the catalog uses. The node
-// id comes from the subject; a body that names another node is refused.
-func decodeHeartbeat(subj string, data []byte) (node, instance string, err error) {
-	node = subject.LastToken(subj)
-	if err := wire.ValidateID("node_id", node); err != nil {
-		return "", "", fmt.Errorf("heartbeat subject %q: %w", subj, err)
-	}
-	var hb record.Heartbeat
-	if err := json.Unmarshal(data, &hb); err != nil {
-		return "", "", fmt.Errorf("heartbeat of node %s: %w", node, err)
-	}
-	if hb.NodeID != "" && hb.NodeID != node {
-		return "", "", fmt.Errorf("heartbeat on %s names node %q", subj, hb.NodeID)
-	}
-	return node, hb.InstanceID, nil
-}
-
 func (s *Service) onHeartbeat(m *nats.Msg) {
-	node, inst, err := decodeHeartbeat(m.Subject, m.Data)
+	hb, err := record.DecodeHeartbeat(m.Subject, m.Data)
 	if err != nil {
-		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
+		s.badHeartbeats.DroppedMessage(&s.log, err, m.Subject)
 		return
 	}
-	s.live.mark(node, inst, time.Now())
+	s.live.mark(hb.NodeID, hb.InstanceID, time.Now())
 }

@@ -1,7 +1,7 @@
 package catalog
 
 import (
-	"encoding/json"
+	"fmt"
 
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/record"
@@ -13,22 +13,22 @@ import (
 // micro callback.
 
 func (s *Service) handleFind(req micro.Request) {
-	var r api.FindRequest
-	if err := json.Unmarshal(req.Data(), &r); err != nil {
-		s.respondErr(req, wire.Errorf(wire.CodeBadRequest, "malformed find body: %v", err))
+	r, err := decodeRequest(req.Data(), "find", checkFind)
+	if err != nil {
+		s.respondErr(req, err)
 		return
-	}
-	if err := wire.ValidateCapability(r.Capability); err != nil {
-		s.respondErr(req, wire.Errorf(wire.CodeBadRequest, "capability: %v", err))
-		return
-	}
-	if r.Model != "" {
-		if err := wire.ValidateID("model", r.Model); err != nil {
-			s.respondErr(req, wire.Errorf(wire.CodeBadRequest, "%v", err))
-			return
-		}
 	}
 	_ = req.RespondJSON(find(s.cache.snapshot(), r))
+}
+
+func checkFind(r *api.FindRequest) error {
+	if err := wire.ValidateCapability(r.Capability); err != nil {
+		return fmt.Errorf("capability: %w", err)
+	}
+	if r.Model != "" {
+		return wire.ValidateID("model", r.Model)
+	}
+	return nil
 }
 
 func find(nodes []cached, r api.FindRequest) api.FindResponse {
@@ -55,13 +55,11 @@ func (s *Service) handleList(req micro.Request) {
 }
 
 func (s *Service) handleGet(req micro.Request) {
-	var r api.GetRequest
-	if err := json.Unmarshal(req.Data(), &r); err != nil {
-		s.respondErr(req, wire.Errorf(wire.CodeBadRequest, "malformed get body: %v", err))
-		return
-	}
-	if err := wire.ValidateID("model_id", r.ModelID); err != nil {
-		s.respondErr(req, wire.Errorf(wire.CodeBadRequest, "%v", err))
+	r, err := decodeRequest(req.Data(), "get", func(r *api.GetRequest) error {
+		return wire.ValidateID("model_id", r.ModelID)
+	})
+	if err != nil {
+		s.respondErr(req, err)
 		return
 	}
 	resp, ok := getModel(s.cache.snapshot(), r.ModelID)

@@ -4,13 +4,15 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go"
@@ -19,6 +21,11 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// dropLogInterval is how often, at most, a dropped heartbeat or record is logged.
+const dropLogInterval = time.Second
+
+var _ servicecmd.Service = (*Service)(nil)
+
 // Service is one catalog instance. Several may run side by side: writes are
 // revision-checked and queries answer from each instance's watch cache.
 type Service struct {
@@ -26,45 +33,54 @@ type Service struct {
 	cfg Config
 	log zerolog.Logger
 
-	kv      jetstream.KeyValue
-	cache   *cache
-	live    *liveness
-	badMsgs *logging.Limited
-	started time.Time
+	life  lifecycle.Guard
+	group *lifecycle.Group
 
-	jobs    chan func(context.Context)
-	svc     micro.Service
-	hbSub   *nats.Subscription
-	watcher jetstream.KeyWatcher
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	kv            jetstream.KeyValue
+	cache         *cache
+	live          *liveness
+	badHeartbeats *logging.Limited
+	badRecords    *logging.Limited
+	started       time.Time
 
-	mu      sync.Mutex
-	stopped bool
+	jobs  chan func(context.Context)
+	svc   micro.Service
+	hbSub *nats.Subscription
 }
 
-// New validates cfg and returns a service that is not running yet.
+// New fills cfg's zero fields with defaults, validates it and returns a
+// service that is not running yet.
 func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	if nc == nil {
 		return nil, errors.New("catalog: nil NATS connection")
 	}
-	if err := cfg.normalize(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &Service{
-		nc:      nc,
-		cfg:     cfg,
-		log:     log,
-		cache:   newCache(),
-		live:    newLiveness(),
-		badMsgs: logging.NewLimited(time.Second),
-		jobs:    make(chan func(context.Context), cfg.Workers*64),
+		nc:            nc,
+		cfg:           cfg,
+		log:           log,
+		group:         lifecycle.NewGroup(),
+		cache:         newCache(),
+		live:          newLiveness(),
+		badHeartbeats: logging.NewLimited(dropLogInterval),
+		badRecords:    logging.NewLimited(dropLogInterval),
+		jobs:          make(chan func(context.Context), cfg.Workers*jobsPerWorker),
 	}, nil
 }
 
 // Start opens fed_catalog, loads it into the cache, subscribes to heartbeats
-// and registers the micro endpoints. It returns once the service answers.
-func (s *Service) Start(ctx context.Context) error {
+// and registers the micro endpoints. It returns once the service answers;
+// a second Start is refused.
+func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.start, s.stop) }
+
+// Stop stops the micro service and the heartbeat subscription, then every
+// goroutine the service started, and waits for them. It is idempotent.
+func (s *Service) Stop() error { return s.life.Stop(s.stop) }
+
+func (s *Service) start(ctx context.Context) error {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return fmt.Errorf("catalog: jetstream: %w", err)
@@ -76,46 +92,44 @@ func (s *Service) Start(ctx context.Context) error {
 	s.kv = set.Catalog
 	s.started = time.Now()
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	ok := false
-	defer func() {
-		if !ok {
-			_ = s.Stop()
-		}
-	}()
-
 	if s.hbSub, err = s.nc.Subscribe(s.cfg.Subjects.HeartbeatAll(), s.onHeartbeat); err != nil {
 		return fmt.Errorf("catalog: subscribe heartbeats: %w", err)
 	}
-	if s.watcher, err = s.kv.WatchAll(runCtx); err != nil {
-		return fmt.Errorf("catalog: watch %s: %w", buckets.Catalog, err)
+	if err := buckets.Follow(ctx, s.group, s.kv, s.applyRecord); err != nil {
+		return fmt.Errorf("catalog: %w", err)
 	}
-	loaded := make(chan struct{})
-	s.wg.Add(1)
-	go s.watchLoop(loaded)
-	select {
-	case <-loaded:
-	case <-ctx.Done():
-		return fmt.Errorf("catalog: loading %s: %w", buckets.Catalog, ctx.Err())
-	}
-
+	// Go only refuses once Stop began, and Stop waits for start to return.
 	for range s.cfg.Workers {
-		s.wg.Add(1)
-		go s.worker(runCtx)
+		s.group.Go(s.worker)
 	}
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.sweepLoop(runCtx) }()
+	s.group.Go(s.sweepLoop)
 
-	if err := s.addMicro(runCtx); err != nil {
+	if err := s.addMicro(); err != nil {
 		return err
 	}
-	ok = true
 	s.log.Info().Dur("node_ttl", s.cfg.NodeTTL).Str("prefix", s.cfg.Subjects.InferPrefix()).Msg("catalog started")
 	return nil
 }
 
-func (s *Service) addMicro(ctx context.Context) error {
+// stop undoes whatever start did; it also runs after a failed start.
+func (s *Service) stop() error {
+	var errs []error
+	if s.svc != nil {
+		if err := s.svc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("catalog: stop micro service: %w", err))
+		}
+	}
+	if s.hbSub != nil {
+		if err := s.hbSub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+			errs = append(errs, fmt.Errorf("catalog: unsubscribe heartbeats: %w", err))
+		}
+	}
+	// Cancelling the group also ends the fed_catalog watch.
+	s.group.Stop()
+	return errors.Join(errs...)
+}
+
+func (s *Service) addMicro() error {
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        subject.ServiceCatalog,
 		Version:     Version,
@@ -125,9 +139,7 @@ func (s *Service) addMicro(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("catalog: add micro service: %w", err)
 	}
-	s.mu.Lock()
 	s.svc = svc
-	s.mu.Unlock()
 	sp := s.cfg.Subjects
 	eps := []struct {
 		name, subj string
@@ -160,7 +172,6 @@ func (s *Service) offload(h func(context.Context, micro.Request)) micro.HandlerF
 }
 
 func (s *Service) worker(ctx context.Context) {
-	defer s.wg.Done()
 	for {
 		select {
 		case <-ctx.Done():
@@ -171,20 +182,12 @@ func (s *Service) worker(ctx context.Context) {
 	}
 }
 
-func (s *Service) watchLoop(loaded chan struct{}) {
-	defer s.wg.Done()
-	initial := true
-	for e := range s.watcher.Updates() {
-		if e == nil {
-			if initial {
-				initial = false
-				close(loaded)
-			}
-			continue
-		}
-		if !s.cache.apply(e) {
-			s.log.Warn().Str("key", e.Key()).Uint64("revision", e.Revision()).Msg("undecodable catalog record ignored")
-		}
+// applyRecord folds one fed_catalog watch entry into the cache. A record
+// that does not decode is left out (no query could use it) and logged
+// rate-limited, so a bad writer cannot flood the log.
+func (s *Service) applyRecord(e jetstream.KeyValueEntry) {
+	if err := s.cache.apply(e); err != nil {
+		s.badRecords.DroppedMessage(&s.log, fmt.Errorf("revision %d: %w", e.Revision(), err), "$KV."+e.Bucket()+"."+e.Key())
 	}
 }
 
@@ -194,42 +197,22 @@ func (s *Service) watchLoop(loaded chan struct{}) {
 // own bookkeeping.
 func (s *Service) respondErr(req micro.Request, err error) {
 	if wire.CodeOf(err) >= 500 {
-		s.log.Error().Err(err).Str("subject", req.Subject()).Msg("catalog request failed")
+		s.log.Error().Err(err).Str(logging.KeySubject, req.Subject()).Msg("catalog request failed")
 	}
 	if perr := wire.RespondError(s.nc, req.Reply(), err); perr != nil {
-		s.log.Warn().Err(perr).Str("subject", req.Subject()).Msg("reply failed")
+		s.log.Warn().Err(perr).Str(logging.KeySubject, req.Subject()).Msg("reply failed")
 	}
 }
 
-// Stop stops the micro service and the heartbeat subscription, then every
-// goroutine the service started, and waits for them.
-func (s *Service) Stop() error {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return nil
+// decodeRequest unmarshals an endpoint's JSON body and checks it. Either
+// failure is a 400: a malformed body names the endpoint, a bad value its field.
+func decodeRequest[T any](data []byte, endpoint string, check func(*T) error) (T, error) {
+	var r T
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, wire.Errorf(wire.CodeBadRequest, "malformed %s body: %v", endpoint, err)
 	}
-	s.stopped = true
-	svc := s.svc
-	s.mu.Unlock()
-
-	var errs []error
-	if svc != nil {
-		if err := svc.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("catalog: stop micro service: %w", err))
-		}
+	if err := check(&r); err != nil {
+		return r, wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
-	if s.hbSub != nil {
-		if err := s.hbSub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
-			errs = append(errs, fmt.Errorf("catalog: unsubscribe heartbeats: %w", err))
-		}
-	}
-	if s.cancel != nil {
-		s.cancel()
-	}
-	if s.watcher != nil {
-		_ = s.watcher.Stop()
-	}
-	s.wg.Wait()
-	return errors.Join(errs...)
+	return r, nil
 }

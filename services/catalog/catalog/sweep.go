@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -37,11 +38,11 @@ func (s *Service) sweep(ctx context.Context, now time.Time) {
 		case err == nil:
 			s.live.forget(c.node.NodeID)
 			s.cache.remove(c.node.NodeID, c.rev)
-			s.log.Info().Str("node", c.node.NodeID).Str("instance", c.node.InstanceID).
+			s.log.Info().Str(logging.KeyNode, c.node.NodeID).Str(logging.KeyNodeInstance, c.node.InstanceID).
 				Time("last_seen", last).Dur("node_ttl", s.cfg.NodeTTL).Msg("node expired")
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), ctx.Err() != nil:
 		default:
-			s.log.Warn().Err(err).Str("node", c.node.NodeID).Msg("expire node")
+			s.log.Warn().Err(err).Str(logging.KeyNode, c.node.NodeID).Msg("expire node")
 		}
 	}
 	s.live.prune(now.Add(-2 * s.cfg.NodeTTL))
