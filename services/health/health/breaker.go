@@ -3,6 +3,7 @@ package health
 import (
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 )
 
@@ -21,7 +22,7 @@ func (s *Service) breakerSuccess(n *node) {
 		n.circuit = record.CircuitClosed
 		n.openedAt = time.Time{}
 		n.halfOpenOK = 0
-		s.log.Info().Str("node", n.id).Msg("circuit closed")
+		s.log.Info().Str(logging.KeyNode, n.id).Msg("circuit closed")
 	}
 }
 
@@ -43,7 +44,7 @@ func (s *Service) openCircuit(n *node, now time.Time, why string) {
 	n.circuit = record.CircuitOpen
 	n.openedAt = now
 	n.halfOpenOK = 0
-	s.log.Warn().Str("node", n.id).Int("consecutive_failures", n.breakerFail).Str("reason", why).Msg("circuit opened")
+	s.log.Warn().Str(logging.KeyNode, n.id).Int("consecutive_failures", n.breakerFail).Str("reason", why).Msg("circuit opened")
 }
 
 // checkReset moves an open circuit to half_open once ResetTimeout passed.
@@ -58,6 +59,6 @@ func (s *Service) checkReset(n *node, now time.Time) bool {
 		// unhealthy half_open node would never get its probe request.
 		n.state = record.StateDegraded
 	}
-	s.log.Info().Str("node", n.id).Msg("circuit half_open")
+	s.log.Info().Str(logging.KeyNode, n.id).Msg("circuit half_open")
 	return true
 }

@@ -3,6 +3,7 @@ package health
 import (
 	"testing"
 
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/stretchr/testify/assert"
@@ -66,10 +67,10 @@ func TestCircuitHalfOpenCycle(t *testing.T) {
 				assert.Equal(t, record.CircuitOpen, r.Circuit)
 				return
 			}
-			require.True(t, assertEventually(func() bool {
+			natsembed.Eventually(t, 0, func() error {
 				m, _ := inMemory(s, "n1")
-				return m.ConsecutiveSuccess == c.successes
-			}))
+				return natsembed.Check(m.ConsecutiveSuccess == c.successes, "consecutive successes %d, want %d", m.ConsecutiveSuccess, c.successes)
+			})
 			r := h.waitKV("n1", c.want, circuitIs(c.want))
 			if c.want == record.CircuitHalfOpen {
 				// Still half_open well after the successes were applied.

@@ -11,7 +11,25 @@ import (
 // Version is what `nats micro info fed-health` reports.
 const Version = "0.1.0"
 
-// Config tunes the health service. Defaults are DESIGN §6.
+// The DESIGN §6 defaults; a zero Config field means its default.
+const (
+	DefaultHeartbeatInterval = time.Second
+	DefaultMissedHeartbeats  = 3
+	DefaultDegradedLatency   = time.Second
+	DefaultHealthyAfter      = 2
+	DefaultUnhealthyAfter    = 3
+	DefaultFailureThreshold  = 5
+	DefaultResetTimeout      = 30 * time.Second
+	DefaultHalfOpenSuccesses = 3
+	DefaultCheckInterval     = 10 * time.Second
+	DefaultProbeTimeout      = 5 * time.Second
+	DefaultLatencyWindow     = 1000
+	DefaultForgetAfter       = 30 * time.Second
+	DefaultWriteConcurrency  = 16
+)
+
+// Config tunes the health service. A zero field means its Default*
+// constant, so Config{} is DefaultConfig(); negative values are errors.
 type Config struct {
 	// Subjects is the subject namespace; the zero value uses prefix "fed".
 	Subjects subject.Space
@@ -51,52 +69,73 @@ type Config struct {
 
 // DefaultConfig returns the DESIGN defaults.
 func DefaultConfig() Config {
-	return Config{
-		HeartbeatInterval: time.Second,
-		MissedHeartbeats:  3,
-		DegradedLatency:   time.Second,
-		HealthyAfter:      2,
-		UnhealthyAfter:    3,
-		FailureThreshold:  5,
-		ResetTimeout:      30 * time.Second,
-		HalfOpenSuccesses: 3,
-		CheckInterval:     10 * time.Second,
-		ProbeTimeout:      5 * time.Second,
-		LatencyWindow:     1000,
-		ForgetAfter:       30 * time.Second,
-		WriteConcurrency:  16,
-	}
+	return Config{}.withDefaults()
 }
 
-func (c *Config) validate() error {
-	durs := []struct {
-		name string
-		v    time.Duration
-	}{
-		{"heartbeat_interval", c.HeartbeatInterval}, {"degraded_latency", c.DegradedLatency},
-		{"reset_timeout", c.ResetTimeout}, {"check_interval", c.CheckInterval},
-		{"probe_timeout", c.ProbeTimeout}, {"forget_after", c.ForgetAfter},
-	}
+// withDefaults fills every zero field from its Default* constant.
+func (c Config) withDefaults() Config {
+	durs, ints := c.fields()
 	for _, d := range durs {
-		if d.v <= 0 {
-			return fmt.Errorf("health config: %s must be > 0, got %s", d.name, d.v)
+		if *d.v == 0 {
+			*d.v = d.def
 		}
 	}
-	ints := []struct {
-		name string
-		v    int
-	}{
-		{"missed_heartbeats", c.MissedHeartbeats}, {"healthy_after", c.HealthyAfter},
-		{"unhealthy_after", c.UnhealthyAfter}, {"failure_threshold", c.FailureThreshold},
-		{"half_open_successes", c.HalfOpenSuccesses}, {"latency_window", c.LatencyWindow},
-		{"write_concurrency", c.WriteConcurrency},
+	for _, i := range ints {
+		if *i.v == 0 {
+			*i.v = i.def
+		}
+	}
+	return c
+}
+
+// Validate reports the first negative field by its name; zero fields are
+// valid (they mean the default).
+func (c Config) Validate() error {
+	durs, ints := c.fields()
+	for _, d := range durs {
+		if *d.v < 0 {
+			return fmt.Errorf("health config: %s must be >= 0, got %s", d.name, *d.v)
+		}
 	}
 	for _, i := range ints {
-		if i.v < 1 {
-			return fmt.Errorf("health config: %s must be >= 1, got %d", i.name, i.v)
+		if *i.v < 0 {
+			return fmt.Errorf("health config: %s must be >= 0, got %d", i.name, *i.v)
 		}
 	}
 	return nil
+}
+
+type durationField struct {
+	name string
+	v    *time.Duration
+	def  time.Duration
+}
+
+type intField struct {
+	name string
+	v    *int
+	def  int
+}
+
+// fields lists c's tunables with their names and defaults, the one table
+// withDefaults and Validate both walk.
+func (c *Config) fields() ([]durationField, []intField) {
+	return []durationField{
+			{"heartbeat_interval", &c.HeartbeatInterval, DefaultHeartbeatInterval},
+			{"degraded_latency", &c.DegradedLatency, DefaultDegradedLatency},
+			{"reset_timeout", &c.ResetTimeout, DefaultResetTimeout},
+			{"check_interval", &c.CheckInterval, DefaultCheckInterval},
+			{"probe_timeout", &c.ProbeTimeout, DefaultProbeTimeout},
+			{"forget_after", &c.ForgetAfter, DefaultForgetAfter},
+		}, []intField{
+			{"missed_heartbeats", &c.MissedHeartbeats, DefaultMissedHeartbeats},
+			{"healthy_after", &c.HealthyAfter, DefaultHealthyAfter},
+			{"unhealthy_after", &c.UnhealthyAfter, DefaultUnhealthyAfter},
+			{"failure_threshold", &c.FailureThreshold, DefaultFailureThreshold},
+			{"half_open_successes", &c.HalfOpenSuccesses, DefaultHalfOpenSuccesses},
+			{"latency_window", &c.LatencyWindow, DefaultLatencyWindow},
+			{"write_concurrency", &c.WriteConcurrency, DefaultWriteConcurrency},
+		}
 }
 
 // staleAfter is how long a node may stay silent before it is unhealthy.
@@ -108,5 +147,8 @@ func (c *Config) staleAfter() time.Duration {
 // transitions (stale, half_open) land within a quarter interval.
 func (c *Config) tick() time.Duration {
 	t := min(c.HeartbeatInterval, c.ResetTimeout, c.CheckInterval, c.ProbeTimeout) / 4
-	return max(t, 5*time.Millisecond)
+	return max(t, minTick)
 }
+
+// minTick keeps the loop from spinning when every interval is tiny.
+const minTick = 5 * time.Millisecond

@@ -2,7 +2,9 @@ package health
 
 import (
 	"testing"
+	"time"
 
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/stretchr/testify/assert"
@@ -56,14 +58,8 @@ func TestDecodeHeartbeat(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			hb, err := decodeHeartbeat(c.subj, []byte(c.data))
-			if c.errHas == "" {
-				require.NoError(t, err)
-				assert.Equal(t, "n1", hb.NodeID)
-				return
-			}
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), c.errHas)
+			hb, err := record.DecodeHeartbeat(c.subj, []byte(c.data))
+			assertDecoded(t, hb.NodeID, err, c.errHas)
 		})
 	}
 }
@@ -82,16 +78,23 @@ func TestDecodeOutcome(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o, err := decodeOutcome("fed.outcome.n1", []byte(c.data))
-			if c.errHas == "" {
-				require.NoError(t, err)
-				assert.Equal(t, "n1", o.NodeID)
-				return
-			}
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), c.errHas)
+			o, err := record.DecodeOutcome("fed.outcome.n1", []byte(c.data))
+			assertDecoded(t, o.NodeID, err, c.errHas)
 		})
 	}
+}
+
+// assertDecoded checks one decoder case: accepted as node n1 when errHas
+// is empty, else refused with an error containing errHas.
+func assertDecoded(t *testing.T, nodeID string, err error, errHas string) {
+	t.Helper()
+	if errHas == "" {
+		require.NoError(t, err)
+		assert.Equal(t, "n1", nodeID)
+		return
+	}
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), errHas)
 }
 
 func TestWindowPercentiles(t *testing.T) {
@@ -132,13 +135,65 @@ func TestOutcomesRate(t *testing.T) {
 	assert.Equal(t, 0.75, o.rate())
 }
 
-func TestConfigValidate(t *testing.T) {
-	cfg := DefaultConfig()
-	_, err := New(nil, cfg, zerologNop())
+func TestNewRefusesNilConnection(t *testing.T) {
+	_, err := New(nil, DefaultConfig(), natsembed.Logger(t))
 	require.Error(t, err)
-	cfg.ResetTimeout = 0
-	require.ErrorContains(t, cfg.validate(), "reset_timeout")
+}
+
+// A zero field means its default, so Config{} is DefaultConfig().
+func TestZeroConfigIsDefault(t *testing.T) {
+	require.NoError(t, Config{}.Validate())
+	assert.Equal(t, DefaultConfig(), Config{}.withDefaults())
+	cfg := Config{ResetTimeout: time.Minute}.withDefaults()
+	assert.Equal(t, time.Minute, cfg.ResetTimeout, "a set field is kept")
+	assert.Equal(t, DefaultFailureThreshold, cfg.FailureThreshold)
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(c *Config)
+		errHas string // "" when valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"zero means default", func(c *Config) { c.ResetTimeout, c.FailureThreshold = 0, 0 }, ""},
+		{"negative heartbeat interval", func(c *Config) { c.HeartbeatInterval = -time.Second }, "heartbeat_interval"},
+		{"negative degraded latency", func(c *Config) { c.DegradedLatency = -1 }, "degraded_latency"},
+		{"negative reset timeout", func(c *Config) { c.ResetTimeout = -time.Second }, "reset_timeout"},
+		{"negative check interval", func(c *Config) { c.CheckInterval = -1 }, "check_interval"},
+		{"negative probe timeout", func(c *Config) { c.ProbeTimeout = -1 }, "probe_timeout"},
+		{"negative forget after", func(c *Config) { c.ForgetAfter = -1 }, "forget_after"},
+		{"negative missed heartbeats", func(c *Config) { c.MissedHeartbeats = -1 }, "missed_heartbeats"},
+		{"negative healthy after", func(c *Config) { c.HealthyAfter = -1 }, "healthy_after"},
+		{"negative unhealthy after", func(c *Config) { c.UnhealthyAfter = -1 }, "unhealthy_after"},
+		{"negative failure threshold", func(c *Config) { c.FailureThreshold = -1 }, "failure_threshold"},
+		{"negative half-open successes", func(c *Config) { c.HalfOpenSuccesses = -1 }, "half_open_successes"},
+		{"negative latency window", func(c *Config) { c.LatencyWindow = -1 }, "latency_window"},
+		{"negative write concurrency", func(c *Config) { c.WriteConcurrency = -1 }, "write_concurrency"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			c.change(&cfg)
+			err := cfg.Validate()
+			if c.errHas == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, "health config: "+c.errHas)
+		})
+	}
+}
+
+// New refuses a bad value by its field name.
+func TestNewRefusesBadConfig(t *testing.T) {
+	srv := natsembed.StartForTest(t)
+	cfg := DefaultConfig()
+	cfg.ResetTimeout = -time.Second
+	_, err := New(natsembed.ConnectForTest(t, srv), cfg, natsembed.Logger(t))
+	require.ErrorContains(t, err, "reset_timeout")
 	cfg = DefaultConfig()
-	cfg.FailureThreshold = 0
-	require.ErrorContains(t, cfg.validate(), "failure_threshold")
+	cfg.FailureThreshold = -1
+	_, err = New(natsembed.ConnectForTest(t, srv), cfg, natsembed.Logger(t))
+	require.ErrorContains(t, err, "failure_threshold")
 }

@@ -2,9 +2,9 @@ package health
 
 import (
 	"encoding/json"
-	"strconv"
 
 	"github.com/fedmesh/fedmesh/shared/api"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go/micro"
@@ -16,11 +16,11 @@ import (
 func (s *Service) handleGet(req micro.Request) {
 	var body api.HealthGetRequest
 	if err := json.Unmarshal(req.Data(), &body); err != nil {
-		s.replyErr(req, wire.CodeBadRequest, "body: want {\"node_id\": \"...\"}: "+err.Error())
+		s.replyErr(req, wire.Errorf(wire.CodeBadRequest, "body: want {\"node_id\": \"...\"}: %v", err))
 		return
 	}
 	if err := wire.ValidateID("node_id", body.NodeID); err != nil {
-		s.replyErr(req, wire.CodeBadRequest, err.Error())
+		s.replyErr(req, wire.Errorf(wire.CodeBadRequest, "%v", err))
 		return
 	}
 	s.mu.Lock()
@@ -31,7 +31,7 @@ func (s *Service) handleGet(req micro.Request) {
 	}
 	s.mu.Unlock()
 	if n == nil {
-		s.replyErr(req, wire.CodeNotFound, "node_id "+strconv.Quote(body.NodeID)+": unknown node")
+		s.replyErr(req, wire.Errorf(wire.CodeNotFound, "node_id %q: unknown node", body.NodeID))
 		return
 	}
 	s.replyJSON(req, r)
@@ -57,12 +57,12 @@ func (s *Service) handleStats(req micro.Request) {
 
 func (s *Service) replyJSON(req micro.Request, v any) {
 	if err := req.RespondJSON(v); err != nil {
-		s.log.Warn().Err(err).Str("subject", req.Subject()).Msg("reply failed")
+		s.log.Warn().Err(err).Str(logging.KeySubject, req.Subject()).Msg("reply failed")
 	}
 }
 
-func (s *Service) replyErr(req micro.Request, code int, desc string) {
-	if err := req.Error(strconv.Itoa(code), desc, nil); err != nil {
-		s.log.Warn().Err(err).Str("subject", req.Subject()).Msg("reply failed")
+func (s *Service) replyErr(req micro.Request, err error) {
+	if rerr := wire.RespondError(s.nc, req.Reply(), err); rerr != nil {
+		s.log.Warn().Err(rerr).Str(logging.KeySubject, req.Subject()).Msg("reply failed")
 	}
 }

@@ -3,6 +3,7 @@ package health
 import (
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/nats-io/nats.go"
 )
@@ -10,20 +11,36 @@ import (
 // Event handlers. They run in the subscriptions' callbacks and only touch
 // memory under mu; KV writes happen in the writer, never here.
 
-func (s *Service) onHeartbeat(m *nats.Msg) {
-	hb, err := decodeHeartbeat(m.Subject, m.Data)
-	if err != nil {
-		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
-		return
+// onEvent returns the subscription callback of one event type: decode,
+// then apply under mu. An event that does not decode changes nothing and
+// is logged, rate-limited.
+func onEvent[E any](s *Service, decode func(subj string, data []byte) (E, error), apply func(e *E, now time.Time)) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		e, err := decode(m.Subject, m.Data)
+		if err != nil {
+			s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
+			return
+		}
+		now := time.Now()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		apply(&e, now)
 	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+}
+
+// decodeUnplaced fits record.DecodeUnplaced to onEvent: the subject
+// (fed.router.unplaced) names no node.
+func decodeUnplaced(_ string, data []byte) (record.Unplaced, error) {
+	return record.DecodeUnplaced(data)
+}
+
+// applyHeartbeat takes a heartbeat's load and sign of life. Runs under mu.
+func (s *Service) applyHeartbeat(hb *record.Heartbeat, now time.Time) {
 	n := s.node(hb.NodeID, now)
 	if hb.InstanceID != "" && n.instance != "" && hb.InstanceID != n.instance {
 		// The agent restarted: what its previous process earned says
 		// nothing about this one.
-		s.log.Info().Str("node", n.id).Str("instance", hb.InstanceID).Msg("node restarted: state reset to unknown")
+		s.log.Info().Str(logging.KeyNode, n.id).Str(logging.KeyInstance, hb.InstanceID).Msg("node restarted: state reset to unknown")
 		n.state, n.consecOK, n.consecFail = record.StateUnknown, 0, 0
 	}
 	if hb.InstanceID != "" {
@@ -37,40 +54,44 @@ func (s *Service) onHeartbeat(m *nats.Msg) {
 	s.wakeIfUrgent(n)
 }
 
-func (s *Service) onOutcome(m *nats.Msg) {
-	o, err := decodeOutcome(m.Subject, m.Data)
-	if err != nil {
-		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
-		return
-	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// applyOutcome counts an outcome in the stats and judges the node by it.
+// Runs under mu.
+func (s *Service) applyOutcome(o *record.Outcome, now time.Time) {
 	n := s.node(o.NodeID, now)
 	n.lastReport = now
 	at := eventTime(o.Time, now)
 	n.bump(at)
-	tenant := s.mesh.tenant(o.Tenant, s.cfg.LatencyWindow)
+	s.countOutcome(n, o)
+	s.judgeOutcome(n, o, now, at)
+	s.wakeIfUrgent(n)
+}
+
+// countOutcome adds o to the node's, the mesh's and the tenant's counters.
+func (s *Service) countOutcome(n *node, o *record.Outcome) {
 	slots := []*counters{&n.stats, &s.mesh.all}
-	if tenant != nil {
+	if tenant := s.mesh.tenant(o.Tenant, s.cfg.LatencyWindow); tenant != nil {
 		slots = append(slots, tenant)
 	}
 	for _, c := range slots {
 		switch o.Kind {
 		case record.OutcomeCompleted:
-			c.addCompleted(&o)
+			c.addCompleted(o)
 		case record.OutcomeDispatchFailed:
 			c.c.DispatchFailures++
 		case record.OutcomeDuplicate:
 			c.c.DuplicatesDropped++
 		}
 	}
+}
 
+// judgeOutcome moves the node's state, and for real requests its circuit
+// breaker and success rate, by the verdict on o. at is the event's time.
+func (s *Service) judgeOutcome(n *node, o *record.Outcome, now, at time.Time) {
 	isRequest := o.Kind == record.OutcomeCompleted || o.Kind == record.OutcomeDispatchFailed
 	if isRequest {
 		n.lastOutcome = now
 	}
-	switch judge(&o, n.draining) {
+	switch judge(o, n.draining) {
 	case success:
 		s.onSuccess(n, time.Duration(o.LatencyMs*float64(time.Millisecond)))
 		if isRequest {
@@ -83,21 +104,14 @@ func (s *Service) onOutcome(m *nats.Msg) {
 			n.results.add(false)
 			s.breakerFailure(n, at) // event time: every instance opens it at the same instant
 		}
-		s.log.Debug().Str("node", n.id).Str("request", o.RequestID).Str("kind", o.Kind).Int("code", o.Code).
+		s.log.Debug().Str(logging.KeyNode, n.id).Str(logging.KeyRequest, o.RequestID).Str("kind", o.Kind).Int("code", o.Code).
 			Int("consecutive_failures", n.consecFail).Msg("failure recorded")
 	}
-	s.wakeIfUrgent(n)
 }
 
-func (s *Service) onUnplaced(m *nats.Msg) {
-	u, err := decodeUnplaced(m.Data)
-	if err != nil {
-		s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
-		return
-	}
-	s.mu.Lock()
-	s.mesh.addUnplaced(&u, s.cfg.LatencyWindow)
-	s.mu.Unlock()
+// applyUnplaced counts a request no node took. Runs under mu.
+func (s *Service) applyUnplaced(u *record.Unplaced, _ time.Time) {
+	s.mesh.addUnplaced(u, s.cfg.LatencyWindow)
 }
 
 // bump moves the node's version (updated_at) forward to t.

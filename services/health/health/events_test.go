@@ -2,9 +2,11 @@ package health
 
 import (
 	"math/rand"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/stretchr/testify/assert"
@@ -13,7 +15,8 @@ import (
 
 func TestMalformedEventsAreDroppedAndLoggedRateLimited(t *testing.T) {
 	h := newHarness(t)
-	s := h.start(testConfig())
+	logs, log := natsembed.NewLogBuffer(t)
+	s := h.startLogging(testConfig(), log)
 	h.ok("n1", 10)
 	h.ok("n1", 10)
 	before := h.waitKV("n1", "healthy", stateIs(record.StateHealthy))
@@ -49,7 +52,7 @@ func TestMalformedEventsAreDroppedAndLoggedRateLimited(t *testing.T) {
 	_, known := inMemory(s, "n2")
 	assert.False(t, known, "a mismatched node_id creates no node")
 	assert.Equal(t, int64(2), h.stats().TotalRequests)
-	assert.Equal(t, 1, countLines(h.log.String(), "dropping malformed message"), "30 bad messages, one log line per second")
+	assert.Equal(t, 1, strings.Count(logs.String(), "dropping malformed message"), "30 bad messages, one log line per second")
 }
 
 func TestPercentilesOverKnownLatencies(t *testing.T) {
@@ -97,10 +100,10 @@ func TestStatsCounts(t *testing.T) {
 	h.publish(sp.Unplaced(), record.Unplaced{Code: wire.CodePrivacy, Error: "no node cleared"})
 
 	var st record.Stats
-	require.True(t, assertEventually(func() bool {
+	natsembed.Eventually(t, 0, func() error {
 		st = h.stats()
-		return st.TotalRequests == 5 && st.DuplicatesDropped == 1
-	}), "stats %+v", st)
+		return natsembed.Check(st.TotalRequests == 5 && st.DuplicatesDropped == 1, "stats %+v", st)
+	})
 	assert.Equal(t, int64(2), st.SuccessfulRequests)
 	assert.Equal(t, int64(3), st.FailedRequests)
 	assert.Equal(t, int64(60), st.TotalTokens)
@@ -134,7 +137,10 @@ func TestMeshState(t *testing.T) {
 		h.ok(id, 10)
 		h.waitKV(id, "healthy", stateIs(record.StateHealthy))
 	}
-	require.True(t, assertEventually(func() bool { return h.stats().State == record.MeshReady }))
+	natsembed.Eventually(t, 0, func() error {
+		st := h.stats().State
+		return natsembed.Check(st == record.MeshReady, "mesh state %s, want %s", st, record.MeshReady)
+	})
 
 	for range 3 {
 		h.fail("b", wire.CodeInternal)
@@ -193,7 +199,7 @@ func TestDeregisteredSilentNodeIsForgotten(t *testing.T) {
 	h.waitKV("kept", "written", stateIs(record.StateUnknown))
 
 	require.NoError(t, h.cat.Delete(t.Context(), "nodes.gone"))
-	require.True(t, assertEventually(func() bool { return h.record("gone") == nil }), "fed_health key deleted")
+	natsembed.Eventually(t, 0, func() error { return natsembed.Check(h.record("gone") == nil, "fed_health key deleted") })
 	_, known := inMemory(s, "gone")
 	assert.False(t, known)
 	time.Sleep(cfg.ForgetAfter)
@@ -211,7 +217,10 @@ func TestActiveStreamsFromHeartbeats(t *testing.T) {
 	h.start(cfg)
 	h.publish(h.sp.Heartbeat("a"), record.Heartbeat{NodeID: "a", Time: time.Now(), InFlight: 4, ActiveStreams: 3, MaxConcurrency: 8})
 	h.publish(h.sp.Heartbeat("b"), record.Heartbeat{NodeID: "b", Time: time.Now(), InFlight: 2, ActiveStreams: 2, MaxConcurrency: 8})
-	require.Eventually(t, func() bool { return h.stats().ActiveStreams == 5 }, 2*time.Second, 10*time.Millisecond, "%+v", h.stats())
+	natsembed.Eventually(t, 2*time.Second, func() error {
+		st := h.stats()
+		return natsembed.Check(st.ActiveStreams == 5, "%+v", st)
+	})
 	assert.Equal(t, int64(3), h.stats().Nodes["a"].ActiveStreams)
 	// Only b keeps heartbeating; a falls silent.
 	deadline := time.Now().Add(6 * cfg.HeartbeatInterval)

@@ -1,12 +1,9 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,11 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-const (
-	waitFor = 5 * time.Second
-	tick    = 10 * time.Millisecond
-)
-
 // testConfig shrinks every interval; probes are off (CheckInterval of an
 // hour) and silence never makes a node unhealthy (MissedHeartbeats) unless
 // a test turns them on, so a loaded machine cannot fail unrelated tests.
@@ -42,24 +34,6 @@ func testConfig() Config {
 	return c
 }
 
-// syncBuf is a log sink tests can read while the service writes.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t   *testing.T
 	srv *server.Server
@@ -67,39 +41,34 @@ type harness struct {
 	kv  jetstream.KeyValue
 	cat jetstream.KeyValue
 	sp  subject.Space
-	log *syncBuf
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	srv := natsembed.StartForTest(t)
 	nc := natsembed.ConnectForTest(t, srv)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	set, err := buckets.Ensure(context.Background(), js, buckets.Options{})
-	require.NoError(t, err)
-	return &harness{t: t, srv: srv, nc: nc, kv: set.Health, cat: set.Catalog, log: &syncBuf{}}
+	set := natsembed.BucketsForTest(t, nc)
+	return &harness{t: t, srv: srv, nc: nc, kv: set.Health, cat: set.Catalog}
 }
 
-// start runs one health instance on its own connection.
+// start runs one health instance on its own connection, logging through t.Log.
 func (h *harness) start(cfg Config) *Service {
 	h.t.Helper()
-	nc := natsembed.ConnectForTest(h.t, h.srv)
-	log := zerolog.New(h.log).Level(zerolog.InfoLevel)
-	s, err := New(nc, cfg, log)
+	return h.startLogging(cfg, natsembed.Logger(h.t))
+}
+
+// startLogging is start with the logger a test reads back.
+func (h *harness) startLogging(cfg Config, log zerolog.Logger) *Service {
+	h.t.Helper()
+	s, err := New(natsembed.ConnectForTest(h.t, h.srv), cfg, log)
 	require.NoError(h.t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(h.t, s.Start(ctx))
-	h.t.Cleanup(func() { require.NoError(h.t, s.Stop()) })
+	natsembed.RunForTest(h.t, s)
 	return s
 }
 
 func (h *harness) publish(subj string, v any) {
 	h.t.Helper()
-	data, err := json.Marshal(v)
-	require.NoError(h.t, err)
-	require.NoError(h.t, h.nc.Publish(subj, data))
+	require.NoError(h.t, wire.PublishJSON(h.nc, subj, v))
 }
 
 func (h *harness) heartbeat(id string) {
@@ -123,8 +92,8 @@ func (h *harness) record(id string) *record.Health {
 		return nil
 	}
 	require.NoError(h.t, err)
-	var r record.Health
-	require.NoError(h.t, json.Unmarshal(e.Value(), &r))
+	r, err := record.DecodeHealth(e.Key(), e.Value())
+	require.NoError(h.t, err)
 	return &r
 }
 
@@ -132,23 +101,11 @@ func (h *harness) record(id string) *record.Health {
 func (h *harness) waitKV(id, what string, cond func(r *record.Health) bool) *record.Health {
 	h.t.Helper()
 	var last *record.Health
-	ok := assertEventually(func() bool {
+	natsembed.Eventually(h.t, 0, func() error {
 		last = h.record(id)
-		return last != nil && cond(last)
+		return natsembed.Check(last != nil && cond(last), "fed_health %s: %s; last value %+v", id, what, last)
 	})
-	require.True(h.t, ok, "fed_health %s: %s; last value %+v", id, what, last)
 	return last
-}
-
-func assertEventually(cond func() bool) bool {
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return true
-		}
-		time.Sleep(tick)
-	}
-	return cond()
 }
 
 func stateIs(st string) func(*record.Health) bool {
@@ -176,7 +133,9 @@ func (h *harness) get(id string) (record.Health, *wire.Error) {
 	data, werr := h.request(h.sp.HealthGet(), body)
 	var r record.Health
 	if werr == nil {
-		require.NoError(h.t, json.Unmarshal(data, &r))
+		var err error
+		r, err = record.DecodeHealth(buckets.NodeKey(id), data)
+		require.NoError(h.t, err)
 	}
 	return r, werr
 }
@@ -209,8 +168,4 @@ func inMemory(s *Service, id string) (record.Health, bool) {
 		return record.Health{}, false
 	}
 	return n.record(), true
-}
-
-func countLines(log, needle string) int {
-	return strings.Count(log, needle)
 }

@@ -1,55 +1,26 @@
 package health
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// loadHealth seeds memory from fed_health, so a restarted or additional
-// instance keeps tripped circuits and failure streaks.
-func (s *Service) loadHealth(ctx context.Context) error {
-	w, err := s.health.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("health: watch %s: %w", buckets.Health, err)
-	}
-	defer func() { _ = w.Stop() }()
-	now := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("health: loading %s: %w", buckets.Health, ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("health: loading %s: watcher closed", buckets.Health)
-			}
-			if e == nil {
-				return nil // initial values done
-			}
-			s.seedFrom(e, now)
-		}
-	}
-}
-
+// seedFrom adopts one fed_health value at start, so a restarted or
+// additional instance keeps tripped circuits and failure streaks.
 func (s *Service) seedFrom(e jetstream.KeyValueEntry, now time.Time) {
-	id := buckets.NodeIDOfKey(e.Key())
-	if wire.ValidateID("node_id", id) != nil {
-		return
-	}
-	var r record.Health
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
-		s.log.Warn().Err(err).Str("key", e.Key()).Msg("undecodable fed_health record ignored")
+	r, err := record.DecodeHealth(e.Key(), e.Value())
+	if err != nil {
+		s.badRecords.Warn().Err(err).Str("key", e.Key()).Msg("undecodable fed_health record ignored")
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := s.node(id, now)
+	n := s.node(r.NodeID, now)
 	n.seed(&r, e.Revision())
 	if r.State == record.StateUnhealthy && r.ConsecutiveFailures < s.cfg.UnhealthyAfter {
 		// Unhealthy for silence: this instance judges heartbeats itself.
@@ -57,58 +28,33 @@ func (s *Service) seedFrom(e jetstream.KeyValueEntry, now time.Time) {
 	}
 }
 
-// watchCatalog follows fed_catalog: registered nodes are tracked even
-// before they report, deregistered ones become forgettable. It returns
-// once the initial values are applied.
-func (s *Service) watchCatalog(ctx, runCtx context.Context) error {
-	w, err := s.catalog.WatchAll(runCtx)
-	if err != nil {
-		return fmt.Errorf("health: watch %s: %w", buckets.Catalog, err)
-	}
-	s.watcher = w
-	loaded := make(chan struct{})
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		initial := true
-		for e := range w.Updates() {
-			if e == nil {
-				if initial {
-					initial = false
-					close(loaded)
-				}
-				continue
-			}
-			s.applyCatalog(e)
-		}
-	}()
-	select {
-	case <-loaded:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("health: loading %s: %w", buckets.Catalog, ctx.Err())
-	}
-}
-
+// applyCatalog follows fed_catalog: registered nodes are tracked even
+// before they report, deregistered ones become forgettable.
 func (s *Service) applyCatalog(e jetstream.KeyValueEntry) {
 	id := buckets.NodeIDOfKey(e.Key())
 	if wire.ValidateID("node_id", id) != nil {
-		return
+		return // not a node's key
 	}
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e.Operation() != jetstream.KeyValuePut {
+	if buckets.Deleted(e) {
+		s.mu.Lock()
 		if n := s.nodes[id]; n != nil {
 			n.registered = false
 		}
+		s.mu.Unlock()
 		return
 	}
-	n := s.node(id, now)
+	// A value that does not decode still registers the node: the catalog,
+	// its sole writer, lists it. Only its max_concurrency is unknown.
+	rec, err := record.DecodeNode(e.Key(), e.Value())
+	if err != nil {
+		s.badRecords.Warn().Err(err).Str(logging.KeyNode, id).Msg("undecodable fed_catalog record: max_concurrency unknown")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.node(id, time.Now())
 	n.registered = true
 	n.bump(e.Created())
-	var rec record.Node
-	if err := json.Unmarshal(e.Value(), &rec); err == nil && rec.MaxConcurrency > 0 {
+	if err == nil {
 		n.catalogMax = rec.MaxConcurrency
 	}
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 )
+
+// finalFlushTimeout bounds the flush of a stopping service.
+const finalFlushTimeout = 2 * time.Second
 
 // loop is the service's single timer goroutine: it applies the clock-driven
 // transitions (silence, circuit reset), forgets departed nodes, starts
@@ -18,7 +22,7 @@ func (s *Service) loop(ctx context.Context) {
 		case <-ctx.Done():
 			// Publish what is pending (a circuit that just opened) before
 			// going away; bounded so Stop never hangs on a dead server.
-			fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			fctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
 			s.flush(fctx, time.Now())
 			cancel()
 			return
@@ -26,9 +30,10 @@ func (s *Service) loop(ctx context.Context) {
 			s.flush(ctx, time.Now())
 		case now := <-t.C:
 			forgotten, probes := s.sweep(now)
-			for _, p := range probes {
-				s.wg.Add(1)
-				go func() { defer s.wg.Done(); s.probe(ctx, p) }()
+			for _, id := range probes {
+				if !s.group.Go(func(ctx context.Context) { s.probe(ctx, id) }) {
+					<-s.probes // stopping: give the slot back
+				}
 			}
 			for _, f := range forgotten {
 				s.forget(ctx, f)
@@ -53,7 +58,7 @@ func (s *Service) sweep(now time.Time) (forgotten []forgetJob, probes []string) 
 		if !n.registered && now.Sub(n.lastReport) > s.cfg.ForgetAfter {
 			delete(s.nodes, id)
 			forgotten = append(forgotten, forgetJob{id: id, rev: n.kvRev})
-			s.log.Info().Str("node", id).Msg("node deregistered and silent: forgotten")
+			s.log.Info().Str(logging.KeyNode, id).Msg("node deregistered and silent: forgotten")
 			continue
 		}
 		if s.checkStale(n, now) {

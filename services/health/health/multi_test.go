@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/stretchr/testify/assert"
@@ -93,7 +94,7 @@ func TestWriteConflictResolution(t *testing.T) {
 	// it re-reads, and leaves the newer value in place.
 	rev := put(time.Now().Add(30 * time.Second))
 	h.publish(h.sp.Heartbeat("n1"), record.Heartbeat{NodeID: "n1", QueueDepth: 9, Time: time.Now()})
-	require.True(t, assertEventually(func() bool { return kvRev() == rev }), "conflict seen and value re-read")
+	natsembed.Eventually(t, 0, func() error { return natsembed.Check(kvRev() == rev, "conflict seen and value re-read") })
 	time.Sleep(3 * testConfig().HeartbeatInterval) // several flushes
 	r := h.record("n1")
 	assert.Equal(t, record.StateUnhealthy, r.State, "newer foreign verdict kept")

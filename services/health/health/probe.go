@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go"
 )
@@ -36,7 +37,7 @@ func (s *Service) probe(ctx context.Context, id string) {
 	n.probing = false
 	n.bump(now)
 	if err != nil {
-		s.log.Warn().Err(err).Str("node", id).Str("subject", msg.Subject).Msg("probe failed")
+		s.log.Warn().Err(err).Str(logging.KeyNode, id).Str(logging.KeySubject, msg.Subject).Msg("probe failed")
 		s.onFailure(n)
 		s.wakeIfUrgent(n)
 		return
@@ -47,6 +48,6 @@ func (s *Service) probe(ctx context.Context, id string) {
 	n.lastReport = now
 	s.checkStale(n, now)
 	s.onSuccess(n, 0)
-	s.log.Debug().Str("node", id).Msg("probe succeeded")
+	s.log.Debug().Str(logging.KeyNode, id).Msg("probe succeeded")
 	s.wakeIfUrgent(n)
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/nats-io/nats.go"
@@ -12,36 +13,50 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// probeConfig turns probes and the silence rule on, with short intervals.
+func probeConfig() Config {
+	cfg := testConfig()
+	cfg.MissedHeartbeats = 3
+	cfg.CheckInterval = 100 * time.Millisecond
+	return cfg
+}
+
+// answerProbes plays node id's agent: it answers every probe with answer
+// and counts them.
+func (h *harness) answerProbes(id string, answer func(m *nats.Msg)) *atomic.Int32 {
+	h.t.Helper()
+	var probes atomic.Int32
+	sub, err := h.nc.Subscribe(h.sp.NodeProbe(id), func(m *nats.Msg) {
+		probes.Add(1)
+		answer(m)
+	})
+	require.NoError(h.t, err)
+	require.NoError(h.t, h.nc.Flush())
+	h.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return &probes
+}
+
+func answerOK(m *nats.Msg) { _ = m.Respond(nil) }
+
 func TestActiveProbeOfSilentNode(t *testing.T) {
 	cases := []struct {
 		name    string
-		answer  func(m *nats.Msg)
+		answer  func(h *harness, m *nats.Msg)
 		want    string
 		minFail int
 	}{
-		{"answering node becomes healthy", func(m *nats.Msg) { _ = m.Respond(nil) }, record.StateHealthy, 0},
-		{"error reply counts as failure", func(m *nats.Msg) {
-			r := nats.NewMsg(m.Reply)
-			wire.SetError(r.Header, wire.CodeInternal, "model not loaded")
-			_ = m.RespondMsg(r)
+		{"answering node becomes healthy", func(_ *harness, m *nats.Msg) { answerOK(m) }, record.StateHealthy, 0},
+		{"error reply counts as failure", func(h *harness, m *nats.Msg) {
+			_ = wire.RespondError(h.nc, m.Reply, wire.Errorf(wire.CodeInternal, "model not loaded"))
 		}, record.StateUnhealthy, 3},
-		{"no answer times out", func(*nats.Msg) {}, record.StateUnhealthy, 3},
+		{"no answer times out", func(*harness, *nats.Msg) {}, record.StateUnhealthy, 3},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			h := newHarness(t)
-			cfg := testConfig()
-			cfg.MissedHeartbeats = 3
-			cfg.CheckInterval = 100 * time.Millisecond
+			cfg := probeConfig()
 			cfg.ProbeTimeout = 50 * time.Millisecond
-			var probes atomic.Int32
-			sub, err := h.nc.Subscribe(h.sp.NodeProbe("n1"), func(m *nats.Msg) {
-				probes.Add(1)
-				c.answer(m)
-			})
-			require.NoError(t, err)
-			require.NoError(t, h.nc.Flush())
-			t.Cleanup(func() { _ = sub.Unsubscribe() })
+			probes := h.answerProbes("n1", func(m *nats.Msg) { c.answer(h, m) })
 
 			h.register("n1") // known from the catalog, never reports
 			h.start(cfg)
@@ -59,13 +74,8 @@ func TestActiveProbeOfSilentNode(t *testing.T) {
 // A node that heartbeats is not probed: it reports.
 func TestReportingNodeIsNotProbed(t *testing.T) {
 	h := newHarness(t)
-	cfg := testConfig()
-	cfg.MissedHeartbeats = 3
-	cfg.CheckInterval = 100 * time.Millisecond
-	var probes atomic.Int32
-	sub, err := h.nc.Subscribe(h.sp.NodeProbe("n1"), func(m *nats.Msg) { probes.Add(1); _ = m.Respond(nil) })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	cfg := probeConfig()
+	probes := h.answerProbes("n1", answerOK)
 	h.start(cfg)
 	// Heartbeats and a steady flow of request outcomes: nothing to probe.
 	deadline := time.Now().Add(400 * time.Millisecond)
@@ -82,18 +92,12 @@ func TestReportingNodeIsNotProbed(t *testing.T) {
 // probes' successes make it healthy, so least_latency does not starve it.
 func TestIdleUnknownNodeIsProbedToHealthy(t *testing.T) {
 	h := newHarness(t)
-	cfg := testConfig()
-	cfg.MissedHeartbeats = 3
-	cfg.CheckInterval = 100 * time.Millisecond
-	var probes atomic.Int32
-	sub, err := h.nc.Subscribe(h.sp.NodeProbe("n1"), func(m *nats.Msg) { probes.Add(1); _ = m.Respond(nil) })
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	h.start(cfg)
-	require.Eventually(t, func() bool {
+	probes := h.answerProbes("n1", answerOK)
+	h.start(probeConfig())
+	natsembed.Eventually(t, 5*time.Second, func() error {
 		h.heartbeat("n1")
 		r := h.record("n1")
-		return r != nil && r.State == record.StateHealthy
-	}, 5*time.Second, cfg.HeartbeatInterval/2)
+		return natsembed.Check(r != nil && r.State == record.StateHealthy, "fed_health n1: healthy; last value %+v", r)
+	})
 	assert.GreaterOrEqual(t, probes.Load(), int32(2), "two successes come from two probes")
 }

@@ -12,13 +12,32 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 )
+
+// Subscription buffers: every instance sees every heartbeat (10,000 nodes
+// beat once a second), so a burst must queue rather than be dropped.
+const (
+	pendingMsgs  = 1 << 20
+	pendingBytes = 256 << 20
+)
+
+// startFlushTimeout bounds the flush that makes the endpoints known before
+// Start returns; the caller's ctx may have no deadline.
+const startFlushTimeout = 10 * time.Second
+
+// badLogEvery is the most often a line about undecodable input is logged.
+const badLogEvery = time.Second
+
+var _ servicecmd.Service = (*Service)(nil)
 
 // Service is one health instance. Several may run side by side: each sees
 // every event (plain subscriptions) and writes fed_health with
@@ -27,60 +46,63 @@ type Service struct {
 	nc  *nats.Conn
 	cfg Config
 	log zerolog.Logger
+	// badMsgs rate-limits the log of undecodable events, badRecords that of
+	// undecodable bucket values: peers must not be able to flood the log.
+	badMsgs    *logging.Limited
+	badRecords zerolog.Logger
+
+	life  lifecycle.Guard
+	group *lifecycle.Group // every goroutine: loop, catalog watch, probes
 
 	health  jetstream.KeyValue
 	catalog jetstream.KeyValue
-	badMsgs *logging.Limited
 
 	mu    sync.Mutex
 	nodes map[string]*node
 	mesh  meshStats
 
-	urgent  chan struct{} // wakes the writer for a state/circuit change
-	probes  chan struct{} // semaphore bounding probes in flight
-	subs    []*nats.Subscription
-	svc     micro.Service
-	watcher jetstream.KeyWatcher
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-
-	lifeMu  sync.Mutex
-	started bool
-	stopped bool
+	urgent chan struct{} // wakes the writer for a state/circuit change
+	probes chan struct{} // semaphore bounding probes in flight
+	subs   []*nats.Subscription
+	svc    micro.Service
 }
 
-// New validates cfg and returns a service that is not running yet.
+// New fills cfg's zero fields with the defaults, validates it and returns a
+// service that is not running yet.
 func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	if nc == nil {
 		return nil, errors.New("health: nil NATS connection")
 	}
-	if err := cfg.validate(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &Service{
-		nc:      nc,
-		cfg:     cfg,
-		log:     log,
-		badMsgs: logging.NewLimited(time.Second),
-		nodes:   map[string]*node{},
-		mesh:    newMeshStats(cfg.LatencyWindow),
-		urgent:  make(chan struct{}, 1),
-		probes:  make(chan struct{}, cfg.WriteConcurrency),
+		nc:         nc,
+		cfg:        cfg,
+		log:        log,
+		badMsgs:    logging.NewLimited(badLogEvery),
+		badRecords: log.Sample(&zerolog.BurstSampler{Burst: 1, Period: badLogEvery}),
+		group:      lifecycle.NewGroup(),
+		nodes:      map[string]*node{},
+		mesh:       newMeshStats(cfg.LatencyWindow),
+		urgent:     make(chan struct{}, 1),
+		probes:     make(chan struct{}, cfg.WriteConcurrency),
 	}, nil
 }
 
 // Start opens the buckets, loads fed_health and fed_catalog, subscribes to
 // heartbeats, outcomes and unplaced events, starts the timer loop and the
-// micro service. It returns once all of that is up.
-func (s *Service) Start(ctx context.Context) error {
-	s.lifeMu.Lock()
-	if s.started || s.stopped {
-		s.lifeMu.Unlock()
-		return errors.New("health: Start called twice or after Stop")
-	}
-	s.started = true
-	s.lifeMu.Unlock()
+// micro service. It returns once all of that is up; on an error nothing is
+// left running.
+func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.start, s.stop) }
 
+// Stop stops the micro service and the subscriptions, then every goroutine
+// the service started (the timer loop writes what is pending first), and
+// waits for them. It is idempotent.
+func (s *Service) Stop() error { return s.life.Stop(s.stop) }
+
+func (s *Service) start(ctx context.Context) error {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return fmt.Errorf("health: jetstream: %w", err)
@@ -91,29 +113,44 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.health, s.catalog = set.Health, set.Catalog
 
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	ok := false
-	defer func() {
-		if !ok {
-			_ = s.Stop()
-		}
-	}()
+	now := time.Now()
+	seed := func(e jetstream.KeyValueEntry) { s.seedFrom(e, now) }
+	if err := buckets.Load(ctx, s.health, seed, jetstream.IgnoreDeletes()); err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	if err := buckets.Follow(ctx, s.group, s.catalog, s.applyCatalog); err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	if err := s.subscribe(); err != nil {
+		return err
+	}
+	if !s.group.Go(s.loop) {
+		return fmt.Errorf("health: start timer loop: %w", lifecycle.ErrStopped)
+	}
+	if err := s.addMicro(); err != nil {
+		return err
+	}
+	// The server must know the endpoints before Start says "ready".
+	fctx, cancelFlush := context.WithTimeout(ctx, startFlushTimeout)
+	defer cancelFlush()
+	if err := s.nc.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("health: flush endpoints: %w", err)
+	}
+	s.log.Info().Dur("heartbeat_interval", s.cfg.HeartbeatInterval).Dur("check_interval", s.cfg.CheckInterval).
+		Dur("reset_timeout", s.cfg.ResetTimeout).Int("nodes", s.nodeCount()).Msg("health started")
+	return nil
+}
 
-	if err := s.loadHealth(ctx); err != nil {
-		return err
-	}
-	if err := s.watchCatalog(ctx, runCtx); err != nil {
-		return err
-	}
+// subscribe listens to heartbeats, outcomes and unplaced events.
+func (s *Service) subscribe() error {
 	sp := s.cfg.Subjects
 	for _, sub := range []struct {
 		subj string
 		h    nats.MsgHandler
 	}{
-		{sp.HeartbeatAll(), s.onHeartbeat},
-		{sp.OutcomeAll(), s.onOutcome},
-		{sp.Unplaced(), s.onUnplaced},
+		{sp.HeartbeatAll(), onEvent(s, record.DecodeHeartbeat, s.applyHeartbeat)},
+		{sp.OutcomeAll(), onEvent(s, record.DecodeOutcome, s.applyOutcome)},
+		{sp.Unplaced(), onEvent(s, decodeUnplaced, s.applyUnplaced)},
 	} {
 		// Plain subscriptions, not a queue group: every instance must see
 		// every event to judge every node.
@@ -121,26 +158,11 @@ func (s *Service) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("health: subscribe %s: %w", sub.subj, err)
 		}
-		_ = ns.SetPendingLimits(1<<20, 256<<20)
 		s.subs = append(s.subs, ns)
+		if err := ns.SetPendingLimits(pendingMsgs, pendingBytes); err != nil {
+			return fmt.Errorf("health: pending limits of %s: %w", sub.subj, err)
+		}
 	}
-
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); s.loop(runCtx) }()
-
-	if err := s.addMicro(); err != nil {
-		return err
-	}
-	// The server must know the endpoints before Start says "ready".
-	// FlushWithContext needs a deadline; the caller's ctx may have none.
-	fctx, cancelFlush := context.WithTimeout(ctx, 10*time.Second)
-	defer cancelFlush()
-	if err := s.nc.FlushWithContext(fctx); err != nil {
-		return fmt.Errorf("health: flush endpoints: %w", err)
-	}
-	ok = true
-	s.log.Info().Dur("heartbeat_interval", s.cfg.HeartbeatInterval).Dur("check_interval", s.cfg.CheckInterval).
-		Dur("reset_timeout", s.cfg.ResetTimeout).Int("nodes", s.nodeCount()).Msg("health started")
 	return nil
 }
 
@@ -161,9 +183,7 @@ func (s *Service) addMicro() error {
 	if err != nil {
 		return fmt.Errorf("health: add micro service: %w", err)
 	}
-	s.lifeMu.Lock()
 	s.svc = svc
-	s.lifeMu.Unlock()
 	sp := s.cfg.Subjects
 	eps := []struct {
 		name, subj string
@@ -181,22 +201,12 @@ func (s *Service) addMicro() error {
 	return nil
 }
 
-// Stop stops the micro service and the subscriptions, then every goroutine
-// the service started (the timer loop writes what is pending first), and
-// waits for them.
-func (s *Service) Stop() error {
-	s.lifeMu.Lock()
-	if s.stopped {
-		s.lifeMu.Unlock()
-		return nil
-	}
-	s.stopped = true
-	svc := s.svc
-	s.lifeMu.Unlock()
-
+// stop undoes whatever start did, in order: no more requests, no more
+// events, then the goroutines (the loop flushes on its way out).
+func (s *Service) stop() error {
 	var errs []error
-	if svc != nil {
-		if err := svc.Stop(); err != nil {
+	if s.svc != nil {
+		if err := s.svc.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("health: stop micro service: %w", err))
 		}
 	}
@@ -205,13 +215,7 @@ func (s *Service) Stop() error {
 			errs = append(errs, fmt.Errorf("health: unsubscribe %s: %w", sub.Subject, err))
 		}
 	}
-	if s.cancel != nil {
-		s.cancel()
-	}
-	if s.watcher != nil {
-		_ = s.watcher.Stop()
-	}
-	s.wg.Wait()
+	s.group.Stop()
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,7 @@ package health
 import (
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 )
 
@@ -46,10 +47,10 @@ func (s *Service) checkStale(n *node, now time.Time) bool {
 	n.stale = silent
 	if silent {
 		n.markStale()
-		s.log.Warn().Str("node", n.id).Dur("silent_for", now.Sub(n.lastAlive)).Msg("node missed its heartbeats: unhealthy")
+		s.log.Warn().Str(logging.KeyNode, n.id).Dur("silent_for", now.Sub(n.lastAlive)).Msg("node missed its heartbeats: unhealthy")
 		return true
 	}
-	s.log.Info().Str("node", n.id).Msg("node heard again")
+	s.log.Info().Str(logging.KeyNode, n.id).Msg("node heard again")
 	return true
 }
 

@@ -4,10 +4,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 )
 
 func TestUnknownToHealthyAfterTwoSuccesses(t *testing.T) {
@@ -20,10 +20,10 @@ func TestUnknownToHealthyAfterTwoSuccesses(t *testing.T) {
 	assert.Equal(t, record.CircuitClosed, r.Circuit)
 
 	h.ok("n1", 20)
-	require.True(t, assertEventually(func() bool {
+	natsembed.Eventually(t, 0, func() error {
 		m, _ := inMemory(s, "n1")
-		return m.ConsecutiveSuccess == 1
-	}))
+		return natsembed.Check(m.ConsecutiveSuccess == 1, "consecutive successes %d, want 1", m.ConsecutiveSuccess)
+	})
 	m, _ := inMemory(s, "n1")
 	assert.Equal(t, record.StateUnknown, m.State, "one success is not enough")
 

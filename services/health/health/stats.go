@@ -159,7 +159,7 @@ func (s *Service) stats() record.Stats {
 	// active_streams comes from the nodes' latest heartbeats (DESIGN §7:
 	// up on start, down on end): a node silent for the missed-heartbeat
 	// limit counts none.
-	stale := time.Now().Add(-time.Duration(s.cfg.MissedHeartbeats) * s.cfg.HeartbeatInterval)
+	stale := time.Now().Add(-s.cfg.staleAfter())
 	for id, n := range s.nodes {
 		c := n.stats.snapshot()
 		if n.lastHeartbeat.After(stale) {

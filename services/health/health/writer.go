@@ -4,10 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -31,6 +32,9 @@ type writeJob struct {
 // maxWriteAttempts bounds the retries of one write after conflicts.
 const maxWriteAttempts = 3
 
+// kvTimeout bounds one write or delete of a key, with its re-reads.
+const kvTimeout = 5 * time.Second
+
 // flush writes every node whose bucket value lags: at once for urgent
 // changes (state, circuit, draining), at most once per HeartbeatInterval
 // for the rest. It waits for its writes, so one node never has two writes
@@ -53,27 +57,30 @@ func (s *Service) flush(ctx context.Context, now time.Time) {
 	if len(jobs) == 0 {
 		return
 	}
+	// The writes get a group of their own: flush joins them before it
+	// returns, and the final flush runs while the service's group is
+	// already stopping (it refuses new goroutines then). They write with
+	// flush's ctx, not the batch's.
+	batch := lifecycle.NewGroup()
 	sem := make(chan struct{}, s.cfg.WriteConcurrency)
-	var wg sync.WaitGroup
 	for _, j := range jobs {
 		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		batch.Go(func(context.Context) {
+			defer func() { <-sem }()
 			s.write(ctx, j)
-		}()
+		})
 	}
-	wg.Wait()
+	batch.Stop()
 }
 
 func (s *Service) write(ctx context.Context, j writeJob) {
 	key := buckets.NodeKey(j.id)
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	for range maxWriteAttempts {
 		data, err := json.Marshal(&j.rec)
 		if err != nil {
-			s.log.Error().Err(err).Str("node", j.id).Msg("encode health record")
+			s.log.Error().Err(err).Str(logging.KeyNode, j.id).Msg("encode health record")
 			return
 		}
 		var newRev uint64
@@ -87,13 +94,13 @@ func (s *Service) write(ctx context.Context, j writeJob) {
 			return
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !errors.Is(err, jetstream.ErrKeyExists) {
-			s.log.Warn().Err(err).Str("node", j.id).Msg("write fed_health failed; retrying next flush")
+			s.log.Warn().Err(err).Str(logging.KeyNode, j.id).Msg("write fed_health failed; retrying next flush")
 			return
 		}
 		// Another instance wrote first.
 		theirs, theirRev, gerr := s.read(wctx, key)
 		if gerr != nil {
-			s.log.Warn().Err(gerr).Str("node", j.id).Msg("re-read fed_health after conflict")
+			s.log.Warn().Err(gerr).Str(logging.KeyNode, j.id).Msg("re-read fed_health after conflict")
 			return
 		}
 		next, retry := s.reconcile(j.id, theirs, theirRev)
@@ -102,7 +109,7 @@ func (s *Service) write(ctx context.Context, j writeJob) {
 		}
 		j = next
 	}
-	s.log.Warn().Str("node", j.id).Int("attempts", maxWriteAttempts).Msg("fed_health write kept conflicting; retrying next flush")
+	s.log.Warn().Str(logging.KeyNode, j.id).Int("attempts", maxWriteAttempts).Msg("fed_health write kept conflicting; retrying next flush")
 }
 
 // read returns the stored record of key and its revision; (nil, 0) when the
@@ -115,8 +122,8 @@ func (s *Service) read(ctx context.Context, key string) (*record.Health, uint64,
 	if err != nil {
 		return nil, 0, err
 	}
-	var r record.Health
-	if err := json.Unmarshal(e.Value(), &r); err != nil {
+	r, err := record.DecodeHealth(key, e.Value())
+	if err != nil {
 		// Undecodable: ours replaces it.
 		return nil, e.Revision(), nil
 	}
@@ -166,7 +173,7 @@ func (s *Service) reconcile(id string, theirs *record.Health, rev uint64) (write
 // since (then that instance still hears from the node and owns its fate).
 func (s *Service) forget(ctx context.Context, f forgetJob) {
 	key := buckets.NodeKey(f.id)
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, kvTimeout)
 	defer cancel()
 	rev := f.rev
 	if rev == 0 {
@@ -178,6 +185,6 @@ func (s *Service) forget(ctx context.Context, f forgetJob) {
 	}
 	err := s.health.Delete(dctx, key, jetstream.LastRevision(rev))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		s.log.Warn().Err(err).Str("node", f.id).Msg("delete fed_health key")
+		s.log.Warn().Err(err).Str(logging.KeyNode, f.id).Msg("delete fed_health key")
 	}
 }
