@@ -77,7 +77,11 @@ func (c *Client) Close() error {
 	for _, cl := range calls {
 		cl.fail(ErrClosed)
 	}
-	return c.sub.Unsubscribe()
+	// a closed connection has dropped the subscription already
+	if err := c.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("fedmesh client: drop reply subscription: %w", err)
+	}
+	return nil
 }
 
 // Duplicates counts streams dropped because another node answered first.

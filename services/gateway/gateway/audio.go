@@ -6,22 +6,12 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/nats-io/nats.go"
-
+	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// transcribeParams travel in Fed-Params; the body is the raw audio.
-type transcribeParams struct {
-	Model          string `json:"model,omitempty"`
-	Language       string `json:"language,omitempty"`
-	Prompt         string `json:"prompt,omitempty"`
-	Filename       string `json:"filename,omitempty"`
-	ResponseFormat string `json:"response_format,omitempty"`
-	Temperature    string `json:"temperature,omitempty"`
-}
-
-// transcriptions handles the multipart upload of POST /v1/audio/transcriptions.
+// transcriptions handles the multipart upload of POST /v1/audio/transcriptions:
+// the file is the body, the other fields travel in Fed-Params.
 func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c caller) {
 	if err := r.ParseMultipartForm(8 << 20); err != nil {
 		var tooBig *http.MaxBytesError
@@ -44,7 +34,7 @@ func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c calle
 		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "read form field file: %v", err))
 		return
 	}
-	p := transcribeParams{Model: r.FormValue("model"), Language: r.FormValue("language"), Prompt: r.FormValue("prompt"),
+	p := wire.TranscribeParams{Model: r.FormValue("model"), Language: r.FormValue("language"), Prompt: r.FormValue("prompt"),
 		Filename: fh.Filename, ResponseFormat: r.FormValue("response_format"), Temperature: r.FormValue("temperature")}
 	x := s.begin(w, r, c, p.Model, wire.CapTranscribe)
 	if x == nil {
@@ -53,7 +43,7 @@ func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c calle
 	defer x.cancel()
 	params, _ := json.Marshal(p)
 	x.req.Body = audio
-	x.req.Header = nats.Header{wire.HdrParams: []string{string(params)}}
+	x.req.Header.Set(wire.HdrParams, string(params))
 	resp := x.infer(w)
 	if resp == nil {
 		return
@@ -70,20 +60,14 @@ func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c calle
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = io.WriteString(w, text)
+		x.ok(http.StatusOK, resp.Node, resp.Tokens)
 	default:
-		if !json.Valid(resp.Body) {
-			s.fail(w, c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,
-				Description: "node answered a transcription that is not JSON"})
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(resp.Body)
+		x.relayJSON(w, resp, "a transcription")
 	}
-	x.ok(http.StatusOK, resp.Node, resp.Tokens)
 }
 
 type speechRequest struct {
-	Model          string `json:"model"`
+	modelRequest
 	ResponseFormat string `json:"response_format"`
 }
 
@@ -94,23 +78,16 @@ var speechTypes = map[string]string{"mp3": "audio/mpeg", "opus": "audio/ogg", "a
 
 func (s *Service) speech(w http.ResponseWriter, r *http.Request, c caller) {
 	var sr speechRequest
-	body := s.readJSON(w, r, c, &sr)
-	if body == nil {
-		return
-	}
-	x, resp := s.whole(w, r, c, sr.Model, wire.CapSynthesize, body)
-	if resp == nil {
-		return
-	}
-	defer x.cancel()
-	ct := resp.Header.Get(wire.HdrContentType)
-	if ct == "" {
-		ct = speechTypes[sr.ResponseFormat]
-	}
-	if ct == "" {
-		ct = "audio/mpeg"
-	}
-	w.Header().Set("Content-Type", ct)
-	_, _ = w.Write(resp.Body)
-	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+	s.passThrough(w, r, c, wire.CapSynthesize, &sr, func(x *exchange, resp *client.Response) {
+		ct := resp.Header.Get(wire.HdrContentType)
+		if ct == "" {
+			ct = speechTypes[sr.ResponseFormat]
+		}
+		if ct == "" {
+			ct = "audio/mpeg"
+		}
+		w.Header().Set("Content-Type", ct)
+		_, _ = w.Write(resp.Body)
+		x.ok(http.StatusOK, resp.Node, resp.Tokens)
+	})
 }

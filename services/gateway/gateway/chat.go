@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -150,7 +151,7 @@ func (s *Service) text(w http.ResponseWriter, r *http.Request, c caller, f textF
 // streamText relays the mesh's chunks as SSE. Headers wait for the first
 // chunk, so a request the mesh refuses still gets its HTTP error status.
 func (s *Service) streamText(w http.ResponseWriter, x *exchange, f textFormat, model string, includeUsage bool) {
-	stop := context.AfterFunc(s.stopStreams, x.cancel)
+	stop := context.AfterFunc(s.streams, x.cancel)
 	defer stop()
 	st, err := s.cl.InferStream(x.ctx, x.req)
 	if err != nil {
@@ -161,65 +162,105 @@ func (s *Service) streamText(w http.ResponseWriter, x *exchange, f textFormat, m
 	s.metrics.streams.Inc()
 	defer s.metrics.streams.Dec()
 
-	sse := newSSE(w)
-	id, created := f.idPrefix+x.req.RequestID, time.Now().Unix()
-	chunk := func(choice any) error {
-		return sse.data(textObject{ID: id, Object: f.chunkObject, Created: created, Model: model, Choices: []any{choice}})
-	}
-	var node string
-	var carry []byte
-	first := true
+	ts := &textStream{x: x, w: w, sse: newSSE(w), f: f, id: f.idPrefix + x.req.RequestID,
+		created: time.Now().Unix(), model: model, first: true}
 	for ch, err := range st.Chunks() {
 		if err != nil {
-			we := toWire(err, x.req.RequestID)
-			if s.stopStreams.Err() != nil && we.Code == wire.CodeCanceled {
-				we = &wire.Error{Code: wire.CodeNoCapacity, Description: "gateway is shutting down", RequestID: x.req.RequestID, Node: node}
-			}
-			if !sse.started {
-				s.fail(w, x.c, x.req, node, we)
-				return
-			}
-			_ = sse.data(errorBody(we)) // the SDKs raise an APIError on an error event
-			s.record(x.c, x.req, node, we, x.ttft)
+			ts.fail(err)
 			return
 		}
-		if !sse.started {
-			node = ch.Node
-			x.ttft = time.Since(x.c.start)
-			w.Header().Set(hdrNode, node)
-			sse.start()
-		}
-		var text []byte
-		text, carry = splitIncompleteUTF8(append(carry, ch.Data...))
-		if len(text) == 0 && !first {
-			continue
-		}
-		if err := chunk(f.delta(string(text), first)); err != nil {
+		if err := ts.relay(ch); err != nil {
 			// The client is gone: leaving the loop lets Close cancel the request.
-			s.record(x.c, x.req, node, &wire.Error{Code: wire.CodeCanceled, Description: "write to client: " + err.Error(), RequestID: x.req.RequestID}, x.ttft)
+			s.record(x.c, x.req, ts.node, &wire.Error{Code: wire.CodeCanceled, Description: "write to client: " + err.Error(), RequestID: x.req.RequestID}, x.ttft)
 			return
 		}
-		first = false
 	}
 	res, err := st.Result()
 	if err != nil { // Chunks already yielded it; unreachable but cheap
-		s.fail(w, x.c, x.req, node, err)
+		s.fail(w, x.c, x.req, ts.node, err)
 		return
 	}
-	if !sse.started {
-		w.Header().Set(hdrNode, res.Node)
-		sse.start()
+	ts.finish(res, includeUsage)
+}
+
+// textStream is one chat or completions answer on its way out as SSE.
+type textStream struct {
+	x       *exchange
+	w       http.ResponseWriter
+	sse     *sseWriter
+	f       textFormat
+	id      string
+	created int64
+	model   string
+	node    string // the node whose chunks these are, once the first came
+	carry   []byte // the start of a character the last chunk cut in two
+	first   bool   // no delta written yet: the next one carries the role
+}
+
+// relay writes one mesh chunk as an SSE chunk, starting the response at the
+// first. An error means the client is gone.
+func (ts *textStream) relay(ch client.Chunk) error {
+	if !ts.sse.started {
+		ts.node = ch.Node
+		ts.x.ttft = time.Since(ts.x.c.start)
+		ts.begin(ts.node)
 	}
-	if first || len(carry) > 0 {
-		_ = chunk(f.delta(string(carry), first))
+	var text []byte
+	text, ts.carry = splitIncompleteUTF8(append(ts.carry, ch.Data...))
+	if len(text) == 0 && !ts.first {
+		return nil
 	}
-	_ = chunk(f.finish())
+	if err := ts.choice(ts.f.delta(string(text), ts.first)); err != nil {
+		return err
+	}
+	ts.first = false
+	return nil
+}
+
+// fail ends the stream with err: as the HTTP error when nothing was sent
+// yet, else as a final error event (the SDKs raise an APIError on it).
+func (ts *textStream) fail(err error) {
+	x := ts.x
+	we := toWire(err, x.req.RequestID)
+	if x.s.streams.Err() != nil && we.Code == wire.CodeCanceled {
+		we = shuttingDown(x.req.RequestID)
+		we.Node = ts.node
+	}
+	if !ts.sse.started {
+		x.s.fail(ts.w, x.c, x.req, ts.node, we)
+		return
+	}
+	_ = ts.sse.data(errorBody(we))
+	x.s.record(x.c, x.req, ts.node, we, x.ttft)
+}
+
+// finish writes what is left after the last chunk: held-back bytes, the
+// finish_reason chunk, usage when asked for, and [DONE].
+func (ts *textStream) finish(res *client.Response, includeUsage bool) {
+	if !ts.sse.started {
+		ts.begin(res.Node)
+	}
+	if ts.first || len(ts.carry) > 0 {
+		_ = ts.choice(ts.f.delta(string(ts.carry), ts.first))
+	}
+	_ = ts.choice(ts.f.finish())
 	if includeUsage {
 		u := tokensUsage(res.Tokens)
-		_ = sse.data(textObject{ID: id, Object: f.chunkObject, Created: created, Model: model, Choices: []any{}, Usage: &u})
+		_ = ts.sse.data(ts.object([]any{}, &u))
 	}
-	_ = sse.done()
-	x.ok(http.StatusOK, res.Node, res.Tokens)
+	_ = ts.sse.done()
+	ts.x.ok(http.StatusOK, res.Node, res.Tokens)
+}
+
+func (ts *textStream) begin(node string) {
+	ts.w.Header().Set(hdrNode, node)
+	ts.sse.start()
+}
+
+func (ts *textStream) choice(c any) error { return ts.sse.data(ts.object([]any{c}, nil)) }
+
+func (ts *textStream) object(choices []any, u *usage) textObject {
+	return textObject{ID: ts.id, Object: ts.f.chunkObject, Created: ts.created, Model: ts.model, Choices: choices, Usage: u}
 }
 
 // modelName is what the answer says served it: the asked model, or the

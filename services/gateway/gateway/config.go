@@ -7,28 +7,48 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// Config of a gateway. Zero Subjects means prefix "fed".
+// Defaults of Config (DESIGN §6). A zero field of Config means its default.
+const (
+	// DefaultAddr is the HTTP listen address.
+	DefaultAddr = "127.0.0.1:8080"
+	// DefaultTimeout is the end-to-end deadline of one request (DESIGN request_timeout).
+	DefaultTimeout = wire.DefaultTimeout
+	// DefaultCatalogTimeout bounds the fed.catalog.list request behind GET /v1/models.
+	DefaultCatalogTimeout = 5 * time.Second
+	// DefaultMaxBodyBytes bounds a request body: room for a long audio upload.
+	DefaultMaxBodyBytes = 32 << 20
+	// DefaultShutdownGrace is how long Stop lets non-streamed requests finish.
+	DefaultShutdownGrace = 5 * time.Second
+)
+
+// Config of a gateway. The zero value is DefaultConfig() without keys.
 type Config struct {
+	// Subjects is the subject namespace; the zero value uses prefix "fed".
 	Subjects subject.Space
-	// Addr is the HTTP listen address; "127.0.0.1:0" picks a free port (see Service.Addr).
+	// Addr is the HTTP listen address; "127.0.0.1:0" picks a free port (see
+	// Service.Addr); "" means DefaultAddr.
 	Addr string
 	// Keys maps an API key (the Bearer token) to its tenant. An empty map
 	// refuses every /v1 request with 401.
 	Keys map[string]Tenant
-	// Timeout is the end-to-end deadline of one request (DESIGN request_timeout).
+	// Timeout is the end-to-end deadline of one request; 0 means DefaultTimeout.
 	// X-Fed-Timeout-Ms may shorten it, never lengthen it.
 	Timeout time.Duration
-	// CatalogTimeout bounds the fed.catalog.list request behind GET /v1/models.
+	// CatalogTimeout bounds the fed.catalog.list request behind GET /v1/models;
+	// 0 means DefaultCatalogTimeout.
 	CatalogTimeout time.Duration
-	// MaxBodyBytes bounds a request body (audio uploads are the big ones).
+	// MaxBodyBytes bounds a request body; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// ShutdownGrace is how long Stop lets non-streamed requests finish.
+	// ShutdownGrace is how long Stop lets non-streamed requests finish; 0
+	// means DefaultShutdownGrace.
 	ShutdownGrace time.Duration
 }
 
@@ -51,64 +71,65 @@ type Tenant struct {
 func DefaultConfig() Config {
 	return Config{
 		Subjects:       subject.Default,
-		Addr:           "127.0.0.1:8080",
-		Timeout:        wire.DefaultTimeout,
-		CatalogTimeout: 5 * time.Second,
-		MaxBodyBytes:   32 << 20,
-		ShutdownGrace:  5 * time.Second,
+		Addr:           DefaultAddr,
+		Timeout:        DefaultTimeout,
+		CatalogTimeout: DefaultCatalogTimeout,
+		MaxBodyBytes:   DefaultMaxBodyBytes,
+		ShutdownGrace:  DefaultShutdownGrace,
 	}
 }
 
-// withDefaults fills zero fields so a partly filled Config works.
+// withDefaults fills every zero field with its default.
 func (c Config) withDefaults() Config {
-	d := DefaultConfig()
 	if c.Subjects.Prefix == "" {
-		c.Subjects = d.Subjects
+		c.Subjects = subject.Default
 	}
 	if c.Addr == "" {
-		c.Addr = d.Addr
+		c.Addr = DefaultAddr
 	}
 	if c.Timeout == 0 {
-		c.Timeout = d.Timeout
+		c.Timeout = DefaultTimeout
 	}
 	if c.CatalogTimeout == 0 {
-		c.CatalogTimeout = d.CatalogTimeout
+		c.CatalogTimeout = DefaultCatalogTimeout
 	}
 	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = d.MaxBodyBytes
+		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = d.ShutdownGrace
+		c.ShutdownGrace = DefaultShutdownGrace
 	}
 	return c
 }
 
-func (c Config) validate() error {
+// Validate reports the first field that no default can stand for, then the
+// first key whose tenant is invalid.
+func (c Config) Validate() error {
 	switch {
 	case c.Timeout < 0 || c.Timeout > wire.MaxTimeout:
-		return fmt.Errorf("gateway config: timeout %v: want 1ms to %v", c.Timeout, wire.MaxTimeout)
+		return fmt.Errorf("gateway config: timeout must be >= 0 and <= %s, got %s", wire.MaxTimeout, c.Timeout)
 	case c.CatalogTimeout < 0:
-		return fmt.Errorf("gateway config: catalog timeout %v is negative", c.CatalogTimeout)
+		return fmt.Errorf("gateway config: catalog_timeout must be >= 0, got %s", c.CatalogTimeout)
 	case c.MaxBodyBytes < 0:
-		return fmt.Errorf("gateway config: max body bytes %d is negative", c.MaxBodyBytes)
+		return fmt.Errorf("gateway config: max_body_bytes must be >= 0, got %d", c.MaxBodyBytes)
 	case c.ShutdownGrace < 0:
-		return fmt.Errorf("gateway config: shutdown grace %v is negative", c.ShutdownGrace)
+		return fmt.Errorf("gateway config: shutdown_grace must be >= 0, got %s", c.ShutdownGrace)
 	}
-	var errs []error
-	for key, t := range c.Keys {
-		if err := t.validate(); err != nil {
-			errs = append(errs, fmt.Errorf("gateway config: key %s: %w", redact(key), err))
+	for _, key := range slices.Sorted(maps.Keys(c.Keys)) { // sorted: the same key is reported every time
+		if err := c.Keys[key].validate(); err != nil {
+			return fmt.Errorf("gateway config: keys: key %s: %w", redact(key), err)
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 func (t Tenant) validate() error {
 	if t.ID == "" {
 		return errors.New("tenant is empty")
 	}
-	if len(t.ID) > 256 {
-		return fmt.Errorf("tenant %.32q… is longer than 256 bytes", t.ID)
+	if len(t.ID) > wire.MaxTenantLen {
+		// The router refuses a longer Fed-Tenant: such a key could serve nothing.
+		return fmt.Errorf("tenant %.32q… is longer than %d bytes", t.ID, wire.MaxTenantLen)
 	}
 	if _, err := wire.ParsePrivacy(t.Privacy); err != nil {
 		return fmt.Errorf("tenant %s: privacy: %w", t.ID, err)

@@ -9,12 +9,20 @@ import (
 	"math"
 	"net/http"
 
+	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 type embeddingsRequest struct {
-	Model          string `json:"model"`
+	modelRequest
 	EncodingFormat string `json:"encoding_format"`
+}
+
+func (er *embeddingsRequest) validate() error {
+	if er.EncodingFormat != "" && er.EncodingFormat != "float" && er.EncodingFormat != "base64" {
+		return wire.Errorf(wire.CodeBadRequest, "encoding_format %q: want float or base64", er.EncodingFormat)
+	}
+	return nil
 }
 
 type embeddingsResponse struct {
@@ -32,29 +40,14 @@ type embedding struct {
 
 func (s *Service) embeddings(w http.ResponseWriter, r *http.Request, c caller) {
 	var er embeddingsRequest
-	body := s.readJSON(w, r, c, &er)
-	if body == nil {
-		return
-	}
-	if er.EncodingFormat != "" && er.EncodingFormat != "float" && er.EncodingFormat != "base64" {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "encoding_format %q: want float or base64", er.EncodingFormat))
-		return
-	}
-	x, resp := s.whole(w, r, c, er.Model, wire.CapEmbed, body)
-	if resp == nil {
-		return
-	}
-	defer x.cancel()
-	out, err := convertEmbeddings(resp.Body, er.EncodingFormat == "base64", modelName(er.Model, resp.Header.Get(wire.HdrModel)), resp.Tokens)
-	if err != nil {
-		s.fail(w, c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,
-			Description: "node answered invalid embeddings JSON: " + err.Error()})
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(out)
-	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+	s.passThrough(w, r, c, wire.CapEmbed, &er, func(x *exchange, resp *client.Response) {
+		out, err := convertEmbeddings(resp.Body, er.EncodingFormat == "base64", modelName(er.Model, resp.Header.Get(wire.HdrModel)), resp.Tokens)
+		if err != nil {
+			x.badOutput(w, resp, "node answered invalid embeddings JSON: "+err.Error())
+			return
+		}
+		x.answerJSON(w, resp, out)
+	})
 }
 
 // convertEmbeddings reads a node's OpenAI embeddings JSON (untrusted: it

@@ -29,53 +29,54 @@ type errorKind struct {
 	code   string
 }
 
-// kindOf maps a wire code to the HTTP status and OpenAI error type/code.
+// errorKinds maps a wire code to the HTTP status and OpenAI error type/code.
 // 499 (client closed) has no standard status: it only reaches logs and metrics.
+var errorKinds = map[int]errorKind{
+	wire.CodeBadRequest:              {http.StatusBadRequest, "invalid_request_error", "bad_request"},
+	wire.CodeUnauthorized:            {http.StatusUnauthorized, "invalid_request_error", "invalid_api_key"},
+	wire.CodePrivacy:                 {http.StatusForbidden, "permission_error", "privacy_violation"},
+	wire.CodeNotFound:                {http.StatusNotFound, "invalid_request_error", "model_not_found"},
+	wire.CodeConflict:                {http.StatusConflict, "invalid_request_error", "conflict"},
+	wire.CodeOverloaded:              {http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"},
+	wire.CodeCanceled:                {wire.CodeCanceled, "invalid_request_error", "client_closed_request"},
+	wire.CodeNoCapacity:              {http.StatusServiceUnavailable, "server_error", "no_capacity"},
+	wire.CodeTimeout:                 {http.StatusGatewayTimeout, "server_error", "timeout"},
+	http.StatusRequestEntityTooLarge: {http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large"},
+	http.StatusMethodNotAllowed:      {http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed"},
+}
+
+// internalError is the kind of every code errorKinds does not name.
+var internalError = errorKind{http.StatusInternalServerError, "server_error", "internal_error"}
+
 func kindOf(code int) errorKind {
-	switch code {
-	case wire.CodeBadRequest:
-		return errorKind{http.StatusBadRequest, "invalid_request_error", "bad_request"}
-	case wire.CodeUnauthorized:
-		return errorKind{http.StatusUnauthorized, "invalid_request_error", "invalid_api_key"}
-	case wire.CodePrivacy:
-		return errorKind{http.StatusForbidden, "permission_error", "privacy_violation"}
-	case wire.CodeNotFound:
-		return errorKind{http.StatusNotFound, "invalid_request_error", "model_not_found"}
-	case wire.CodeConflict:
-		return errorKind{http.StatusConflict, "invalid_request_error", "conflict"}
-	case wire.CodeOverloaded:
-		return errorKind{http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded"}
-	case wire.CodeCanceled:
-		return errorKind{wire.CodeCanceled, "invalid_request_error", "client_closed_request"}
-	case wire.CodeNoCapacity:
-		return errorKind{http.StatusServiceUnavailable, "server_error", "no_capacity"}
-	case wire.CodeTimeout:
-		return errorKind{http.StatusGatewayTimeout, "server_error", "timeout"}
-	case http.StatusRequestEntityTooLarge:
-		return errorKind{http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large"}
-	case http.StatusMethodNotAllowed:
-		return errorKind{http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed"}
-	default:
-		return errorKind{http.StatusInternalServerError, "server_error", "internal_error"}
+	if k, ok := errorKinds[code]; ok {
+		return k
 	}
+	return internalError
 }
 
 // toWire turns any error of a request into a *wire.Error with the right code:
 // the mesh's own, 499 when the HTTP client went away, 504 on deadline.
 func toWire(err error, requestID string) *wire.Error {
 	var we *wire.Error
-	switch {
-	case errors.As(err, &we):
+	if errors.As(err, &we) {
 		return we
-	case errors.Is(err, context.Canceled):
-		return &wire.Error{Code: wire.CodeCanceled, Description: "client closed the request", RequestID: requestID}
-	case errors.Is(err, context.DeadlineExceeded):
-		return &wire.Error{Code: wire.CodeTimeout, Description: "no answer before the deadline", RequestID: requestID}
-	case errors.Is(err, client.ErrClosed):
-		return &wire.Error{Code: wire.CodeNoCapacity, Description: "gateway is shutting down", RequestID: requestID}
-	default:
-		return &wire.Error{Code: wire.CodeInternal, Description: err.Error(), RequestID: requestID}
 	}
+	we = &wire.Error{Code: wire.CodeInternal, Description: err.Error(), RequestID: requestID}
+	switch {
+	case errors.Is(err, context.Canceled):
+		we.Code, we.Description = wire.CodeCanceled, "client closed the request"
+	case errors.Is(err, context.DeadlineExceeded):
+		we.Code, we.Description = wire.CodeTimeout, "no answer before the deadline"
+	case errors.Is(err, client.ErrClosed):
+		we = shuttingDown(requestID)
+	}
+	return we
+}
+
+// shuttingDown is the error of a request a stopping gateway gives up.
+func shuttingDown(requestID string) *wire.Error {
+	return &wire.Error{Code: wire.CodeNoCapacity, Description: "gateway is shutting down", RequestID: requestID}
 }
 
 func errorBody(we *wire.Error) apiError {

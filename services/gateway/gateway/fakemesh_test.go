@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/shared/api"
@@ -135,7 +133,7 @@ func (f *fakeMesh) serve(m *nats.Msg) {
 		pub(node.Done([]byte(`{"object":"list","data":[{"object":"embedding","embedding":[0.5,-1,2],"index":0}],"model":"emb-1"}`),
 			wire.DoneInfo{Tokens: 3}))
 	case wire.CapTranscribe:
-		var p transcribeParams
+		var p wire.TranscribeParams
 		_ = json.Unmarshal([]byte(m.Header.Get(wire.HdrParams)), &p)
 		out, _ := json.Marshal(map[string]string{"text": "heard " + string(m.Data) + " from " + p.Filename + " in " + p.Language})
 		pub(node.Done(out, wire.DoneInfo{}))
@@ -156,9 +154,22 @@ func (f *fakeMesh) next(t *testing.T) seen {
 	select {
 	case s := <-f.seen:
 		return s
-	case <-time.After(3 * time.Second):
+	case <-time.After(natsembed.WaitFor):
 		t.Fatal("the mesh received no request")
 		return seen{}
+	}
+}
+
+// nextCancel returns the request id of the next fed.cancel.<id> the mesh
+// received; none in time fails the test with missing.
+func (f *fakeMesh) nextCancel(t *testing.T, missing string) string {
+	t.Helper()
+	select {
+	case id := <-f.cancels:
+		return id
+	case <-time.After(natsembed.WaitFor):
+		t.Fatal(missing)
+		return ""
 	}
 }
 
@@ -193,10 +204,9 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	gw, err := New(gwConn, cfg, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+	gw, err := New(gwConn, cfg, natsembed.Logger(t))
 	require.NoError(t, err)
-	require.NoError(t, gw.Start(context.Background()))
-	t.Cleanup(func() { _ = gw.Stop() })
+	natsembed.RunForTest(t, gw)
 	return &env{gw: gw, mesh: mesh, gwConn: gwConn, base: "http://" + gw.Addr()}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -42,21 +43,50 @@ func (s *Service) begin(w http.ResponseWriter, r *http.Request, c caller, model,
 	return &exchange{s: s, c: c, req: req, ctx: ctx, cancel: cancel}
 }
 
-// whole runs a non-streamed request with body as its payload: begin, then
-// infer. On error it has answered already and returns nils; otherwise the
-// caller owns x and must call x.cancel when done.
-func (s *Service) whole(w http.ResponseWriter, r *http.Request, c caller, model, capability string, body []byte) (*exchange, *client.Response) {
-	x := s.begin(w, r, c, model, capability)
+// modelRequest is what the gateway reads of a pass-through JSON body: the
+// model to route by. The body itself goes to the node unchanged.
+type modelRequest struct {
+	Model string `json:"model"`
+}
+
+func (m *modelRequest) model() string { return m.Model }
+
+// validate accepts any body that is JSON; requests with more rules override it.
+func (m *modelRequest) validate() error { return nil }
+
+// jsonRequest is a pass-through body as the gateway decodes it.
+type jsonRequest interface {
+	model() string
+	// validate checks the fields the gateway reads; its error is a 400.
+	validate() error
+}
+
+// passThrough reads r's JSON body into v, checks it, runs the body as it is
+// through the mesh as capability and hands the answer to answer. On error it
+// answers the client itself.
+func (s *Service) passThrough(w http.ResponseWriter, r *http.Request, c caller, capability string, v jsonRequest,
+	answer func(x *exchange, resp *client.Response)) {
+	body, err := readBody(r)
+	if err == nil {
+		if jerr := json.Unmarshal(body, v); jerr != nil {
+			err = wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", jerr)
+		} else {
+			err = v.validate()
+		}
+	}
+	if err != nil {
+		s.fail(w, c, fallbackReq(r), "", err)
+		return
+	}
+	x := s.begin(w, r, c, v.model(), capability)
 	if x == nil {
-		return nil, nil
+		return
 	}
+	defer x.cancel()
 	x.req.Body = body
-	resp := x.infer(w)
-	if resp == nil {
-		x.cancel()
-		return nil, nil
+	if resp := x.infer(w); resp != nil {
+		answer(x, resp)
 	}
-	return x, resp
 }
 
 // infer runs a non-streamed request; on error it has answered already.
@@ -75,8 +105,32 @@ func (x *exchange) ok(status int, node string, tokens int) {
 	x.cancel()
 	x.s.metrics.observe(observation{endpoint: x.c.endpoint, model: x.req.Model, tenant: x.c.tenant.ID, node: node,
 		status: status, tokens: tokens, elapsed: time.Since(x.c.start), ttft: x.ttft})
-	x.s.log.Debug().Str("request_id", x.req.RequestID).Str("endpoint", x.c.endpoint).Str("tenant", x.c.tenant.ID).
-		Str("model", x.req.Model).Str("node", node).Int("tokens", tokens).Dur("elapsed", time.Since(x.c.start)).Msg("request completed")
+	x.s.log.Debug().Str(logging.KeyRequest, x.req.RequestID).Str("endpoint", x.c.endpoint).Str(logging.KeyTenant, x.c.tenant.ID).
+		Str(logging.KeyModel, x.req.Model).Str(logging.KeyNode, node).Int("tokens", tokens).
+		Dur(logging.KeyElapsed, time.Since(x.c.start)).Msg("request completed")
+}
+
+// relayJSON answers with the node's own JSON output; what names that output
+// in the error when it is not JSON.
+func (x *exchange) relayJSON(w http.ResponseWriter, resp *client.Response, what string) {
+	if !json.Valid(resp.Body) {
+		x.badOutput(w, resp, "node answered "+what+" that is not JSON")
+		return
+	}
+	x.answerJSON(w, resp, resp.Body)
+}
+
+// answerJSON writes body, a JSON answer built from resp, and records success.
+func (x *exchange) answerJSON(w http.ResponseWriter, resp *client.Response, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(body)
+	x.ok(http.StatusOK, resp.Node, resp.Tokens)
+}
+
+// badOutput answers 500 for a node's answer the gateway cannot pass on.
+func (x *exchange) badOutput(w http.ResponseWriter, resp *client.Response, description string) {
+	x.s.fail(w, x.c, x.req, resp.Node, &wire.Error{Code: wire.CodeInternal, RequestID: x.req.RequestID, Node: resp.Node,
+		Description: description})
 }
 
 // fail answers with the OpenAI error for err and records it. node is the
@@ -87,7 +141,7 @@ func (s *Service) fail(w http.ResponseWriter, c caller, req client.Request, node
 		node = we.Node
 	}
 	writeError(w, we)
-	s.record(c, req, node, we, time.Duration(0))
+	s.record(c, req, node, we, 0)
 }
 
 func (s *Service) record(c caller, req client.Request, node string, we *wire.Error, ttft time.Duration) {
@@ -97,8 +151,9 @@ func (s *Service) record(c caller, req client.Request, node string, we *wire.Err
 	if we.Code >= 500 && we.Code != wire.CodeNoCapacity && we.Code != wire.CodeTimeout {
 		ev = s.log.Warn()
 	}
-	ev.Str("request_id", req.RequestID).Str("endpoint", c.endpoint).Str("tenant", c.tenant.ID).Str("model", req.Model).
-		Str("node", node).Int("code", we.Code).Str("error", we.Description).Msg("request failed")
+	ev.Str(logging.KeyRequest, req.RequestID).Str("endpoint", c.endpoint).Str(logging.KeyTenant, c.tenant.ID).
+		Str(logging.KeyModel, req.Model).Str(logging.KeyNode, node).Int("code", we.Code).Str("error", we.Description).
+		Msg("request failed")
 }
 
 // readBody reads a whole request body; too large is 413, a broken read 400.
@@ -113,19 +168,4 @@ func readBody(r *http.Request) ([]byte, error) {
 		return nil, wire.Errorf(wire.CodeBadRequest, "read request body: %v", err)
 	}
 	return b, nil
-}
-
-// readJSON reads r's body and decodes it into v. On failure it answers the
-// client (400, or the read error) and returns nil.
-func (s *Service) readJSON(w http.ResponseWriter, r *http.Request, c caller, v any) []byte {
-	body, err := readBody(r)
-	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
-		return nil
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err))
-		return nil
-	}
-	return body
 }

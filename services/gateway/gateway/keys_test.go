@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -91,35 +89,6 @@ func TestParseKeysEnv(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
-}
-
-func TestNewValidatesConfig(t *testing.T) {
-	nc := &nats.Conn{}
-	cases := []struct {
-		name   string
-		mutate func(*Config)
-		ok     bool
-	}{
-		{"defaults", func(*Config) {}, true},
-		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, false},
-		{"bad tenant privacy", func(c *Config) { c.Keys = map[string]Tenant{"k": {ID: "t", Privacy: "nope"}} }, false},
-		{"empty tenant", func(c *Config) { c.Keys = map[string]Tenant{"k": {}} }, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := DefaultConfig()
-			tc.mutate(&cfg)
-			_, err := New(nc, cfg, zerolog.Nop())
-			if tc.ok {
-				assert.NoError(t, err)
-			} else {
-				assert.Error(t, err)
-			}
-		})
-	}
-	_, err := New(nil, DefaultConfig(), zerolog.Nop())
-	assert.Error(t, err)
-	assert.Equal(t, "127.0.0.1:8080", DefaultConfig().Addr)
 }
 
 func TestLimiter(t *testing.T) {

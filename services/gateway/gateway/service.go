@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,8 +16,16 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
+
+// readHeaderTimeout bounds how long a client may take to send its request
+// headers (slowloris); bodies are bounded by each request's deadline.
+const readHeaderTimeout = 10 * time.Second
+
+var _ servicecmd.Service = (*Service)(nil)
 
 // Service is a running gateway.
 type Service struct {
@@ -29,91 +36,93 @@ type Service struct {
 	metrics *metrics
 	limits  *limiter
 
-	mu       sync.Mutex
-	cl       *client.Client
-	srv      *http.Server
-	ln       net.Listener
-	serveErr chan error
-	// stopStreams is cancelled by Stop: open SSE streams end (and are
-	// cancelled in the mesh) instead of holding shutdown up.
-	stopStreams context.Context
-	cancel      context.CancelFunc
+	life  lifecycle.Guard
+	group *lifecycle.Group // the HTTP serve loop
+	cl    *client.Client
+	srv   *http.Server
+	ln    net.Listener
+	// serveErr is what Serve returned; read once group has stopped.
+	serveErr error
+	// streams is cancelled by Stop: open SSE streams end (and are cancelled
+	// in the mesh) instead of holding shutdown up.
+	streams    context.Context
+	endStreams context.CancelFunc
 }
 
-// New validates cfg and builds a gateway; Start makes it listen.
+// New validates cfg (zero fields take their defaults) and builds a gateway;
+// Start makes it listen.
 func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	if nc == nil {
 		return nil, errors.New("gateway: nil NATS connection")
 	}
 	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	streams, endStreams := context.WithCancel(context.Background())
 	return &Service{nc: nc, cfg: cfg, log: log, keys: hashKeys(cfg.Keys),
-		metrics: newMetrics(), limits: newLimiter()}, nil
+		metrics: newMetrics(), limits: newLimiter(), group: lifecycle.NewGroup(),
+		streams: streams, endStreams: endStreams}, nil
 }
 
 // Start opens the SDK client and the listener; it returns once the gateway
-// accepts connections.
-func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.srv != nil {
-		return errors.New("gateway: already started")
-	}
+// accepts connections. It runs once; a failed Start leaves nothing open.
+func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.start, s.stop) }
+
+// Stop stops accepting requests, ends open streams (cancelling them in the
+// mesh), lets other requests finish for ShutdownGrace, then closes. It is
+// idempotent.
+func (s *Service) Stop() error { return s.life.Stop(s.stop) }
+
+func (s *Service) start(ctx context.Context) error {
 	cl, err := client.New(s.nc, client.WithSubjects(s.cfg.Subjects))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
+	s.cl = cl
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
-		_ = cl.Close()
 		return fmt.Errorf("gateway: listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.stopStreams, s.cancel = context.WithCancel(context.Background())
-	s.cl, s.ln = cl, ln
-	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: nil}
-	s.serveErr = make(chan error, 1)
-	go func() { s.serveErr <- s.srv.Serve(ln) }()
+	s.ln = ln
+	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout}
+	s.srv = srv
+	s.group.Go(func(context.Context) { s.serveErr = srv.Serve(ln) })
 	s.log.Info().Str("addr", ln.Addr().String()).Int("keys", len(s.cfg.Keys)).Msg("gateway listening")
 	return nil
 }
 
-// Addr is the address the gateway listens on (the real port when Addr ended in :0).
+// stop undoes whatever start did, in order: streams, HTTP, then the client
+// the handlers used.
+func (s *Service) stop() error {
+	var err error
+	s.endStreams()
+	if s.srv != nil { // set in start right after the listener: nothing fails between
+		ctx, done := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+		if serr := s.srv.Shutdown(ctx); serr != nil {
+			err = errors.Join(fmt.Errorf("gateway %s: graceful shutdown: %w", s.ln.Addr(), serr), s.srv.Close())
+		}
+		done()
+		s.group.Stop() // Serve returned when Shutdown closed the listener
+		if s.serveErr != nil && !errors.Is(s.serveErr, http.ErrServerClosed) {
+			err = errors.Join(err, fmt.Errorf("gateway %s: serve: %w", s.ln.Addr(), s.serveErr))
+		}
+	}
+	if s.cl != nil {
+		err = errors.Join(err, s.cl.Close())
+	}
+	s.log.Info().Msg("gateway stopped")
+	return err
+}
+
+// Addr is the address the gateway listens on (the real port when Addr ended
+// in :0) once Start has returned; before, the configured one.
 func (s *Service) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.ln == nil {
 		return s.cfg.Addr
 	}
 	return s.ln.Addr().String()
-}
-
-// Stop stops accepting requests, ends open streams (cancelling them in the
-// mesh), lets other requests finish for ShutdownGrace, then closes.
-func (s *Service) Stop() error {
-	s.mu.Lock()
-	srv, cancel, cl, serveErr := s.srv, s.cancel, s.cl, s.serveErr
-	s.srv = nil
-	s.mu.Unlock()
-	if srv == nil {
-		return nil
-	}
-	cancel()
-	ctx, done := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
-	defer done()
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		err = errors.Join(fmt.Errorf("gateway: graceful shutdown: %w", err), srv.Close())
-	}
-	if serr := <-serveErr; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, fmt.Errorf("gateway: serve: %w", serr))
-	}
-	err = errors.Join(err, cl.Close())
-	s.log.Info().Msg("gateway stopped")
-	return err
 }
 
 func (s *Service) routes() http.Handler {

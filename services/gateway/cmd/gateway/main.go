@@ -2,50 +2,52 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
-	"os"
-
-	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/services/gateway/gateway"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(1)
+	o := options{cfg: gateway.DefaultConfig()}
+	servicecmd.Main(o.command())
+}
+
+// options are the gateway's own flags (each also FEDMESH_<FLAG>: the keys
+// flags are FEDMESH_API_KEYS_FILE and FEDMESH_API_KEYS).
+type options struct {
+	cfg      gateway.Config
+	keysFile string // --api-keys-file
+	keys     string // --api-keys
+}
+
+func (o *options) command() servicecmd.Command {
+	return servicecmd.Command{
+		Name: "gateway",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&o.cfg.Addr, "addr", o.cfg.Addr, "HTTP listen address")
+			fs.DurationVar(&o.cfg.Timeout, "timeout", o.cfg.Timeout, "end-to-end request timeout")
+			fs.StringVar(&o.keysFile, "api-keys-file", "", "API keys file, YAML or JSON")
+			fs.StringVar(&o.keys, "api-keys", "", "more API keys: a keys document in JSON, or key1=tenant1,key2=tenant2")
+		},
+		Build: func(env servicecmd.Env) (servicecmd.Service, error) {
+			keys, err := loadKeys(o.keysFile, o.keys)
+			if err != nil {
+				return nil, err
+			}
+			if len(keys) == 0 {
+				env.Log.Warn().Msg("no API keys configured (--api-keys-file or --api-keys): every /v1 request gets 401")
+			}
+			o.cfg.Keys = keys
+			o.cfg.Subjects.Prefix = env.Common.Prefix
+			return gateway.New(env.NC, o.cfg, env.Log)
+		},
 	}
 }
 
-func run() error {
-	cfg := gateway.DefaultConfig()
-	var common servicecmd.Common
-	common.Register(flag.CommandLine)
-	keysFile := flag.String("keys", os.Getenv("FEDMESH_API_KEYS_FILE"), "API keys file, YAML or JSON (env FEDMESH_API_KEYS_FILE); env FEDMESH_API_KEYS adds keys")
-	flag.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
-	flag.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "end-to-end request timeout")
-	flag.Parse()
-	cfg.Subjects.Prefix = common.Prefix
-
-	keys, err := loadKeys(*keysFile, os.Getenv("FEDMESH_API_KEYS"))
-	if err != nil {
-		return err
-	}
-	cfg.Keys = keys
-	return servicecmd.Run(common, "gateway", func(nc *nats.Conn, log zerolog.Logger) (servicecmd.Service, error) {
-		if len(keys) == 0 {
-			log.Warn().Msg("no API keys configured (--keys or FEDMESH_API_KEYS): every /v1 request gets 401")
-		}
-		return gateway.New(nc, cfg, log)
-	})
-}
-
-// loadKeys merges the keys file and FEDMESH_API_KEYS; a key in both is an error.
-func loadKeys(path, env string) (map[string]gateway.Tenant, error) {
+// loadKeys merges the keys file and the inline keys; a key in both is an error.
+func loadKeys(path, inline string) (map[string]gateway.Tenant, error) {
 	keys := map[string]gateway.Tenant{}
 	if path != "" {
 		k, err := gateway.LoadKeys(path)
@@ -54,16 +56,16 @@ func loadKeys(path, env string) (map[string]gateway.Tenant, error) {
 		}
 		keys = k
 	}
-	if env == "" {
+	if inline == "" {
 		return keys, nil
 	}
-	extra, err := gateway.ParseKeysEnv(env)
+	extra, err := gateway.ParseKeysEnv(inline)
 	if err != nil {
 		return nil, err
 	}
 	for k, t := range extra {
 		if _, dup := keys[k]; dup {
-			return nil, errors.New("FEDMESH_API_KEYS repeats a key of the keys file")
+			return nil, fmt.Errorf("--api-keys (FEDMESH_API_KEYS) repeats a key of the keys file %s", path)
 		}
 		keys[k] = t
 	}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/gateway/gateway"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
 func TestLoadKeys(t *testing.T) {
@@ -37,4 +40,21 @@ func TestLoadKeys(t *testing.T) {
 			assert.Equal(t, tc.want, got)
 		})
 	}
+}
+
+func TestFlagsAndEnv(t *testing.T) {
+	env := map[string]string{
+		"FEDMESH_API_KEYS_FILE": "/etc/fedmesh/keys.yaml",
+		"FEDMESH_API_KEYS":      "sk-env=envy",
+		"FEDMESH_ADDR":          "0.0.0.0:9000",
+		"FEDMESH_TIMEOUT":       "10s",
+	}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	o := options{cfg: gateway.DefaultConfig()}
+	_, err := servicecmd.Parse(o.command(), []string{"--addr", "127.0.0.1:0"}, lookup, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, "/etc/fedmesh/keys.yaml", o.keysFile)
+	assert.Equal(t, "sk-env=envy", o.keys)
+	assert.Equal(t, "127.0.0.1:0", o.cfg.Addr, "a flag wins over its variable")
+	assert.Equal(t, 10*time.Second, o.cfg.Timeout)
 }
