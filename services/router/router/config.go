@@ -16,7 +16,20 @@ import (
 // Version is what `nats micro info fed-router` reports.
 const Version = "0.1.0"
 
-// Config tunes one router instance.
+// Defaults of Config (DESIGN §4). A zero field of Config means its default.
+const (
+	// DefaultMaxInFlight bounds the requests being placed at once.
+	DefaultMaxInFlight = 4096
+	// DefaultOutstandingTTL is how long past its deadline an accepted
+	// dispatch without a completion outcome still counts as load.
+	DefaultOutstandingTTL = 5 * time.Second
+	// DefaultSweepInterval is how often such dispatches are swept.
+	DefaultSweepInterval = time.Second
+	// DefaultStopTimeout is how long Stop waits for requests being placed.
+	DefaultStopTimeout = 5 * time.Second
+)
+
+// Config tunes one router instance. The zero value is DefaultConfig().
 type Config struct {
 	// Subjects is the subject namespace; the zero value uses prefix "fed".
 	Subjects subject.Space
@@ -27,19 +40,19 @@ type Config struct {
 	// valid value, and again when that key is deleted. Zero value: record.DefaultPolicy().
 	Policy record.Policy
 	// MaxInFlight bounds the requests being placed at once (each runs on its
-	// own goroutine); over it the router answers 429 at once. Default 4096.
+	// own goroutine); over it the router answers 429 at once. 0 means DefaultMaxInFlight.
 	MaxInFlight int
-	// InstanceID names this router in logs and micro metadata; default a new nuid.
+	// InstanceID names this router in micro metadata; default a new nuid.
 	InstanceID string
 	// OutstandingTTL bounds how long an accepted dispatch counts as
 	// outstanding when its completion outcome never arrives, measured past
-	// the request's deadline. Default 5 s.
+	// the request's deadline. 0 means DefaultOutstandingTTL.
 	OutstandingTTL time.Duration
 	// SweepInterval is how often forgotten outstanding dispatches are
-	// swept. Default 1 s.
+	// swept. 0 means DefaultSweepInterval.
 	SweepInterval time.Duration
 	// StopTimeout bounds how long Stop waits for requests still being placed
-	// before cancelling them. Default 5 s.
+	// before cancelling them. 0 means DefaultStopTimeout.
 	StopTimeout time.Duration
 	// Buckets are the options passed to buckets.Ensure.
 	Buckets buckets.Options
@@ -52,40 +65,64 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Policy:         record.DefaultPolicy(),
-		MaxInFlight:    4096,
-		OutstandingTTL: 5 * time.Second,
-		SweepInterval:  time.Second,
-		StopTimeout:    5 * time.Second,
+		MaxInFlight:    DefaultMaxInFlight,
+		OutstandingTTL: DefaultOutstandingTTL,
+		SweepInterval:  DefaultSweepInterval,
+		StopTimeout:    DefaultStopTimeout,
 	}
 }
 
-func (c *Config) normalize() error {
+// Validate reports the first field that no default can stand for.
+func (c Config) Validate() error {
 	if c.Region != "" {
 		if err := wire.ValidateID("region", c.Region); err != nil {
 			return fmt.Errorf("router config: %w", err)
 		}
 	}
-	if c.Policy.Strategy == "" && c.Policy.MaxCandidates == 0 && c.Policy.AckTimeoutMs == 0 {
-		c.Policy = record.DefaultPolicy()
-	}
-	fillPolicyZeros(&c.Policy)
-	if err := c.Policy.Validate(); err != nil {
+	policy := basePolicy(c.Policy)
+	if err := policy.Validate(); err != nil {
 		return fmt.Errorf("router config: policy: %w", err)
 	}
 	if c.MaxInFlight < 0 {
 		return fmt.Errorf("router config: max_in_flight must be >= 0, got %d", c.MaxInFlight)
 	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 4096
+	if c.OutstandingTTL < 0 {
+		return fmt.Errorf("router config: outstanding_ttl must be >= 0, got %s", c.OutstandingTTL)
 	}
-	if c.OutstandingTTL <= 0 {
-		c.OutstandingTTL = 5 * time.Second
+	if c.SweepInterval < 0 {
+		return fmt.Errorf("router config: sweep_interval must be >= 0, got %s", c.SweepInterval)
 	}
-	if c.SweepInterval <= 0 {
-		c.SweepInterval = time.Second
-	}
-	if c.StopTimeout <= 0 {
-		c.StopTimeout = 5 * time.Second
+	if c.StopTimeout < 0 {
+		return fmt.Errorf("router config: stop_timeout must be >= 0, got %s", c.StopTimeout)
 	}
 	return nil
+}
+
+// withDefaults fills every zero field with its default.
+func (c Config) withDefaults() Config {
+	c.Policy = basePolicy(c.Policy)
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.OutstandingTTL == 0 {
+		c.OutstandingTTL = DefaultOutstandingTTL
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = DefaultSweepInterval
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	return c
+}
+
+// basePolicy is p with record.Policy's defaults for what p leaves out: a
+// policy without strategy, max_candidates and ack timeout was never set at
+// all and is the default one.
+func basePolicy(p record.Policy) record.Policy {
+	if p.Strategy == "" && p.MaxCandidates == 0 && p.AckTimeoutMs == 0 {
+		p = record.DefaultPolicy()
+	}
+	fillPolicyZeros(&p)
+	return p
 }

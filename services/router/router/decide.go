@@ -36,8 +36,10 @@ type decision struct {
 	rejected [rejTried + 1]int
 }
 
-// request is what a decision needs from a request.
-type request struct {
+// placementQuery is what a decision asks of the cache for one request: the
+// capability and model to serve, the spec flattened for scoring, the
+// rendezvous key and the nodes already tried.
+type placementQuery struct {
 	capability string
 	model      string
 	q          query
@@ -49,7 +51,7 @@ type request struct {
 // decide runs one route decision against the cache: candidates, scores,
 // eligibility, top max_candidates, strategy. It reads no KV and allocates
 // nothing per candidate.
-func (c *cache) decide(r *request, p *policyState, rr uint64) decision {
+func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 	sc := scratchPool.Get().(*scratch)
 	sc.top = sc.top[:0]
 	k := p.MaxCandidates
@@ -109,7 +111,7 @@ func (c *cache) decide(r *request, p *policyState, rr uint64) decision {
 
 // failureCodeLocked classifies a decision that found no eligible node
 // (error codes in the project README).
-func (c *cache) failureCodeLocked(r *request, d *decision) int {
+func (c *cache) failureCodeLocked(r *placementQuery, d *decision) int {
 	switch {
 	case d.serving == 0 && r.model != "" && !c.models[r.model]:
 		return wire.CodeNotFound // no node has that model
@@ -185,9 +187,10 @@ func rendezvousKey(s *wire.Spec) (uint64, bool) {
 	return 0, false
 }
 
-// newRequest builds a decision request from a parsed spec.
-func newRequest(capability string, s *wire.Spec, routerRegion string) request {
-	r := request{capability: capability, model: s.Model, q: newQuery(s, routerRegion)}
+// newPlacementQuery builds a decision's query from a parsed spec, which it
+// keeps pointing to: s must not change while the query is in use.
+func newPlacementQuery(capability string, s *wire.Spec, routerRegion string) placementQuery {
+	r := placementQuery{capability: capability, model: s.Model, q: newQuery(s, routerRegion)}
 	r.key, r.hasKey = rendezvousKey(s)
 	return r
 }

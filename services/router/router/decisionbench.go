@@ -18,7 +18,7 @@ func NewDecisionBench(n int) func() {
 	pol := newPolicyState(record.DefaultPolicy())
 	spec := wire.NewSpec()
 	spec.Region = "r1"
-	r := newRequest(wire.CapGenerate, &spec, "")
+	r := newPlacementQuery(wire.CapGenerate, &spec, "")
 	var rr uint64
 	return func() {
 		rr++

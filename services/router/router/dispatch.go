@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -24,7 +24,7 @@ func (s *Service) handleInfer(req micro.Request) {
 	s.stats.requests.Add(1)
 	m := &nats.Msg{Subject: req.Subject(), Reply: req.Reply(), Header: nats.Header(req.Headers()), Data: req.Data()}
 	if m.Reply == "" {
-		s.log.Warn().Str("subject", m.Subject).Str("request", m.Header.Get(wire.HdrRequestID)).
+		s.log.Warn().Str(logging.KeySubject, m.Subject).Str(logging.KeyRequest, m.Header.Get(wire.HdrRequestID)).
 			Msg("infer request without a reply subject dropped: nobody to answer")
 		return
 	}
@@ -36,112 +36,159 @@ func (s *Service) handleInfer(req micro.Request) {
 		_ = s.nc.PublishMsg(rep.Fail(wire.CodeOverloaded, fmt.Sprintf("router overloaded: %d requests being placed", cap(s.sem))))
 		return
 	}
-	if !s.track() {
+	if !s.requests.Go(func(ctx context.Context) {
+		defer func() { <-s.sem }()
+		s.route(ctx, m)
+	}) {
 		<-s.sem
 		_ = s.nc.PublishMsg(rep.Fail(wire.CodeNoCapacity, "router stopping: request not placed, send it again"))
-		return
 	}
-	go func() {
-		defer s.reqWG.Done()
-		defer func() { <-s.sem }()
-		s.route(m)
-	}()
 }
 
 // placement is one request being placed.
 type placement struct {
 	s        *Service
 	msg      *nats.Msg
-	mreq     Request
+	inbound  Inbound
+	spec     wire.Spec // the parsed routing headers; inbound.Spec is middleware's copy
+	query    placementQuery
+	deadline time.Time
 	attempts int
-	failures []string
+	failures []string // "node: why" of every failed attempt
 }
 
-// route places one request: decide, dispatch, retry on another node.
-func (s *Service) route(m *nats.Msg) {
-	p := &placement{s: s, msg: m, mreq: Request{Header: m.Header, Received: time.Now()}}
-	p.mreq.ID = m.Header.Get(wire.HdrRequestID)
-	capability := s.cfg.Subjects.CapabilityOf(m.Subject)
-	p.mreq.Capability = capability
-	if err := wire.ValidateCapability(capability); err != nil {
-		p.fail(wire.Errorf(wire.CodeNotFound, "capability %q: %v", capability, err))
+// route places one request: parse, admit, decide and dispatch until a node
+// accepts, finish. ctx ends when the router stops.
+func (s *Service) route(ctx context.Context, m *nats.Msg) {
+	p := &placement{s: s, msg: m, inbound: Inbound{ID: m.Header.Get(wire.HdrRequestID),
+		Capability: s.cfg.Subjects.CapabilityOf(m.Subject), Header: m.Header, Received: time.Now()}}
+	if err := p.parse(); err != nil {
+		p.fail(err)
 		return
 	}
-	spec, err := wire.ParseSpec(m.Header)
+	if err := p.admit(ctx); err != nil {
+		p.fail(err)
+		return
+	}
+	ctx, cancel := context.WithDeadline(ctx, p.deadline)
+	defer cancel()
+	res, err := p.place(ctx)
 	if err != nil {
 		p.fail(err)
 		return
 	}
+	p.finish(&res)
+}
+
+// parse checks the capability and decodes the routing headers.
+func (p *placement) parse() error {
+	in := &p.inbound
+	if err := wire.ValidateCapability(in.Capability); err != nil {
+		return wire.Errorf(wire.CodeNotFound, "capability %q: %v", in.Capability, err)
+	}
+	spec, err := wire.ParseSpec(in.Header)
+	if err != nil {
+		return err
+	}
 	if spec.RequestID == "" {
 		spec.RequestID = nuid.Next()
 	}
-	p.mreq.ID, p.mreq.Spec = spec.RequestID, spec
-	for _, mw := range s.mw {
-		if err := mw.BeforeRoute(s.ctx, &p.mreq); err != nil {
-			p.fail(err)
-			return
+	p.spec = spec
+	in.ID, in.Spec = spec.RequestID, spec
+	p.deadline = in.Received.Add(spec.EffectiveTimeout())
+	p.query = newPlacementQuery(in.Capability, &p.spec, p.s.cfg.Region)
+	return nil
+}
+
+// admit runs the middleware that may refuse the request (tenant limits…).
+func (p *placement) admit(ctx context.Context) error {
+	for _, mw := range p.s.mw {
+		if err := mw.BeforeRoute(ctx, &p.inbound); err != nil {
+			return err
 		}
 	}
-	deadline := p.mreq.Received.Add(spec.EffectiveTimeout())
-	ctx, cancel := context.WithDeadline(s.ctx, deadline)
-	defer cancel()
+	return nil
+}
 
-	r := newRequest(capability, &spec, s.cfg.Region)
+// place decides and dispatches until a node accepts the request, retrying on
+// nodes not tried yet.
+func (p *placement) place(ctx context.Context) (Result, error) {
+	s := p.s
 	for {
 		pol := s.policy.Load()
-		d := s.cache.decide(&r, pol, s.rr.Add(1))
+		d := s.cache.decide(&p.query, pol, s.rr.Add(1))
 		if d.e == nil {
-			p.fail(p.noNodeError(&r, pol, &d))
-			return
+			return Result{}, p.noNodeError(&d)
 		}
 		if d.halfOpen && !d.e.probing.CompareAndSwap(false, true) {
 			// another request took the half-open node's one probe slot meanwhile
-			r.tried = append(r.tried, d.e)
+			p.query.tried = append(p.query.tried, d.e)
 			continue
 		}
-		p.attempts++
-		// counted before the ack: the node may finish (and its completion
-		// outcome arrive) before RequestMsg returns here
-		s.out.add(spec.RequestID, d.e, deadline.Add(s.cfg.OutstandingTTL), d.halfOpen)
-		why, err := s.dispatch(ctx, p, &d, deadline)
+		why, err := p.attempt(ctx, &d)
 		if err == nil {
-			s.stats.placed.Add(1)
-			res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total}
-			for _, mw := range s.mw {
-				mw.AfterDispatch(&p.mreq, &res)
-			}
-			return
+			return Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total}, nil
 		}
-		s.out.done(spec.RequestID, d.e.id) // also frees a half-open probe slot
 		if ctx.Err() != nil {
-			p.fail(p.contextError(ctx))
-			return
+			return Result{}, p.contextError(ctx)
 		}
-		p.failures = append(p.failures, d.e.id+": "+why)
-		s.publishDispatchFailed(&spec, capability, &d, p.attempts, why)
-		r.tried = append(r.tried, d.e)
-		if p.attempts > pol.MaxRetries {
-			p.fail(wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s)",
-				capability, p.attempts, strings.Join(p.failures, "; ")))
-			return
+		if err := p.retryAfter(ctx, pol, &d, why); err != nil {
+			return Result{}, err
 		}
-		s.stats.retries.Add(1)
-		s.log.Debug().Str("request", spec.RequestID).Str("node", d.e.id).Str("why", why).Int("attempt", p.attempts).
-			Str("state", "retrying").Msg("dispatch failed, retrying on another node")
-		t := time.NewTimer(time.Duration(pol.RetryDelayMs*p.attempts) * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			p.fail(p.contextError(ctx))
-			return
-		case <-t.C:
-		}
+	}
+}
+
+// attempt dispatches to the decision's node, counting it as outstanding,
+// and returns nil when the node accepted, else why it did not.
+func (p *placement) attempt(ctx context.Context, d *decision) (string, error) {
+	s := p.s
+	p.attempts++
+	// counted before the ack: the node may finish (and its completion
+	// outcome arrive) before RequestMsg returns here
+	s.out.add(p.spec.RequestID, d.e, p.deadline.Add(s.cfg.OutstandingTTL), d.halfOpen)
+	why, err := p.dispatch(ctx, d)
+	if err != nil {
+		s.out.done(p.spec.RequestID, d.e.id) // also frees a half-open probe slot
+	}
+	return why, err
+}
+
+// retryAfter records a failed attempt and waits before the next one; it
+// returns the error to answer with when there must be no next one.
+func (p *placement) retryAfter(ctx context.Context, pol *policyState, d *decision, why string) error {
+	s := p.s
+	p.failures = append(p.failures, d.e.id+": "+why)
+	s.publishDispatchFailed(&p.spec, p.inbound.Capability, d, p.attempts, why)
+	p.query.tried = append(p.query.tried, d.e)
+	if p.attempts > pol.MaxRetries {
+		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s)",
+			p.inbound.Capability, p.attempts, strings.Join(p.failures, "; "))
+	}
+	s.stats.retries.Add(1)
+	s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, d.e.id).Str("why", why).Int("attempt", p.attempts).
+		Str("state", "retrying").Msg("dispatch failed, retrying on another node")
+	t := time.NewTimer(time.Duration(pol.RetryDelayMs*p.attempts) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return p.contextError(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+// finish counts a placed request and tells the middleware.
+func (p *placement) finish(res *Result) {
+	p.s.stats.placed.Add(1)
+	for _, mw := range p.s.mw {
+		mw.AfterDispatch(&p.inbound, res)
 	}
 }
 
 // dispatch hands the request to the chosen node and waits for its ack. It
 // returns nil when the node accepted, else why it did not.
-func (s *Service) dispatch(ctx context.Context, p *placement, d *decision, deadline time.Time) (string, error) {
+func (p *placement) dispatch(ctx context.Context, d *decision) (string, error) {
+	s := p.s
 	subj := d.subject
 	if subj == "" {
 		subj = s.cfg.Subjects.NodeInfer(d.e.id)
@@ -150,13 +197,12 @@ func (s *Service) dispatch(ctx context.Context, p *placement, d *decision, deadl
 	for k, v := range p.msg.Header {
 		h[k] = v
 	}
-	spec := &p.mreq.Spec
-	h.Set(wire.HdrRequestID, spec.RequestID)
+	h.Set(wire.HdrRequestID, p.spec.RequestID)
 	h.Set(wire.HdrReplyTo, p.msg.Reply)
 	h.Set(wire.HdrAttempt, strconv.Itoa(p.attempts))
 	h.Set(wire.HdrRouteScore, strconv.FormatFloat(d.total, 'f', 3, 64))
-	h.Set(wire.HdrDeadline, strconv.FormatInt(deadline.UnixMilli(), 10))
-	h.Set(wire.HdrCapability, p.mreq.Capability)
+	h.Set(wire.HdrDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
+	h.Set(wire.HdrCapability, p.inbound.Capability)
 	if d.model != "" {
 		h.Set(wire.HdrModel, d.model)
 	}
@@ -195,17 +241,13 @@ func (s *Service) publishDispatchFailed(spec *wire.Spec, capability string, d *d
 	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: d.e.id, RequestID: spec.RequestID,
 		Code: code, Error: why, Capability: capability, Model: d.model, Tenant: spec.Tenant,
 		Attempt: attempt, Stream: spec.Stream, Time: time.Now()}
-	b, err := json.Marshal(ev)
-	if err == nil {
-		err = s.nc.Publish(s.cfg.Subjects.Outcome(d.e.id), b)
-	}
-	if err != nil {
-		s.log.Warn().Err(err).Str("node", d.e.id).Str("request", spec.RequestID).Msg("publish dispatch_failed outcome")
+	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(d.e.id), ev); err != nil {
+		s.log.Warn().Err(err).Str(logging.KeyNode, d.e.id).Str(logging.KeyRequest, spec.RequestID).Msg("publish dispatch_failed outcome")
 	}
 }
 
 func (p *placement) contextError(ctx context.Context) error {
-	if p.s.ctx.Err() != nil {
+	if p.s.requests.Context().Err() != nil {
 		return wire.Errorf(wire.CodeNoCapacity, "router shutting down after %d attempts", p.attempts)
 	}
 	return wire.Errorf(wire.CodeTimeout, "deadline passed while placing the request after %d attempts", p.attempts)
@@ -213,7 +255,8 @@ func (p *placement) contextError(ctx context.Context) error {
 
 // noNodeError explains a decision that found no node, or the end of the
 // retries when every remaining candidate was tried.
-func (p *placement) noNodeError(r *request, pol *policyState, d *decision) error {
+func (p *placement) noNodeError(d *decision) error {
+	r := &p.query
 	what := r.capability
 	if r.model != "" {
 		what += " model " + r.model
@@ -231,8 +274,8 @@ func (p *placement) noNodeError(r *request, pol *policyState, d *decision) error
 		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: no node is registered for it", what)
 	case d.code == wire.CodePrivacy:
 		msg := fmt.Sprintf("no node serving %s is cleared for privacy %s", what, r.q.privacy)
-		if r.q.regions != nil {
-			msg += " in regions " + strings.Join(r.q.regions, ",")
+		if regions := r.q.spec.Regions; regions != nil {
+			msg += " in regions " + strings.Join(regions, ",")
 		}
 		return wire.Errorf(wire.CodePrivacy, "%s (%d nodes checked)", msg, d.serving)
 	}
@@ -276,29 +319,29 @@ func rejectSummary(r reject) string {
 // fail answers the client with a final error (empty payload, Fed-Status:
 // error, micro error headers) and reports the request as unplaced.
 func (p *placement) fail(err error) {
-	s := p.s
+	s, in := p.s, &p.inbound
 	code := wire.CodeOf(err)
 	desc := err.Error()
 	var we *wire.Error
 	if errors.As(err, &we) {
 		desc = we.Description
 	}
-	rep := wire.Reply{Inbox: p.msg.Reply, RequestID: p.mreq.ID}
+	rep := wire.Reply{Inbox: p.msg.Reply, RequestID: in.ID}
 	m := rep.Fail(code, desc)
 	if p.attempts > 0 {
 		m.Header.Set(wire.HdrAttempts, strconv.Itoa(p.attempts))
 	}
 	if perr := s.nc.PublishMsg(m); perr != nil {
-		s.log.Warn().Err(perr).Str("request", p.mreq.ID).Msg("publish final error to client")
+		s.log.Warn().Err(perr).Str(logging.KeyRequest, in.ID).Msg("publish final error to client")
 	}
 	s.stats.unplaced.Add(1)
-	ev := record.Unplaced{RequestID: p.mreq.ID, Capability: p.mreq.Capability, Model: p.mreq.Spec.Model,
-		Tenant: p.mreq.Spec.Tenant, Code: code, Error: desc, Attempts: p.attempts, Time: time.Now()}
-	if b, jerr := json.Marshal(ev); jerr == nil {
-		_ = s.nc.Publish(s.cfg.Subjects.Unplaced(), b)
+	ev := record.Unplaced{RequestID: in.ID, Capability: in.Capability, Model: in.Spec.Model,
+		Tenant: in.Spec.Tenant, Code: code, Error: desc, Attempts: p.attempts, Time: time.Now()}
+	if perr := wire.PublishJSON(s.nc, s.cfg.Subjects.Unplaced(), ev); perr != nil {
+		s.log.Warn().Err(perr).Str(logging.KeyRequest, in.ID).Msg("publish unplaced event")
 	}
-	werr := &wire.Error{Code: code, Description: desc, RequestID: p.mreq.ID}
+	werr := &wire.Error{Code: code, Description: desc, RequestID: in.ID}
 	for _, mw := range s.mw {
-		mw.OnError(&p.mreq, werr)
+		mw.OnError(in, werr)
 	}
 }

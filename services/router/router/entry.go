@@ -21,20 +21,20 @@ const (
 // writing; the hot ones come first.
 type entry struct {
 	// eligibility and scores precomputed from health, catalog and regions
-	clearance   wire.Privacy // node clearance capped by its region's
-	gate        reject       // rejCircuitOpen/rejUnhealthy/rejDraining, or rejNone
-	halfOpen    bool
-	gpu         bool
-	regionID    int32
-	healthScore float64
-	latScore    float64
-	observedLat float64 // p99, or p50 while under p99MinSamples
-	tps         float64
-	costLow     float64 // 1 − cost
-	costHigh    float64 // min(tps/1000, 1)
-	conc        int     // max concurrency; 0 = unbounded
-	invConc     float64
-	hbInFlight  int
+	clearance       wire.Privacy // node clearance capped by its region's
+	gate            reject       // rejCircuitOpen/rejUnhealthy/rejDraining, or rejNone
+	halfOpen        bool
+	gpu             bool
+	regionID        int32
+	healthScore     float64
+	latScore        float64
+	observedLat     float64 // p99, or p50 while under p99MinSamples
+	tps             float64
+	costLow         float64 // 1 − cost
+	throughputScore float64 // min(tps/1000, 1): the cost score under high cost tolerance
+	conc            int     // max concurrency; 0 = unbounded
+	invConc         float64
+	hbInFlight      int
 
 	// this router's own accepted, not yet completed dispatches
 	outstanding atomic.Int32
@@ -98,7 +98,7 @@ func (e *entry) refresh() {
 		e.observedLat = e.p50
 	}
 	e.costLow = clamp01(1 - e.cost)
-	e.costHigh = clamp01(e.tps / throughputFull)
+	e.throughputScore = clamp01(e.tps / throughputFull)
 	e.conc = e.maxConc
 	if e.conc <= 0 {
 		e.conc = e.hMaxConc

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 
@@ -20,37 +21,32 @@ func (s *Service) handleCandidates(req micro.Request) {
 	if m.Reply == "" {
 		return
 	}
-	if !s.track() {
-		out := &nats.Msg{Subject: m.Reply, Header: nats.Header{}}
-		wire.SetError(out.Header, wire.CodeNoCapacity, "router stopping")
-		_ = s.nc.PublishMsg(out)
-		return
+	if !s.requests.Go(func(context.Context) { s.answerCandidates(m) }) {
+		if err := wire.RespondError(s.nc, m.Reply, wire.Errorf(wire.CodeNoCapacity, "router stopping")); err != nil {
+			s.log.Warn().Err(err).Msg("publish candidates refusal")
+		}
 	}
-	go func() {
-		defer s.reqWG.Done()
-		resp, err := s.explain(m)
-		var out *nats.Msg
-		if err != nil {
-			out = &nats.Msg{Header: nats.Header{}}
-			desc := err.Error()
-			if we, ok := err.(*wire.Error); ok {
-				desc = we.Description
-			}
-			wire.SetError(out.Header, wire.CodeOf(err), desc)
-		} else {
-			b, jerr := json.Marshal(resp)
-			if jerr != nil {
-				out = &nats.Msg{Header: nats.Header{}}
-				wire.SetError(out.Header, wire.CodeInternal, "encode candidates: "+jerr.Error())
-			} else {
-				out = &nats.Msg{Data: b}
-			}
+}
+
+// answerCandidates explains m's request and answers with the candidates or
+// the error.
+func (s *Service) answerCandidates(m *nats.Msg) {
+	var out *nats.Msg
+	resp, err := s.explain(m)
+	if err == nil {
+		b, jerr := json.Marshal(resp)
+		if jerr != nil {
+			err = wire.Errorf(wire.CodeInternal, "encode candidates: %v", jerr)
 		}
-		out.Subject = m.Reply
-		if perr := s.nc.PublishMsg(out); perr != nil {
-			s.log.Warn().Err(perr).Msg("publish candidates answer")
-		}
-	}()
+		out = &nats.Msg{Data: b}
+	}
+	if err != nil {
+		out = wire.ErrorMsg(err)
+	}
+	out.Subject = m.Reply
+	if perr := s.nc.PublishMsg(out); perr != nil {
+		s.log.Warn().Err(perr).Msg("publish candidates answer")
+	}
 }
 
 // explain judges every node serving the request's capability.
@@ -70,14 +66,14 @@ func (s *Service) explain(m *nats.Msg) (*api.CandidatesResponse, error) {
 		return nil, err
 	}
 	pol := s.policy.Load()
-	r := newRequest(capability, &spec, s.cfg.Region)
+	r := newPlacementQuery(capability, &spec, s.cfg.Region)
 	// what the strategy would pick now, without taking a round-robin ticket
 	d := s.cache.decide(&r, pol, s.rr.Load()+1)
 	return s.cache.explain(&r, pol, d.e), nil
 }
 
 // explain builds the candidates answer; chosen is the decision's pick.
-func (c *cache) explain(r *request, pol *policyState, chosen *entry) *api.CandidatesResponse {
+func (c *cache) explain(r *placementQuery, pol *policyState, chosen *entry) *api.CandidatesResponse {
 	resp := &api.CandidatesResponse{Capability: r.capability, Strategy: pol.Strategy, Candidates: []api.Candidate{}}
 	var sc [numPolicies]float64
 	var chosenScores, runnerScores [numPolicies]float64

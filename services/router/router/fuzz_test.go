@@ -22,7 +22,7 @@ func FuzzDecodePolicy(f *testing.F) {
 		}
 		ps := newPolicyState(p)
 		c := newSyntheticCache(20)
-		r := newRequest("generate", specWith(nil), "")
+		r := newPlacementQuery("generate", specWith(nil), "")
 		c.decide(&r, ps, 1)
 	})
 }

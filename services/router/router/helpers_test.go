@@ -69,6 +69,6 @@ func policyWith(f func(*record.Policy)) *policyState {
 
 // decideFor runs one decision for capability generate.
 func decideFor(c *cache, s *wire.Spec, p *policyState, rr uint64) decision {
-	r := newRequest(wire.CapGenerate, s, "")
+	r := newPlacementQuery(wire.CapGenerate, s, "")
 	return c.decide(&r, p, rr)
 }

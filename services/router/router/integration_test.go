@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -12,14 +12,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
-	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -36,23 +34,11 @@ type env struct {
 	c   *client.Client
 }
 
-func testLogger() zerolog.Logger {
-	if os.Getenv("FEDMESH_TEST_LOGS") != "" {
-		return logging.New(os.Stderr, logging.FormatConsole, "debug")
-	}
-	return zerolog.Nop()
-}
-
 func newEnv(t *testing.T, tune func(*Config)) *env {
 	t.Helper()
 	srv := natsembed.StartForTest(t)
 	nc := natsembed.ConnectForTest(t, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := buckets.Ensure(ctx, js, buckets.Options{})
-	require.NoError(t, err)
+	kv := natsembed.BucketsForTest(t, nc)
 
 	cfg := DefaultConfig()
 	cfg.Policy.AckTimeoutMs = 300
@@ -61,11 +47,9 @@ func newEnv(t *testing.T, tune func(*Config)) *env {
 	if tune != nil {
 		tune(&cfg)
 	}
-	rnc := natsembed.ConnectForTest(t, srv)
-	svc, err := New(rnc, cfg, testLogger())
+	svc, err := New(natsembed.ConnectForTest(t, srv), cfg, natsembed.Logger(t))
 	require.NoError(t, err)
-	require.NoError(t, svc.Start(ctx))
-	t.Cleanup(func() { require.NoError(t, svc.Stop()) })
+	natsembed.RunForTest(t, svc)
 	c, err := client.New(nc)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
@@ -83,14 +67,24 @@ func (e *env) put(kv jetstream.KeyValue, key string, v any) {
 // addNode writes a node's catalog and health records, as catalog and health would.
 func (e *env) addNode(n tnode) {
 	e.t.Helper()
-	rec := n.record()
-	rec.Subject = subject.Default.NodeInfer(n.id)
-	e.put(e.kv.Catalog, buckets.NodeKey(n.id), rec)
+	e.put(e.kv.Catalog, buckets.NodeKey(n.id), n.catalogRecord())
 	if n.health != nil {
 		h := *n.health
 		h.NodeID = n.id
 		e.put(e.kv.Health, buckets.NodeKey(n.id), &h)
 	}
+}
+
+// catalogRecord is n's record as the catalog stores it: with its infer
+// subject and, since the catalog refuses max_concurrency 0, a bound high
+// enough that load scores stay at their unbounded 1 while nothing is in flight.
+func (n tnode) catalogRecord() *record.Node {
+	rec := n.record()
+	rec.Subject = subject.Default.NodeInfer(n.id)
+	if rec.MaxConcurrency == 0 {
+		rec.MaxConcurrency = 1000
+	}
+	return rec
 }
 
 func (e *env) candidates(h nats.Header) (api.CandidatesResponse, *wire.Error) {
@@ -110,22 +104,28 @@ func (e *env) candidates(h nats.Header) (api.CandidatesResponse, *wire.Error) {
 // waitEligible waits until the router's candidates list every id as eligible.
 func (e *env) waitEligible(ids ...string) {
 	e.t.Helper()
-	require.Eventually(e.t, func() bool {
+	natsembed.Eventually(e.t, 0, func() error {
 		out, werr := e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}})
 		if werr != nil {
-			return false
+			return fmt.Errorf("nodes %v never became eligible: candidates: %w", ids, werr)
 		}
-		ok := map[string]bool{}
+		byID := map[string]api.Candidate{}
 		for _, c := range out.Candidates {
-			ok[c.NodeID] = c.Eligible
+			byID[c.NodeID] = c
 		}
 		for _, id := range ids {
-			if !ok[id] || !e.healthLoaded(id) {
-				return false
+			c, listed := byID[id]
+			switch {
+			case !listed:
+				return fmt.Errorf("node %s never became eligible: not a candidate", id)
+			case !c.Eligible:
+				return fmt.Errorf("node %s never became eligible: rejected by %s: %s", id, c.RejectedBy, c.Reason)
+			case !e.healthLoaded(id):
+				return fmt.Errorf("node %s never became eligible: its health record never arrived", id)
 			}
 		}
-		return true
-	}, 5*time.Second, 10*time.Millisecond, "nodes %v never became eligible", ids)
+		return nil
+	})
 }
 
 // healthLoaded reports whether the router holds both records of id
@@ -211,8 +211,10 @@ func TestIntegrationHappyPathAndOutstanding(t *testing.T) {
 	assert.Equal(t, "a", resp.Node)
 	assert.Equal(t, "hi from a", string(resp.Body))
 	// the completion outcome ends the outstanding dispatch
-	require.Eventually(t, func() bool { return e.svc.Stats().Outstanding == 0 }, 2*time.Second, 10*time.Millisecond)
-	require.Eventually(t, func() bool { return e.svc.Stats().Placed == 1 }, 2*time.Second, 10*time.Millisecond)
+	natsembed.Eventually(t, 2*time.Second, func() error {
+		st := e.svc.Stats()
+		return natsembed.Check(st.Outstanding == 0 && st.Placed == 1, "want 0 outstanding and 1 placed, stats %+v", st)
+	})
 	assert.Equal(t, 1, e.svc.Stats().Nodes)
 }
 
@@ -470,31 +472,32 @@ func TestIntegrationStatsAndCatalogDeletes(t *testing.T) {
 		require.NoError(t, json.Unmarshal(st.Endpoints[0].Data, &d))
 		return d.Nodes
 	}
-	require.Eventually(t, func() bool { return statsNodes() == 2 }, 3*time.Second, 10*time.Millisecond)
+	natsembed.Eventually(t, 3*time.Second, func() error {
+		n := statsNodes()
+		return natsembed.Check(n == 2, "stats report %d nodes, want 2", n)
+	})
 	require.NoError(t, e.kv.Catalog.Delete(context.Background(), buckets.NodeKey("a")))
 	require.NoError(t, e.kv.Catalog.Purge(context.Background(), buckets.NodeKey("b")))
-	require.Eventually(t, func() bool { return statsNodes() == 0 }, 3*time.Second, 10*time.Millisecond)
+	natsembed.Eventually(t, 3*time.Second, func() error {
+		n := statsNodes()
+		return natsembed.Check(n == 0, "stats report %d nodes after the deletes, want 0", n)
+	})
 }
 
 func TestIntegrationStartLoadsExistingState(t *testing.T) {
 	srv := natsembed.StartForTest(t)
 	nc := natsembed.ConnectForTest(t, srv)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := buckets.Ensure(ctx, js, buckets.Options{})
-	require.NoError(t, err)
-	b, _ := json.Marshal(tnode{id: "x", region: "eu"}.record())
-	_, err = kv.Catalog.Put(ctx, buckets.NodeKey("x"), b)
+	kv := natsembed.BucketsForTest(t, nc)
+	ctx := context.Background()
+	b, _ := json.Marshal(tnode{id: "x", region: "eu"}.catalogRecord())
+	_, err := kv.Catalog.Put(ctx, buckets.NodeKey("x"), b)
 	require.NoError(t, err)
 	_, err = kv.Config.Put(ctx, record.ConfigKeyPolicy, []byte(`{"strategy":"power_of_two"}`))
 	require.NoError(t, err)
 
-	svc, err := New(nc, DefaultConfig(), testLogger())
+	svc, err := New(nc, DefaultConfig(), natsembed.Logger(t))
 	require.NoError(t, err)
-	require.NoError(t, svc.Start(ctx))
-	defer func() { require.NoError(t, svc.Stop()) }()
+	natsembed.RunForTest(t, svc)
 	// no polling: Start returns only once the initial values are in memory
 	assert.Equal(t, 1, svc.Stats().Nodes)
 	assert.Equal(t, record.StrategyPowerOfTwo, svc.Stats().Strategy)
@@ -537,20 +540,20 @@ type recorder struct {
 	errs   []int
 }
 
-func (r *recorder) BeforeRoute(_ context.Context, req *Request) error {
+func (r *recorder) BeforeRoute(_ context.Context, req *Inbound) error {
 	if req.Spec.Tenant == "banned" {
 		return wire.Errorf(wire.CodeUnauthorized, "tenant banned")
 	}
 	return nil
 }
 
-func (r *recorder) AfterDispatch(_ *Request, res *Result) {
+func (r *recorder) AfterDispatch(_ *Inbound, res *Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.placed = append(r.placed, *res)
 }
 
-func (r *recorder) OnError(_ *Request, err error) {
+func (r *recorder) OnError(_ *Inbound, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.errs = append(r.errs, wire.CodeOf(err))

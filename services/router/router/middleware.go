@@ -7,11 +7,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// Request is what middleware sees of one client request.
-type Request struct {
+// Inbound is what middleware sees of one client request as it reached the
+// router: its id (assigned when the client sent none), capability, decoded
+// routing headers, raw headers and arrival time.
+type Inbound struct {
 	ID         string
 	Capability string
 	Spec       wire.Spec
@@ -33,43 +36,43 @@ type Result struct {
 // request; OnError once the router answered the client with an error.
 // Calls come from the request's goroutine and must not block for long.
 type Middleware interface {
-	BeforeRoute(ctx context.Context, r *Request) error
-	AfterDispatch(r *Request, res *Result)
-	OnError(r *Request, err error)
+	BeforeRoute(ctx context.Context, in *Inbound) error
+	AfterDispatch(in *Inbound, res *Result)
+	OnError(in *Inbound, err error)
 }
 
 // logMiddleware writes the request lifecycle of DESIGN §7 as log lines.
 type logMiddleware struct{ log zerolog.Logger }
 
-func (m logMiddleware) BeforeRoute(_ context.Context, r *Request) error {
-	m.log.Debug().Str("request", r.ID).Str("capability", r.Capability).Str("tenant", r.Spec.Tenant).
+func (m logMiddleware) BeforeRoute(_ context.Context, in *Inbound) error {
+	m.log.Debug().Str(logging.KeyRequest, in.ID).Str("capability", in.Capability).Str(logging.KeyTenant, in.Spec.Tenant).
 		Str("state", "routing").Msg("request received")
 	return nil
 }
 
-func (m logMiddleware) AfterDispatch(r *Request, res *Result) {
-	m.log.Debug().Str("request", r.ID).Str("node", res.Node).Str("model", res.Model).Int("attempts", res.Attempts).
-		Float64("score", res.Score).Dur("took", time.Since(r.Received)).Str("state", "inferring").Msg("request placed")
+func (m logMiddleware) AfterDispatch(in *Inbound, res *Result) {
+	m.log.Debug().Str(logging.KeyRequest, in.ID).Str(logging.KeyNode, res.Node).Str(logging.KeyModel, res.Model).Int("attempts", res.Attempts).
+		Float64("score", res.Score).Dur(logging.KeyElapsed, time.Since(in.Received)).Str("state", "inferring").Msg("request placed")
 }
 
-func (m logMiddleware) OnError(r *Request, err error) {
+func (m logMiddleware) OnError(in *Inbound, err error) {
 	ev := m.log.Info()
 	if wire.CodeOf(err) == wire.CodeInternal {
 		ev = m.log.Error()
 	}
-	ev.Str("request", r.ID).Str("capability", r.Capability).Int("code", wire.CodeOf(err)).Err(err).
+	ev.Str(logging.KeyRequest, in.ID).Str("capability", in.Capability).Int("code", wire.CodeOf(err)).Err(err).
 		Str("state", "failed").Msg("request not placed")
 }
 
 // limitMiddleware enforces per-tenant request rates (fed_config tenants).
 type limitMiddleware struct{ limits *tenantLimits }
 
-func (m limitMiddleware) BeforeRoute(_ context.Context, r *Request) error {
-	if !m.limits.allow(r.Spec.Tenant) {
-		return wire.Errorf(wire.CodeOverloaded, "tenant %q is over its request rate limit", r.Spec.Tenant)
+func (m limitMiddleware) BeforeRoute(_ context.Context, in *Inbound) error {
+	if !m.limits.allow(in.Spec.Tenant) {
+		return wire.Errorf(wire.CodeOverloaded, "tenant %q is over its request rate limit", in.Spec.Tenant)
 	}
 	return nil
 }
 
-func (limitMiddleware) AfterDispatch(*Request, *Result) {}
-func (limitMiddleware) OnError(*Request, error)         {}
+func (limitMiddleware) AfterDispatch(*Inbound, *Result) {}
+func (limitMiddleware) OnError(*Inbound, error)         {}

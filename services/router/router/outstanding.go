@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"encoding/json"
 	"sync"
 	"time"
@@ -83,7 +84,11 @@ func release(r outRec) {
 	}
 }
 
-// outcomeHead is the part of an outcome event the router reads.
+// outcomeHead is the part of an outcome event the router reads. Every
+// outcome of the mesh reaches every router, so this deliberately partial
+// decode stays instead of record.DecodeOutcome (1.9 against 2.4 µs and 8
+// against 11 allocations per event); a completion with an out-of-range
+// field elsewhere must still end its dispatch.
 type outcomeHead struct {
 	Kind      string `json:"kind"`
 	NodeID    string `json:"node_id"`
@@ -100,14 +105,13 @@ func (s *Service) onOutcome(m *nats.Msg) {
 	s.out.done(h.RequestID, h.NodeID)
 }
 
-// sweepLoop expires forgotten dispatches until the service stops.
-func (s *Service) sweepLoop() {
-	defer s.wg.Done()
+// sweepLoop expires forgotten dispatches until ctx (s.loops) ends.
+func (s *Service) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		case now := <-t.C:
 			if n := s.out.sweep(now); n > 0 {

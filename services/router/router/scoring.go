@@ -82,10 +82,11 @@ func (r reject) policy() string {
 	return ""
 }
 
-// query is a request's spec flattened for scoring.
+// query is a request's spec flattened for scoring. Fed-Regions is judged
+// through spec.RegionAllowed, the one definition of what it allows.
 type query struct {
+	spec          *wire.Spec
 	privacy       wire.Privacy
-	regions       []string
 	maxLatencyMs  float64
 	minThroughput float64
 	preferGPU     bool
@@ -95,25 +96,13 @@ type query struct {
 }
 
 func newQuery(s *wire.Spec, routerRegion string) query {
-	q := query{privacy: s.Privacy, regions: s.Regions, maxLatencyMs: s.MaxLatencyMs,
+	q := query{spec: s, privacy: s.Privacy, maxLatencyMs: s.MaxLatencyMs,
 		minThroughput: s.MinThroughput, preferGPU: s.PreferGPU, highTolerance: s.CostTolerance > 50,
 		callerRegion: s.Region}
 	if q.callerRegion == "" {
 		q.callerRegion = routerRegion
 	}
 	return q
-}
-
-func (q *query) regionAllowed(region string) bool {
-	if q.regions == nil {
-		return true
-	}
-	for _, r := range q.regions {
-		if r == region {
-			return true
-		}
-	}
-	return false
 }
 
 // weightVec is a policy's weights in policy-index order, divided by the
@@ -136,7 +125,7 @@ func scoreFast(e *entry, q *query, w *weightVec) (float64, reject) {
 	if !e.clearance.Allows(q.privacy) {
 		return 0, rejClearance
 	}
-	if q.regions != nil && !q.regionAllowed(e.region) {
+	if !q.spec.RegionAllowed(e.region) {
 		return 0, rejRegion
 	}
 	if e.gate != rejNone {
@@ -176,7 +165,7 @@ func locality(e *entry, q *query) float64 {
 func costScore(e *entry, q *query) float64 {
 	c := e.costLow
 	if q.highTolerance {
-		c = e.costHigh
+		c = e.throughputScore
 	}
 	if q.preferGPU && e.gpu {
 		c += gpuBonus
@@ -203,7 +192,7 @@ func score(e *entry, q *query, w *weightVec, s *[numPolicies]float64) (total flo
 	switch {
 	case !e.clearance.Allows(q.privacy):
 		rej = rejClearance
-	case !q.regionAllowed(e.region):
+	case !q.spec.RegionAllowed(e.region):
 		rej = rejRegion
 	case e.gate != rejNone:
 		rej = e.gate
@@ -239,7 +228,7 @@ func reason(e *entry, q *query, rej reject, total, minScore float64) string {
 	case rejClearance:
 		return fmt.Sprintf("clearance %s is below request level %s", e.clearance, q.privacy)
 	case rejRegion:
-		return fmt.Sprintf("region %s is not in Fed-Regions %v", e.region, q.regions)
+		return fmt.Sprintf("region %s is not in Fed-Regions %v", e.region, q.spec.Regions)
 	case rejCircuitOpen:
 		return "circuit open"
 	case rejProbeBusy:

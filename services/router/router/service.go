@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,8 +14,17 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
 )
+
+// flushTimeout bounds Start's round trip that makes sure the server has the
+// endpoints' subscriptions: FlushWithContext needs a deadline and the
+// caller's ctx may have none.
+const flushTimeout = 10 * time.Second
+
+var _ servicecmd.Service = (*Service)(nil)
 
 // Service is one router instance. Run as many as needed: they share the
 // infer subjects through queue group fed-router and keep no durable state.
@@ -35,20 +43,16 @@ type Service struct {
 
 	stats routerStats
 
-	mu      sync.Mutex
-	started bool
-	stopped bool
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup // watchers, sweeper
-	reqWG   sync.WaitGroup // request goroutines
-	// gate orders reqWG.Add (handlers) before reqWG.Wait (Stop): micro drains
-	// its subscriptions asynchronously, so handlers can still run after
-	// svc.Stop returns.
-	gate    sync.RWMutex
-	closing bool
-	svc     micro.Service
-	outSub  *nats.Subscription
+	life lifecycle.Guard
+	// loops runs the KV watchers and the outstanding sweeper.
+	loops *lifecycle.Group
+	// requests runs one goroutine per request being placed or explained.
+	// micro drains its subscriptions asynchronously, so handlers can still
+	// run after svc.Stop returns: the group refusing them then is what
+	// keeps them from starting after Stop began waiting.
+	requests *lifecycle.Group
+	svc      micro.Service
+	outSub   *nats.Subscription
 }
 
 // routerStats are the counters in `nats micro stats fed-router`.
@@ -56,20 +60,23 @@ type routerStats struct {
 	requests, placed, unplaced, retries, rejected atomic.Int64
 }
 
-// New validates cfg and builds a router; Start makes it serve.
+// New validates cfg (zero fields take their defaults) and builds a router;
+// Start makes it serve. log should already name the instance.
 func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	if nc == nil {
 		return nil, errors.New("router: nil NATS connection")
 	}
-	if err := cfg.normalize(); err != nil {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.InstanceID == "" {
 		cfg.InstanceID = nuid.Next()
 	}
-	s := &Service{nc: nc, cfg: cfg, log: log.With().Str("router", cfg.InstanceID).Logger(),
+	s := &Service{nc: nc, cfg: cfg, log: log,
 		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(),
-		sem: make(chan struct{}, cfg.MaxInFlight)}
+		sem:   make(chan struct{}, cfg.MaxInFlight),
+		loops: lifecycle.NewGroup(), requests: lifecycle.NewGroup()}
 	s.policy.Store(newPolicyState(cfg.Policy))
 	s.mw = append([]Middleware{logMiddleware{s.log}, limitMiddleware{s.limits}}, cfg.Middleware...)
 	return s, nil
@@ -78,20 +85,11 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 // Start loads fed_catalog, fed_health and fed_config into memory, keeps
 // watching them, and registers micro service fed-router. It returns once the
 // initial values are loaded and the endpoints are subscribed.
-func (s *Service) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.started {
-		return errors.New("router: already started")
-	}
-	s.started = true
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if err := s.start(ctx); err != nil {
-		s.stopLocked()
-		return err
-	}
-	return nil
-}
+func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.start, s.stop) }
+
+// Stop stops taking requests, lets the ones being placed finish (up to
+// Config.StopTimeout, then cancels them), and stops every goroutine.
+func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
 	js, err := jetstream.New(s.nc)
@@ -102,27 +100,27 @@ func (s *Service) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
-	// config first, so the catalog is judged with the configured regions
-	for _, w := range []struct {
-		kv    jetstream.KeyValue
-		apply func(jetstream.KeyValueEntry)
-	}{{set.Config, s.applyConfig}, {set.Catalog, s.applyCatalog}, {set.Health, s.applyHealth}} {
-		ready := make(chan struct{})
-		if err := s.watch(w.kv, w.apply, ready); err != nil {
-			return fmt.Errorf("router: %w", err)
-		}
-		select {
-		case <-ready:
-		case <-ctx.Done():
-			return fmt.Errorf("router: loading bucket %s: %w", w.kv.Bucket(), ctx.Err())
-		}
+	if err := s.follow(ctx, set); err != nil {
+		return fmt.Errorf("router: %w", err)
 	}
 	if s.outSub, err = s.nc.Subscribe(s.cfg.Subjects.OutcomeAll(), s.onOutcome); err != nil {
 		return fmt.Errorf("router: subscribe outcomes: %w", err)
 	}
-	s.wg.Add(1)
-	go s.sweepLoop()
+	s.loops.Go(s.sweepLoop)
+	if err := s.serve(); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	fctx, cancelFlush := context.WithTimeout(ctx, flushTimeout)
+	defer cancelFlush()
+	if err := s.nc.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("router: flush subscriptions: %w", err)
+	}
+	s.log.Info().Int("nodes", s.cache.nodeCount()).Str("strategy", s.policy.Load().Strategy).Msg("router started")
+	return nil
+}
 
+// serve registers micro service fed-router and its endpoints.
+func (s *Service) serve() error {
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        subject.ServiceRouter,
 		Version:     Version,
@@ -134,67 +132,41 @@ func (s *Service) start(ctx context.Context) error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("router: add micro service: %w", err)
+		return fmt.Errorf("add micro service: %w", err)
 	}
 	s.svc = svc
-	if err := svc.AddEndpoint("infer", micro.HandlerFunc(s.handleInfer),
-		micro.WithEndpointSubject(s.cfg.Subjects.InferAll()),
-		micro.WithEndpointQueueGroup(subject.QueueRouter)); err != nil {
-		return fmt.Errorf("router: add endpoint infer: %w", err)
+	for _, ep := range []struct {
+		name, subject string
+		handle        micro.HandlerFunc
+	}{
+		{"infer", s.cfg.Subjects.InferAll(), s.handleInfer},
+		{"candidates", s.cfg.Subjects.RouterCandidates(), s.handleCandidates},
+	} {
+		if err := svc.AddEndpoint(ep.name, ep.handle, micro.WithEndpointSubject(ep.subject),
+			micro.WithEndpointQueueGroup(subject.QueueRouter)); err != nil {
+			return fmt.Errorf("add endpoint %s: %w", ep.name, err)
+		}
 	}
-	if err := svc.AddEndpoint("candidates", micro.HandlerFunc(s.handleCandidates),
-		micro.WithEndpointSubject(s.cfg.Subjects.RouterCandidates()),
-		micro.WithEndpointQueueGroup(subject.QueueRouter)); err != nil {
-		return fmt.Errorf("router: add endpoint candidates: %w", err)
-	}
-	// a round trip, so the server has our subscriptions when Start returns
-	// FlushWithContext needs a deadline; the caller's ctx may have none.
-	fctx, cancelFlush := context.WithTimeout(ctx, 10*time.Second)
-	defer cancelFlush()
-	if err := s.nc.FlushWithContext(fctx); err != nil {
-		return fmt.Errorf("router: flush subscriptions: %w", err)
-	}
-	s.log.Info().Int("nodes", s.cache.nodeCount()).Str("strategy", s.policy.Load().Strategy).Msg("router started")
 	return nil
 }
 
-// Stop stops taking requests, lets the ones being placed finish (up to
-// Config.StopTimeout, then cancels them), and stops every goroutine.
-func (s *Service) Stop() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopLocked()
-}
-
-func (s *Service) stopLocked() error {
-	if !s.started || s.stopped {
-		return nil
-	}
-	s.stopped = true
+// stop undoes whatever start did: it also runs after a failed start.
+func (s *Service) stop() error {
 	var errs []error
 	if s.svc != nil {
 		if err := s.svc.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("router: stop micro service: %w", err))
 		}
 	}
-	s.gate.Lock()
-	s.closing = true
-	s.gate.Unlock()
-	done := make(chan struct{})
-	go func() { s.reqWG.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(s.cfg.StopTimeout):
-		s.log.Warn().Msg("router stop: cancelling requests still being placed")
+	if !s.requests.Drain(s.cfg.StopTimeout) {
+		s.log.Warn().Dur("stop_timeout", s.cfg.StopTimeout).Msg("router stop: cancelled requests still being placed")
 	}
-	s.cancel()
-	<-done
 	if s.outSub != nil {
 		if err := s.outSub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, fmt.Errorf("router: unsubscribe outcomes: %w", err))
 		}
 	}
-	s.wg.Wait()
+	s.loops.Stop()
 	return errors.Join(errs...)
 }
 
@@ -224,15 +196,4 @@ func (s *Service) Stats() Stats {
 		Rejected:    s.stats.rejected.Load(),
 		Strategy:    s.policy.Load().Strategy,
 	}
-}
-
-// track registers a request goroutine; false once the service is stopping.
-func (s *Service) track() bool {
-	s.gate.RLock()
-	defer s.gate.RUnlock()
-	if s.closing {
-		return false
-	}
-	s.reqWG.Add(1)
-	return true
 }

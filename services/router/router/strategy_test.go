@@ -194,7 +194,7 @@ func TestDecideFailureCodes(t *testing.T) {
 
 func TestDecideSkipsTriedAndMinScore(t *testing.T) {
 	c := buildCache(t, equalNodes(2)...)
-	r := newRequest(wire.CapGenerate, specWith(nil), "")
+	r := newPlacementQuery(wire.CapGenerate, specWith(nil), "")
 	r.tried = []*entry{c.lookup("n00")}
 	d := c.decide(&r, defaultPolicy(), 0)
 	require.NotNil(t, d.e)

@@ -1,96 +1,64 @@
 package router
 
 import (
-	"encoding/json"
-	"fmt"
+	"context"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 )
 
-// watch follows every key of kv (current values, then updates) and hands
-// each change to apply. ready is closed once the initial values are applied.
-// The watcher lives on the service's own context: Start's ctx only bounds
-// start-up.
-func (s *Service) watch(kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry), ready chan<- struct{}) error {
-	w, err := kv.WatchAll(s.ctx)
-	if err != nil {
-		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer func() { _ = w.Stop() }()
-		initial := true
-		for {
-			select {
-			case <-s.ctx.Done():
-				return
-			case e, ok := <-w.Updates():
-				if !ok {
-					return
-				}
-				if e == nil {
-					if initial {
-						initial = false
-						close(ready)
-					}
-					continue
-				}
-				apply(e)
-			}
+// follow loads and then follows the three buckets the router mirrors,
+// config first, so the catalog is judged with the configured regions. Each
+// watch lives on s.loops: ctx only bounds loading the current values.
+func (s *Service) follow(ctx context.Context, set *buckets.Set) error {
+	for _, w := range []struct {
+		kv    jetstream.KeyValue
+		apply func(jetstream.KeyValueEntry)
+	}{{set.Config, s.applyConfig}, {set.Catalog, s.applyCatalog}, {set.Health, s.applyHealth}} {
+		if err := buckets.Follow(ctx, s.loops, w.kv, w.apply); err != nil {
+			return err
 		}
-	}()
+	}
 	return nil
 }
 
-func deleted(e jetstream.KeyValueEntry) bool {
-	op := e.Operation()
-	return op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge
-}
-
 // applyCatalog mirrors one fed_catalog change. A value that does not decode
-// is logged and the node's previous record (if any) is kept.
+// or validate is logged and the node's previous record (if any) is kept.
 func (s *Service) applyCatalog(e jetstream.KeyValueEntry) {
 	id := buckets.NodeIDOfKey(e.Key())
 	if id == "" {
 		return
 	}
-	if deleted(e) {
+	if buckets.Deleted(e) {
 		s.cache.deleteNode(id)
-		s.log.Debug().Str("node", id).Msg("node left the catalog")
+		s.log.Debug().Str(logging.KeyNode, id).Msg("node left the catalog")
 		return
 	}
-	var n record.Node
-	if err := json.Unmarshal(e.Value(), &n); err != nil {
-		s.log.Error().Err(err).Str("node", id).Msg("fed_catalog: undecodable node record ignored")
-		return
-	}
-	if n.NodeID == "" {
-		n.NodeID = id
-	}
-	if n.NodeID != id {
-		s.log.Error().Str("node", id).Str("node_id", n.NodeID).Msg("fed_catalog: record's node_id differs from its key; ignored")
+	n, err := record.DecodeNode(e.Key(), e.Value())
+	if err != nil {
+		s.log.Error().Err(err).Str(logging.KeyNode, id).Msg("fed_catalog: node record refused; keeping the previous one")
 		return
 	}
 	s.cache.putNode(&n)
 }
 
-// applyHealth mirrors one fed_health change.
+// applyHealth mirrors one fed_health change. A value that does not decode
+// or validate is logged and the node's previous health (if any) is kept.
 func (s *Service) applyHealth(e jetstream.KeyValueEntry) {
 	id := buckets.NodeIDOfKey(e.Key())
 	if id == "" {
 		return
 	}
-	if deleted(e) {
+	if buckets.Deleted(e) {
 		s.cache.putHealth(id, nil)
 		return
 	}
-	var h record.Health
-	if err := json.Unmarshal(e.Value(), &h); err != nil {
-		s.log.Error().Err(err).Str("node", id).Msg("fed_health: undecodable health record ignored")
+	h, err := record.DecodeHealth(e.Key(), e.Value())
+	if err != nil {
+		s.log.Error().Err(err).Str(logging.KeyNode, id).Msg("fed_health: health record refused; keeping the previous one")
 		return
 	}
 	s.cache.putHealth(id, &h)
@@ -99,7 +67,7 @@ func (s *Service) applyHealth(e jetstream.KeyValueEntry) {
 // applyConfig follows fed_config. An invalid value is logged and the last
 // good one stays in force; a deleted key returns to the configured default.
 func (s *Service) applyConfig(e jetstream.KeyValueEntry) {
-	del := deleted(e)
+	del := buckets.Deleted(e)
 	switch e.Key() {
 	case record.ConfigKeyPolicy:
 		p := s.cfg.Policy

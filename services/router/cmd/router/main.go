@@ -3,33 +3,29 @@ package main
 
 import (
 	"flag"
-	"fmt"
-	"os"
-
-	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/services/router/router"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "router:", err)
-		os.Exit(1)
-	}
+	cfg := router.DefaultConfig()
+	servicecmd.Main(command(&cfg))
 }
 
-func run() error {
-	cfg := router.DefaultConfig()
-	var common servicecmd.Common
-	common.Register(flag.CommandLine)
-	flag.StringVar(&cfg.Region, "region", "", "this router's region (locality for requests without Fed-Region)")
-	flag.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "requests placed at once before answering 429")
-	flag.StringVar(&cfg.Policy.Strategy, "strategy", cfg.Policy.Strategy, "load-balance strategy until fed_config router.policy sets one")
-	flag.Parse()
-	cfg.Subjects.Prefix = common.Prefix
-	return servicecmd.Run(common, "router", func(nc *nats.Conn, log zerolog.Logger) (servicecmd.Service, error) {
-		return router.New(nc, cfg, log)
-	})
+// command is the router program; its flags land in cfg.
+func command(cfg *router.Config) servicecmd.Command {
+	return servicecmd.Command{
+		Name: "router",
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&cfg.Region, "region", cfg.Region, "this router's region (locality for requests without Fed-Region)")
+			fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "requests placed at once before answering 429")
+			fs.StringVar(&cfg.Policy.Strategy, "strategy", cfg.Policy.Strategy, "load-balance strategy until fed_config router.policy sets one")
+		},
+		Build: func(env servicecmd.Env) (servicecmd.Service, error) {
+			cfg.Subjects.Prefix = env.Common.Prefix
+			cfg.InstanceID = env.ID
+			return router.New(env.NC, *cfg, env.Log)
+		},
+	}
 }
