@@ -69,6 +69,13 @@ type Command struct {
 	// ID names this instance once flags are parsed (a node id, say); nil or
 	// "" gives a new unique id.
 	ID func() string
+	// Prepare, when set, runs once flags and environment are parsed and
+	// before anything connects: it loads and checks the service's own
+	// settings (a config file, say) and may fill common settings the user
+	// did not give (given reports whether a flag was set by the environment
+	// or the arguments). Its error is a usage error: exit 2, nothing
+	// connected.
+	Prepare func(common *Common, given func(flag string) bool) error
 	// Build makes the service on a live connection.
 	Build func(env Env) (Service, error)
 }
@@ -85,21 +92,25 @@ type Env struct {
 // Main runs c with the process's arguments and environment and exits: 0
 // after a clean stop, 2 for bad flags, 1 for any other error.
 func Main(c Command) {
-	err := Run(context.Background(), c, os.Args[1:], os.LookupEnv, os.Stderr)
+	os.Exit(ExitCode(Run(context.Background(), c, os.Args[1:], os.LookupEnv, os.Stderr)))
+}
+
+// ExitCode is the process exit code for Run's result: 0 for nil or --help,
+// 2 for a usage error (bad flag, variable or setting), 1 otherwise. Run
+// has already printed the error.
+func ExitCode(err error) int {
 	switch {
-	case err == nil:
-		os.Exit(0)
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(0)
-	case errors.Is(err, errUsage):
-		os.Exit(2)
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, ErrUsage):
+		return 2
 	default:
-		fmt.Fprintf(os.Stderr, "%s: %v\n", c.Name, err)
-		os.Exit(1)
+		return 1
 	}
 }
 
-var errUsage = errors.New("usage")
+// ErrUsage marks errors in the flags, variables or settings a command was given.
+var ErrUsage = errors.New("usage")
 
 // Parse builds c's flag set, applies FEDMESH_* variables from lookup, then
 // args. It returns the common flags; the service's own land where c.Flags
@@ -118,7 +129,7 @@ func Parse(c Command, args []string, lookup func(string) (string, bool), stderr 
 		f.Usage += " (env " + name + ")"
 		if v, ok := lookup(name); ok && envErr == nil {
 			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%w: %s=%q: %v", errUsage, name, v, err)
+				envErr = fmt.Errorf("%w: %s=%q: %v", ErrUsage, name, v, err)
 			}
 		}
 	})
@@ -130,12 +141,21 @@ func Parse(c Command, args []string, lookup func(string) (string, bool), stderr 
 		if errors.Is(err, flag.ErrHelp) {
 			return common, err
 		}
-		return common, fmt.Errorf("%w: %v", errUsage, err)
+		return common, fmt.Errorf("%w: %v", ErrUsage, err)
 	}
 	if fs.NArg() > 0 {
-		err := fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+		err := fmt.Errorf("%w: unexpected argument %q", ErrUsage, fs.Arg(0))
 		fmt.Fprintln(stderr, err)
 		return common, err
+	}
+	if c.Prepare != nil {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		if err := c.Prepare(&common, func(name string) bool { return given[name] }); err != nil {
+			err = fmt.Errorf("%w: %s: %w", ErrUsage, c.Name, err)
+			fmt.Fprintln(stderr, err)
+			return common, err
+		}
 	}
 	return common, nil
 }
@@ -164,24 +184,37 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 		With().Str(logging.KeyInstance, id).Logger()
 	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log)
 	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return err
 	}
 	defer nc.Close()
 
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	svc, err := c.Build(Env{NC: nc, Log: log, Common: common, ID: id})
 	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return err
 	}
-	if err := svc.Start(ctx); err != nil {
-		return errors.Join(err, svc.Stop())
+	if err := svc.Start(sigCtx); err != nil {
+		err = errors.Join(err, svc.Stop())
+		if sigCtx.Err() != nil && ctx.Err() == nil {
+			// a signal while still starting (waiting for a catalog, say): a clean stop
+			log.Info().Msg("stopped before it was ready")
+			return nil
+		}
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return err
 	}
 	log.Info().Str("nats", Redact(common.NatsURL)).Msg("started")
-	<-ctx.Done()
+	<-sigCtx.Done()
+	stop() // a second signal ends the process the default way
 	log.Info().Msg("stopping")
-	errStop := svc.Stop()
-	return errors.Join(errStop, drain(nc, drainTimeout))
+	err = errors.Join(svc.Stop(), drain(nc, drainTimeout))
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+	}
+	return err
 }
 
 // ConnName is the NATS connection name of one instance of a service, as

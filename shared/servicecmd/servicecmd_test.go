@@ -1,6 +1,7 @@
 package servicecmd
 
 import (
+	"errors"
 	"flag"
 	"io"
 	"testing"
@@ -32,7 +33,7 @@ func TestParseFlagsAndEnv(t *testing.T) {
 			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
 			common, err := Parse(c, tc.args, lookup, io.Discard)
 			if tc.wantFail {
-				require.ErrorIs(t, err, errUsage)
+				require.ErrorIs(t, err, ErrUsage)
 				return
 			}
 			require.NoError(t, err)
@@ -60,4 +61,40 @@ func TestRedact(t *testing.T) {
 func TestEnvName(t *testing.T) {
 	assert.Equal(t, "FEDMESH_NATS_URL", EnvName("nats-url"))
 	assert.Equal(t, "FEDMESH_NODE_ID", EnvName("node-id"))
+}
+
+func TestPrepare(t *testing.T) {
+	fileURL := "nats://127.0.0.1:7222"
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantURL string
+		fail    bool
+	}{
+		{"fills what was not given", nil, fileURL, false},
+		{"a given flag wins", []string{"--nats-url", "nats://127.0.0.1:6222"}, "nats://127.0.0.1:6222", false},
+		{"its error is a usage error", []string{"--max-things", "0"}, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			own := 1
+			c := Command{Name: "x", Flags: func(fs *flag.FlagSet) { fs.IntVar(&own, "max-things", 1, "things") },
+				Prepare: func(common *Common, given func(string) bool) error {
+					if own < 1 {
+						return errors.New("max-things must be >= 1")
+					}
+					if !given("nats-url") {
+						common.NatsURL = fileURL
+					}
+					return nil
+				}}
+			common, err := Parse(c, tc.args, func(string) (string, bool) { return "", false }, io.Discard)
+			if tc.fail {
+				require.ErrorIs(t, err, ErrUsage)
+				assert.Equal(t, 2, ExitCode(err))
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantURL, common.NatsURL)
+		})
+	}
 }

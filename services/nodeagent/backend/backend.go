@@ -8,8 +8,9 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// Request is one inference request as the agent hands it to a backend.
-type Request struct {
+// Call is one inference request as the agent hands it to a backend: what
+// to run, on which model, with which input.
+type Call struct {
 	RequestID  string
 	Capability string // wire.Cap* or custom.<name>
 	Model      string // the model id the agent picked (Fed-Model or the first serving the capability)
@@ -41,7 +42,7 @@ type Emit func(chunk []byte) error
 // right code (anything else is reported as 500).
 type Backend interface {
 	Name() string
-	Generate(ctx context.Context, req Request, emit func(chunk []byte) error) (Result, error)
+	Generate(ctx context.Context, call Call, emit func(chunk []byte) error) (Result, error)
 }
 
 // Errorf builds a backend error with a wire code.

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -55,7 +54,7 @@ func TestRegisterAndDeregister(t *testing.T) {
 func TestRegisterRetriesUntilACatalogAnswers(t *testing.T) {
 	s0 := newRigNoCatalog(t)
 	nc := s0.conn()
-	s, err := New(nc, testConfig("late", synthetic.New(synthetic.Config{})), zerolog.Nop())
+	s, err := New(nc, testConfig("late", synthetic.New(synthetic.Config{})), natsembed.Logger(t))
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() {
@@ -76,7 +75,7 @@ func TestRegisterRetriesUntilACatalogAnswers(t *testing.T) {
 
 	// Without a catalog Start gives up when its context ends.
 	lone := newRigNoCatalog(t)
-	s3, err := New(lone.conn(), testConfig("never", synthetic.New(synthetic.Config{})), zerolog.Nop())
+	s3, err := New(lone.conn(), testConfig("never", synthetic.New(synthetic.Config{})), natsembed.Logger(t))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
@@ -85,11 +84,6 @@ func TestRegisterRetriesUntilACatalogAnswers(t *testing.T) {
 	assert.Contains(t, err.Error(), "never")
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NoError(t, s3.Stop(), "Stop after a failed Start is a no-op")
-}
-
-func newRigNoCatalog(t *testing.T) *rig {
-	s := natsembed.StartForTest(t)
-	return &rig{t: t, srv: s, nc: natsembed.ConnectForTest(t, s)}
 }
 
 func TestStreamedAndWholeAnswers(t *testing.T) {
@@ -182,8 +176,7 @@ func TestBackendFailureEndsInFinalError(t *testing.T) {
 func subscribeOutcomes(t *testing.T, nc *nats.Conn, node string) chan record.Outcome {
 	ch := make(chan record.Outcome, 64)
 	sub, err := nc.Subscribe(subject.Default.Outcome(node), func(m *nats.Msg) {
-		var o record.Outcome
-		if json.Unmarshal(m.Data, &o) == nil {
+		if o, err := record.DecodeOutcome(m.Subject, m.Data); err == nil {
 			ch <- o
 		}
 	})
@@ -198,8 +191,7 @@ func TestOutcomeAndHeartbeat(t *testing.T) {
 	outcomes := subscribeOutcomes(t, r.nc, "n1")
 	hbs := make(chan record.Heartbeat, 256)
 	sub, err := r.nc.Subscribe(subject.Default.Heartbeat("n1"), func(m *nats.Msg) {
-		var h record.Heartbeat
-		if json.Unmarshal(m.Data, &h) == nil {
+		if h, err := record.DecodeHeartbeat(m.Subject, m.Data); err == nil {
 			hbs <- h
 		}
 	})
@@ -213,10 +205,11 @@ func TestOutcomeAndHeartbeat(t *testing.T) {
 	c := r.dispatch("n1", "x", stream, func(h nats.Header) { h.Set(wire.HdrTenant, "acme") })
 	require.Equal(t, wire.StatusAccepted, c.status)
 	g.waitStarted(t, 1)
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 3*time.Second, func() error {
 		h := <-hbs
-		return h.InFlight == 1 && h.ActiveStreams == 1 && h.MaxConcurrency == 3 && h.NodeID == "n1" && h.InstanceID == s.InstanceID() && !h.Draining
-	}, 3*time.Second, time.Millisecond, "a heartbeat reports the request in flight")
+		return natsembed.Check(h.InFlight == 1 && h.ActiveStreams == 1 && h.MaxConcurrency == 3 && h.NodeID == "n1" && h.InstanceID == s.InstanceID() && !h.Draining,
+			"a heartbeat reports the request in flight: %+v", h)
+	})
 	close(g.release)
 	a := c.read(t, 2*time.Second)
 	assert.Equal(t, "ab", a.text())
@@ -238,10 +231,10 @@ func TestOutcomeAndHeartbeat(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("no outcome event")
 	}
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 3*time.Second, func() error {
 		h := <-hbs
-		return h.InFlight == 0 && h.ThroughputTPS > 0
-	}, 3*time.Second, time.Millisecond, "idle again, with a throughput estimate")
+		return natsembed.Check(h.InFlight == 0 && h.ThroughputTPS > 0, "idle again, with a throughput estimate: %+v", h)
+	})
 }
 
 func TestBusyPastMaxConcurrency(t *testing.T) {
@@ -267,8 +260,9 @@ func TestBusyPastMaxConcurrency(t *testing.T) {
 		a := c.read(t, 2*time.Second)
 		assert.Equal(t, wire.StatusDone, a.final.Header.Get(wire.HdrStatus))
 	}
-	require.Eventually(t, func() bool { return r.dispatch("n1", "x").status == wire.StatusAccepted },
-		2*time.Second, 10*time.Millisecond, "slots come back")
+	natsembed.Eventually(t, 2*time.Second, func() error {
+		return natsembed.Check(r.dispatch("n1", "x").status == wire.StatusAccepted, "slots come back")
+	})
 }
 
 // Many concurrent dispatches: exactly max_concurrency are accepted.
@@ -355,8 +349,9 @@ func TestDrainFinishesStreamsInFlight(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- s.Stop() }()
-	require.Eventually(t, func() bool { return r.dispatch("n1", "x").status == wire.StatusDraining },
-		2*time.Second, 5*time.Millisecond, "new work is answered draining")
+	natsembed.Eventually(t, 2*time.Second, func() error {
+		return natsembed.Check(r.dispatch("n1", "x").status == wire.StatusDraining, "new work is answered draining")
+	})
 	for _, c := range calls {
 		a := c.read(t, 3*time.Second)
 		assert.Len(t, a.chunks, 10, "no stream in flight is cut")
@@ -440,6 +435,12 @@ func TestConfigValidation(t *testing.T) {
 		{"capability", func(c *Config) { c.Models[0].Capabilities = []string{"chat"} }, "capabilities"},
 		{"no capability", func(c *Config) { c.Models[0].Capabilities = nil }, "capabilities"},
 		{"backend", func(c *Config) { c.Backend = nil }, "backend"},
+		{"clearance", func(c *Config) { c.Clearance = wire.PrivacyRestricted + 1 }, "clearance"},
+		{"instance id", func(c *Config) { c.InstanceID = strings.Repeat("i", 257) }, "instance_id"},
+		{"negative heartbeat", func(c *Config) { c.HeartbeatInterval = -time.Second }, "heartbeat_interval"},
+		{"negative drain", func(c *Config) { c.DrainTimeout = -time.Second }, "drain_timeout"},
+		{"negative register timeout", func(c *Config) { c.RegisterTimeout = -time.Second }, "register_timeout"},
+		{"negative register retry", func(c *Config) { c.RegisterRetry = -time.Second }, "register_retry"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -448,11 +449,27 @@ func TestConfigValidation(t *testing.T) {
 			err := c.Validate()
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.says)
-			_, err = New(&nats.Conn{}, c, zerolog.Nop())
+			_, err = New(&nats.Conn{}, c, natsembed.Logger(t))
 			require.Error(t, err)
 			assert.True(t, strings.Contains(err.Error(), tc.says))
 		})
 	}
+}
+
+// A zero field means its default: a Config with only the node's identity,
+// models and backend is valid, and New fills in the defaults.
+func TestZeroConfigFieldsMeanDefaults(t *testing.T) {
+	c := Config{NodeID: "n1", Region: "r1", Backend: synthetic.New(synthetic.Config{}),
+		Models: []record.Model{{ModelID: "m1", Capabilities: []string{wire.CapGenerate}}}}
+	require.NoError(t, c.Validate())
+	s, err := New(&nats.Conn{}, c, natsembed.Logger(t))
+	require.NoError(t, err)
+	d := DefaultConfig()
+	assert.Equal(t, d.HeartbeatInterval, s.cfg.HeartbeatInterval)
+	assert.Equal(t, d.DrainTimeout, s.cfg.DrainTimeout)
+	assert.Equal(t, d.MaxConcurrency, s.cfg.MaxConcurrency)
+	assert.Equal(t, d.RegisterTimeout, s.cfg.RegisterTimeout)
+	assert.Equal(t, d.RegisterRetry, s.cfg.RegisterRetry)
 }
 
 // After a reconnect the node registers again: the catalog may have expired
@@ -462,15 +479,15 @@ func TestRegistersAgainAfterReconnect(t *testing.T) {
 	nc := natsembed.ConnectForTest(t, s)
 	cat := startCatalog(t, nc)
 	agentNC := natsembed.ConnectForTest(t, s, nats.ReconnectWait(10*time.Millisecond))
-	svc, err := New(agentNC, testConfig("n1", synthetic.New(synthetic.Config{})), zerolog.Nop())
+	svc, err := New(agentNC, testConfig("n1", synthetic.New(synthetic.Config{})), natsembed.Logger(t))
 	require.NoError(t, err)
-	require.NoError(t, svc.Start(context.Background()))
-	defer svc.Stop()
+	natsembed.RunForTest(t, svc)
 	require.Len(t, cat.regs(), 1)
 	cid, err := agentNC.GetClientID()
 	require.NoError(t, err)
 	require.NoError(t, s.DisconnectClientByID(cid))
-	require.Eventually(t, func() bool { return len(cat.regs()) == 2 }, 5*time.Second, 10*time.Millisecond,
-		"registered again after the reconnect")
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		return natsembed.Check(len(cat.regs()) == 2, "registered again after the reconnect: %d registrations", len(cat.regs()))
+	})
 	assert.Equal(t, svc.InstanceID(), cat.regs()[1].InstanceID)
 }

@@ -1,7 +1,6 @@
 package nodeagent
 
 import (
-	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -24,16 +23,12 @@ func benchDispatch(b *testing.B, tokens int, stream bool) {
 	cfg := testConfig("bench", synthetic.New(synthetic.Config{Tokens: tokens, TokenBytes: 16}))
 	cfg.MaxConcurrency = 1024
 	agentNC := natsembed.ConnectForTest(b, s)
-	svc, err := New(agentNC, cfg, zerolog.Nop())
+	// Warnings only: a debug line per request would be what the benchmark measures.
+	svc, err := New(agentNC, cfg, natsembed.Logger(b).Level(zerolog.WarnLevel))
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := svc.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer svc.Stop()
+	natsembed.RunForTest(b, svc)
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {

@@ -7,7 +7,6 @@ package nodeagent
 import (
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
@@ -19,7 +18,8 @@ import (
 // AgentVersion is reported in the catalog record and the micro service.
 const AgentVersion = "0.1.0"
 
-// Defaults (DESIGN §2, §6 and this service's README).
+// Defaults of Config (DESIGN §2, §6 and this service's README). A zero
+// field of Config means its default.
 const (
 	DefaultHeartbeatInterval = time.Second
 	DefaultDrainTimeout      = 30 * time.Second
@@ -29,7 +29,10 @@ const (
 	DefaultRegisterRetry     = 500 * time.Millisecond
 )
 
-// Config of one node agent.
+// Config of one node agent. Zero durations and MaxConcurrency mean their
+// defaults. Cost and Clearance are the exceptions: their zero values (a
+// free node, cleared for public data only) are settings in their own
+// right, so only DefaultConfig gives DefaultCost and wire.DefaultPrivacy.
 type Config struct {
 	Subjects       subject.Space // zero: prefix "fed"
 	NodeID         string
@@ -43,8 +46,8 @@ type Config struct {
 	Labels         map[string]string
 	Backend        backend.Backend
 
-	HeartbeatInterval time.Duration // load report period (1 s)
-	DrainTimeout      time.Duration // Stop waits this long for in-flight requests (30 s)
+	HeartbeatInterval time.Duration // load report period
+	DrainTimeout      time.Duration // Stop waits this long for in-flight requests
 	// InstanceID tells this process apart from another claiming the same
 	// node id; empty → a new random id.
 	InstanceID string
@@ -71,77 +74,67 @@ func DefaultConfig() Config {
 	}
 }
 
-// withDefaults fills zero durations and limits, so a Config built by hand
-// (not from DefaultConfig) still works.
+// withDefaults fills every zero field that has a default.
 func (c Config) withDefaults() Config {
-	if c.HeartbeatInterval <= 0 {
+	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
-	if c.DrainTimeout <= 0 {
+	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
 	if c.MaxConcurrency == 0 {
 		c.MaxConcurrency = DefaultMaxConcurrency
 	}
-	if c.RegisterTimeout <= 0 {
+	if c.RegisterTimeout == 0 {
 		c.RegisterTimeout = DefaultRegisterTimeout
 	}
-	if c.RegisterRetry <= 0 {
+	if c.RegisterRetry == 0 {
 		c.RegisterRetry = DefaultRegisterRetry
 	}
 	return c
 }
 
-// Validate checks the config; the error names the bad field.
+// Validate reports the first invalid field by its name. Fields that have a
+// default may be zero; negative values are errors.
 func (c Config) Validate() error {
-	var errs []error
-	if err := wire.ValidateID("node_id", c.NodeID); err != nil {
-		errs = append(errs, err)
+	if err := c.validate(); err != nil {
+		return fmt.Errorf("nodeagent config: %w", err)
 	}
-	if err := wire.ValidateID("region", c.Region); err != nil {
-		errs = append(errs, err)
+	return nil
+}
+
+func (c Config) validate() error {
+	// The node's own fields follow the catalog's rules for its record, so
+	// a config that starts is one the catalog accepts.
+	full := c.withDefaults()
+	rec := full.record(c.InstanceID)
+	if err := rec.Validate(); err != nil {
+		return err
 	}
-	if c.Zone != "" {
-		if err := wire.ValidateID("zone", c.Zone); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if math.IsNaN(c.Cost) || c.Cost < 0 || c.Cost > 1 {
-		errs = append(errs, fmt.Errorf("cost %v is outside [0,1]", c.Cost))
-	}
-	if c.Clearance > wire.PrivacyRestricted {
-		errs = append(errs, fmt.Errorf("clearance %d is not a privacy level", c.Clearance))
-	}
-	if c.MaxConcurrency < 0 {
-		errs = append(errs, fmt.Errorf("max_concurrency %d is negative", c.MaxConcurrency))
-	}
-	if len(c.Models) == 0 {
-		errs = append(errs, errors.New("models: the node serves no model"))
-	}
-	seen := map[string]bool{}
-	for i, m := range c.Models {
-		if err := wire.ValidateID("model_id", m.ModelID); err != nil {
-			errs = append(errs, fmt.Errorf("models[%d]: %w", i, err))
-		} else if seen[m.ModelID] {
-			errs = append(errs, fmt.Errorf("models[%d]: model_id %q is listed twice", i, m.ModelID))
-		}
-		seen[m.ModelID] = true
-		if len(m.Capabilities) == 0 {
-			errs = append(errs, fmt.Errorf("models[%d] (%s): capabilities is empty", i, m.ModelID))
-		}
-		for _, cp := range m.Capabilities {
-			if err := wire.ValidateCapability(cp); err != nil {
-				errs = append(errs, fmt.Errorf("models[%d] (%s): capabilities: %w", i, m.ModelID, err))
-			}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"heartbeat_interval", c.HeartbeatInterval}, {"drain_timeout", c.DrainTimeout},
+		{"register_timeout", c.RegisterTimeout}, {"register_retry", c.RegisterRetry},
+	} {
+		if err := checkDuration(d.name, d.v); err != nil {
+			return err
 		}
 	}
 	if c.Backend == nil {
-		errs = append(errs, errors.New("backend is not set"))
+		return errors.New("backend must be set, got nil")
 	}
-	if c.InstanceID != "" && len(c.InstanceID) > 256 {
-		errs = append(errs, errors.New("instance_id is longer than 256 bytes"))
+	return nil
+}
+
+// checkDuration is shared with FileConfig.Check, so a YAML file and a Go
+// config fail alike.
+func checkDuration(name string, d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%s must be >= 0, got %s", name, d)
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // record is the node's catalog record.

@@ -2,7 +2,6 @@ package nodeagent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
-	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -34,18 +33,17 @@ func (s *Service) startMicro() error {
 		Metadata:    map[string]string{"node_id": s.cfg.NodeID, "region": s.cfg.Region, "backend": s.cfg.Backend.Name()},
 	})
 	if err != nil {
-		return fmt.Errorf("nodeagent %s: start micro service: %w", s.cfg.NodeID, err)
+		return fmt.Errorf("node %s: start micro service: %w", s.cfg.NodeID, err)
 	}
 	s.svc = svc
+	// On an error stop() stops the service.
 	if err := svc.AddEndpoint("infer", micro.HandlerFunc(s.handleInfer),
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeInfer(s.cfg.NodeID))); err != nil {
-		_ = svc.Stop()
-		return fmt.Errorf("nodeagent %s: add infer endpoint: %w", s.cfg.NodeID, err)
+		return fmt.Errorf("node %s: add infer endpoint: %w", s.cfg.NodeID, err)
 	}
 	if err := svc.AddEndpoint("probe", micro.HandlerFunc(s.handleProbe),
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeProbe(s.cfg.NodeID))); err != nil {
-		_ = svc.Stop()
-		return fmt.Errorf("nodeagent %s: add probe endpoint: %w", s.cfg.NodeID, err)
+		return fmt.Errorf("node %s: add probe endpoint: %w", s.cfg.NodeID, err)
 	}
 	return nil
 }
@@ -54,18 +52,16 @@ func status(st string) micro.RespondOpt {
 	return micro.WithHeaders(micro.Headers{wire.HdrStatus: []string{st}})
 }
 
-func refuse(req micro.Request, err *wire.Error) {
-	_ = req.Error(strconv.Itoa(err.Code), err.Description, nil, status(wire.StatusError))
-}
-
 // handleInfer runs in the subscription callback: it only decodes, takes a
-// slot and answers; the backend runs on a goroutine the Service owns.
+// slot and answers; the backend runs on a goroutine of the work group.
 func (s *Service) handleInfer(req micro.Request) {
 	j, werr := s.decode(req)
 	if werr != nil {
 		werr.Node = s.cfg.NodeID
-		s.log.Debug().Str("request", werr.RequestID).Int("code", werr.Code).Str("error", werr.Description).Msg("dispatch refused")
-		refuse(req, werr)
+		s.log.Debug().Str(logging.KeyRequest, werr.RequestID).Int("code", werr.Code).Str("error", werr.Description).Msg("dispatch refused")
+		if err := wire.RespondError(s.nc, req.Reply(), werr); err != nil {
+			s.log.Debug().Err(err).Str(logging.KeyRequest, werr.RequestID).Msg("refusal not sent")
+		}
 		return
 	}
 	if st := s.admit(j); st != wire.StatusAccepted {
@@ -73,15 +69,27 @@ func (s *Service) handleInfer(req micro.Request) {
 		_ = req.Respond(nil, status(st))
 		return
 	}
-	if err := req.Respond(nil, status(wire.StatusAccepted)); err != nil {
-		// The router never hears the accept: it retries elsewhere, so this
-		// node must not answer too.
-		s.log.Warn().Err(err).Str("request", j.req.RequestID).Msg("accept not sent, dropping request")
+	err := req.Respond(nil, status(wire.StatusAccepted))
+	if err != nil {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("accept not sent, dropping request")
+	}
+	j.accepted <- err == nil
+}
+
+// serve is the goroutine of an admitted job. It runs the job once the
+// router has its accept; when the work group stops (drain timeout, closed
+// connection) the job is cut with errDrained.
+func (s *Service) serve(ctx context.Context, j *job) {
+	if !<-j.accepted {
+		// The router never heard the accept: it retries elsewhere, so
+		// this node must not answer too.
 		s.release(j)
 		j.cancel(nil)
 		return
 	}
-	go s.run(j)
+	stopCut := context.AfterFunc(ctx, func() { j.cancel(errDrained) })
+	defer stopCut()
+	s.run(j)
 }
 
 // decode reads a dispatch; every refusal names the header at fault.
@@ -96,8 +104,8 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 	if id == "" {
 		return bad(wire.CodeBadRequest, "header %s is missing", wire.HdrRequestID)
 	}
-	if len(id) > 256 {
-		return bad(wire.CodeBadRequest, "header %s is longer than 256 bytes", wire.HdrRequestID)
+	if len(id) > wire.MaxRequestIDLen {
+		return bad(wire.CodeBadRequest, "header %s is longer than %d bytes", wire.HdrRequestID, wire.MaxRequestIDLen)
 	}
 	inbox := h.Get(wire.HdrReplyTo)
 	if inbox == "" || strings.ContainsAny(inbox, " \t\r\n*>") {
@@ -112,43 +120,64 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 		e.RequestID = id
 		return nil, e
 	}
-	capability := h.Get(wire.HdrCapability)
-	if capability != "" {
-		if err := wire.ValidateCapability(capability); err != nil {
-			return bad(wire.CodeBadRequest, "header %s: %v", wire.HdrCapability, err)
-		}
-	}
-	model, capability, ok := s.pick(spec.Model, capability)
-	if !ok {
-		if spec.Model != "" {
-			return bad(wire.CodeNotFound, "node %s does not serve model %q with capability %q", s.cfg.NodeID, spec.Model, capability)
-		}
-		return bad(wire.CodeNotFound, "node %s serves no model with capability %q", s.cfg.NodeID, capability)
-	}
-	if !s.cfg.Clearance.Allows(spec.Privacy) {
-		return bad(wire.CodePrivacy, "node %s is cleared for %s data, the request is %s", s.cfg.NodeID, s.cfg.Clearance, spec.Privacy)
+	model, capability, werr := s.target(h.Get(wire.HdrCapability), spec)
+	if werr != nil {
+		werr.RequestID = id
+		return nil, werr
 	}
 	now := time.Now()
-	deadline := now.Add(spec.EffectiveTimeout())
-	if v := h.Get(wire.HdrDeadline); v != "" {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || ms <= 0 {
-			return bad(wire.CodeBadRequest, "header %s %q is not Unix milliseconds", wire.HdrDeadline, v)
-		}
-		deadline = time.UnixMilli(ms)
+	deadline, werr := deadlineOf(h, spec, now)
+	if werr != nil {
+		werr.RequestID = id
+		return nil, werr
 	}
 	attempt, _ := strconv.Atoi(h.Get(wire.HdrAttempt))
 	ctx, cancel := context.WithCancelCause(context.Background())
 	ctx, stopDeadline := context.WithDeadlineCause(ctx, deadline, errDeadline)
 	j := &job{
-		req: backend.Request{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
+		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
 			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream},
 		reply:  wire.Reply{Inbox: inbox, RequestID: id, Node: s.cfg.NodeID},
 		tenant: spec.Tenant, attempt: attempt, routeScore: h.Get(wire.HdrRouteScore),
-		start: now, ctx: ctx,
+		start: now, ctx: ctx, accepted: make(chan bool, 1),
 	}
 	j.cancel = func(cause error) { cancel(cause); stopDeadline() }
 	return j, nil
+}
+
+// target is the model and capability a dispatch asks for, if this node
+// serves them at the request's privacy level.
+func (s *Service) target(capability string, spec wire.Spec) (string, string, *wire.Error) {
+	if capability != "" {
+		if err := wire.ValidateCapability(capability); err != nil {
+			return "", "", wire.Errorf(wire.CodeBadRequest, "header %s: %v", wire.HdrCapability, err)
+		}
+	}
+	model, capability, ok := s.pick(spec.Model, capability)
+	if !ok {
+		if spec.Model != "" {
+			return "", "", wire.Errorf(wire.CodeNotFound, "node %s does not serve model %q with capability %q", s.cfg.NodeID, spec.Model, capability)
+		}
+		return "", "", wire.Errorf(wire.CodeNotFound, "node %s serves no model with capability %q", s.cfg.NodeID, capability)
+	}
+	if !s.cfg.Clearance.Allows(spec.Privacy) {
+		return "", "", wire.Errorf(wire.CodePrivacy, "node %s is cleared for %s data, the request is %s", s.cfg.NodeID, s.cfg.Clearance, spec.Privacy)
+	}
+	return model, capability, nil
+}
+
+// deadlineOf is the request's deadline: Fed-Deadline (absolute), else the
+// spec's timeout from now.
+func deadlineOf(h nats.Header, spec wire.Spec, now time.Time) (time.Time, *wire.Error) {
+	v := h.Get(wire.HdrDeadline)
+	if v == "" {
+		return now.Add(spec.EffectiveTimeout()), nil
+	}
+	unixMs, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || unixMs <= 0 {
+		return time.Time{}, wire.Errorf(wire.CodeBadRequest, "header %s %q is not Unix milliseconds", wire.HdrDeadline, v)
+	}
+	return time.UnixMilli(unixMs), nil
 }
 
 // pick chooses the model and capability: the named model (it must serve the
@@ -170,7 +199,10 @@ func (s *Service) pick(model, capability string) (string, string, bool) {
 	return "", capability, false
 }
 
-// admit takes a concurrency slot for j, or says why not.
+// admit takes a concurrency slot for j and starts its goroutine (waiting
+// for the accept), or says why not. The goroutine starts under s.mu, before
+// stop can see draining and close the work group, so an accepted job
+// always runs and ends with a final message.
 func (s *Service) admit(j *job) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -180,11 +212,13 @@ func (s *Service) admit(j *job) string {
 	case s.active >= s.cfg.MaxConcurrency:
 		return wire.StatusBusy
 	}
+	if !s.work.Go(func(ctx context.Context) { s.serve(ctx, j) }) {
+		return wire.StatusDraining
+	}
 	s.active++
 	s.waiting++
-	s.jobs[j.req.RequestID] = append(s.jobs[j.req.RequestID], j)
-	s.work.Add(1)
-	if s.early.take(j.req.RequestID) {
+	s.jobs[j.call.RequestID] = append(s.jobs[j.call.RequestID], j)
+	if s.early.take(j.call.RequestID) {
 		// Accepted all the same: refusing would make the router try
 		// another node, which the client has told to stop as well.
 		j.cancel(errCanceled)
@@ -196,7 +230,7 @@ func (s *Service) admit(j *job) string {
 func (s *Service) release(j *job) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	js := s.jobs[j.req.RequestID]
+	js := s.jobs[j.call.RequestID]
 	for i, x := range js {
 		if x == j {
 			js = append(js[:i], js[i+1:]...)
@@ -204,19 +238,14 @@ func (s *Service) release(j *job) {
 		}
 	}
 	if len(js) == 0 {
-		delete(s.jobs, j.req.RequestID)
+		delete(s.jobs, j.call.RequestID)
 	} else {
-		s.jobs[j.req.RequestID] = js
+		s.jobs[j.call.RequestID] = js
 	}
 	s.active--
 	if !j.started {
 		s.waiting--
 	}
-	if s.active == 0 && s.draining {
-		close(s.idle)
-		s.idle = make(chan struct{})
-	}
-	s.work.Done()
 }
 
 // onCancel handles fed.cancel.<request_id>: it ends that request's context;
@@ -233,7 +262,7 @@ func (s *Service) onCancel(m *nats.Msg) {
 	}
 	s.mu.Unlock()
 	if len(js) > 0 {
-		s.log.Debug().Str("request", id).Msg("canceled by client")
+		s.log.Debug().Str(logging.KeyRequest, id).Msg("canceled by client")
 	}
 }
 
@@ -256,15 +285,4 @@ func (s *Service) handleProbe(req micro.Request) {
 	}
 	s.mu.Unlock()
 	_ = req.RespondJSON(a)
-}
-
-// outcome publishes a finished request's event for health.
-func (s *Service) outcome(o record.Outcome) {
-	b, err := json.Marshal(o)
-	if err == nil {
-		err = s.nc.Publish(s.cfg.Subjects.Outcome(s.cfg.NodeID), b)
-	}
-	if err != nil && !s.nc.IsClosed() {
-		s.log.Warn().Err(err).Str("request", o.RequestID).Msg("publish outcome")
-	}
 }

@@ -169,18 +169,13 @@ func (fc *FileConfig) Check() error {
 			errs = append(errs, fmt.Errorf("clearance: %w", err))
 		}
 	}
-	if fc.Cost != nil && (math.IsNaN(*fc.Cost) || *fc.Cost < 0 || *fc.Cost > 1) {
-		errs = append(errs, fmt.Errorf("cost %v is outside [0,1]", *fc.Cost))
+	if fc.Cost != nil && !(*fc.Cost >= 0 && *fc.Cost <= 1) { // NaN included
+		errs = append(errs, fmt.Errorf("cost must be in [0,1], got %v", *fc.Cost))
 	}
 	if fc.MaxConcurrency < 0 {
-		errs = append(errs, fmt.Errorf("max_concurrency %d is negative", fc.MaxConcurrency))
+		errs = append(errs, fmt.Errorf("max_concurrency must be >= 0, got %d", fc.MaxConcurrency))
 	}
-	if fc.HeartbeatInterval < 0 {
-		errs = append(errs, fmt.Errorf("heartbeat_interval %s is negative", fc.HeartbeatInterval))
-	}
-	if fc.DrainTimeout < 0 {
-		errs = append(errs, fmt.Errorf("drain_timeout %s is negative", fc.DrainTimeout))
-	}
+	errs = append(errs, checkDuration("heartbeat_interval", fc.HeartbeatInterval), checkDuration("drain_timeout", fc.DrainTimeout))
 	b := &fc.Backend
 	switch b.Type {
 	case "", BackendSynthetic:
@@ -201,17 +196,7 @@ func (fc *FileConfig) Check() error {
 		errs = append(errs, fmt.Errorf("backend.api_key_env %q is not an environment variable name", b.APIKeyEnv))
 	}
 	for i, m := range fc.Models {
-		if err := wire.ValidateID("model_id", m.ModelID); err != nil {
-			errs = append(errs, fmt.Errorf("models[%d]: %w", i, err))
-		}
-		if len(m.Capabilities) == 0 {
-			errs = append(errs, fmt.Errorf("models[%d] (%s): capabilities is empty", i, m.ModelID))
-		}
-		for _, c := range m.Capabilities {
-			if err := wire.ValidateCapability(c); err != nil {
-				errs = append(errs, fmt.Errorf("models[%d] (%s): capabilities: %w", i, m.ModelID, err))
-			}
-		}
+		errs = append(errs, checkModel(i, m.ModelID, m.Capabilities))
 	}
 	return errors.Join(errs...)
 }
@@ -272,6 +257,22 @@ func (b *FileBackend) build(names map[string]string, getenv func(string) (string
 	}
 	return synthetic.New(synthetic.Config{TTFT: b.TTFT, TokenDelay: b.TokenDelay, Tokens: b.Tokens,
 		FailureRate: b.FailureRate, TokenBytes: b.TokenBytes}), nil
+}
+
+// checkModel checks models[i] of a file: its id and capabilities.
+func checkModel(i int, id string, capabilities []string) error {
+	if err := wire.ValidateID("model_id", id); err != nil {
+		return fmt.Errorf("models[%d]: %w", i, err)
+	}
+	if len(capabilities) == 0 {
+		return fmt.Errorf("models[%d] (%s): capabilities must list at least one, got none", i, id)
+	}
+	for _, c := range capabilities {
+		if err := wire.ValidateCapability(c); err != nil {
+			return fmt.Errorf("models[%d] (%s): capabilities: %w", i, id, err)
+		}
+	}
+	return nil
 }
 
 // ParseModels reads the --models flag: models separated by ';' or spaces,

@@ -45,17 +45,17 @@ func FuzzDecodeDispatch(f *testing.F) {
 			return
 		}
 		defer j.cancel(nil)
-		if j.reply.Inbox == "" || j.req.RequestID == "" {
+		if j.reply.Inbox == "" || j.call.RequestID == "" {
 			t.Fatal("accepted without inbox or request id")
 		}
 		ok := false
 		for _, m := range s.cfg.Models {
-			if m.ModelID == j.req.Model && m.Serves(j.req.Capability) {
+			if m.ModelID == j.call.Model && m.Serves(j.call.Capability) {
 				ok = true
 			}
 		}
 		if !ok {
-			t.Fatalf("accepted model %q capability %q the node does not serve", j.req.Model, j.req.Capability)
+			t.Fatalf("accepted model %q capability %q the node does not serve", j.call.Model, j.call.Capability)
 		}
 		if _, has := j.ctx.Deadline(); !has {
 			t.Fatal("accepted request without a deadline")

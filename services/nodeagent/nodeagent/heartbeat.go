@@ -2,10 +2,10 @@ package nodeagent
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // tpsWeight is the weight of the newest request in the throughput average.
@@ -29,8 +29,8 @@ func (s *Service) observe(tokens int, gen time.Duration) {
 	s.mu.Unlock()
 }
 
+// heartbeatLoop runs on the loops group until it stops.
 func (s *Service) heartbeatLoop(ctx context.Context) {
-	defer s.loops.Done()
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	reconnects := s.nc.Stats().Reconnects
@@ -43,7 +43,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 			s.publishHeartbeat()
 			if n := s.nc.Stats().Reconnects; n != reconnects {
 				reconnects = n
-				s.reregister(ctx)
+				s.reregister()
 			}
 		}
 	}
@@ -51,21 +51,22 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 
 // reregister registers again after a reconnect: while the node was cut off
 // the catalog may have expired its record, and nothing else would bring it
-// back. It runs beside the loop (heartbeats go on meanwhile); the loop's own
-// count in s.loops keeps Add safe against Stop's Wait.
-func (s *Service) reregister(ctx context.Context) {
+// back. It runs beside the loop (heartbeats go on meanwhile), at most one
+// at a time.
+func (s *Service) reregister() {
 	if !s.reregistering.CompareAndSwap(false, true) {
 		return
 	}
-	s.loops.Add(1)
-	go func() {
-		defer s.loops.Done()
+	started := s.loops.Go(func(ctx context.Context) {
 		defer s.reregistering.Store(false)
 		s.log.Info().Msg("reconnected: registering again")
 		if err := s.register(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error().Err(err).Msg("register after reconnect")
 		}
-	}()
+	})
+	if !started {
+		s.reregistering.Store(false) // stopping: no register any more
+	}
 }
 
 // heartbeat is the node's load report as it is now.
@@ -85,11 +86,7 @@ func (s *Service) publishHeartbeat() {
 	if s.nc.IsClosed() {
 		return
 	}
-	b, err := json.Marshal(s.heartbeat())
-	if err == nil {
-		err = s.nc.Publish(s.cfg.Subjects.Heartbeat(s.cfg.NodeID), b)
-	}
-	if err != nil {
+	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Heartbeat(s.cfg.NodeID), s.heartbeat()); err != nil {
 		s.log.Debug().Err(err).Msg("publish heartbeat")
 	}
 }
@@ -99,7 +96,7 @@ func (s *Service) streamsLocked() int {
 	n := 0
 	for _, js := range s.jobs {
 		for _, j := range js {
-			if j.req.Stream {
+			if j.call.Stream {
 				n++
 			}
 		}

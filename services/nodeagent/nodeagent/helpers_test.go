@@ -10,7 +10,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
@@ -49,9 +48,13 @@ func startCatalogTB(t testing.TB, nc *nats.Conn) *fakeCatalog {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = svc.Stop() })
 	require.NoError(t, svc.AddEndpoint("register", micro.HandlerFunc(func(r micro.Request) {
-		var n record.Node
-		if err := json.Unmarshal(r.Data(), &n); err != nil {
-			_ = r.Error("400", err.Error(), nil)
+		var n api.RegisterRequest
+		err := json.Unmarshal(r.Data(), &n)
+		if err == nil {
+			err = n.Validate() // as the catalog checks a registration
+		}
+		if err != nil {
+			_ = wire.RespondError(nc, r.Reply(), wire.Errorf(wire.CodeBadRequest, "%v", err))
 			return
 		}
 		f.mu.Lock()
@@ -72,23 +75,22 @@ func startCatalogTB(t testing.TB, nc *nats.Conn) *fakeCatalog {
 
 // rig is a server, a fake catalog and a connection acting as router+client.
 type rig struct {
-	t   *testing.T
-	srv interface{ ClientURL() string }
-	nc  *nats.Conn // the "router" and client side
-	cat *fakeCatalog
+	t    *testing.T
+	conn func(opts ...nats.Option) *nats.Conn // a new connection to the rig's server
+	nc   *nats.Conn                           // the "router" and client side
+	cat  *fakeCatalog
 }
 
 func newRig(t *testing.T) *rig {
-	s := natsembed.StartForTest(t)
-	nc := natsembed.ConnectForTest(t, s)
-	return &rig{t: t, srv: s, nc: nc, cat: startCatalog(t, nc)}
+	r := newRigNoCatalog(t)
+	r.cat = startCatalog(t, r.nc)
+	return r
 }
 
-func (r *rig) conn() *nats.Conn {
-	nc, err := nats.Connect(r.srv.ClientURL())
-	require.NoError(r.t, err)
-	r.t.Cleanup(nc.Close)
-	return nc
+func newRigNoCatalog(t *testing.T) *rig {
+	s := natsembed.StartForTest(t)
+	return &rig{t: t, nc: natsembed.ConnectForTest(t, s),
+		conn: func(opts ...nats.Option) *nats.Conn { return natsembed.ConnectForTest(t, s, opts...) }}
 }
 
 func testConfig(id string, b backend.Backend) Config {
@@ -107,12 +109,9 @@ func testConfig(id string, b backend.Backend) Config {
 func (r *rig) agent(cfg Config) (*Service, *nats.Conn) {
 	r.t.Helper()
 	nc := r.conn()
-	s, err := New(nc, cfg, zerolog.Nop())
+	s, err := New(nc, cfg, natsembed.Logger(r.t))
 	require.NoError(r.t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(r.t, s.Start(ctx))
-	r.t.Cleanup(func() { _ = s.Stop() })
+	natsembed.RunForTest(r.t, s)
 	return s, nc
 }
 
@@ -208,11 +207,11 @@ func newGate() *gate {
 
 func (g *gate) Name() string { return "gate" }
 
-func (g *gate) Generate(ctx context.Context, req backend.Request, emit func([]byte) error) (backend.Result, error) {
+func (g *gate) Generate(ctx context.Context, call backend.Call, emit func([]byte) error) (backend.Result, error) {
 	if err := emit([]byte("a")); err != nil {
 		return backend.Result{}, err
 	}
-	g.started <- req.RequestID
+	g.started <- call.RequestID
 	select {
 	case <-g.release:
 	case <-ctx.Done():

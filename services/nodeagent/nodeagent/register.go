@@ -17,27 +17,26 @@ import (
 // (no responders, timeout, catalog busy) it retries every RegisterRetry until
 // ctx ends; a refusal (bad record, another live instance owns the id) is final.
 func (s *Service) register(ctx context.Context) error {
-	rec := s.cfg.record(s.instance)
-	body, err := json.Marshal(api.RegisterRequest(rec))
+	body, err := json.Marshal(api.RegisterRequest(s.cfg.record(s.instance)))
 	if err != nil {
-		return fmt.Errorf("nodeagent %s: encode registration: %w", s.cfg.NodeID, err)
+		return fmt.Errorf("node %s: encode registration: %w", s.cfg.NodeID, err)
 	}
 	for attempt := 1; ; attempt++ {
 		resp, err := s.request(ctx, s.cfg.Subjects.CatalogRegister(), body)
 		if err == nil {
 			var out api.RegisterResponse
 			if jerr := json.Unmarshal(resp.Data, &out); jerr != nil {
-				return fmt.Errorf("nodeagent %s: malformed register answer: %w", s.cfg.NodeID, jerr)
+				return fmt.Errorf("node %s: malformed register answer: %w", s.cfg.NodeID, jerr)
 			}
 			s.log.Info().Bool("replaced", out.Replaced).Int("attempts", attempt).Msg("registered with catalog")
 			return nil
 		}
 		var we *wire.Error
 		if errors.As(err, &we) && we.Code != wire.CodeNoCapacity && we.Code != wire.CodeTimeout {
-			return fmt.Errorf("nodeagent %s: catalog refused registration: %w", s.cfg.NodeID, err)
+			return fmt.Errorf("node %s: catalog refused registration: %w", s.cfg.NodeID, err)
 		}
 		if errors.Is(err, nats.ErrConnectionClosed) {
-			return fmt.Errorf("nodeagent %s: register: %w", s.cfg.NodeID, err)
+			return fmt.Errorf("node %s: register: %w", s.cfg.NodeID, err)
 		}
 		if attempt == 1 || attempt%20 == 0 {
 			s.log.Warn().Err(err).Int("attempt", attempt).Msg("no catalog answered the registration yet, retrying")
@@ -46,7 +45,7 @@ func (s *Service) register(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("nodeagent %s: register: no catalog answered after %d attempts: %w", s.cfg.NodeID, attempt, ctx.Err())
+			return fmt.Errorf("node %s: register: no catalog answered after %d attempts: %w", s.cfg.NodeID, attempt, ctx.Err())
 		case <-t.C:
 		}
 	}
@@ -54,14 +53,14 @@ func (s *Service) register(ctx context.Context) error {
 
 // deregister removes the node's record; "not registered" counts as done.
 func (s *Service) deregister() error {
-	body, _ := json.Marshal(api.DeregisterRequest{NodeID: s.cfg.NodeID, InstanceID: s.instance})
+	body, _ := json.Marshal(api.DeregisterRequest{NodeID: s.cfg.NodeID, InstanceID: s.instance}) // two strings: cannot fail
 	_, err := s.request(context.Background(), s.cfg.Subjects.CatalogDeregister(), body)
 	var we *wire.Error
 	if err == nil || errors.As(err, &we) && we.Code == wire.CodeNotFound {
 		s.log.Info().Msg("deregistered from catalog")
 		return nil
 	}
-	return fmt.Errorf("nodeagent %s: deregister: %w", s.cfg.NodeID, err)
+	return fmt.Errorf("node %s: deregister: %w", s.cfg.NodeID, err)
 }
 
 // request is one catalog call bounded by RegisterTimeout; an error answer

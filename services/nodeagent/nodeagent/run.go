@@ -8,13 +8,14 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // job is one accepted request.
 type job struct {
-	req        backend.Request
+	call       backend.Call
 	reply      wire.Reply
 	tenant     string
 	attempt    int
@@ -22,7 +23,10 @@ type job struct {
 	start      time.Time
 	ctx        context.Context
 	cancel     func(cause error)
-	started    bool // first token emitted; guarded by Service.mu
+	// accepted gets one value from handleInfer: whether the router was
+	// sent the accept; the job runs only then.
+	accepted chan bool
+	started  bool // first token emitted; guarded by Service.mu
 }
 
 // run executes an accepted request on the backend and ends it with exactly
@@ -30,80 +34,113 @@ type job struct {
 func (s *Service) run(j *job) {
 	defer j.cancel(nil)
 	defer s.release(j)
-	var (
-		body  []byte
-		ttft  time.Duration
-		first = true
-		sent  error // a publish to the client failed
-	)
-	emit := func(chunk []byte) error {
-		if err := j.ctx.Err(); err != nil {
-			return context.Cause(j.ctx)
-		}
-		if len(chunk) == 0 {
-			return nil // an empty chunk would read as the ADR-47 end sentinel
-		}
-		if first {
-			first = false
-			ttft = time.Since(j.start)
-			s.mu.Lock()
-			j.started = true
-			s.waiting--
-			s.mu.Unlock()
-		}
-		if !j.req.Stream {
-			body = append(body, chunk...)
-			return nil
-		}
-		if err := s.nc.PublishMsg(j.reply.Chunk(chunk)); err != nil {
-			sent = err
-			j.cancel(errLost)
-			return errLost
-		}
-		if j.reply.Seq() == 1 {
-			// The first token's latency is what users feel: push it out now
-			// rather than when the write buffer fills.
-			_ = s.nc.FlushTimeout(time.Second)
-		}
-		return nil
-	}
-	res, err := s.cfg.Backend.Generate(j.ctx, j.req, emit)
+	out := &output{s: s, j: j}
+	res, err := s.cfg.Backend.Generate(j.ctx, j.call, out.emit)
 	latency := time.Since(j.start)
-
-	var final *nats.Msg
 	var werr *wire.Error
 	if err != nil {
 		werr = s.failure(j, err)
-		final = j.reply.Fail(werr.Code, werr.Description)
 	} else {
-		var data []byte
-		if !j.req.Stream {
-			data = body
-		}
-		final = j.reply.Done(data, wire.DoneInfo{Tokens: res.Tokens, LatencyMs: ms(latency), TTFTMs: ms(ttft), RouteScore: j.routeScore})
-		if res.ContentType != "" {
-			final.Header.Set(wire.HdrContentType, res.ContentType)
-		}
-		s.observe(res.Tokens, latency-ttft)
+		s.observe(res.Tokens, latency-out.ttft)
 	}
-	if sent == nil {
-		if perr := s.nc.PublishMsg(final); perr != nil && !s.nc.IsClosed() {
-			s.log.Warn().Err(perr).Str("request", j.req.RequestID).Msg("final message not sent")
-		}
+	if out.sendErr == nil {
+		s.sendFinal(j, out.final(res, werr, latency))
 	}
-	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.req.RequestID, OK: err == nil,
-		Capability: j.req.Capability, Model: j.req.Model, Tenant: j.tenant, Attempt: j.attempt,
-		LatencyMs: ms(latency), TTFTMs: ms(ttft), Tokens: res.Tokens, Stream: j.req.Stream, Time: time.Now().UTC()}
+	s.publishOutcome(j, res, werr, latency, out.ttft)
+	s.logFinished(j, res, werr, latency)
+}
+
+// output is what a job's backend has emitted so far: the first token's
+// time, and the whole answer when the client did not ask for a stream.
+type output struct {
+	s       *Service
+	j       *job
+	body    []byte        // the whole answer, not streamed
+	ttft    time.Duration // time to the first non-empty chunk
+	emitted bool
+	sendErr error // a publish to the client failed
+}
+
+// emit forwards one chunk (streamed) or keeps it (whole answer).
+func (o *output) emit(chunk []byte) error {
+	j := o.j
+	if err := j.ctx.Err(); err != nil {
+		return context.Cause(j.ctx)
+	}
+	if len(chunk) == 0 {
+		return nil // an empty chunk would read as the ADR-47 end sentinel
+	}
+	if !o.emitted {
+		o.emitted = true
+		o.ttft = time.Since(j.start)
+		o.s.mu.Lock()
+		j.started = true
+		o.s.waiting--
+		o.s.mu.Unlock()
+	}
+	if !j.call.Stream {
+		o.body = append(o.body, chunk...)
+		return nil
+	}
+	if err := o.s.nc.PublishMsg(j.reply.Chunk(chunk)); err != nil {
+		o.sendErr = err
+		j.cancel(errLost)
+		return errLost
+	}
+	if j.reply.Seq() == 1 {
+		// The first token's latency is what users feel: push it out now
+		// rather than when the write buffer fills.
+		_ = o.s.nc.FlushTimeout(time.Second)
+	}
+	return nil
+}
+
+// final is the job's last message: done (with the whole answer when not
+// streamed) or the error werr.
+func (o *output) final(res backend.Result, werr *wire.Error, latency time.Duration) *nats.Msg {
+	j := o.j
+	if werr != nil {
+		return j.reply.Fail(werr.Code, werr.Description)
+	}
+	var data []byte
+	if !j.call.Stream {
+		data = o.body
+	}
+	m := j.reply.Done(data, wire.DoneInfo{Tokens: res.Tokens, LatencyMs: ms(latency), TTFTMs: ms(o.ttft), RouteScore: j.routeScore})
+	if res.ContentType != "" {
+		m.Header.Set(wire.HdrContentType, res.ContentType)
+	}
+	return m
+}
+
+func (s *Service) sendFinal(j *job, m *nats.Msg) {
+	if err := s.nc.PublishMsg(m); err != nil && !s.nc.IsClosed() {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("final message not sent")
+	}
+}
+
+// publishOutcome sends the finished request's event for health.
+func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, latency, ttft time.Duration) {
+	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.call.RequestID, OK: werr == nil,
+		Capability: j.call.Capability, Model: j.call.Model, Tenant: j.tenant, Attempt: j.attempt,
+		LatencyMs: ms(latency), TTFTMs: ms(ttft), Tokens: res.Tokens, Stream: j.call.Stream, Time: time.Now().UTC()}
 	if werr != nil {
 		o.Code, o.Error = werr.Code, werr.Description
 	}
-	s.outcome(o)
+	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(s.cfg.NodeID), o); err != nil && !s.nc.IsClosed() {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, o.RequestID).Msg("publish outcome")
+	}
+}
+
+// logFinished logs a request's end: failures other than a client's cancel
+// at warn, the rest at debug.
+func (s *Service) logFinished(j *job, res backend.Result, werr *wire.Error, latency time.Duration) {
 	ev := s.log.Debug()
 	if werr != nil && werr.Code != wire.CodeCanceled {
 		ev = s.log.Warn().Int("code", werr.Code).Str("error", werr.Description)
 	}
-	ev.Str("request", j.req.RequestID).Str("model", j.req.Model).Int("tokens", res.Tokens).
-		Dur("latency", latency).Msg("request finished")
+	ev.Str(logging.KeyRequest, j.call.RequestID).Str(logging.KeyModel, j.call.Model).Int("tokens", res.Tokens).
+		Dur(logging.KeyElapsed, latency).Msg("request finished")
 }
 
 // failure turns a backend error into the final error: the reason the
@@ -118,7 +155,7 @@ func (s *Service) failure(j *job, err error) *wire.Error {
 		we = &wire.Error{Code: wire.CodeInternal, Description: "backend " + s.cfg.Backend.Name() + ": " + err.Error()}
 	}
 	out := *we
-	out.RequestID, out.Node = j.req.RequestID, s.cfg.NodeID
+	out.RequestID, out.Node = j.call.RequestID, s.cfg.NodeID
 	return &out
 }
 

@@ -15,8 +15,8 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// call is one HTTP call to the server and how to read its answer.
-type call struct {
+// httpCall is one HTTP call to the server and how to read its answer.
+type httpCall struct {
 	path        string
 	body        io.Reader
 	contentType string
@@ -55,64 +55,64 @@ func raw(v any) json.RawMessage {
 	return b
 }
 
-func (b *Backend) build(req backend.Request) (*call, error) {
-	obj, err := jsonBody(req.Body)
+func (b *Backend) build(call backend.Call) (*httpCall, error) {
+	obj, err := jsonBody(call.Body)
 	if err != nil {
 		return nil, err
 	}
-	model := raw(b.upstream(req.Model))
-	switch req.Capability {
+	model := raw(b.upstream(call.Model))
+	switch call.Capability {
 	case wire.CapGenerate, wire.CapCode:
-		return b.buildText(req, obj, model)
+		return b.buildText(call, obj, model)
 	case wire.CapEmbed:
 		if obj == nil {
-			obj = map[string]json.RawMessage{"input": raw(string(req.Body))}
+			obj = map[string]json.RawMessage{"input": raw(string(call.Body))}
 		}
 		obj["model"] = model
 		return jsonCall("/embeddings", obj, false, readWhole)
 	case wire.CapImagegen:
 		if obj == nil {
-			obj = map[string]json.RawMessage{"prompt": raw(string(req.Body))}
+			obj = map[string]json.RawMessage{"prompt": raw(string(call.Body))}
 		}
 		obj["model"] = model
 		return jsonCall("/images/generations", obj, false, readWhole)
 	case wire.CapSynthesize:
 		if obj == nil {
-			obj = map[string]json.RawMessage{"input": raw(string(req.Body)), "voice": raw(b.cfg.Voice)}
+			obj = map[string]json.RawMessage{"input": raw(string(call.Body)), "voice": raw(b.cfg.Voice)}
 		}
 		obj["model"] = model
 		return jsonCall("/audio/speech", obj, false, readBytes)
 	case wire.CapTranscribe:
-		return b.buildTranscribe(req)
+		return b.buildTranscribe(call)
 	}
-	return nil, wire.Errorf(wire.CodeNotFound, "backend openai has no endpoint for capability %q", req.Capability)
+	return nil, wire.Errorf(wire.CodeNotFound, "backend openai has no endpoint for capability %q", call.Capability)
 }
 
 func jsonCall(path string, obj map[string]json.RawMessage, sse bool,
-	read func(*http.Response, io.Reader, func([]byte) error) (backend.Result, error)) (*call, error) {
+	read func(*http.Response, io.Reader, func([]byte) error) (backend.Result, error)) (*httpCall, error) {
 	body, err := json.Marshal(obj)
 	if err != nil {
 		return nil, badRequest("encode body: %v", err)
 	}
-	return &call{path: path, body: bytes.NewReader(body), contentType: "application/json", sse: sse, read: read}, nil
+	return &httpCall{path: path, body: bytes.NewReader(body), contentType: "application/json", sse: sse, read: read}, nil
 }
 
 // buildText: a JSON body with "messages" goes to chat completions, with
 // "prompt" to completions; plain text becomes one user message (or a prompt
 // with Config.Completions). "model" is the node's model.
-func (b *Backend) buildText(req backend.Request, obj map[string]json.RawMessage, model json.RawMessage) (*call, error) {
+func (b *Backend) buildText(call backend.Call, obj map[string]json.RawMessage, model json.RawMessage) (*httpCall, error) {
 	path := "/chat/completions"
 	switch {
 	case obj == nil && b.cfg.Completions:
-		obj = map[string]json.RawMessage{"prompt": raw(string(req.Body))}
+		obj = map[string]json.RawMessage{"prompt": raw(string(call.Body))}
 		path = "/completions"
 	case obj == nil:
-		obj = map[string]json.RawMessage{"messages": raw([]map[string]string{{"role": "user", "content": string(req.Body)}})}
+		obj = map[string]json.RawMessage{"messages": raw([]map[string]string{{"role": "user", "content": string(call.Body)}})}
 	case obj["messages"] != nil:
 	case obj["prompt"] != nil:
 		path = "/completions"
 	default:
-		return nil, badRequest("JSON body for %s has neither \"messages\" nor \"prompt\"", req.Capability)
+		return nil, badRequest("JSON body for %s has neither \"messages\" nor \"prompt\"", call.Capability)
 	}
 	obj["model"] = model
 	// Always stream from the server, even for a whole answer: the stall
@@ -122,20 +122,10 @@ func (b *Backend) buildText(req backend.Request, obj map[string]json.RawMessage,
 	return jsonCall(path, obj, true, readText)
 }
 
-// transcribeParams is the Fed-Params of a transcribe request.
-type transcribeParams struct {
-	Model          string `json:"model,omitempty"`
-	Language       string `json:"language,omitempty"`
-	Prompt         string `json:"prompt,omitempty"`
-	Filename       string `json:"filename,omitempty"`
-	ResponseFormat string `json:"response_format,omitempty"`
-	Temperature    string `json:"temperature,omitempty"`
-}
-
-func (b *Backend) buildTranscribe(req backend.Request) (*call, error) {
-	var p transcribeParams
-	if len(bytes.TrimSpace(req.Params)) > 0 {
-		if err := json.Unmarshal(req.Params, &p); err != nil {
+func (b *Backend) buildTranscribe(call backend.Call) (*httpCall, error) {
+	var p wire.TranscribeParams
+	if len(bytes.TrimSpace(call.Params)) > 0 {
+		if err := json.Unmarshal(call.Params, &p); err != nil {
 			return nil, badRequest("header %s is not the transcription parameters JSON: %v", wire.HdrParams, err)
 		}
 	}
@@ -146,9 +136,9 @@ func (b *Backend) buildTranscribe(req backend.Request) (*call, error) {
 	mw := multipart.NewWriter(&buf)
 	fw, err := mw.CreateFormFile("file", p.Filename)
 	if err == nil {
-		_, err = fw.Write(req.Body)
+		_, err = fw.Write(call.Body)
 	}
-	fields := [][2]string{{"model", b.upstream(req.Model)}, {"language", p.Language}, {"prompt", p.Prompt},
+	fields := [][2]string{{"model", b.upstream(call.Model)}, {"language", p.Language}, {"prompt", p.Prompt},
 		{"response_format", p.ResponseFormat}, {"temperature", p.Temperature}}
 	for _, f := range fields {
 		if err == nil && f[1] != "" {
@@ -161,7 +151,7 @@ func (b *Backend) buildTranscribe(req backend.Request) (*call, error) {
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeInternal, "build transcription form: %v", err)
 	}
-	return &call{path: "/audio/transcriptions", body: &buf, contentType: mw.FormDataContentType(), read: readWhole}, nil
+	return &httpCall{path: "/audio/transcriptions", body: &buf, contentType: mw.FormDataContentType(), read: readWhole}, nil
 }
 
 // usage is the token count block of an OpenAI answer.
@@ -220,27 +210,38 @@ func isSSE(resp *http.Response) bool {
 // as it arrives for a stream, the whole text at once otherwise.
 func readText(resp *http.Response, body io.Reader, emit func([]byte) error) (backend.Result, error) {
 	if !isSSE(resp) {
-		data, err := readLimited(body, maxWholeBody)
-		if err != nil {
-			return backend.Result{}, err
-		}
-		var c chunk
-		if err := json.Unmarshal(data, &c); err != nil {
-			return backend.Result{}, fmt.Errorf("answer is not JSON: %w", err)
-		}
-		if msg := c.text(); msg != "" {
-			return backend.Result{}, wire.Errorf(wire.CodeInternal, "backend error: %s", msg)
-		}
-		var text string
-		if len(c.Choices) > 0 {
-			text = c.Choices[0].Message.Content + c.Choices[0].Text
-		}
-		res := backend.Result{Tokens: len(strings.Fields(text))}
-		if c.Usage != nil && c.Usage.CompletionTokens > 0 {
-			res.Tokens = c.Usage.CompletionTokens
-		}
-		return res, emit([]byte(text))
+		return readWholeText(body, emit)
 	}
+	return readTextStream(body, emit)
+}
+
+// readWholeText reads a server that answered plain JSON despite "stream".
+func readWholeText(body io.Reader, emit func([]byte) error) (backend.Result, error) {
+	data, err := readLimited(body, maxWholeBody)
+	if err != nil {
+		return backend.Result{}, err
+	}
+	var c chunk
+	if err := json.Unmarshal(data, &c); err != nil {
+		return backend.Result{}, fmt.Errorf("answer is not JSON: %w", err)
+	}
+	if msg := c.text(); msg != "" {
+		return backend.Result{}, wire.Errorf(wire.CodeInternal, "backend error: %s", msg)
+	}
+	var text string
+	if len(c.Choices) > 0 {
+		text = c.Choices[0].Message.Content + c.Choices[0].Text
+	}
+	res := backend.Result{Tokens: len(strings.Fields(text))}
+	if c.Usage != nil && c.Usage.CompletionTokens > 0 {
+		res.Tokens = c.Usage.CompletionTokens
+	}
+	return res, emit([]byte(text))
+}
+
+// readTextStream emits each SSE delta as it arrives, until [DONE] (or a
+// finish_reason and the end of the body).
+func readTextStream(body io.Reader, emit func([]byte) error) (backend.Result, error) {
 	r := NewSSEReader(body)
 	var res backend.Result
 	deltas, finished := 0, false

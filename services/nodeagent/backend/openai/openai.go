@@ -100,8 +100,8 @@ func (b *Backend) Name() string { return "openai" }
 func (b *Backend) String() string { return "openai(" + b.base + ")" }
 
 // Generate implements backend.Backend.
-func (b *Backend) Generate(ctx context.Context, req backend.Request, emit func([]byte) error) (backend.Result, error) {
-	call, err := b.build(req)
+func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]byte) error) (backend.Result, error) {
+	hc, err := b.build(call)
 	if err != nil {
 		return backend.Result{}, err
 	}
@@ -111,19 +111,19 @@ func (b *Backend) Generate(ctx context.Context, req backend.Request, emit func([
 	defer cancel(nil)
 	w := newWatchdog(b.cfg.StallTimeout, func() { cancel(errStalled) })
 	defer w.stop()
-	if !call.sse {
+	if !hc.sse {
 		// A non-streamed answer (embeddings, images, audio) sends its headers
 		// only when done: only the deadline bounds that wait; the watchdog
 		// starts with the body.
 		w.stop()
 	}
 
-	hreq, err := http.NewRequestWithContext(hctx, http.MethodPost, b.base+call.path, call.body)
+	hreq, err := http.NewRequestWithContext(hctx, http.MethodPost, b.base+hc.path, hc.body)
 	if err != nil {
 		return backend.Result{}, wire.Errorf(wire.CodeInternal, "backend openai: build request: %v", err)
 	}
-	hreq.Header.Set("Content-Type", call.contentType)
-	if call.sse {
+	hreq.Header.Set("Content-Type", hc.contentType)
+	if hc.sse {
 		hreq.Header.Set("Accept", "text/event-stream")
 	}
 	if b.cfg.APIKey != "" {
@@ -131,27 +131,27 @@ func (b *Backend) Generate(ctx context.Context, req backend.Request, emit func([
 	}
 	resp, err := b.cfg.Client.Do(hreq)
 	if err != nil {
-		return backend.Result{}, b.transportError(ctx, hctx, call.path, err)
+		return backend.Result{}, b.transportError(ctx, hctx, hc.path, err)
 	}
 	defer resp.Body.Close()
 	w.kick()
 	if resp.StatusCode/100 != 2 {
-		return backend.Result{}, httpError(resp, call.path)
+		return backend.Result{}, httpError(resp, hc.path)
 	}
 	body := &kickReader{r: resp.Body, w: w}
-	res, err := call.read(resp, body, emit)
+	res, err := hc.read(resp, body, emit)
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
 		}
 		if errors.Is(context.Cause(hctx), errStalled) {
-			return res, wire.Errorf(wire.CodeTimeout, "backend openai %s: stalled, nothing for %s", call.path, b.cfg.StallTimeout)
+			return res, wire.Errorf(wire.CodeTimeout, "backend openai %s: stalled, nothing for %s", hc.path, b.cfg.StallTimeout)
 		}
 		var we *wire.Error
 		if errors.As(err, &we) {
 			return res, we
 		}
-		return res, wire.Errorf(wire.CodeInternal, "backend openai %s: %v", call.path, err)
+		return res, wire.Errorf(wire.CodeInternal, "backend openai %s: %v", hc.path, err)
 	}
 	return res, nil
 }

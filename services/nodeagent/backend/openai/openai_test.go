@@ -127,7 +127,7 @@ func (c *collected) all() []string {
 	return append([]string(nil), c.chunks...)
 }
 
-func gen(b *Backend, ctx context.Context, req backend.Request, c *collected) (backend.Result, error) {
+func gen(b *Backend, ctx context.Context, req backend.Call, c *collected) (backend.Result, error) {
 	if req.Model == "" {
 		req.Model = "llama"
 	}
@@ -154,7 +154,7 @@ func TestStreamedChatArrivesInOrderAsItIsProduced(t *testing.T) {
 	var err error
 	go func() {
 		defer close(done)
-		res, err = gen(f.backend(), context.Background(), backend.Request{Body: []byte("say hi"), Stream: true}, c)
+		res, err = gen(f.backend(), context.Background(), backend.Call{Body: []byte("say hi"), Stream: true}, c)
 	}()
 	select {
 	case <-c.first:
@@ -198,7 +198,7 @@ func TestWholeAnswers(t *testing.T) {
 	b := f.backend()
 	cases := []struct {
 		name       string
-		req        backend.Request
+		req        backend.Call
 		completion bool
 		path       string
 		out        string
@@ -206,34 +206,34 @@ func TestWholeAnswers(t *testing.T) {
 		ctype      string
 		check      func(t *testing.T, s seen)
 	}{
-		{name: "chat passthrough", req: backend.Request{Body: []byte(`{"model":"whatever","messages":[{"role":"user","content":"q"}],"temperature":0.2,"stream":true}`)},
+		{name: "chat passthrough", req: backend.Call{Body: []byte(`{"model":"whatever","messages":[{"role":"user","content":"q"}],"temperature":0.2,"stream":true}`)},
 			path: "/v1/chat/completions", out: "the whole answer", tokens: 3, check: func(t *testing.T, s seen) {
 				assert.Equal(t, 0.2, s.body["temperature"], "other fields pass through")
 				assert.Equal(t, true, s.body["stream"], "text is always streamed from the server")
 				assert.Equal(t, "meta-llama/Llama-3-8B", s.body["model"])
 			}},
-		{name: "prompt body", req: backend.Request{Capability: wire.CapCode, Body: []byte(`{"prompt":"def f("}`)},
+		{name: "prompt body", req: backend.Call{Capability: wire.CapCode, Body: []byte(`{"prompt":"def f("}`)},
 			path: "/v1/completions", out: "completed text here", tokens: 3},
-		{name: "plain text to completions", completion: true, req: backend.Request{Body: []byte("once upon")},
+		{name: "plain text to completions", completion: true, req: backend.Call{Body: []byte("once upon")},
 			path: "/v1/completions", out: "completed text here", tokens: 3, check: func(t *testing.T, s seen) {
 				assert.Equal(t, "once upon", s.body["prompt"])
 			}},
-		{name: "embed text", req: backend.Request{Capability: wire.CapEmbed, Model: "bge", Body: []byte("vector me")},
+		{name: "embed text", req: backend.Call{Capability: wire.CapEmbed, Model: "bge", Body: []byte("vector me")},
 			path: "/v1/embeddings", tokens: 2, out: `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2]}],"usage":{"prompt_tokens":2,"total_tokens":2}}`,
 			check: func(t *testing.T, s seen) {
 				assert.Equal(t, "vector me", s.body["input"])
 				assert.Equal(t, "bge", s.body["model"], "unmapped ids are sent as they are")
 			}},
-		{name: "imagegen", req: backend.Request{Capability: wire.CapImagegen, Body: []byte("a cat")},
+		{name: "imagegen", req: backend.Call{Capability: wire.CapImagegen, Body: []byte("a cat")},
 			path: "/v1/images/generations", out: `{"created":1,"data":[{"b64_json":"AAAA"}]}`, check: func(t *testing.T, s seen) {
 				assert.Equal(t, "a cat", s.body["prompt"])
 			}},
-		{name: "speech", req: backend.Request{Capability: wire.CapSynthesize, Body: []byte("read this")},
+		{name: "speech", req: backend.Call{Capability: wire.CapSynthesize, Body: []byte("read this")},
 			path: "/v1/audio/speech", out: "ID3-fake-mp3", ctype: "audio/mpeg", check: func(t *testing.T, s seen) {
 				assert.Equal(t, "read this", s.body["input"])
 				assert.Equal(t, DefaultVoice, s.body["voice"])
 			}},
-		{name: "transcribe", req: backend.Request{Capability: wire.CapTranscribe, Body: []byte("RIFF...."),
+		{name: "transcribe", req: backend.Call{Capability: wire.CapTranscribe, Body: []byte("RIFF...."),
 			Params: []byte(`{"language":"de","filename":"a.wav","response_format":"json"}`)},
 			path: "/v1/audio/transcriptions", out: `{"text":"hello there"}`, check: func(t *testing.T, s seen) {
 				assert.Equal(t, "RIFF....", string(s.file))
@@ -321,7 +321,7 @@ func TestFailuresEndInOneClearError(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t, tc.handle)
 			b := f.backend(func(c *Config) { c.StallTimeout = 150 * time.Millisecond })
-			_, err := gen(b, context.Background(), backend.Request{Body: []byte("x"), Stream: true}, newCollected())
+			_, err := gen(b, context.Background(), backend.Call{Body: []byte("x"), Stream: true}, newCollected())
 			require.Error(t, err)
 			var we *wire.Error
 			require.True(t, errors.As(err, &we), "a *wire.Error, got %T %v", err, err)
@@ -336,7 +336,7 @@ func TestUnreachableServer(t *testing.T) {
 	f := newFake(t, func(w http.ResponseWriter, r *http.Request) {})
 	b := f.backend()
 	f.srv.Close()
-	_, err := gen(b, context.Background(), backend.Request{Body: []byte("x")}, newCollected())
+	_, err := gen(b, context.Background(), backend.Call{Body: []byte("x")}, newCollected())
 	var we *wire.Error
 	require.True(t, errors.As(err, &we))
 	assert.Equal(t, wire.CodeNoCapacity, we.Code)
@@ -355,7 +355,7 @@ func TestCancelStopsTheHTTPRequest(t *testing.T) {
 	c := newCollected()
 	done := make(chan error, 1)
 	go func() {
-		_, err := gen(f.backend(), ctx, backend.Request{Body: []byte("x"), Stream: true}, c)
+		_, err := gen(f.backend(), ctx, backend.Call{Body: []byte("x"), Stream: true}, c)
 		done <- err
 	}()
 	<-c.first
@@ -378,7 +378,7 @@ func TestCancelStopsTheHTTPRequest(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	f := newFake(t, func(w http.ResponseWriter, r *http.Request) { t.Error("no request must reach the server") })
 	b := f.backend()
-	for _, req := range []backend.Request{
+	for _, req := range []backend.Call{
 		{Body: []byte(`{"messages": [`)},
 		{Body: []byte(`{"temperature": 1}`)},
 		{Capability: wire.CapTranscribe, Params: []byte(`{nope`)},
@@ -409,7 +409,7 @@ func TestSlowWholeAnswerIsNotAStall(t *testing.T) {
 	})
 	b := f.backend(func(c *Config) { c.StallTimeout = 100 * time.Millisecond })
 	c := newCollected()
-	_, err := gen(b, context.Background(), backend.Request{Capability: wire.CapImagegen, Body: []byte("slow cat")}, c)
+	_, err := gen(b, context.Background(), backend.Call{Capability: wire.CapImagegen, Body: []byte("slow cat")}, c)
 	require.NoError(t, err)
 	assert.Equal(t, `{"created":1,"data":[]}`, strings.Join(c.all(), ""))
 }

@@ -85,18 +85,18 @@ func (b *Backend) fails() bool {
 }
 
 // Generate implements backend.Backend.
-func (b *Backend) Generate(ctx context.Context, req backend.Request, emit func([]byte) error) (backend.Result, error) {
+func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]byte) error) (backend.Result, error) {
 	if err := sleep(ctx, b.cfg.TTFT); err != nil {
 		return backend.Result{}, err
 	}
 	if b.fails() {
 		return backend.Result{}, wire.Errorf(wire.CodeInternal, "synthetic failure (failure_rate %.2f)", b.cfg.FailureRate)
 	}
-	n := b.tokens(req.Model)
-	seed := seedOf(req)
-	switch req.Capability {
+	n := b.tokens(call.Model)
+	seed := seedOf(call)
+	switch call.Capability {
 	case wire.CapEmbed:
-		return backend.Result{Tokens: n}, emit(embedding(req, seed))
+		return backend.Result{Tokens: n}, emit(embedding(call, seed))
 	case wire.CapImagegen:
 		return backend.Result{Tokens: n}, emit(image(seed))
 	case wire.CapTranscribe:
@@ -137,14 +137,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-func seedOf(req backend.Request) uint64 {
+func seedOf(call backend.Call) uint64 {
 	h := fnv.New64a()
-	h.Write([]byte(req.Capability))
+	h.Write([]byte(call.Capability))
 	h.Write([]byte{0})
-	h.Write([]byte(req.Model))
+	h.Write([]byte(call.Model))
 	h.Write([]byte{0})
-	h.Write(req.Body)
-	h.Write(req.Params)
+	h.Write(call.Body)
+	h.Write(call.Params)
 	return h.Sum64()
 }
 
@@ -185,7 +185,7 @@ func (b *Backend) text(seed uint64, n int) []byte {
 	return out
 }
 
-func embedding(req backend.Request, seed uint64) []byte {
+func embedding(call backend.Call, seed uint64) []byte {
 	vec := make([]float64, embedDims)
 	var norm float64
 	for i := range vec {
@@ -205,9 +205,9 @@ func embedding(req backend.Request, seed uint64) []byte {
 	}
 	out, _ := json.Marshal(map[string]any{
 		"object": "list",
-		"model":  req.Model,
+		"model":  call.Model,
 		"data":   []item{{Object: "embedding", Index: 0, Embedding: vec}},
-		"usage":  map[string]int{"prompt_tokens": len(strings.Fields(string(req.Body))), "total_tokens": len(strings.Fields(string(req.Body)))},
+		"usage":  map[string]int{"prompt_tokens": len(strings.Fields(string(call.Body))), "total_tokens": len(strings.Fields(string(call.Body)))},
 	})
 	return out
 }

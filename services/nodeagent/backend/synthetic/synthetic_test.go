@@ -15,7 +15,7 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-func collect(t *testing.T, b *Backend, req backend.Request) ([]string, backend.Result, error) {
+func collect(t *testing.T, b *Backend, req backend.Call) ([]string, backend.Result, error) {
 	t.Helper()
 	var out []string
 	res, err := b.Generate(context.Background(), req, func(c []byte) error {
@@ -26,11 +26,11 @@ func collect(t *testing.T, b *Backend, req backend.Request) ([]string, backend.R
 }
 
 func TestTokens(t *testing.T) {
-	gen := backend.Request{Capability: wire.CapGenerate, Model: "m1", Body: []byte("hello")}
+	gen := backend.Call{Capability: wire.CapGenerate, Model: "m1", Body: []byte("hello")}
 	cases := []struct {
 		name  string
 		cfg   Config
-		req   backend.Request
+		req   backend.Call
 		count int
 		bytes int
 	}{
@@ -73,7 +73,7 @@ func TestFailureRate(t *testing.T) {
 		b := New(Config{FailureRate: tc.rate, Tokens: 1})
 		n := 0
 		for i := 0; i < 10; i++ {
-			_, _, err := collect(t, b, backend.Request{Capability: wire.CapGenerate})
+			_, _, err := collect(t, b, backend.Call{Capability: wire.CapGenerate})
 			if err != nil {
 				var we *wire.Error
 				require.True(t, errors.As(err, &we))
@@ -88,7 +88,7 @@ func TestFailureRate(t *testing.T) {
 func TestDelaysAndCancel(t *testing.T) {
 	b := New(Config{TTFT: 30 * time.Millisecond, TokenDelay: 10 * time.Millisecond, Tokens: 3})
 	t0 := time.Now()
-	_, _, err := collect(t, b, backend.Request{Capability: wire.CapGenerate})
+	_, _, err := collect(t, b, backend.Call{Capability: wire.CapGenerate})
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, time.Since(t0), 50*time.Millisecond)
 
@@ -96,19 +96,19 @@ func TestDelaysAndCancel(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 	defer cancel()
 	n := 0
-	res, err := slow.Generate(ctx, backend.Request{Capability: wire.CapGenerate}, func([]byte) error { n++; return nil })
+	res, err := slow.Generate(ctx, backend.Call{Capability: wire.CapGenerate}, func([]byte) error { n++; return nil })
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Equal(t, 1, n)
 	assert.Equal(t, 1, res.Tokens)
 
 	stop := errors.New("client gone")
-	_, err = New(Config{}).Generate(context.Background(), backend.Request{Capability: wire.CapGenerate}, func([]byte) error { return stop })
+	_, err = New(Config{}).Generate(context.Background(), backend.Call{Capability: wire.CapGenerate}, func([]byte) error { return stop })
 	require.ErrorIs(t, err, stop, "an emit error ends the request")
 }
 
 func TestOtherCapabilities(t *testing.T) {
 	b := New(Config{Tokens: 4})
-	out, _, err := collect(t, b, backend.Request{Capability: wire.CapEmbed, Model: "e", Body: []byte("a b")})
+	out, _, err := collect(t, b, backend.Call{Capability: wire.CapEmbed, Model: "e", Body: []byte("a b")})
 	require.NoError(t, err)
 	require.Len(t, out, 1)
 	var emb struct {
@@ -121,18 +121,18 @@ func TestOtherCapabilities(t *testing.T) {
 	assert.Equal(t, "list", emb.Object)
 	assert.Len(t, emb.Data[0].Embedding, embedDims)
 
-	out, res, err := collect(t, b, backend.Request{Capability: wire.CapSynthesize, Body: []byte("x")})
+	out, res, err := collect(t, b, backend.Call{Capability: wire.CapSynthesize, Body: []byte("x")})
 	require.NoError(t, err)
 	assert.Equal(t, "audio/wav", res.ContentType)
 	assert.True(t, strings.HasPrefix(out[0], "RIFF"))
 
-	out, _, err = collect(t, b, backend.Request{Capability: wire.CapTranscribe, Body: []byte("audio")})
+	out, _, err = collect(t, b, backend.Call{Capability: wire.CapTranscribe, Body: []byte("audio")})
 	require.NoError(t, err)
 	var tr struct{ Text string }
 	require.NoError(t, json.Unmarshal([]byte(out[0]), &tr))
 	assert.NotEmpty(t, tr.Text)
 
-	out, _, err = collect(t, b, backend.Request{Capability: wire.CapImagegen, Body: []byte("cat")})
+	out, _, err = collect(t, b, backend.Call{Capability: wire.CapImagegen, Body: []byte("cat")})
 	require.NoError(t, err)
 	assert.Contains(t, out[0], "b64_json")
 }
@@ -141,7 +141,7 @@ func TestOtherCapabilities(t *testing.T) {
 // (the mesh benchmarks measure fedmesh, not the stand-in).
 func BenchmarkGenerate(b *testing.B) {
 	be := New(Config{Tokens: 256, TokenBytes: 16})
-	req := backend.Request{Capability: wire.CapGenerate, Model: "m", Body: []byte("bench")}
+	req := backend.Call{Capability: wire.CapGenerate, Model: "m", Body: []byte("bench")}
 	emit := func([]byte) error { return nil }
 	b.ReportAllocs()
 	for b.Loop() {

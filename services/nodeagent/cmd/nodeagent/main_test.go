@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,8 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -31,9 +35,20 @@ func writeFile(t *testing.T, doc string) string {
 	return p
 }
 
+// load parses and loads as run does before it connects; it returns the
+// node's config and the NATS URL run connects to.
+func load(args []string, lookup func(string) (string, bool), stderr io.Writer) (nodeagent.Config, string, error) {
+	a := newAgent(lookup)
+	common, err := servicecmd.Parse(a.command(), args, lookup, stderr)
+	if err != nil {
+		return nodeagent.Config{}, "", err
+	}
+	return a.cfg, common.NatsURL, nil
+}
+
 func TestLoadLayersFileEnvFlags(t *testing.T) {
 	path := writeFile(t, "node_id: from-file\nregion: file-region\ncost: 0.1\nmax_concurrency: 3\nmodels: [{model_id: m1, capabilities: [generate]}]\n")
-	cfg, o, err := load([]string{"--config", path, "--region", "flag-region", "--models", "a:generate,code;b:embed", "--gpu=true"},
+	cfg, natsURL, err := load([]string{"--config", path, "--region", "flag-region", "--models", "a:generate,code;b:embed", "--gpu=true"},
 		env(map[string]string{"FEDMESH_REGION": "env-region", "FEDMESH_COST": "0.7", "FEDMESH_NATS_URL": "nats://127.0.0.1:1"}), &bytes.Buffer{})
 	require.NoError(t, err)
 	assert.Equal(t, "from-file", cfg.NodeID)
@@ -43,8 +58,34 @@ func TestLoadLayersFileEnvFlags(t *testing.T) {
 	assert.True(t, cfg.GPU)
 	require.Len(t, cfg.Models, 2)
 	assert.Equal(t, []string{"generate", "code"}, cfg.Models[0].Capabilities)
-	assert.Equal(t, "nats://127.0.0.1:1", o.natsURL)
+	assert.Equal(t, "nats://127.0.0.1:1", natsURL)
 	assert.Equal(t, "synthetic", cfg.Backend.Name())
+}
+
+// The file's nats_url beats the default, and loses to the variable and the
+// flag; the config file may also come from FEDMESH_CONFIG or the older
+// FEDMESH_NODE_CONFIG.
+func TestNatsURLAndConfigFilePrecedence(t *testing.T) {
+	path := writeFile(t, "nats_url: nats://file:1\nnode_id: n1\nregion: r1\nmodels: [{model_id: m1, capabilities: [generate]}]\n")
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"file beats default", []string{"--config", path}, nil, "nats://file:1"},
+		{"env beats file", []string{"--config", path}, map[string]string{"FEDMESH_NATS_URL": "nats://env:1"}, "nats://env:1"},
+		{"flag beats env", []string{"--config", path, "--nats-url", "nats://flag:1"}, map[string]string{"FEDMESH_NATS_URL": "nats://env:1"}, "nats://flag:1"},
+		{"FEDMESH_CONFIG", nil, map[string]string{"FEDMESH_CONFIG": path}, "nats://file:1"},
+		{"FEDMESH_NODE_CONFIG", nil, map[string]string{"FEDMESH_NODE_CONFIG": path}, "nats://file:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, natsURL, err := load(tc.args, env(tc.env), io.Discard)
+			require.NoError(t, err)
+			assert.Equal(t, "n1", cfg.NodeID)
+			assert.Equal(t, tc.want, natsURL, "what servicecmd.Run connects to")
+		})
+	}
 }
 
 func TestBadConfigNamesTheField(t *testing.T) {
@@ -67,7 +108,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			code := run(tc.args, env(tc.env), &out)
+			code := run(context.Background(), tc.args, env(tc.env), &out)
 			assert.Equal(t, 2, code)
 			assert.Contains(t, out.String(), tc.says)
 		})
@@ -101,13 +142,16 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	}), micro.WithEndpointSubject(subject.Default.CatalogDeregister())))
 
 	done := make(chan int, 1)
-	var out bytes.Buffer
+	logs, _ := natsembed.NewLogBuffer(t)
 	go func() {
-		done <- run([]string{"--nats-url", s.ClientURL(), "--node-id", "cli-1", "--region", "r1", "--models", "m:generate",
-			"--heartbeat-interval", "50ms", "--drain-timeout", "2s", "--log-format", "json"}, env(nil), &lockedWriter{w: &out})
+		done <- run(context.Background(), []string{"--nats-url", s.ClientURL(), "--node-id", "cli-1", "--region", "r1", "--models", "m:generate",
+			"--heartbeat-interval", "50ms", "--drain-timeout", "2s", "--log-format", "json"}, env(nil), logs)
 	}()
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(registered) == 1 },
-		5*time.Second, 10*time.Millisecond)
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return natsembed.Check(len(registered) == 1, "registrations: %v", registered)
+	})
 	// It serves.
 	m := nats.NewMsg(subject.Default.NodeInfer("cli-1"))
 	m.Header.Set(wire.HdrRequestID, "r1")
@@ -126,15 +170,4 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, []string{"cli-1"}, deregistered)
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
