@@ -5,13 +5,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"os"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/catalog/catalog"
@@ -19,11 +17,9 @@ import (
 	"github.com/fedmesh/fedmesh/services/health/health"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
-	"github.com/fedmesh/fedmesh/services/router/router"
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
-	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -46,13 +42,6 @@ const (
 	resetTimeout = 600 * time.Millisecond
 )
 
-func testLog(t *testing.T) zerolog.Logger {
-	if os.Getenv("FEDMESH_TEST_LOGS") != "" {
-		return logging.New(os.Stderr, logging.FormatConsole, "debug")
-	}
-	return zerolog.Nop()
-}
-
 func start(t *testing.T, nodes ...nodeagent.Config) *env {
 	t.Helper()
 	return startWith(t, nil, nodes...)
@@ -65,10 +54,8 @@ func startWith(t *testing.T, adjust func(*devmesh.Options), nodes ...nodeagent.C
 	for i := range nodes {
 		nodes[i].HeartbeatInterval = hbInterval
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	opts := devmesh.Options{
-		Server: s, Log: testLog(t), Nodes: nodes,
+		Server: s, Log: natsembed.Logger(t), Nodes: nodes,
 		Catalog: func(c *catalog.Config) { c.NodeTTL = 10 * hbInterval },
 		Health: func(c *health.Config) {
 			c.HeartbeatInterval = hbInterval
@@ -76,27 +63,31 @@ func startWith(t *testing.T, adjust func(*devmesh.Options), nodes ...nodeagent.C
 			c.CheckInterval = time.Second
 			c.ProbeTimeout = 200 * time.Millisecond
 		},
-		Router: func(c *router.Config) {},
 	}
 	if adjust != nil {
 		adjust(&opts)
 	}
-	mesh, err := devmesh.Start(ctx, opts)
-	require.NoError(t, err)
-	t.Cleanup(mesh.Stop)
+	mesh := startMesh(t, opts)
 	nc := natsembed.ConnectForTest(t, s)
 	c, err := client.New(nc)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	kv, err := buckets.Open(ctx, js, 5*time.Second)
-	require.NoError(t, err)
-	e := &env{t: t, mesh: mesh, nc: nc, c: c, kv: kv}
+	e := &env{t: t, mesh: mesh, nc: nc, c: c, kv: natsembed.BucketsForTest(t, nc)}
 	for _, n := range nodes {
 		e.waitRoutable(n.NodeID, n.Models[0].Capabilities[0])
 	}
 	return e
+}
+
+// startMesh starts a mesh (20 s to come up) and stops it when the test ends.
+func startMesh(t *testing.T, opts devmesh.Options) *devmesh.Mesh {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mesh, err := devmesh.Start(ctx, opts)
+	require.NoError(t, err)
+	t.Cleanup(mesh.Stop)
+	return mesh
 }
 
 // node builds a synthetic node agent config.
@@ -115,17 +106,26 @@ func node(id, region string, clearance wire.Privacy, sc synthetic.Config, models
 	return c
 }
 
+// waitCircuit waits until the node's circuit is in state.
+func (e *env) waitCircuit(nodeID, state string, within time.Duration) {
+	e.t.Helper()
+	natsembed.Eventually(e.t, within, func() error {
+		h := e.health(nodeID)
+		return natsembed.Check(h.Circuit == state, "circuit of %s is %s, want %s", nodeID, h.Circuit, state)
+	})
+}
+
 // waitRoutable waits until the router's candidates list the node as eligible.
 func (e *env) waitRoutable(nodeID, capability string) {
 	e.t.Helper()
-	require.Eventually(e.t, func() bool {
+	natsembed.Eventually(e.t, 10*time.Second, func() error {
 		for _, c := range e.candidates(nats.Header{wire.HdrCapability: {capability}}).Candidates {
 			if c.NodeID == nodeID && c.Eligible {
-				return true
+				return nil
 			}
 		}
-		return false
-	}, 10*time.Second, 20*time.Millisecond, "node %s never became routable", nodeID)
+		return fmt.Errorf("node %s never became routable", nodeID)
+	})
 }
 
 func (e *env) candidates(h nats.Header) api.CandidatesResponse {
@@ -149,6 +149,15 @@ func (e *env) infer(r client.Request) (*client.Response, error) {
 	return e.c.Infer(ctx, r)
 }
 
+// servedBy sends r and returns the node that answered it; an error fails
+// the test.
+func (e *env) servedBy(r client.Request) string {
+	e.t.Helper()
+	resp, err := e.infer(r)
+	require.NoError(e.t, err)
+	return resp.Node
+}
+
 func (e *env) stats() record.Stats {
 	e.t.Helper()
 	resp, err := e.nc.Request(subject.Default.Stats(), nil, 2*time.Second)
@@ -162,8 +171,8 @@ func (e *env) health(nodeID string) record.Health {
 	e.t.Helper()
 	ent, err := e.kv.Health.Get(context.Background(), buckets.NodeKey(nodeID))
 	require.NoError(e.t, err)
-	var h record.Health
-	require.NoError(e.t, json.Unmarshal(ent.Value(), &h))
+	h, err := record.DecodeHealth(ent.Key(), ent.Value())
+	require.NoError(e.t, err)
 	return h
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -29,22 +30,22 @@ func TestKilledNodeBecomesUnhealthyThenLeavesCatalog(t *testing.T) {
 	killed := time.Now()
 	require.NoError(t, e.mesh.KillNode("victim"))
 
-	require.Eventually(t, func() bool { return e.health("victim").State == record.StateUnhealthy },
-		5*time.Second, 10*time.Millisecond)
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		h := e.health("victim")
+		return natsembed.Check(h.State == record.StateUnhealthy, "victim is %s", h.State)
+	})
 	// 3 intervals plus the health service's check period and scheduling slack.
 	assert.Less(t, time.Since(killed), 3*hbInterval+time.Second, "unhealthy too late")
 
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 10*time.Second, func() error {
 		_, err := e.kv.Catalog.Get(context.Background(), buckets.NodeKey("victim"))
-		return errors.Is(err, jetstream.ErrKeyNotFound)
-	}, 10*time.Second, 20*time.Millisecond, "killed node still in fed_catalog")
+		return natsembed.Check(errors.Is(err, jetstream.ErrKeyNotFound), "killed node still in fed_catalog")
+	})
 	assert.GreaterOrEqual(t, time.Since(killed), 10*hbInterval-hbInterval, "removed before node_ttl")
 
 	_, err := e.kv.Catalog.Get(context.Background(), buckets.NodeKey("survivor"))
 	require.NoError(t, err, "the live node must stay")
-	resp, err := e.infer(client.Request{})
-	require.NoError(t, err)
-	assert.Equal(t, "survivor", resp.Node)
+	assert.Equal(t, "survivor", e.servedBy(client.Request{}))
 }
 
 // A policy put into fed_config changes where traffic goes, with no restart:
@@ -62,13 +63,14 @@ func TestLivePolicyChangeMovesTraffic(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
-	require.Eventually(t, func() bool { return e.health("sluggish").LatencyP50Ms >= 15 }, 5*time.Second, 20*time.Millisecond)
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		h := e.health("sluggish")
+		return natsembed.Check(h.LatencyP50Ms >= 15, "sluggish p50 %.1f ms", h.LatencyP50Ms)
+	})
 	count := func(n int) map[string]int {
 		got := map[string]int{}
 		for i := 0; i < n; i++ {
-			resp, err := e.infer(client.Request{Model: "m1"})
-			require.NoError(t, err)
-			got[resp.Node]++
+			got[e.servedBy(client.Request{Model: "m1"})]++
 		}
 		return got
 	}
@@ -77,9 +79,10 @@ func TestLivePolicyChangeMovesTraffic(t *testing.T) {
 
 	_, err := e.kv.Config.Put(context.Background(), record.ConfigKeyPolicy, []byte(`{"strategy":"round_robin"}`))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		return e.candidates(hdr(wire.HdrCapability, wire.CapGenerate)).Strategy == record.StrategyRoundRobin
-	}, 5*time.Second, 20*time.Millisecond, "router never picked up the new policy")
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		return natsembed.Check(e.candidates(hdr(wire.HdrCapability, wire.CapGenerate)).Strategy == record.StrategyRoundRobin,
+			"router never picked up the new policy")
+	})
 	after := count(20)
 	assert.Equal(t, 10, after["quick"], "round robin spreads evenly: %v", after)
 	assert.Equal(t, 10, after["sluggish"], "round robin spreads evenly: %v", after)
@@ -126,7 +129,10 @@ func TestBusyNodeSendsWorkElsewhere(t *testing.T) {
 	}
 	assert.LessOrEqual(t, perNode["tiny"], 2, "one slot: at most one request per router can have been accepted: %v", perNode)
 	assert.GreaterOrEqual(t, perNode["roomy"], n-2, "%v", perNode)
-	require.Eventually(t, func() bool { return e.stats().TotalRequests == n }, 5*time.Second, 20*time.Millisecond)
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		st := e.stats()
+		return natsembed.Check(st.TotalRequests == n, "stats count %d requests", st.TotalRequests)
+	})
 	st := e.stats()
 	assert.Equal(t, int64(n), st.SuccessfulRequests, "%+v", st)
 	t.Logf("per node %v, dispatch failures %d, retries %d", perNode, st.DispatchFailures, st.Retries)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -54,9 +56,7 @@ func TestWholeAndStreamedAnswers(t *testing.T) {
 	e := start(t,
 		node("gen-1", "us-west", wire.PrivacyInternal, synthetic.Config{Tokens: 8}),
 		node("emb-1", "us-west", wire.PrivacyInternal, synthetic.Config{}, embed))
-	resp, err := e.infer(client.Request{Capability: wire.CapEmbed, Body: []byte("vectorise me")})
-	require.NoError(t, err)
-	assert.Equal(t, "emb-1", resp.Node, "only emb-1 serves embed")
+	assert.Equal(t, "emb-1", e.servedBy(client.Request{Capability: wire.CapEmbed, Body: []byte("vectorise me")}), "only emb-1 serves embed")
 
 	st, err := e.c.InferStream(context.Background(), client.Request{Capability: wire.CapGenerate, Body: []byte("stream please")})
 	require.NoError(t, err)
@@ -113,18 +113,16 @@ func TestStoppedNodeIsNotChosen(t *testing.T) {
 		node("a", "us-west", wire.PrivacyInternal, synthetic.Config{}),
 		node("b", "us-west", wire.PrivacyInternal, synthetic.Config{}))
 	require.NoError(t, e.mesh.StopNode("a"))
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 5*time.Second, func() error {
 		for _, c := range e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}}).Candidates {
 			if c.NodeID == "a" {
-				return false
+				return errors.New("a deregistered node leaves the router's view")
 			}
 		}
-		return true
-	}, 5*time.Second, 20*time.Millisecond, "a deregistered node leaves the router's view")
+		return nil
+	})
 	for i := 0; i < 20; i++ {
-		resp, err := e.infer(client.Request{})
-		require.NoError(t, err)
-		assert.Equal(t, "b", resp.Node)
+		assert.Equal(t, "b", e.servedBy(client.Request{}))
 	}
 }
 
@@ -137,10 +135,10 @@ func TestStatsCountWhatHappened(t *testing.T) {
 	}
 	_, err := e.infer(client.Request{Capability: "custom.nobody", Tenant: "acme"})
 	require.Error(t, err)
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 5*time.Second, func() error {
 		s := e.stats()
-		return s.TotalRequests == 3 && s.SuccessfulRequests == 2 && s.FailedRequests == 1 && s.TotalTokens == 6 &&
-			s.Tenants["acme"].TotalRequests == 3 && s.Nodes["gen-1"].SuccessfulRequests == 2
-	}, 5*time.Second, 50*time.Millisecond, "stats: %+v", e.stats())
+		return natsembed.Check(s.TotalRequests == 3 && s.SuccessfulRequests == 2 && s.FailedRequests == 1 && s.TotalTokens == 6 &&
+			s.Tenants["acme"].TotalRequests == 3 && s.Nodes["gen-1"].SuccessfulRequests == 2, "stats: %+v", s)
+	})
 	assert.Equal(t, record.MeshReady, e.stats().State)
 }

@@ -54,11 +54,7 @@ func TestOpenAINodeClient(t *testing.T) {
 	gc := gateway.DefaultConfig()
 	gc.Addr = "127.0.0.1:0"
 	gc.Keys = map[string]gateway.Tenant{"e2e-key": {ID: "e2e"}}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	mesh, err := devmesh.Start(ctx, devmesh.Options{Server: s, Log: testLog(t), Nodes: nodes, Gateway: &gc})
-	require.NoError(t, err)
-	t.Cleanup(mesh.Stop)
+	mesh := startMesh(t, devmesh.Options{Server: s, Log: natsembed.Logger(t), Nodes: nodes, Gateway: &gc})
 	e := &env{t: t, nc: natsembed.ConnectForTest(t, s)}
 	for _, n := range nodes {
 		e.waitRoutable(n.NodeID, n.Models[0].Capabilities[0])

@@ -3,6 +3,7 @@ package e2e
 // The reference scenarios of DESIGN §7, on a real mesh.
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,20 +13,20 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 func TestScenarioHappyPath(t *testing.T) {
 	e := start(t, node("n1", "us-west", wire.PrivacyInternal, synthetic.Config{}))
-	resp, err := e.infer(client.Request{Body: []byte("hello")})
-	require.NoError(t, err)
-	assert.Equal(t, "n1", resp.Node)
-	require.Eventually(t, func() bool {
+	assert.Equal(t, "n1", e.servedBy(client.Request{Body: []byte("hello")}))
+	natsembed.Eventually(t, 5*time.Second, func() error {
 		s := e.stats()
-		return s.TotalRequests == 1 && s.SuccessfulRequests == 1
-	}, 5*time.Second, 50*time.Millisecond)
+		return natsembed.Check(s.TotalRequests == 1 && s.SuccessfulRequests == 1, "stats: %+v", s)
+	})
 }
 
 // The first node fails (its process is gone but the mesh does not know yet),
@@ -36,11 +37,11 @@ func TestScenarioRetrySuccess(t *testing.T) {
 	slow.Cost = 0.9 // fast is the better candidate on cost too
 	e := start(t, fast, slow)
 	require.NoError(t, e.mesh.KillNode("fast"))
-	resp, err := e.infer(client.Request{})
-	require.NoError(t, err)
-	assert.Equal(t, "slow", resp.Node)
-	require.Eventually(t, func() bool { return e.stats().Retries == 1 }, 5*time.Second, 50*time.Millisecond,
-		"stats: %+v", e.stats())
+	assert.Equal(t, "slow", e.servedBy(client.Request{}))
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		s := e.stats()
+		return natsembed.Check(s.Retries == 1, "stats: %+v", s)
+	})
 }
 
 func TestScenarioCircuitTrip(t *testing.T) {
@@ -61,20 +62,17 @@ func TestScenarioCircuitTrip(t *testing.T) {
 	for i, err := range errs {
 		assert.Equal(t, wire.CodeInternal, codeOf(err), "request %d: %v", i+1, err)
 	}
-	require.Eventually(t, func() bool { return e.health("bad").Circuit == record.CircuitOpen }, 3*time.Second, 20*time.Millisecond)
+	e.waitCircuit("bad", record.CircuitOpen, 3*time.Second)
 	// While open: no traffic to it, the model has no capacity.
 	_, err := e.infer(client.Request{Model: "fragile"})
 	assert.Equal(t, wire.CodeNoCapacity, codeOf(err), "%v", err)
-	resp, err := e.infer(client.Request{})
-	require.NoError(t, err)
-	assert.Equal(t, "good", resp.Node)
+	assert.Equal(t, "good", e.servedBy(client.Request{}))
 	assert.Equal(t, 5, int(e.stats().Nodes["bad"].TotalRequests), "open circuit: no sixth request reached bad")
 	// After the reset timeout it is half-open and admits a probe again.
-	require.Eventually(t, func() bool { return e.health("bad").Circuit == record.CircuitHalfOpen }, 5*time.Second, 20*time.Millisecond)
+	e.waitCircuit("bad", record.CircuitHalfOpen, 5*time.Second)
 	_, err = e.infer(client.Request{Model: "fragile"})
 	assert.Equal(t, wire.CodeInternal, codeOf(err), "the half-open probe reached the failing node")
-	require.Eventually(t, func() bool { return e.health("bad").Circuit == record.CircuitOpen }, 3*time.Second, 20*time.Millisecond,
-		"a failed probe reopens the circuit")
+	e.waitCircuit("bad", record.CircuitOpen, 3*time.Second) // a failed probe reopens the circuit
 }
 
 func TestScenarioMultiRegion(t *testing.T) {
@@ -90,29 +88,29 @@ func TestScenarioMultiRegion(t *testing.T) {
 		_, err = e.infer(client.Request{Model: "only-slow"})
 		require.NoError(t, err)
 	}
-	require.Eventually(t, func() bool {
-		return e.health("fast-50").LatencyP50Ms >= 40 && e.health("slow-120").LatencyP50Ms >= 100
-	}, 5*time.Second, 50*time.Millisecond)
-	var cands = e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}, wire.HdrModel: {"m1"}})
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		fast, slow := e.health("fast-50"), e.health("slow-120")
+		return natsembed.Check(fast.LatencyP50Ms >= 40 && slow.LatencyP50Ms >= 100,
+			"p50 fast-50 %.1f ms, slow-120 %.1f ms", fast.LatencyP50Ms, slow.LatencyP50Ms)
+	})
+	var cands api.CandidatesResponse
+	natsembed.Eventually(t, 5*time.Second, func() error {
 		cands = e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}, wire.HdrModel: {"m1"}})
 		// Wait until the warm-up requests have drained from both nodes'
 		// in-flight counts, so load is equal and latency alone differs.
 		chosen := ""
 		for _, c := range cands.Candidates {
 			if c.Scores["load"] < 1 {
-				return false
+				return fmt.Errorf("%s still has requests in flight: %+v", c.NodeID, cands)
 			}
 			if c.Chosen {
 				chosen = c.NodeID
 			}
 		}
-		return chosen == "fast-50"
-	}, 5*time.Second, 50*time.Millisecond, "candidates: %+v", cands)
+		return natsembed.Check(chosen == "fast-50", "candidates: %+v", cands)
+	})
 	assert.Equal(t, "latency", cands.Decisive, "candidates: %+v", cands)
-	resp, err := e.infer(client.Request{Model: "m1"})
-	require.NoError(t, err)
-	assert.Equal(t, "fast-50", resp.Node)
+	assert.Equal(t, "fast-50", e.servedBy(client.Request{Model: "m1"}))
 }
 
 func TestScenarioPrivacy(t *testing.T) {
@@ -120,9 +118,7 @@ func TestScenarioPrivacy(t *testing.T) {
 		node("public-us", "us-west", wire.PrivacyInternal, synthetic.Config{}),
 		node("cleared-eu", "eu-west", wire.PrivacyConfidential, synthetic.Config{}))
 	for i := 0; i < 10; i++ {
-		resp, err := e.infer(client.Request{Privacy: "confidential"})
-		require.NoError(t, err)
-		assert.Equal(t, "cleared-eu", resp.Node)
+		assert.Equal(t, "cleared-eu", e.servedBy(client.Request{Privacy: "confidential"}))
 	}
 	_, err := e.infer(client.Request{Privacy: "restricted"})
 	assert.Equal(t, wire.CodePrivacy, codeOf(err), "%v", err)
@@ -142,8 +138,10 @@ func TestScenarioGracefulDegradation(t *testing.T) {
 		require.NoError(t, err, "request %d", i)
 		assert.Equal(t, "n3", resp.Node)
 	}
-	require.Eventually(t, func() bool {
-		return e.health("n1").State == record.StateUnhealthy && e.health("n2").State == record.StateUnhealthy
-	}, 5*time.Second, 50*time.Millisecond, "dead nodes become unhealthy within 3 heartbeat intervals")
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		n1, n2 := e.health("n1"), e.health("n2")
+		return natsembed.Check(n1.State == record.StateUnhealthy && n2.State == record.StateUnhealthy,
+			"dead nodes become unhealthy within 3 heartbeat intervals: n1 %s, n2 %s", n1.State, n2.State)
+	})
 	assert.Equal(t, record.MeshDegraded, e.stats().State)
 }

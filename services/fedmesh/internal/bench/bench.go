@@ -16,20 +16,31 @@ import (
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
-	"github.com/fedmesh/fedmesh/services/router/router"
+	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
+// Defaults of a benchmark run: what Options' zero values mean and what the
+// flags of `fedmesh bench` start at.
+const (
+	DefaultSamples = 2000
+	DefaultWindow  = 3 * time.Second
+	DefaultClients = 64
+	DefaultStreams = 256
+	// DefaultScaleNodes is the flag's only: ScaleNodes 0 skips the scale run.
+	DefaultScaleNodes = 10000
+)
+
 // Options of a benchmark run.
 type Options struct {
 	Out        io.Writer
-	Samples    int           // sequential requests per side for latency (default 2000)
-	Window     time.Duration // measuring window per side for throughput (default 3 s)
-	Clients    int           // concurrent clients for throughput (default 64)
-	Streams    int           // streams per side and concurrency level (default 256)
-	ScaleNodes int           // simulated nodes for the scale run (default 10000; 0 skips it)
+	Samples    int           // sequential requests per side for latency (default DefaultSamples)
+	Window     time.Duration // measuring window per side for throughput (default DefaultWindow)
+	Clients    int           // concurrent clients for throughput (default DefaultClients)
+	Streams    int           // streams per side and concurrency level (default DefaultStreams)
+	ScaleNodes int           // simulated nodes for the scale run (0 skips it)
 	BinDir     string        // where the router/health binaries are for the scale run
 	Only       string        // run one part: reqreply, stream, cancel, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
@@ -42,16 +53,16 @@ func (o *Options) defaults() {
 		o.Out = os.Stdout
 	}
 	if o.Samples <= 0 {
-		o.Samples = 2000
+		o.Samples = DefaultSamples
 	}
 	if o.Window <= 0 {
-		o.Window = 3 * time.Second
+		o.Window = DefaultWindow
 	}
 	if o.Clients <= 0 {
-		o.Clients = 64
+		o.Clients = DefaultClients
 	}
 	if o.Streams <= 0 {
-		o.Streams = 256
+		o.Streams = DefaultStreams
 	}
 }
 
@@ -79,10 +90,34 @@ func newRig(ctx context.Context) (*rig, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := natsembed.Start(natsembed.Options{Port: -1, StoreDir: dir, Name: "fedmesh-bench"})
-	if err != nil {
+	r := &rig{dir: dir}
+	if err := r.start(ctx); err != nil {
+		r.close()
 		return nil, err
 	}
+	return r, nil
+}
+
+// start brings up the server, the mesh and the raw responders; close undoes
+// whatever of it exists.
+func (r *rig) start(ctx context.Context) error {
+	var err error
+	if r.srv, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: r.dir, Name: "fedmesh-bench"}); err != nil {
+		return err
+	}
+	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: benchNodes()}); err != nil {
+		return err
+	}
+	if r.raw, err = natsembed.ConnectInProcess(r.srv, "bench-raw"); err != nil {
+		return err
+	}
+	return r.serveRaw()
+}
+
+// benchNodes are a zero-delay node serving the echo and stream models, and
+// a node that streams slowly and for long, so a cancel always lands
+// mid-stream.
+func benchNodes() []nodeagent.Config {
 	n := nodeagent.DefaultConfig()
 	n.NodeID, n.Region, n.GPU, n.Cost, n.MaxConcurrency = "bench-node", "local", true, 0.5, 4096
 	n.Models = []record.Model{
@@ -90,42 +125,50 @@ func newRig(ctx context.Context) (*rig, error) {
 		{ModelID: modelStream, Capabilities: []string{wire.CapGenerate}},
 	}
 	n.Backend = synthetic.New(synthetic.Config{Tokens: 1, TokensByModel: map[string]int{modelStream: streamTok}, TokenBytes: tokenBytes})
-	// A node that streams slowly and for long, so a cancel always lands mid-stream.
 	slow := nodeagent.DefaultConfig()
 	slow.NodeID, slow.Region, slow.MaxConcurrency = slowNode, "local", 64
 	slow.Models = []record.Model{{ModelID: modelSlow, Capabilities: []string{wire.CapGenerate}}}
 	slow.Backend = synthetic.New(synthetic.Config{Tokens: 1 << 20, TokenDelay: 5 * time.Millisecond})
-	mesh, err := devmesh.Start(ctx, devmesh.Options{Server: srv, Log: zerolog.Nop(), Nodes: []nodeagent.Config{n, slow},
-		Router: func(c *router.Config) {}})
-	if err != nil {
-		srv.Shutdown()
-		return nil, err
-	}
-	raw, err := natsembed.ConnectInProcess(srv, "bench-raw")
-	if err != nil {
-		return nil, err
-	}
-	r := &rig{srv: srv, mesh: mesh, raw: raw, dir: dir}
-	if err := r.serveRaw(); err != nil {
-		r.close()
-		return nil, err
-	}
-	return r, nil
+	return []nodeagent.Config{n, slow}
 }
 
 func (r *rig) close() {
 	if r.raw != nil {
 		r.raw.Close()
 	}
-	r.mesh.Stop()
-	r.srv.Shutdown()
-	r.srv.WaitForShutdown()
+	if r.mesh != nil {
+		r.mesh.Stop()
+	}
+	if r.srv != nil {
+		r.srv.Shutdown()
+		r.srv.WaitForShutdown()
+	}
 	os.RemoveAll(r.dir)
 }
 
-// connect opens a client connection over loopback TCP, as a real client has.
-func (r *rig) connect() (*nats.Conn, error) {
-	return nats.Connect(r.srv.ClientURL(), nats.Name("bench-client"))
+// session is one client's connection over loopback TCP, as a real client
+// has, and an SDK client on it.
+type session struct {
+	nc *nats.Conn
+	c  *client.Client
+}
+
+func (r *rig) session() (*session, error) {
+	nc, err := nats.Connect(r.srv.ClientURL(), nats.Name("bench-client"))
+	if err != nil {
+		return nil, fmt.Errorf("bench: connect client: %w", err)
+	}
+	c, err := client.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &session{nc: nc, c: c}, nil
+}
+
+func (s *session) close() {
+	_ = s.c.Close()
+	s.nc.Close()
 }
 
 // Run measures everything and prints the tables.

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -21,20 +20,15 @@ const cancelRuns = 50
 // client cancels: from Stream.Close (which publishes fed.cancel.<id>) to
 // the node's outcome event saying the request ended with 499.
 func (r *rig) cancelTable(ctx context.Context, w io.Writer) error {
-	nc, err := r.connect()
+	sess, err := r.session()
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	c, err := client.New(nc)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+	defer sess.close()
+	nc, c := sess.nc, sess.c
 	ended := make(chan record.Outcome, 16)
 	sub, err := nc.Subscribe(subject.Default.Outcome(slowNode), func(m *nats.Msg) {
-		var o record.Outcome
-		if json.Unmarshal(m.Data, &o) == nil && o.Kind == record.OutcomeCompleted {
+		if o, err := record.DecodeOutcome(m.Subject, m.Data); err == nil && o.Kind == record.OutcomeCompleted {
 			ended <- o
 		}
 	})

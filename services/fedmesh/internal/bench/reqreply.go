@@ -57,16 +57,12 @@ type sides struct{ raw, mesh dist }
 // latency: one client, sequential requests, raw and routed interleaved in
 // blocks so both see the same machine noise.
 func (r *rig) latency(ctx context.Context, n int) (sides, error) {
-	nc, err := r.connect()
+	sess, err := r.session()
 	if err != nil {
 		return sides{}, err
 	}
-	defer nc.Close()
-	c, err := client.New(nc)
-	if err != nil {
-		return sides{}, err
-	}
-	defer c.Close()
+	defer sess.close()
+	nc, c := sess.nc, sess.c
 	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
 	// Warm both paths (connections, caches, the node's health record).
 	for i := 0; i < 200; i++ {
@@ -104,19 +100,14 @@ type rates struct{ raw, mesh float64 }
 // throughput: clients concurrent connections, each sending requests back to
 // back for the window; raw first, then routed.
 func (r *rig) throughput(ctx context.Context, clients int, window time.Duration) (rates, error) {
-	conns := make([]*nats.Conn, clients)
-	sdks := make([]*client.Client, clients)
-	for i := range conns {
-		nc, err := r.connect()
+	sessions := make([]*session, clients)
+	for i := range sessions {
+		sess, err := r.session()
 		if err != nil {
 			return rates{}, err
 		}
-		defer nc.Close()
-		conns[i] = nc
-		if sdks[i], err = client.New(nc); err != nil {
-			return rates{}, err
-		}
-		defer sdks[i].Close()
+		defer sess.close()
+		sessions[i] = sess
 	}
 	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
 	run := func(one func(i int) error) (float64, error) {
@@ -143,14 +134,14 @@ func (r *rig) throughput(ctx context.Context, clients int, window time.Duration)
 		return float64(done.Load()) / time.Since(t0).Seconds(), firstErr
 	}
 	raw, err := run(func(i int) error {
-		_, err := conns[i].Request(rawEchoSubject, benchBody, 10*time.Second)
+		_, err := sessions[i].nc.Request(rawEchoSubject, benchBody, 10*time.Second)
 		return err
 	})
 	if err != nil {
 		return rates{}, fmt.Errorf("raw throughput: %w", err)
 	}
 	mesh, err := run(func(i int) error {
-		_, err := sdks[i].Infer(ctx, req)
+		_, err := sessions[i].c.Infer(ctx, req)
 		return err
 	})
 	if err != nil {

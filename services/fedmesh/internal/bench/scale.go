@@ -293,8 +293,8 @@ func heartbeats(ctx context.Context, nc *nats.Conn, n int, registered *atomic.In
 		upto := int(registered.Load())
 		for i := s; i < n && i < upto; i += slices {
 			id := fmt.Sprintf("sim-%05d", i)
-			b, _ := json.Marshal(record.Heartbeat{NodeID: id, InstanceID: id + "-1", Time: time.Now(), MaxConcurrency: 8})
-			_ = nc.Publish(subject.Default.Heartbeat(id), b)
+			hb := record.Heartbeat{NodeID: id, InstanceID: id + "-1", Time: time.Now(), MaxConcurrency: 8}
+			_ = wire.PublishJSON(nc, subject.Default.Heartbeat(id), hb) // the next second's heartbeat makes up for a lost one
 		}
 	}
 }

@@ -34,16 +34,12 @@ func (s streamRun) decodeRate() float64 {
 
 // streaming runs total streams per side, conc at a time.
 func (r *rig) streaming(ctx context.Context, conc, total int) (streamResult, error) {
-	nc, err := r.connect()
+	sess, err := r.session()
 	if err != nil {
 		return streamResult{}, err
 	}
-	defer nc.Close()
-	c, err := client.New(nc)
-	if err != nil {
-		return streamResult{}, err
-	}
-	defer c.Close()
+	defer sess.close()
+	nc, c := sess.nc, sess.c
 
 	rawOne := func() (streamRun, error) {
 		inbox := nats.NewInbox()

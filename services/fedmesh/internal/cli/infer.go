@@ -6,9 +6,11 @@ import (
 	"io"
 	"os"
 
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // requestFlags are the routing options a request can carry.
@@ -50,6 +52,23 @@ func (f *requestFlags) request(body []byte) client.Request {
 	return r
 }
 
+// spec is the routing part of the flags, as the router reads it from the
+// headers wire.Spec.Encode writes.
+func (f *requestFlags) spec() (wire.Spec, error) {
+	s := wire.NewSpec()
+	p, err := wire.ParsePrivacy(f.privacy)
+	if err != nil {
+		return s, &wire.Error{Code: wire.CodeBadRequest, Description: "--privacy: " + err.Error()}
+	}
+	s.Tenant, s.Model, s.Privacy, s.Regions = f.tenant, f.model, p, f.regions
+	s.MaxLatencyMs, s.MinThroughput, s.Region, s.Session = f.maxLatency, f.minThroughput, f.region, f.session
+	if f.costTolerance >= 0 {
+		s.CostTolerance = f.costTolerance
+	}
+	s.PreferGPU = !f.noGPU
+	return s, nil
+}
+
 func newInferCmd(g *globals) *cobra.Command {
 	var rf requestFlags
 	var stream, verbose bool
@@ -66,56 +85,62 @@ func newInferCmd(g *globals) *cobra.Command {
 				}
 				body = b
 			}
-			nc, err := g.connect("fedmesh-infer")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			c, err := client.New(nc, client.WithSubjects(g.subjects()))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
-			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			req := rf.request(body)
-			if !stream {
-				resp, err := c.Infer(ctx, req)
+			return g.withConn(cmd, "fedmesh-infer", func(ctx context.Context, nc *nats.Conn) error {
+				c, err := client.New(nc, client.WithSubjects(g.subjects()))
 				if err != nil {
 					return err
 				}
-				fmt.Fprintln(out, string(resp.Body))
+				defer c.Close()
+				out, summary := cmd.OutOrStdout(), io.Discard
 				if verbose {
-					fmt.Fprintf(errOut, "request %s: node %s, %d tokens, %.1f ms\n", resp.RequestID, resp.Node, resp.Tokens, resp.LatencyMs)
+					summary = cmd.ErrOrStderr()
 				}
-				return nil
-			}
-			st, err := c.InferStream(ctx, req)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			for ch, err := range st.Chunks() {
-				if err != nil {
-					fmt.Fprintln(out)
-					return err
+				if stream {
+					return inferStream(ctx, c, rf.request(body), out, summary)
 				}
-				fmt.Fprint(out, string(ch.Data))
-				if f, ok := out.(*os.File); ok {
-					_ = f.Sync()
-				}
-			}
-			fmt.Fprintln(out)
-			res, err := st.Result()
-			if err == nil && verbose {
-				fmt.Fprintf(errOut, "request %s: node %s, %d tokens, ttft %.1f ms, %.1f ms\n", res.RequestID, res.Node, res.Tokens, res.TTFTMs, res.LatencyMs)
-			}
-			return err
+				return inferWhole(ctx, c, rf.request(body), out, summary)
+			})
 		},
 	}
 	rf.add(cmd)
 	cmd.Flags().BoolVarP(&stream, "stream", "s", false, "print tokens as they arrive")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print which node answered, tokens and latency to stderr")
 	return cmd
+}
+
+// inferWhole prints the whole answer, then who answered to summary.
+func inferWhole(ctx context.Context, c *client.Client, req client.Request, out, summary io.Writer) error {
+	resp, err := c.Infer(ctx, req)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(out, string(resp.Body))
+	fmt.Fprintf(summary, "request %s: node %s, %d tokens, %.1f ms\n", resp.RequestID, resp.Node, resp.Tokens, resp.LatencyMs)
+	return nil
+}
+
+// inferStream prints tokens as they arrive, then who answered to summary.
+func inferStream(ctx context.Context, c *client.Client, req client.Request, out, summary io.Writer) error {
+	st, err := c.InferStream(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	for ch, err := range st.Chunks() {
+		if err != nil {
+			fmt.Fprintln(out)
+			return err
+		}
+		fmt.Fprint(out, string(ch.Data))
+		if f, ok := out.(*os.File); ok {
+			_ = f.Sync()
+		}
+	}
+	fmt.Fprintln(out)
+	res, err := st.Result()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(summary, "request %s: node %s, %d tokens, ttft %.1f ms, %.1f ms\n", res.RequestID, res.Node, res.Tokens, res.TTFTMs, res.LatencyMs)
+	return nil
 }

@@ -25,38 +25,17 @@ func newCandidatesCmd(g *globals) *cobra.Command {
 		Short: "show how the router scores every node for a request (fed.router.candidates)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, err := g.connect("fedmesh-candidates")
+			spec, err := rf.spec()
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
 			msg := nats.NewMsg(g.subjects().RouterCandidates())
-			req := rf.request(nil)
-			h := msg.Header
-			h.Set(wire.HdrCapability, req.Capability)
-			for k, v := range map[string]string{wire.HdrModel: req.Model, wire.HdrTenant: req.Tenant,
-				wire.HdrPrivacy: req.Privacy, wire.HdrRegion: req.Region, wire.HdrSession: req.Session,
-				wire.HdrRegions: strings.Join(req.Regions, ",")} {
-				if v != "" {
-					h.Set(k, v)
-				}
-			}
-			if rf.maxLatency > 0 {
-				h.Set(wire.HdrMaxLatencyMs, fmt.Sprint(rf.maxLatency))
-			}
-			if rf.minThroughput > 0 {
-				h.Set(wire.HdrMinThroughput, fmt.Sprint(rf.minThroughput))
-			}
-			if rf.costTolerance >= 0 {
-				h.Set(wire.HdrCostTolerance, fmt.Sprint(rf.costTolerance))
-			}
-			if rf.noGPU {
-				h.Set(wire.HdrPreferGPU, "false")
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
+			msg.Header.Set(wire.HdrCapability, rf.capability)
+			spec.Encode(msg.Header)
 			var resp api.CandidatesResponse
-			if err := ask(ctx, nc, msg, &resp); err != nil {
+			if err := g.withConn(cmd, "fedmesh-candidates", func(ctx context.Context, nc *nats.Conn) error {
+				return ask(ctx, nc, msg, &resp)
+			}); err != nil {
 				return err
 			}
 			if asJSON {
@@ -98,41 +77,34 @@ func printCandidates(w io.Writer, r *api.CandidatesResponse) {
 	_ = tw.Flush()
 }
 
-func newStatsCmd(g *globals) *cobra.Command {
+// newShowCmd is a command that asks the mesh once, on a connection named
+// after it, and prints what show writes.
+func newShowCmd(g *globals, use, short string, show func(ctx context.Context, nc *nats.Conn, w io.Writer) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "stats",
-		Short: "print the mesh statistics (fed.stats)",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, err := g.connect("fedmesh-stats")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
-			s, err := fetchStats(ctx, nc, g.subjects())
-			if err != nil {
-				return err
-			}
-			return printJSON(cmd.OutOrStdout(), s)
+			return g.withConn(cmd, "fedmesh-"+use, func(ctx context.Context, nc *nats.Conn) error {
+				return show(ctx, nc, cmd.OutOrStdout())
+			})
 		},
 	}
 }
 
+func newStatsCmd(g *globals) *cobra.Command {
+	return newShowCmd(g, "stats", "print the mesh statistics (fed.stats)", func(ctx context.Context, nc *nats.Conn, w io.Writer) error {
+		s, err := fetchStats(ctx, nc, g.subjects())
+		if err != nil {
+			return err
+		}
+		return printJSON(w, s)
+	})
+}
+
 func newNodesCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "nodes",
-		Short: "list registered nodes with their health (fed.catalog.list + fed.health.list)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, err := g.connect("fedmesh-nodes")
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
-			defer cancel()
+	return newShowCmd(g, "nodes", "list registered nodes with their health (fed.catalog.list + fed.health.list)",
+		func(ctx context.Context, nc *nats.Conn, w io.Writer) error {
 			cat, err := fetchCatalog(ctx, nc, g.subjects())
 			if err != nil {
 				return err
@@ -141,28 +113,33 @@ func newNodesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			health := map[string]record.Health{}
-			for _, h := range hl.Nodes {
-				health[h.NodeID] = h
-			}
-			sort.Slice(cat.Nodes, func(i, j int) bool { return cat.Nodes[i].NodeID < cat.Nodes[j].NodeID })
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tREGION\tGPU\tCLEARANCE\tMODELS\tSTATE\tCIRCUIT\tP50 MS\tP99 MS\tIN FLIGHT")
-			for _, n := range cat.Nodes {
-				models := make([]string, len(n.Models))
-				for i, m := range n.Models {
-					models[i] = m.ModelID + "(" + strings.Join(m.Capabilities, ",") + ")"
-				}
-				h, ok := health[n.NodeID]
-				if !ok {
-					h = record.Health{State: record.StateUnknown, Circuit: record.CircuitClosed}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%d\n", n.NodeID, n.Region, n.GPU, n.Clearance,
-					strings.Join(models, " "), h.State, h.Circuit, h.LatencyP50Ms, h.LatencyP99Ms, h.InFlight)
-			}
-			return tw.Flush()
-		},
+			return printNodes(w, cat, hl)
+		})
+}
+
+// printNodes writes one row per catalog node with its health; a node with
+// no health record yet shows as unknown with a closed circuit.
+func printNodes(w io.Writer, cat api.ListResponse, hl api.HealthListResponse) error {
+	health := map[string]record.Health{}
+	for _, h := range hl.Nodes {
+		health[h.NodeID] = h
 	}
+	sort.Slice(cat.Nodes, func(i, j int) bool { return cat.Nodes[i].NodeID < cat.Nodes[j].NodeID })
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tREGION\tGPU\tCLEARANCE\tMODELS\tSTATE\tCIRCUIT\tP50 MS\tP99 MS\tIN FLIGHT")
+	for _, n := range cat.Nodes {
+		models := make([]string, len(n.Models))
+		for i, m := range n.Models {
+			models[i] = m.ModelID + "(" + strings.Join(m.Capabilities, ",") + ")"
+		}
+		h, ok := health[n.NodeID]
+		if !ok {
+			h = record.Health{State: record.StateUnknown, Circuit: record.CircuitClosed}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%d\n", n.NodeID, n.Region, n.GPU, n.Clearance,
+			strings.Join(models, " "), h.State, h.Circuit, h.LatencyP50Ms, h.LatencyP99Ms, h.InFlight)
+	}
+	return tw.Flush()
 }
 
 func printJSON(w io.Writer, v any) error {

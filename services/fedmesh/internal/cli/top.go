@@ -9,11 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/tui"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
-
-// topFetchTimeout bounds one refresh of `fedmesh top` unless --timeout is set:
-// the global 30 s request deadline would freeze a 1 s view.
-const topFetchTimeout = 2 * time.Second
 
 func newTopCmd(g *globals) *cobra.Command {
 	var interval time.Duration
@@ -36,18 +33,22 @@ sort column, p pauses. Fetch errors show in the status line and the view keeps r
 			if interval <= 0 {
 				return fmt.Errorf("--interval must be positive, got %s", interval)
 			}
-			timeout := topFetchTimeout
+			// One refresh is bounded by the view's own default unless
+			// --timeout is set: the global 30 s would freeze a 1 s view.
+			timeout := tui.DefaultTimeout
 			if f := cmd.Flag("timeout"); f != nil && f.Changed {
 				timeout = g.timeout
 			}
-			opts := tui.Options{Interval: interval, Timeout: timeout, Sort: key, NATSURL: g.natsURL}
+			// The view shows the URL: never a password or token in it.
+			url := servicecmd.Redact(g.natsURL)
+			opts := tui.Options{Interval: interval, Timeout: timeout, Sort: key, NATSURL: url}
 			if once {
 				nc, err := g.connect("fedmesh-top")
 				if err != nil {
 					return err
 				}
 				defer nc.Close()
-				f := &natsFetcher{nc: nc, subj: g.subjects(), url: g.natsURL}
+				f := &natsFetcher{nc: nc, subj: g.subjects(), url: url}
 				return tui.Once(cmd.Context(), f, opts, cmd.OutOrStdout(), width)
 			}
 			// The live view outlasts server restarts: keep reconnecting and
@@ -57,12 +58,12 @@ sort column, p pauses. Fetch errors show in the status line and the view keeps r
 				return err
 			}
 			defer nc.Close()
-			f := &natsFetcher{nc: nc, subj: g.subjects(), url: g.natsURL}
+			f := &natsFetcher{nc: nc, subj: g.subjects(), url: url}
 			return tui.Run(cmd.Context(), f, opts, cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
 	fl := cmd.Flags()
-	fl.DurationVar(&interval, "interval", time.Second, "refresh interval")
+	fl.DurationVar(&interval, "interval", tui.DefaultInterval, "refresh interval")
 	fl.BoolVar(&once, "once", false, "print one plain-text frame and exit")
 	fl.StringVar(&sortBy, "sort", "node", "initial sort column: "+strings.Join(tui.SortKeyNames(), ", "))
 	fl.IntVar(&width, "width", 0, "with --once: cut lines to this many columns (0: no limit)")

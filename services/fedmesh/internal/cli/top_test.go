@@ -3,11 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -36,7 +36,7 @@ func startDemoMesh(t *testing.T) *server.Server {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	mesh, err := devmesh.Start(ctx, devmesh.Options{
-		Server: s, Log: zerolog.Nop(), Nodes: nodes,
+		Server: s, Log: natsembed.Logger(t), Nodes: nodes,
 		Catalog: func(c *catalog.Config) { c.NodeTTL = 10 * testHeartbeat },
 		Health:  func(c *health.Config) { c.HeartbeatInterval = testHeartbeat },
 	})
@@ -58,17 +58,23 @@ func TestTopAgainstRealMesh(t *testing.T) {
 		_, err := c.Infer(ctx, client.Request{Capability: wire.CapGenerate, Body: []byte("hello")})
 		return err
 	}
-	require.Eventually(t, func() bool { return infer() == nil }, 10*time.Second, 50*time.Millisecond, "mesh never served a request")
+	natsembed.Eventually(t, 10*time.Second, func() error {
+		if err := infer(); err != nil {
+			return fmt.Errorf("mesh never served a request: %w", err)
+		}
+		return nil
+	})
 	require.NoError(t, infer())
 
 	f := &natsFetcher{nc: nc, subj: subject.Default, url: s.ClientURL()}
 	var snap tui.Snapshot
-	require.Eventually(t, func() bool {
+	natsembed.Eventually(t, 10*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		snap, err = f.Fetch(ctx)
-		return err == nil && len(snap.Nodes) == 3 && snap.Totals.TotalRequests >= 2
-	}, 10*time.Second, 50*time.Millisecond, "last snapshot %+v, err %v", snap, err)
+		return natsembed.Check(err == nil && len(snap.Nodes) == 3 && snap.Totals.TotalRequests >= 2,
+			"last snapshot %+v, err %v", snap, err)
+	})
 
 	ids := map[string]tui.Node{}
 	for _, n := range snap.Nodes {

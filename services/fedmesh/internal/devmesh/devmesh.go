@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -22,6 +24,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/router/router"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
 )
 
@@ -43,12 +46,29 @@ type Options struct {
 	Gateway *gateway.Config
 }
 
-// stopper is any running part of the mesh.
-type stopper interface{ Stop() error }
+// Service names, as their commands call themselves: the middle of each
+// part's connection name (servicecmd.ConnName) and its log component.
+const (
+	svcCatalog   = "catalog"
+	svcHealth    = "health"
+	svcRouter    = "router"
+	svcNodeAgent = "nodeagent"
+	svcGateway   = "gateway"
+)
 
+// coreID is the instance id of the services the mesh runs once.
+const coreID = "1"
+
+// spec is one part of the mesh before it starts.
+type spec struct {
+	service, id string
+	build       func(nc *nats.Conn, log zerolog.Logger) (servicecmd.Service, error)
+}
+
+// part is one running service and the connection it owns.
 type part struct {
-	name string
-	svc  stopper
+	name string // its connection name
+	svc  servicecmd.Service
 	nc   *nats.Conn
 }
 
@@ -56,10 +76,10 @@ type part struct {
 type Mesh struct {
 	opts    Options
 	mu      sync.Mutex
-	parts   []part          // stopped in reverse start order
+	core    []part          // catalog, health and routers, in start order
 	nodes   map[string]part // node agents by id
+	gateway *part
 	Gateway *gateway.Service
-	Routers []*router.Service
 }
 
 // Start brings the mesh up in dependency order and returns once every part
@@ -77,103 +97,98 @@ func Start(ctx context.Context, o Options) (*Mesh, error) {
 }
 
 func (m *Mesh) start(ctx context.Context) error {
-	o := m.opts
-	ccfg := catalog.DefaultConfig()
-	ccfg.Subjects = o.Subjects
-	if o.Catalog != nil {
-		o.Catalog(&ccfg)
-	}
-	if err := m.run(ctx, "catalog", func(nc *nats.Conn, l zerolog.Logger) (stopper, error) {
-		s, err := catalog.New(nc, ccfg, l)
-		if err != nil {
-			return nil, err
-		}
-		return s, s.Start(ctx)
-	}); err != nil {
-		return err
-	}
-	hcfg := health.DefaultConfig()
-	hcfg.Subjects = o.Subjects
-	if o.Health != nil {
-		o.Health(&hcfg)
-	}
-	if err := m.run(ctx, "health", func(nc *nats.Conn, l zerolog.Logger) (stopper, error) {
-		s, err := health.New(nc, hcfg, l)
-		if err != nil {
-			return nil, err
-		}
-		return s, s.Start(ctx)
-	}); err != nil {
-		return err
-	}
-	routers := max(o.Routers, 1)
-	for i := 0; i < routers; i++ {
-		rcfg := router.DefaultConfig()
-		rcfg.Subjects = o.Subjects
-		if o.Router != nil {
-			o.Router(&rcfg)
-		}
-		if err := m.run(ctx, fmt.Sprintf("router-%d", i+1), func(nc *nats.Conn, l zerolog.Logger) (stopper, error) {
-			s, err := router.New(nc, rcfg, l)
-			if err != nil {
-				return nil, err
-			}
-			if err := s.Start(ctx); err != nil {
-				return nil, err
-			}
-			m.Routers = append(m.Routers, s)
-			return s, nil
-		}); err != nil {
+	for _, s := range m.opts.specs() {
+		if err := m.run(ctx, s); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// specs are the mesh's parts in dependency order: nodes register with the
+// catalog and are routed to once health and a router watch them; the
+// gateway, last, only sends where routers already listen.
+func (o Options) specs() []spec {
+	ccfg, hcfg := catalog.DefaultConfig(), health.DefaultConfig()
+	ccfg.Subjects, hcfg.Subjects = o.Subjects, o.Subjects
+	tune(o.Catalog, &ccfg)
+	tune(o.Health, &hcfg)
+	specs := []spec{
+		{svcCatalog, coreID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return catalog.New(nc, ccfg, l) }},
+		{svcHealth, coreID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return health.New(nc, hcfg, l) }},
+	}
+	for i := range max(o.Routers, 1) {
+		// A config of its own per replica: none shares another's maps.
+		id := strconv.Itoa(i + 1)
+		rcfg := router.DefaultConfig()
+		rcfg.Subjects, rcfg.InstanceID = o.Subjects, id // micro metadata names it as the logs do
+		tune(o.Router, &rcfg)
+		specs = append(specs, spec{svcRouter, id,
+			func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return router.New(nc, rcfg, l) }})
 	}
 	for _, n := range o.Nodes {
-		if err := m.AddNode(ctx, n); err != nil {
-			return err
-		}
+		specs = append(specs, o.nodeSpec(n))
 	}
 	if o.Gateway != nil {
 		gcfg := *o.Gateway
 		gcfg.Subjects = o.Subjects
-		if err := m.run(ctx, "gateway", func(nc *nats.Conn, l zerolog.Logger) (stopper, error) {
-			s, err := gateway.New(nc, gcfg, l)
-			if err != nil {
-				return nil, err
-			}
-			if err := s.Start(ctx); err != nil {
-				return nil, err
-			}
-			m.Gateway = s
-			return s, nil
-		}); err != nil {
-			return err
-		}
+		specs = append(specs, spec{svcGateway, coreID,
+			func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return gateway.New(nc, gcfg, l) }})
 	}
-	return nil
+	return specs
 }
 
-// run starts one part on its own in-process connection.
-func (m *Mesh) run(ctx context.Context, name string, start func(*nats.Conn, zerolog.Logger) (stopper, error)) error {
-	p, err := m.startPart(name, start)
+// nodeSpec is a node agent, its instance id the node id (as its command has it).
+func (o Options) nodeSpec(cfg nodeagent.Config) spec {
+	cfg.Subjects = o.Subjects
+	return spec{svcNodeAgent, cfg.NodeID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) {
+		return nodeagent.New(nc, cfg, l)
+	}}
+}
+
+// tune applies a caller's hook to a config; a nil hook keeps it.
+func tune[C any](hook func(*C), cfg *C) {
+	if hook != nil {
+		hook(cfg)
+	}
+}
+
+// run starts one part and files it where Stop looks for it.
+func (m *Mesh) run(ctx context.Context, s spec) error {
+	p, err := m.startPart(ctx, s)
 	if err != nil {
 		return err
 	}
 	m.mu.Lock()
-	m.parts = append(m.parts, p)
-	m.mu.Unlock()
+	defer m.mu.Unlock()
+	switch s.service {
+	case svcNodeAgent:
+		m.nodes[s.id] = p
+	case svcGateway:
+		m.gateway = &p
+		m.Gateway, _ = p.svc.(*gateway.Service)
+	default:
+		m.core = append(m.core, p)
+	}
 	return nil
 }
 
-func (m *Mesh) startPart(name string, start func(*nats.Conn, zerolog.Logger) (stopper, error)) (part, error) {
-	nc, err := natsembed.ConnectInProcess(m.opts.Server, "fedmesh-"+name, nats.ErrorHandler(asyncErrors(logging.Component(m.opts.Log, name))))
+// startPart builds and starts one service on its own in-process connection,
+// named and logged as its command would be.
+func (m *Mesh) startPart(ctx context.Context, s spec) (part, error) {
+	name := servicecmd.ConnName(s.service, s.id)
+	log := logging.Component(m.opts.Log, s.service).With().Str(logging.KeyInstance, s.id).Logger()
+	nc, err := natsembed.ConnectInProcess(m.opts.Server, name, nats.ErrorHandler(asyncErrors(log)))
 	if err != nil {
 		return part{}, err
 	}
-	svc, err := start(nc, logging.Component(m.opts.Log, name))
-	if err != nil {
-		if svc != nil {
-			_ = svc.Stop()
+	svc, err := s.build(nc, log)
+	if err == nil {
+		if err = svc.Start(ctx); err != nil {
+			err = errors.Join(err, svc.Stop())
 		}
+	}
+	if err != nil {
 		nc.Close()
 		return part{}, fmt.Errorf("devmesh: start %s: %w", name, err)
 	}
@@ -182,21 +197,7 @@ func (m *Mesh) startPart(name string, start func(*nats.Conn, zerolog.Logger) (st
 
 // AddNode starts one more node agent.
 func (m *Mesh) AddNode(ctx context.Context, cfg nodeagent.Config) error {
-	cfg.Subjects = m.opts.Subjects
-	p, err := m.startPart("node-"+cfg.NodeID, func(nc *nats.Conn, l zerolog.Logger) (stopper, error) {
-		s, err := nodeagent.New(nc, cfg, l)
-		if err != nil {
-			return nil, err
-		}
-		return s, s.Start(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.nodes[cfg.NodeID] = p
-	m.mu.Unlock()
-	return nil
+	return m.run(ctx, m.opts.nodeSpec(cfg))
 }
 
 func (m *Mesh) takeNode(id string) (part, error) {
@@ -218,7 +219,10 @@ func (m *Mesh) StopNode(id string) error {
 	}
 	err = p.svc.Stop()
 	p.nc.Close()
-	return err
+	if err != nil {
+		return fmt.Errorf("devmesh: stop node %s: %w", id, err)
+	}
+	return nil
 }
 
 // KillNode cuts a node agent's connection without any goodbye, as a crash or
@@ -233,33 +237,31 @@ func (m *Mesh) KillNode(id string) error {
 	return nil
 }
 
-// Stop stops every part, newest first, then closes their connections.
+// Stop stops every part: the gateway first (no new work), then the nodes in
+// parallel (they drain), then the core services newest first.
 func (m *Mesh) Stop() {
 	m.mu.Lock()
-	nodes := m.nodes
-	m.nodes = map[string]part{}
-	parts := m.parts
-	m.parts = nil
+	gw, nodes, core := m.gateway, m.nodes, m.core
+	m.gateway, m.nodes, m.core = nil, map[string]part{}, nil
 	m.mu.Unlock()
-	// Gateway first (no new work), then nodes drain, then the core services.
-	for i := len(parts) - 1; i >= 0 && parts[i].name == "gateway"; i-- {
-		stopPart(m.opts.Log, parts[i])
-		parts = parts[:i]
+	if gw != nil {
+		m.stopPart(*gw)
 	}
 	var wg sync.WaitGroup
 	for _, p := range nodes {
-		wg.Add(1)
-		go func(p part) { defer wg.Done(); stopPart(m.opts.Log, p) }(p)
+		wg.Go(func() { m.stopPart(p) })
 	}
 	wg.Wait()
-	for i := len(parts) - 1; i >= 0; i-- {
-		stopPart(m.opts.Log, parts[i])
+	for _, p := range slices.Backward(core) {
+		m.stopPart(p)
 	}
 }
 
-func stopPart(l zerolog.Logger, p part) {
+// stopPart stops a service, then drains its connection so what it
+// published last still reaches the server.
+func (m *Mesh) stopPart(p part) {
 	if err := p.svc.Stop(); err != nil {
-		l.Warn().Err(err).Str("part", p.name).Msg("stop")
+		m.opts.Log.Warn().Err(err).Str("part", p.name).Msg("stop")
 	}
 	if err := p.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		p.nc.Close()
@@ -276,7 +278,7 @@ func asyncErrors(l zerolog.Logger) nats.ErrHandler {
 			ev = l.Debug() // the embedded server is shutting down
 		}
 		if sub != nil {
-			ev = ev.Str("subject", sub.Subject)
+			ev = ev.Str(logging.KeySubject, sub.Subject)
 		}
 		ev.Err(err).Msg("nats async error")
 	}

@@ -11,12 +11,20 @@ import (
 	"github.com/charmbracelet/x/ansi"
 )
 
+// Defaults of Options, also the flags of `fedmesh top`.
+const (
+	DefaultInterval = time.Second
+	// DefaultTimeout bounds a refresh well under the CLI's 30 s request
+	// deadline, which would freeze a 1 s view.
+	DefaultTimeout = 2 * time.Second
+)
+
 // Options configure the view.
 type Options struct {
 	// Interval between the end of one refresh and the start of the next
-	// (default 1s).
+	// (default DefaultInterval).
 	Interval time.Duration
-	// Timeout bounds one refresh (default 2s).
+	// Timeout bounds one refresh (default DefaultTimeout).
 	Timeout time.Duration
 	// Sort is the initial sort column.
 	Sort SortKey
@@ -26,10 +34,10 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.Interval <= 0 {
-		o.Interval = time.Second
+		o.Interval = DefaultInterval
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 2 * time.Second
+		o.Timeout = DefaultTimeout
 	}
 }
 
