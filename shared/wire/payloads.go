@@ -23,3 +23,14 @@ const (
 	// HdrContentType is the media type of a binary answer (e.g. audio/mpeg).
 	HdrContentType = "Fed-Content-Type"
 )
+
+// TranscribeParams are the Fed-Params of a transcribe request (the body is
+// the raw audio): what the gateway sends and a node's backend reads.
+type TranscribeParams struct {
+	Model          string `json:"model,omitempty"`
+	Language       string `json:"language,omitempty"`
+	Prompt         string `json:"prompt,omitempty"`
+	Filename       string `json:"filename,omitempty"`
+	ResponseFormat string `json:"response_format,omitempty"`
+	Temperature    string `json:"temperature,omitempty"`
+}
