@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -69,6 +70,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opt Options) (*Set, err
 		kvs[i] = kv
 	}
 	return &Set{Catalog: kvs[0], Health: kvs[1], Config: kvs[2]}, nil
+}
+
+// EnsureConn is Ensure on nc's JetStream: what every service calls at start.
+func EnsureConn(ctx context.Context, nc *nats.Conn, opt Options) (*Set, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return Ensure(ctx, js, opt)
 }
 
 func ensureOne(ctx context.Context, js jetstream.JetStream, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {

@@ -157,3 +157,21 @@ func (g *Group) Drain(grace time.Duration) bool {
 	<-done
 	return finished
 }
+
+// Every runs fn on a goroutine of the group every interval until the group
+// stops: the one periodic loop (sweeps, heartbeats). It returns false, and
+// runs nothing, once the group is closing.
+func (g *Group) Every(interval time.Duration, fn func(ctx context.Context, now time.Time)) bool {
+	return g.Go(func(ctx context.Context) {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				fn(ctx, now)
+			}
+		}
+	})
+}

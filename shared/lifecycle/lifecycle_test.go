@@ -81,3 +81,23 @@ func TestGroupDrain(t *testing.T) {
 		assert.False(t, g.Go(func(context.Context) {}))
 	})
 }
+
+func TestGroupEvery(t *testing.T) {
+	g := NewGroup()
+	ticks := make(chan time.Time, 16)
+	require.True(t, g.Every(time.Millisecond, func(_ context.Context, now time.Time) {
+		select {
+		case ticks <- now:
+		default:
+		}
+	}))
+	first, second := <-ticks, <-ticks
+	assert.True(t, second.After(first))
+	g.Stop()
+	for len(ticks) > 0 {
+		<-ticks
+	}
+	time.Sleep(5 * time.Millisecond)
+	assert.Empty(t, ticks, "no tick after Stop")
+	assert.False(t, g.Every(time.Millisecond, func(context.Context, time.Time) {}))
+}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
@@ -59,13 +58,9 @@ func ConnectForTest(t testing.TB, s *server.Server, opts ...nats.Option) *nats.C
 // BucketsForTest creates fedmesh's buckets on nc's server and opens them.
 func BucketsForTest(t testing.TB, nc *nats.Conn) *buckets.Set {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	set, err := buckets.Ensure(ctx, js, buckets.Options{})
+	set, err := buckets.EnsureConn(ctx, nc, buckets.Options{})
 	if err != nil {
 		t.Fatalf("buckets: %v", err)
 	}

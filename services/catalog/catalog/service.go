@@ -81,11 +81,7 @@ func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.
 func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return fmt.Errorf("catalog: jetstream: %w", err)
-	}
-	set, err := buckets.Ensure(ctx, js, s.cfg.Buckets)
+	set, err := buckets.EnsureConn(ctx, s.nc, s.cfg.Buckets)
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
@@ -102,7 +98,7 @@ func (s *Service) start(ctx context.Context) error {
 	for range s.cfg.Workers {
 		s.group.Go(s.worker)
 	}
-	s.group.Go(s.sweepLoop)
+	s.group.Every(s.cfg.SweepInterval, s.sweep)
 
 	if err := s.addMicro(); err != nil {
 		return err

@@ -10,21 +10,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// sweepLoop removes the records of nodes that stopped heartbeating, whether
-// or not they said goodbye (DESIGN §5 node_ttl).
-func (s *Service) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			s.sweep(ctx, now)
-		}
-	}
-}
-
+// sweep removes the records of nodes that stopped heartbeating, whether or
+// not they said goodbye (DESIGN §5 node_ttl); it runs every SweepInterval.
 func (s *Service) sweep(ctx context.Context, now time.Time) {
 	for _, c := range s.cache.snapshot() {
 		last := s.lastSign(c.node)

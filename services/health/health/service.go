@@ -103,11 +103,7 @@ func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.
 func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return fmt.Errorf("health: jetstream: %w", err)
-	}
-	set, err := buckets.Ensure(ctx, js, s.cfg.Buckets)
+	set, err := buckets.EnsureConn(ctx, s.nc, s.cfg.Buckets)
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
 	}

@@ -105,18 +105,9 @@ func (s *Service) onOutcome(m *nats.Msg) {
 	s.out.done(h.RequestID, h.NodeID)
 }
 
-// sweepLoop expires forgotten dispatches until ctx (s.loops) ends.
-func (s *Service) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if n := s.out.sweep(now); n > 0 {
-				s.log.Debug().Int("dispatches", n).Msg("outstanding dispatches expired without a completion outcome")
-			}
-		}
+// sweepOutstanding expires forgotten dispatches (run every SweepInterval).
+func (s *Service) sweepOutstanding(_ context.Context, now time.Time) {
+	if n := s.out.sweep(now); n > 0 {
+		s.log.Debug().Int("dispatches", n).Msg("outstanding dispatches expired without a completion outcome")
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
@@ -92,11 +91,7 @@ func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.
 func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
-	js, err := jetstream.New(s.nc)
-	if err != nil {
-		return fmt.Errorf("router: jetstream: %w", err)
-	}
-	set, err := buckets.Ensure(ctx, js, s.cfg.Buckets)
+	set, err := buckets.EnsureConn(ctx, s.nc, s.cfg.Buckets)
 	if err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
@@ -106,7 +101,7 @@ func (s *Service) start(ctx context.Context) error {
 	if s.outSub, err = s.nc.Subscribe(s.cfg.Subjects.OutcomeAll(), s.onOutcome); err != nil {
 		return fmt.Errorf("router: subscribe outcomes: %w", err)
 	}
-	s.loops.Go(s.sweepLoop)
+	s.loops.Every(s.cfg.SweepInterval, s.sweepOutstanding)
 	if err := s.serve(); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
