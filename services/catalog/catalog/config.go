@@ -1,6 +1,7 @@
 package catalog
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -62,14 +63,8 @@ func (c Config) Validate() error {
 
 // withDefaults fills every zero field with its default.
 func (c Config) withDefaults() Config {
-	if c.NodeTTL == 0 {
-		c.NodeTTL = DefaultNodeTTL
-	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = c.NodeTTL / SweepsPerTTL
-	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers
-	}
+	c.NodeTTL = cmp.Or(c.NodeTTL, DefaultNodeTTL)
+	c.SweepInterval = cmp.Or(c.SweepInterval, c.NodeTTL/SweepsPerTTL)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	return c
 }

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -84,21 +85,11 @@ func (c Config) withDefaults() Config {
 	if c.Subjects.Prefix == "" {
 		c.Subjects = subject.Default
 	}
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.CatalogTimeout == 0 {
-		c.CatalogTimeout = DefaultCatalogTimeout
-	}
-	if c.MaxBodyBytes == 0 {
-		c.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if c.ShutdownGrace == 0 {
-		c.ShutdownGrace = DefaultShutdownGrace
-	}
+	c.Addr = cmp.Or(c.Addr, DefaultAddr)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.CatalogTimeout = cmp.Or(c.CatalogTimeout, DefaultCatalogTimeout)
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, DefaultMaxBodyBytes)
+	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, DefaultShutdownGrace)
 	return c
 }
 

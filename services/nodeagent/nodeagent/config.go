@@ -5,6 +5,7 @@
 package nodeagent
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"time"
@@ -76,21 +77,11 @@ func DefaultConfig() Config {
 
 // withDefaults fills every zero field that has a default.
 func (c Config) withDefaults() Config {
-	if c.HeartbeatInterval == 0 {
-		c.HeartbeatInterval = DefaultHeartbeatInterval
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = DefaultDrainTimeout
-	}
-	if c.MaxConcurrency == 0 {
-		c.MaxConcurrency = DefaultMaxConcurrency
-	}
-	if c.RegisterTimeout == 0 {
-		c.RegisterTimeout = DefaultRegisterTimeout
-	}
-	if c.RegisterRetry == 0 {
-		c.RegisterRetry = DefaultRegisterRetry
-	}
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, DefaultHeartbeatInterval)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.MaxConcurrency = cmp.Or(c.MaxConcurrency, DefaultMaxConcurrency)
+	c.RegisterTimeout = cmp.Or(c.RegisterTimeout, DefaultRegisterTimeout)
+	c.RegisterRetry = cmp.Or(c.RegisterRetry, DefaultRegisterRetry)
 	return c
 }
 

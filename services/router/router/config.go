@@ -4,6 +4,7 @@
 package router
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -101,18 +102,10 @@ func (c Config) Validate() error {
 // withDefaults fills every zero field with its default.
 func (c Config) withDefaults() Config {
 	c.Policy = basePolicy(c.Policy)
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = DefaultMaxInFlight
-	}
-	if c.OutstandingTTL == 0 {
-		c.OutstandingTTL = DefaultOutstandingTTL
-	}
-	if c.SweepInterval == 0 {
-		c.SweepInterval = DefaultSweepInterval
-	}
-	if c.StopTimeout == 0 {
-		c.StopTimeout = DefaultStopTimeout
-	}
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	c.OutstandingTTL = cmp.Or(c.OutstandingTTL, DefaultOutstandingTTL)
+	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
+	c.StopTimeout = cmp.Or(c.StopTimeout, DefaultStopTimeout)
 	return c
 }
 
