@@ -91,9 +91,14 @@ type Group struct {
 // NewGroup returns a Group whose context is not derived from any caller's:
 // a service's goroutines outlive the ctx its Start was given, which only
 // bounds start-up.
-func NewGroup() *Group {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Group{ctx: ctx, cancel: cancel}
+func NewGroup() *Group { return NewGroupWithCause(context.Canceled) }
+
+// NewGroupWithCause is NewGroup whose context ends with cause
+// (context.Cause), so work whose context derives from the group's can tell
+// why it was cut.
+func NewGroupWithCause(cause error) *Group {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Group{ctx: ctx, cancel: func() { cancel(cause) }}
 }
 
 // Context is cancelled when the group stops.

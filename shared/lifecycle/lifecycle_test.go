@@ -101,3 +101,15 @@ func TestGroupEvery(t *testing.T) {
 	assert.Empty(t, ticks, "no tick after Stop")
 	assert.False(t, g.Every(time.Millisecond, func(context.Context, time.Time) {}))
 }
+
+func TestGroupWithCause(t *testing.T) {
+	why := errors.New("draining")
+	g := NewGroupWithCause(why)
+	child, cancel := context.WithCancel(g.Context())
+	defer cancel()
+	g.Stop()
+	assert.ErrorIs(t, context.Cause(child), why, "work derived from the group learns why it was cut")
+	plain := NewGroup()
+	plain.Stop()
+	assert.ErrorIs(t, context.Cause(plain.Context()), context.Canceled)
+}

@@ -69,27 +69,23 @@ func (s *Service) handleInfer(req micro.Request) {
 		_ = req.Respond(nil, status(st))
 		return
 	}
-	err := req.Respond(nil, status(wire.StatusAccepted))
-	if err != nil {
-		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("accept not sent, dropping request")
-	}
-	j.accepted <- err == nil
-}
-
-// serve is the goroutine of an admitted job. It runs the job once the
-// router has its accept; when the work group stops (drain timeout, closed
-// connection) the job is cut with errDrained.
-func (s *Service) serve(ctx context.Context, j *job) {
-	if !<-j.accepted {
+	if err := req.Respond(nil, status(wire.StatusAccepted)); err != nil {
 		// The router never heard the accept: it retries elsewhere, so
 		// this node must not answer too.
+		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("accept not sent, dropping request")
 		s.release(j)
 		j.cancel(nil)
 		return
 	}
-	stopCut := context.AfterFunc(ctx, func() { j.cancel(errDrained) })
-	defer stopCut()
-	s.run(j)
+	// The goroutine starts after the accept is out, so it runs at once
+	// without waiting for it.
+	if !s.work.Go(func(context.Context) { s.run(j) }) {
+		// Stop closed the work group after admit let the job in: the
+		// router has the accept, so the job still ends with one final
+		// message, the drained error (the backend sees a cut context).
+		j.cancel(errDrained)
+		s.run(j)
+	}
 }
 
 // decode reads a dispatch; every refusal names the header at fault.
@@ -132,14 +128,16 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 		return nil, werr
 	}
 	attempt, _ := strconv.Atoi(h.Get(wire.HdrAttempt))
-	ctx, cancel := context.WithCancelCause(context.Background())
+	// Derived from the work group's context: a drain that times out (or a
+	// closed connection) cuts the job with errDrained.
+	ctx, cancel := context.WithCancelCause(s.work.Context())
 	ctx, stopDeadline := context.WithDeadlineCause(ctx, deadline, errDeadline)
 	j := &job{
 		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
 			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream},
 		reply:  wire.Reply{Inbox: inbox, RequestID: id, Node: s.cfg.NodeID},
 		tenant: spec.Tenant, attempt: attempt, routeScore: h.Get(wire.HdrRouteScore),
-		start: now, ctx: ctx, accepted: make(chan bool, 1),
+		start: now, ctx: ctx,
 	}
 	j.cancel = func(cause error) { cancel(cause); stopDeadline() }
 	return j, nil
@@ -199,10 +197,7 @@ func (s *Service) pick(model, capability string) (string, string, bool) {
 	return "", capability, false
 }
 
-// admit takes a concurrency slot for j and starts its goroutine (waiting
-// for the accept), or says why not. The goroutine starts under s.mu, before
-// stop can see draining and close the work group, so an accepted job
-// always runs and ends with a final message.
+// admit takes a concurrency slot for j, or says why not.
 func (s *Service) admit(j *job) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,9 +206,6 @@ func (s *Service) admit(j *job) string {
 		return wire.StatusDraining
 	case s.active >= s.cfg.MaxConcurrency:
 		return wire.StatusBusy
-	}
-	if !s.work.Go(func(ctx context.Context) { s.serve(ctx, j) }) {
-		return wire.StatusDraining
 	}
 	s.active++
 	s.waiting++

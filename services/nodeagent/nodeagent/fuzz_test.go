@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -28,7 +29,7 @@ func FuzzDecodeDispatch(f *testing.F) {
 	f.Add("", "", "", "", "", "", "")
 	f.Add("r", "a b", "custom.x", "emb", "-5", "maybe", "secret")
 	cfg := testConfig("n1", synthetic.New(synthetic.Config{}))
-	s := &Service{cfg: cfg.withDefaults(), jobs: map[string][]*job{}}
+	s := &Service{cfg: cfg.withDefaults(), jobs: map[string][]*job{}, work: lifecycle.NewGroupWithCause(errDrained)}
 	f.Fuzz(func(t *testing.T, id, inbox, capability, model, deadline, stream, privacy string) {
 		h := nats.Header{}
 		for k, v := range map[string]string{wire.HdrRequestID: id, wire.HdrReplyTo: inbox, wire.HdrCapability: capability,

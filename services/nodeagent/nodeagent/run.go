@@ -23,10 +23,7 @@ type job struct {
 	start      time.Time
 	ctx        context.Context
 	cancel     func(cause error)
-	// accepted gets one value from handleInfer: whether the router was
-	// sent the accept; the job runs only then.
-	accepted chan bool
-	started  bool // first token emitted; guarded by Service.mu
+	started    bool // first token emitted; guarded by Service.mu
 }
 
 // run executes an accepted request on the backend and ends it with exactly

@@ -65,7 +65,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		log:   log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
 		jobs:  map[string][]*job{},
 		loops: lifecycle.NewGroup(),
-		work:  lifecycle.NewGroup(),
+		work:  lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it
 	}, nil
 }
 
