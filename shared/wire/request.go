@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -123,19 +124,26 @@ var specHeaders = [...]specHeader{
 // untrusted clients: any bad value is a 400 *Error naming the header; nothing
 // panics and nothing is silently ignored.
 func ParseSpec(h nats.Header) (Spec, error) {
-	s := NewSpec()
+	// The decoders are func values, so a Spec they write escapes to the
+	// heap: decode into a pooled one and return a copy, keeping the
+	// router's per-request path free of this allocation.
+	sp := specPool.Get().(*Spec)
+	defer specPool.Put(sp)
+	*sp = NewSpec()
 	for i := range specHeaders {
 		sh := &specHeaders[i]
 		v := h.Get(sh.name)
 		if v == "" {
 			continue
 		}
-		if why := sh.decode(&s, v); why != "" {
-			return s, badHeader(sh.name, v, why)
+		if why := sh.decode(sp, v); why != "" {
+			return *sp, badHeader(sh.name, v, why)
 		}
 	}
-	return s, nil
+	return *sp, nil
 }
+
+var specPool = sync.Pool{New: func() any { return new(Spec) }}
 
 // Encode sets in h the header of every field of s that differs from its
 // default; ParseSpec(h) then gives s back. Clients (the SDK, the gateway)

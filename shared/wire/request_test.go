@@ -157,3 +157,19 @@ func TestSpecEncodeOmitsDefaults(t *testing.T) {
 	assert.Equal(t, "false", h.Get(HdrPreferGPU))
 	assert.Equal(t, "a,b", h.Get(HdrRegions))
 }
+
+// BenchmarkParseSpec: every request is parsed by the router and again by
+// the node; it should stay allocation-free for headers without Fed-Regions.
+func BenchmarkParseSpec(b *testing.B) {
+	h := nats.Header{}
+	h.Set(HdrRequestID, "abc")
+	h.Set(HdrTenant, "t1")
+	h.Set(HdrPrivacy, "confidential")
+	h.Set(HdrTimeoutMs, "30000")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseSpec(h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
