@@ -4,10 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
-	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,20 +57,19 @@ func (s *Service) flush(ctx context.Context, now time.Time) {
 	if len(jobs) == 0 {
 		return
 	}
-	// The writes get a group of their own: flush joins them before it
-	// returns, and the final flush runs while the service's group is
-	// already stopping (it refuses new goroutines then). They write with
-	// flush's ctx, not the batch's.
-	batch := lifecycle.NewGroup()
+	// A fork-join inside flush, which owns these goroutines: it returns only
+	// after every write (so a node never has two in flight), also during the
+	// final flush while the service's group is already stopping.
+	var writes sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.WriteConcurrency)
 	for _, j := range jobs {
 		sem <- struct{}{}
-		batch.Go(func(context.Context) {
+		writes.Go(func() {
 			defer func() { <-sem }()
 			s.write(ctx, j)
 		})
 	}
-	batch.Stop()
+	writes.Wait()
 }
 
 func (s *Service) write(ctx context.Context, j writeJob) {
