@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 )
 
@@ -64,4 +65,34 @@ func TestNodeKey(t *testing.T) {
 	assert.Equal(t, "nodes.gpu-1", buckets.NodeKey("gpu-1"))
 	assert.Equal(t, "gpu-1", buckets.NodeIDOfKey("nodes.gpu-1"))
 	assert.Equal(t, "", buckets.NodeIDOfKey("router.policy"))
+}
+
+func TestFollowKeysSeesOnlyItsKey(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	nc := natsembed.ConnectForTest(t, s)
+	set := natsembed.BucketsForTest(t, nc)
+	ctx := context.Background()
+	_, err := set.Catalog.Put(ctx, buckets.NodeKey("a"), []byte("1"))
+	require.NoError(t, err)
+	_, err = set.Catalog.Put(ctx, buckets.NodeKey("b"), []byte("1"))
+	require.NoError(t, err)
+	g := lifecycle.NewGroup()
+	defer g.Stop()
+	var mu sync.Mutex
+	var seen []string
+	require.NoError(t, buckets.FollowKeys(ctx, g, set.Catalog, buckets.NodeKey("a"), func(e jetstream.KeyValueEntry) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, e.Key()+":"+e.Operation().String())
+	}))
+	require.NoError(t, set.Catalog.Delete(ctx, buckets.NodeKey("a")))
+	require.NoError(t, set.Catalog.Delete(ctx, buckets.NodeKey("b")))
+	natsembed.Eventually(t, 0, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return natsembed.Check(len(seen) == 2, "seen %v", seen)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{"nodes.a:KeyValuePutOp", "nodes.a:KeyValueDeleteOp"}, seen)
 }

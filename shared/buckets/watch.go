@@ -16,7 +16,13 @@ import (
 // are applied, or with an error when startCtx ends first. apply runs on one
 // goroutine, in revision order.
 func Follow(startCtx context.Context, g *lifecycle.Group, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
-	w, err := kv.WatchAll(g.Context(), opts...)
+	return FollowKeys(startCtx, g, kv, ">", apply, opts...)
+}
+
+// FollowKeys is Follow for the keys matching keys (a key, or a pattern
+// with * and >), e.g. one node's own record.
+func FollowKeys(startCtx context.Context, g *lifecycle.Group, kv jetstream.KeyValue, keys string, apply func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
+	w, err := kv.Watch(g.Context(), keys, opts...)
 	if err != nil {
 		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
 	}

@@ -128,6 +128,11 @@ func DecodeOutcome(subj string, data []byte) (Outcome, error) {
 	if !validCode(o.Code) || o.Attempt < 0 || o.Tokens < 0 || len(o.Tenant) > MaxTenantLen || len(o.RequestID) > MaxRequestIDLen {
 		return o, fmt.Errorf("outcome of node %s (request %.64s): bad code/attempt/tokens/tenant/request_id", id, o.RequestID)
 	}
+	switch o.Fault {
+	case "", FaultNode, FaultClient:
+	default:
+		return o, fmt.Errorf("outcome of node %s (request %s): unknown fault %q", id, o.RequestID, o.Fault)
+	}
 	if err := inRange("latency_ms", o.LatencyMs, MaxLatencyMs); err != nil {
 		return o, fmt.Errorf("outcome of node %s (request %s): %w", id, o.RequestID, err)
 	}

@@ -69,22 +69,33 @@ const (
 
 // Outcome is one event on fed.outcome.<node_id>.
 type Outcome struct {
-	Kind       string    `json:"kind"`
-	NodeID     string    `json:"node_id"`
-	RequestID  string    `json:"request_id,omitempty"`
-	OK         bool      `json:"ok"`
-	Code       int       `json:"code,omitempty"` // wire error code when !OK
-	Error      string    `json:"error,omitempty"`
-	Capability string    `json:"capability,omitempty"`
-	Model      string    `json:"model,omitempty"`
-	Tenant     string    `json:"tenant,omitempty"`
-	Attempt    int       `json:"attempt,omitempty"` // 1-based dispatch attempt
-	LatencyMs  float64   `json:"latency_ms,omitempty"`
-	TTFTMs     float64   `json:"ttft_ms,omitempty"`
-	Tokens     int       `json:"tokens,omitempty"`
-	Stream     bool      `json:"stream,omitempty"`
-	Time       time.Time `json:"ts"`
+	Kind       string  `json:"kind"`
+	NodeID     string  `json:"node_id"`
+	RequestID  string  `json:"request_id,omitempty"`
+	OK         bool    `json:"ok"`
+	Code       int     `json:"code,omitempty"` // wire error code when !OK
+	Error      string  `json:"error,omitempty"`
+	Capability string  `json:"capability,omitempty"`
+	Model      string  `json:"model,omitempty"`
+	Tenant     string  `json:"tenant,omitempty"`
+	Attempt    int     `json:"attempt,omitempty"` // 1-based dispatch attempt
+	LatencyMs  float64 `json:"latency_ms,omitempty"`
+	TTFTMs     float64 `json:"ttft_ms,omitempty"`
+	Tokens     int     `json:"tokens,omitempty"`
+	Stream     bool    `json:"stream,omitempty"`
+	// Fault says whose failure a failed outcome is: FaultClient for what
+	// the request itself caused (its own deadline too short, a bad body,
+	// too large, cancelled), which never counts against the node's health;
+	// FaultNode or "" for the node's own failures.
+	Fault string    `json:"fault,omitempty"`
+	Time  time.Time `json:"ts"`
 }
+
+// Fault values of Outcome.Fault.
+const (
+	FaultNode   = "node"
+	FaultClient = "client"
+)
 
 // Unplaced is a request the router answered itself (no node took it).
 type Unplaced struct {

@@ -15,10 +15,13 @@ const (
 	CodePrivacy      = 403
 	CodeNotFound     = 404
 	CodeConflict     = 409
-	CodeOverloaded   = 429
-	CodeInternal     = 500
-	CodeNoCapacity   = 503
-	CodeTimeout      = 504
+	// CodeTooLarge: the request does not fit a NATS message on its way (the
+	// router's dispatch adds headers to what the client sent).
+	CodeTooLarge   = 413
+	CodeOverloaded = 429
+	CodeInternal   = 500
+	CodeNoCapacity = 503
+	CodeTimeout    = 504
 	// CodeCanceled is the final code of a stream its client canceled (nginx's 499).
 	CodeCanceled = 499
 )

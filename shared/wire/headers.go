@@ -28,6 +28,18 @@ const (
 	// HdrDeadline is the absolute end-to-end deadline in Unix milliseconds.
 	HdrDeadline   = "Fed-Deadline"
 	HdrCapability = "Fed-Capability"
+	// HdrAckDeadline is when the router stops waiting for this dispatch's
+	// ack, in Unix milliseconds. A node that receives the dispatch later
+	// never starts it: the router has given up and may have placed the
+	// request elsewhere, so running it would give the client two answers.
+	HdrAckDeadline = "Fed-Ack-Deadline"
+)
+
+// Load headers on a node's dispatch ack (accepted and busy), so every
+// router learns the node's load at once, not at the next heartbeat.
+const (
+	HdrInFlight       = "Fed-In-Flight"
+	HdrMaxConcurrency = "Fed-Max-Concurrency"
 )
 
 // Response headers on every message a node sends to a client inbox.
