@@ -31,6 +31,9 @@ func (s *Service) startMicro() error {
 		Version:     AgentVersion,
 		Description: "fedmesh node agent " + s.cfg.NodeID,
 		Metadata:    map[string]string{"node_id": s.cfg.NodeID, "region": s.cfg.Region, "backend": s.cfg.Backend.Name()},
+		StatsHandler: func(*micro.Endpoint) any {
+			return nodeStats{LateDispatches: s.lateDispatches.Load()}
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("node %s: start micro service: %w", s.cfg.NodeID, err)
@@ -48,28 +51,41 @@ func (s *Service) startMicro() error {
 	return nil
 }
 
-func status(st string) micro.RespondOpt {
-	return micro.WithHeaders(micro.Headers{wire.HdrStatus: []string{st}})
+// nodeStats is each endpoint's data in $SRV.STATS.fed-node.
+type nodeStats struct {
+	LateDispatches int64 `json:"late_dispatches"`
 }
 
 // handleInfer runs in the subscription callback: it only decodes, takes a
 // slot and answers; the backend runs on a goroutine of the work group.
 func (s *Service) handleInfer(req micro.Request) {
+	h := nats.Header(req.Headers())
+	late, werr := ackDeadlinePassed(h, time.Now())
+	if werr != nil {
+		s.refuse(req, werr)
+		return
+	}
+	if late {
+		// The router stopped waiting for the ack and may have placed the
+		// request elsewhere: starting it here could give the client two
+		// answers, and an answer to the router is read by nobody.
+		n := s.lateDispatches.Add(1)
+		s.log.Debug().Str(logging.KeyRequest, h.Get(wire.HdrRequestID)).Str("ack_deadline", h.Get(wire.HdrAckDeadline)).
+			Int64("late_dispatches", n).Msg("dispatch arrived after its ack deadline: not started")
+		return
+	}
 	j, werr := s.decode(req)
 	if werr != nil {
-		werr.Node = s.cfg.NodeID
-		s.log.Debug().Str(logging.KeyRequest, werr.RequestID).Int("code", werr.Code).Str("error", werr.Description).Msg("dispatch refused")
-		if err := wire.RespondError(s.nc, req.Reply(), werr); err != nil {
-			s.log.Debug().Err(err).Str(logging.KeyRequest, werr.RequestID).Msg("refusal not sent")
-		}
+		s.refuse(req, werr)
 		return
 	}
-	if st := s.admit(j); st != wire.StatusAccepted {
+	st, inFlight := s.admit(j)
+	if st != wire.StatusAccepted {
 		j.cancel(nil)
-		_ = req.Respond(nil, status(st))
+		_ = req.Respond(nil, s.ackHeaders(st, inFlight))
 		return
 	}
-	if err := req.Respond(nil, status(wire.StatusAccepted)); err != nil {
+	if err := req.Respond(nil, s.ackHeaders(wire.StatusAccepted, inFlight)); err != nil {
 		// The router never heard the accept: it retries elsewhere, so
 		// this node must not answer too.
 		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("accept not sent, dropping request")
@@ -86,6 +102,45 @@ func (s *Service) handleInfer(req micro.Request) {
 		j.cancel(errDrained)
 		s.run(j)
 	}
+}
+
+// refuse answers a dispatch with the error werr (a micro error naming the
+// header at fault); nothing goes to the client.
+func (s *Service) refuse(req micro.Request, werr *wire.Error) {
+	werr.Node = s.cfg.NodeID
+	s.log.Debug().Str(logging.KeyRequest, werr.RequestID).Int("code", werr.Code).Str("error", werr.Description).Msg("dispatch refused")
+	if err := wire.RespondError(s.nc, req.Reply(), werr); err != nil {
+		s.log.Debug().Err(err).Str(logging.KeyRequest, werr.RequestID).Msg("refusal not sent")
+	}
+}
+
+// ackHeaders are the headers of a dispatch ack: the status and, on
+// accepted and busy, the node's load (in flight after this admission, and
+// its limit), so the router learns it at once, not at the next heartbeat.
+func (s *Service) ackHeaders(st string, inFlight int) micro.RespondOpt {
+	h := micro.Headers{wire.HdrStatus: []string{st}}
+	if st == wire.StatusAccepted || st == wire.StatusBusy {
+		h[wire.HdrInFlight] = []string{strconv.Itoa(inFlight)}
+		h[wire.HdrMaxConcurrency] = []string{strconv.Itoa(s.cfg.MaxConcurrency)}
+	}
+	return micro.WithHeaders(h)
+}
+
+// ackDeadlinePassed reports whether the dispatch's Fed-Ack-Deadline (Unix
+// ms) is at or before now; a dispatch without the header is never late. A
+// value that is not positive Unix milliseconds is a 400 naming the header.
+func ackDeadlinePassed(h nats.Header, now time.Time) (bool, *wire.Error) {
+	v := h.Get(wire.HdrAckDeadline)
+	if v == "" {
+		return false, nil
+	}
+	unixMs, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || unixMs <= 0 {
+		e := wire.Errorf(wire.CodeBadRequest, "header %s %q is not Unix milliseconds", wire.HdrAckDeadline, v)
+		e.RequestID = h.Get(wire.HdrRequestID)
+		return false, e
+	}
+	return now.UnixMilli() >= unixMs, nil
 }
 
 // decode reads a dispatch; every refusal names the header at fault.
@@ -136,7 +191,7 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
 			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream},
 		reply:  wire.Reply{Inbox: inbox, RequestID: id, Node: s.cfg.NodeID},
-		tenant: spec.Tenant, attempt: attempt, routeScore: h.Get(wire.HdrRouteScore),
+		tenant: spec.Tenant, attempt: attempt, routeScore: h.Get(wire.HdrRouteScore), budget: spec.Timeout,
 		start: now, ctx: ctx,
 	}
 	j.cancel = func(cause error) { cancel(cause); stopDeadline() }
@@ -197,15 +252,16 @@ func (s *Service) pick(model, capability string) (string, string, bool) {
 	return "", capability, false
 }
 
-// admit takes a concurrency slot for j, or says why not.
-func (s *Service) admit(j *job) string {
+// admit takes a concurrency slot for j, or says why not; it also returns
+// the requests in flight after the admission, for the ack.
+func (s *Service) admit(j *job) (string, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.draining:
-		return wire.StatusDraining
+		return wire.StatusDraining, s.active
 	case s.active >= s.cfg.MaxConcurrency:
-		return wire.StatusBusy
+		return wire.StatusBusy, s.active
 	}
 	s.active++
 	s.waiting++
@@ -215,7 +271,7 @@ func (s *Service) admit(j *job) string {
 		// another node, which the client has told to stop as well.
 		j.cancel(errCanceled)
 	}
-	return wire.StatusAccepted
+	return wire.StatusAccepted, s.active
 }
 
 // release gives j's slot back.
@@ -241,8 +297,13 @@ func (s *Service) release(j *job) {
 }
 
 // onCancel handles fed.cancel.<request_id>: it ends that request's context;
-// the job then sends the final 499.
+// the job then sends the final 499. A cancel whose Fed-Node names another
+// node (a router taking back one attempt) is none of this node's business:
+// it is neither acted on nor remembered.
 func (s *Service) onCancel(m *nats.Msg) {
+	if n := m.Header.Get(wire.HdrNode); n != "" && n != s.cfg.NodeID {
+		return
+	}
 	id := strings.TrimPrefix(m.Subject, s.cfg.Subjects.Cancel(""))
 	s.mu.Lock()
 	js := s.jobs[id]
@@ -265,13 +326,16 @@ type probeAnswer struct {
 	InFlight       int    `json:"in_flight"`
 	MaxConcurrency int    `json:"max_concurrency"`
 	Backend        string `json:"backend"`
+	// LateDispatches counts dispatches that arrived after their
+	// Fed-Ack-Deadline and were dropped unstarted.
+	LateDispatches int64 `json:"late_dispatches"`
 }
 
 // handleProbe answers health's active probe from memory, never blocking.
 func (s *Service) handleProbe(req micro.Request) {
 	s.mu.Lock()
 	a := probeAnswer{NodeID: s.cfg.NodeID, Status: "ok", InFlight: s.active, MaxConcurrency: s.cfg.MaxConcurrency,
-		Backend: s.cfg.Backend.Name()}
+		Backend: s.cfg.Backend.Name(), LateDispatches: s.lateDispatches.Load()}
 	if s.draining {
 		a.Status = wire.StatusDraining
 	}

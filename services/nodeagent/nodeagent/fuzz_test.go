@@ -1,7 +1,10 @@
 package nodeagent
 
 import (
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -60,6 +63,45 @@ func FuzzDecodeDispatch(f *testing.F) {
 		}
 		if _, has := j.ctx.Deadline(); !has {
 			t.Fatal("accepted request without a deadline")
+		}
+	})
+}
+
+// FuzzAckDeadline: Fed-Ack-Deadline comes from routers, but any client can
+// publish on a node's subject. Never a panic; a refusal is a 400 naming the
+// header; an accepted value is positive Unix ms, late exactly when it is not
+// after now.
+func FuzzAckDeadline(f *testing.F) {
+	f.Add("1893456000000", int64(1_800_000_000_000))
+	f.Add("1800000000000", int64(1_800_000_000_000))
+	f.Add("", int64(0))
+	f.Add("9223372036854775807", int64(-1))
+	f.Add("-1", int64(5))
+	f.Add("1e3", int64(5))
+	f.Fuzz(func(t *testing.T, v string, nowMs int64) {
+		h := nats.Header{}
+		if v != "" {
+			h.Set(wire.HdrAckDeadline, v)
+		}
+		late, werr := ackDeadlinePassed(h, time.UnixMilli(nowMs))
+		if werr != nil {
+			if werr.Code != wire.CodeBadRequest || !strings.Contains(werr.Description, wire.HdrAckDeadline) || late {
+				t.Fatalf("bad refusal of %q: %+v late=%v", v, werr, late)
+			}
+			return
+		}
+		if v == "" {
+			if late {
+				t.Fatal("a dispatch without the header is never late")
+			}
+			return
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			t.Fatalf("accepted %q", v)
+		}
+		if late != (time.UnixMilli(nowMs).UnixMilli() >= n) {
+			t.Fatalf("late=%v for %q at %d", late, v, nowMs)
 		}
 	})
 }

@@ -43,30 +43,55 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 			s.publishHeartbeat()
 			if n := s.nc.Stats().Reconnects; n != reconnects {
 				reconnects = n
-				s.reregister()
+				s.reregister("reconnected")
 			}
 		}
 	}
 }
 
-// reregister registers again after a reconnect: while the node was cut off
-// the catalog may have expired its record, and nothing else would bring it
-// back. It runs beside the loop (heartbeats go on meanwhile), at most one
-// at a time.
-func (s *Service) reregister() {
-	if !s.reregistering.CompareAndSwap(false, true) {
+// reregister registers again (same instance id): after a reconnect, since
+// the catalog may have expired the record while the node was cut off, and
+// when the node's own record vanished from fed_catalog (followRecord). It
+// runs beside the heartbeat loop, one register at a time; a request that
+// comes while one runs makes it register once more afterwards, so a record
+// deleted just after a register succeeded still comes back. Nothing is
+// registered once the node drains.
+func (s *Service) reregister(why string) {
+	if s.isDraining() {
 		return
 	}
+	s.reregWanted.Store(true)
+	if !s.reregistering.CompareAndSwap(false, true) {
+		return // the running one picks the request up
+	}
 	started := s.loops.Go(func(ctx context.Context) {
-		defer s.reregistering.Store(false)
-		s.log.Info().Msg("reconnected: registering again")
-		if err := s.register(ctx); err != nil && ctx.Err() == nil {
-			s.log.Error().Err(err).Msg("register after reconnect")
+		for {
+			for s.reregWanted.Swap(false) {
+				if s.isDraining() || ctx.Err() != nil {
+					break
+				}
+				s.log.Info().Str("reason", why).Msg("registering again")
+				if err := s.register(ctx); err != nil && ctx.Err() == nil {
+					s.log.Error().Err(err).Str("reason", why).Msg("register again")
+				}
+			}
+			s.reregistering.Store(false)
+			// A request between the last Swap and the Store above found
+			// the flag still set and left: take it up here.
+			if !s.reregWanted.Load() || ctx.Err() != nil || !s.reregistering.CompareAndSwap(false, true) {
+				return
+			}
 		}
 	})
 	if !started {
 		s.reregistering.Store(false) // stopping: no register any more
 	}
+}
+
+func (s *Service) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
 }
 
 // heartbeat is the node's load report as it is now.

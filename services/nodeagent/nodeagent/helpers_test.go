@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
 	"github.com/fedmesh/fedmesh/shared/api"
+	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -21,10 +23,23 @@ import (
 )
 
 // fakeCatalog answers fed.catalog.register/deregister and records them.
+// Set before it starts: kv, to write each accepted record to fed_catalog as
+// the real catalog does; conflicts, to answer that many registrations with
+// the catalog's 409 first.
 type fakeCatalog struct {
+	kv        jetstream.KeyValue
+	conflicts int
+
 	mu           sync.Mutex
 	registered   []record.Node
+	refused      int // 409s sent
 	deregistered []api.DeregisterRequest
+}
+
+func (f *fakeCatalog) refusals() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refused
 }
 
 func (f *fakeCatalog) regs() []record.Node {
@@ -43,7 +58,11 @@ func startCatalog(t *testing.T, nc *nats.Conn) *fakeCatalog { return startCatalo
 
 func startCatalogTB(t testing.TB, nc *nats.Conn) *fakeCatalog {
 	t.Helper()
-	f := &fakeCatalog{}
+	return startFakeCatalog(t, nc, &fakeCatalog{})
+}
+
+func startFakeCatalog(t testing.TB, nc *nats.Conn, f *fakeCatalog) *fakeCatalog {
+	t.Helper()
 	svc, err := micro.AddService(nc, micro.Config{Name: subject.ServiceCatalog, Version: "0.0.1"})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = svc.Stop() })
@@ -58,8 +77,27 @@ func startCatalogTB(t testing.TB, nc *nats.Conn) *fakeCatalog {
 			return
 		}
 		f.mu.Lock()
+		if f.refused < f.conflicts {
+			f.refused++
+			f.mu.Unlock()
+			// The real catalog's words, node_ttl hint included.
+			_ = wire.RespondError(nc, r.Reply(), wire.Errorf(wire.CodeConflict,
+				"node_id %q is registered by another live instance (%q); it expires %s after its last heartbeat",
+				n.NodeID, "old-instance", 10*time.Second))
+			return
+		}
 		f.registered = append(f.registered, n)
 		f.mu.Unlock()
+		if f.kv != nil {
+			data, err := json.Marshal(n)
+			if err == nil {
+				_, err = f.kv.Put(context.Background(), buckets.NodeKey(n.NodeID), data)
+			}
+			if err != nil {
+				_ = wire.RespondError(nc, r.Reply(), wire.Errorf(wire.CodeInternal, "put node %s: %v", n.NodeID, err))
+				return
+			}
+		}
 		_ = r.RespondJSON(api.RegisterResponse{NodeID: n.NodeID, Subject: n.Subject})
 	}), micro.WithEndpointSubject(subject.Default.CatalogRegister())))
 	require.NoError(t, svc.AddEndpoint("deregister", micro.HandlerFunc(func(r micro.Request) {
@@ -137,6 +175,15 @@ var reqSeq int
 
 func (r *rig) dispatch(node string, body string, opts ...dispatchOpt) *call {
 	r.t.Helper()
+	c, err := r.tryDispatch(node, body, 2*time.Second, opts...)
+	require.NoError(r.t, err)
+	return c
+}
+
+// tryDispatch is dispatch waiting at most wait for the ack; without one it
+// returns the call (inbox subscribed) and the request's error.
+func (r *rig) tryDispatch(node string, body string, wait time.Duration, opts ...dispatchOpt) (*call, error) {
+	r.t.Helper()
 	reqSeq++
 	c := &call{id: "req-" + strconv.Itoa(reqSeq) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)}
 	inbox := nats.NewInbox()
@@ -155,11 +202,14 @@ func (r *rig) dispatch(node string, body string, opts ...dispatchOpt) *call {
 	for _, o := range opts {
 		o(m.Header)
 	}
-	ack, err := r.nc.RequestMsg(m, 2*time.Second)
-	require.NoError(r.t, err)
+	c.id = m.Header.Get(wire.HdrRequestID) // an option may set its own
+	ack, err := r.nc.RequestMsg(m, wait)
+	if err != nil {
+		return c, err
+	}
 	c.ack = ack
 	c.status = ack.Header.Get(wire.HdrStatus)
-	return c
+	return c, nil
 }
 
 // answer reads the client inbox until the final message.

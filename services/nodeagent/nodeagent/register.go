@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,14 +14,19 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// register sends the node's record to the catalog. While no catalog answers
-// (no responders, timeout, catalog busy) it retries every RegisterRetry until
-// ctx ends; a refusal (bad record, another live instance owns the id) is final.
+// register sends the node's record to the catalog. It retries every
+// RegisterRetry until the catalog takes it or ctx ends: while no catalog
+// answers (no responders, timeout, 5xx: busy, a KV failure) and while
+// another live instance holds the node id (409: a restarted agent waits
+// for its previous instance's record to expire, node_ttl after the last
+// heartbeat). Any other refusal (400: a record the catalog rejects) is
+// final, and so is a closed connection.
 func (s *Service) register(ctx context.Context) error {
 	body, err := json.Marshal(api.RegisterRequest(s.cfg.record(s.instance)))
 	if err != nil {
 		return fmt.Errorf("node %s: encode registration: %w", s.cfg.NodeID, err)
 	}
+	waiting := false // a 409 was logged
 	for attempt := 1; ; attempt++ {
 		resp, err := s.request(ctx, s.cfg.Subjects.CatalogRegister(), body)
 		if err == nil {
@@ -32,23 +38,50 @@ func (s *Service) register(ctx context.Context) error {
 			return nil
 		}
 		var we *wire.Error
-		if errors.As(err, &we) && we.Code != wire.CodeNoCapacity && we.Code != wire.CodeTimeout {
-			return fmt.Errorf("node %s: catalog refused registration: %w", s.cfg.NodeID, err)
-		}
-		if errors.Is(err, nats.ErrConnectionClosed) {
+		isWire := errors.As(err, &we)
+		switch {
+		case errors.Is(err, nats.ErrConnectionClosed):
 			return fmt.Errorf("node %s: register: %w", s.cfg.NodeID, err)
-		}
-		if attempt == 1 || attempt%20 == 0 {
+		case isWire && we.Code == wire.CodeConflict:
+			if !waiting {
+				waiting = true
+				ev := s.log.Info().Str("catalog", we.Description)
+				if ttl, ok := nodeTTLHint(we.Description); ok {
+					ev = ev.Dur("node_ttl", ttl)
+				}
+				ev.Msg("node id held by another live instance: waiting for the previous instance to expire")
+			}
+		case isWire && we.Code < 500:
+			return fmt.Errorf("node %s: catalog refused registration: %w", s.cfg.NodeID, err)
+		case attempt == 1 || attempt%20 == 0:
 			s.log.Warn().Err(err).Int("attempt", attempt).Msg("no catalog answered the registration yet, retrying")
 		}
 		t := time.NewTimer(s.cfg.RegisterRetry)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("node %s: register: no catalog answered after %d attempts: %w", s.cfg.NodeID, attempt, ctx.Err())
+			why := "no catalog answered"
+			if waiting && isWire && we.Code == wire.CodeConflict {
+				why = "the previous instance still held the node id"
+			}
+			return fmt.Errorf("node %s: register: %s after %d attempts: %w", s.cfg.NodeID, why, attempt, ctx.Err())
 		case <-t.C:
 		}
 	}
+}
+
+// ttlHint finds the catalog's node_ttl in its 409 text ("… it expires 10s
+// after its last heartbeat").
+var ttlHint = regexp.MustCompile(`expires (\S+) after`)
+
+// nodeTTLHint is the node_ttl a 409 description names, if any.
+func nodeTTLHint(desc string) (time.Duration, bool) {
+	m := ttlHint.FindStringSubmatch(desc)
+	if m == nil {
+		return 0, false
+	}
+	d, err := time.ParseDuration(m[1])
+	return d, err == nil && d > 0
 }
 
 // deregister removes the node's record; "not registered" counts as done.

@@ -20,6 +20,7 @@ type job struct {
 	tenant     string
 	attempt    int
 	routeScore string
+	budget     time.Duration // the client's own Fed-Timeout-Ms; 0 when it sent none
 	start      time.Time
 	ctx        context.Context
 	cancel     func(cause error)
@@ -35,15 +36,18 @@ func (s *Service) run(j *job) {
 	res, err := s.cfg.Backend.Generate(j.ctx, j.call, out.emit)
 	latency := time.Since(j.start)
 	var werr *wire.Error
+	fault := ""
 	if err != nil {
-		werr = s.failure(j, err)
+		var deadlineHit bool
+		werr, deadlineHit = s.failure(j, err)
+		fault = faultOf(werr.Code, deadlineHit, j.budget)
 	} else {
 		s.observe(res.Tokens, latency-out.ttft)
 	}
 	if out.sendErr == nil {
 		s.sendFinal(j, out.final(res, werr, latency))
 	}
-	s.publishOutcome(j, res, werr, latency, out.ttft)
+	s.publishOutcome(j, res, werr, fault, latency, out.ttft)
 	s.logFinished(j, res, werr, latency)
 }
 
@@ -117,12 +121,12 @@ func (s *Service) sendFinal(j *job, m *nats.Msg) {
 }
 
 // publishOutcome sends the finished request's event for health.
-func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, latency, ttft time.Duration) {
+func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, fault string, latency, ttft time.Duration) {
 	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.call.RequestID, OK: werr == nil,
 		Capability: j.call.Capability, Model: j.call.Model, Tenant: j.tenant, Attempt: j.attempt,
 		LatencyMs: ms(latency), TTFTMs: ms(ttft), Tokens: res.Tokens, Stream: j.call.Stream, Time: time.Now().UTC()}
 	if werr != nil {
-		o.Code, o.Error = werr.Code, werr.Description
+		o.Code, o.Error, o.Fault = werr.Code, werr.Description, fault
 	}
 	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(s.cfg.NodeID), o); err != nil && !s.nc.IsClosed() {
 		s.log.Warn().Err(err).Str(logging.KeyRequest, o.RequestID).Msg("publish outcome")
@@ -142,10 +146,14 @@ func (s *Service) logFinished(j *job, res backend.Result, werr *wire.Error, late
 
 // failure turns a backend error into the final error: the reason the
 // context ended wins (cancel, deadline, drain), else the backend's code.
-func (s *Service) failure(j *job, err error) *wire.Error {
+// deadlineHit says the request's own deadline ended it (not a backend's
+// timeout).
+func (s *Service) failure(j *job, err error) (_ *wire.Error, deadlineHit bool) {
 	var we *wire.Error
 	if j.ctx.Err() != nil {
-		if !errors.As(context.Cause(j.ctx), &we) {
+		cause := context.Cause(j.ctx)
+		deadlineHit = cause == errDeadline
+		if !errors.As(cause, &we) {
 			we = errCanceled
 		}
 	} else if !errors.As(err, &we) {
@@ -153,7 +161,42 @@ func (s *Service) failure(j *job, err error) *wire.Error {
 	}
 	out := *we
 	out.RequestID, out.Node = j.call.RequestID, s.cfg.NodeID
-	return &out
+	return &out, deadlineHit
 }
+
+// defaultTimeoutSlack: a client budget within this of wire.DefaultTimeout
+// is the default, not a shorter deadline of the client's choosing. The SDK
+// sends what is left of its context's deadline, so a call without one
+// arrives as 29 999 ms, not 30 000.
+const defaultTimeoutSlack = time.Second
+
+// faultOf says whose failure a failed request is (record.Outcome.Fault), so
+// health never counts what the client caused against the node:
+//
+//   - client: 499 (canceled); a 504 from the request's own deadline when the
+//     client asked for less than wire.DefaultTimeout (it allowed less time
+//     than the node needed); a backend's 400, 404, 413 or 422 (the request is
+//     bad).
+//   - node: everything else: 5xx, a backend crash or stall (its own 504), the
+//     default deadline expiring, a backend's 401/403 (the node's own
+//     misconfiguration, reported as 500), 429 (the model server is full).
+//
+// deadlineHit: the job's own deadline ended it; budget: the client's
+// Fed-Timeout-Ms, 0 when it sent none.
+func faultOf(code int, deadlineHit bool, budget time.Duration) string {
+	switch code {
+	case wire.CodeCanceled, wire.CodeBadRequest, wire.CodeNotFound, wire.CodeTooLarge, http422:
+		return record.FaultClient
+	case wire.CodeTimeout:
+		if deadlineHit && budget > 0 && budget < wire.DefaultTimeout-defaultTimeoutSlack {
+			return record.FaultClient
+		}
+	}
+	return record.FaultNode
+}
+
+// http422 is an OpenAI-compatible server's "unprocessable" request; the
+// openai backend reports it as 400, a custom backend may pass it on.
+const http422 = 422
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -43,8 +43,15 @@ type Service struct {
 	registered bool
 	loops      *lifecycle.Group // heartbeat loop and re-registration
 	work       *lifecycle.Group // one goroutine per accepted job
-	// reregistering: a register after a reconnect is running.
+	// reregistering: a register after a reconnect or a lost catalog
+	// record is running; reregWanted: one more is asked for.
 	reregistering atomic.Bool
+	reregWanted   atomic.Bool
+	// recordSeen: the watch of the node's catalog record saw it present.
+	recordSeen atomic.Bool
+	// lateDispatches counts dispatches dropped unstarted because their
+	// Fed-Ack-Deadline had passed.
+	lateDispatches atomic.Int64
 }
 
 // New validates cfg and builds a Service; Start runs it.
@@ -105,6 +112,9 @@ func (s *Service) start(ctx context.Context) error {
 		return err
 	}
 	s.registered = true
+	// From now on a vanished record (expired after a hang, deleted by
+	// hand) brings a new registration at once.
+	s.loops.Go(s.followRecord)
 	s.log.Info().Str(logging.KeySubject, s.cfg.Subjects.NodeInfer(s.cfg.NodeID)).Str("backend", s.cfg.Backend.Name()).
 		Int("max_concurrency", s.cfg.MaxConcurrency).Msg("node agent serving")
 	return nil
