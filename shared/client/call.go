@@ -12,65 +12,110 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// call is one request's state on the shared reply subscription.
+// call is one request's state on the shared reply subscription. After the
+// request ends for the caller the Client keeps the call (without its body)
+// among the recently finished ones, so a late message is told apart from
+// garbage: push then drops, counts and reports it.
 type call struct {
-	c        *Client
-	token    string
-	req      *Request
-	deadline time.Time
+	c          *Client
+	token      string
+	id         string // request id
+	capability string
+	tenant     string
+	deadline   time.Time
 	// timer fires at the deadline. It is made once, on the reader's first
 	// wait, and used only by the reader: a timer per chunk cost a fifth of
 	// a stream's decode rate. An unstopped timer is collected (Go ≥ 1.23).
 	timer *time.Timer
+	// nextSeq is the Fed-Seq the reader expects next (reader only).
+	nextSeq int
 
-	mu       sync.Mutex
-	queue    []*nats.Msg
-	notify   chan struct{} // cap 1: "queue grew"
-	node     string        // the first node that answered; others are duplicates
-	dupes    map[string]bool
-	failure  error
-	finished bool
-	nextSeq  int
+	mu     sync.Mutex
+	queue  []*nats.Msg
+	notify chan struct{} // cap 1: "queue grew"
+	node   string        // the first node that answered; others are duplicates
+	// dupes are the second nodes already reported (one duplicate outcome each).
+	dupes   map[string]bool
+	failure error
+	// ended: the request has its end for the caller (a final is queued or
+	// read, the reader failed, or the caller gave up); every message after
+	// it is late. byCaller: it ended by the caller's deadline or cancel.
+	ended, byCaller bool
+	// closed: unregistered from pending, kept in the finished set.
+	closed bool
+	// cancelled: fed.cancel.<id> went out to every node; cancelledNodes:
+	// targeted cancels already sent for late chunks.
+	cancelled      bool
+	cancelledNodes map[string]bool
 }
 
 func newCall(c *Client, token string, r *Request, deadline time.Time) *call {
-	return &call{c: c, token: token, req: r, deadline: deadline, notify: make(chan struct{}, 1)}
+	return &call{c: c, token: token, id: r.RequestID, capability: r.Capability, tenant: r.Tenant,
+		deadline: deadline, notify: make(chan struct{}, 1)}
 }
 
-// push runs on the subscription goroutine: filter, queue, wake the reader.
+// isFinal reports whether m ends its request: Fed-Status done or error, an
+// error code, or a no-responders status (what decode treats as final).
+func isFinal(m *nats.Msg) bool {
+	return wire.IsFinal(m) || (m.Header != nil && m.Header.Get(wire.HdrServiceErrorCode) != "")
+}
+
+// push runs on the subscription goroutine (and, for what a closing call
+// had not read, on the reader's): filter, queue, wake the reader.
 func (cl *call) push(m *nats.Msg) {
 	node := m.Header.Get(wire.HdrNode)
+	final := isFinal(m)
 	cl.mu.Lock()
-	if cl.finished {
-		cl.mu.Unlock()
-		return
-	}
+	// A router's error after a node already took the request is late too: the
+	// node's answer wins (its accept was late, not lost).
+	late := cl.ended || (node == "" && cl.node != "")
 	switch {
+	case late:
+		d := Dropped{RequestID: cl.id, Node: node, Final: final, Late: true, EndedByCaller: cl.ended && cl.byCaller}
+		d.Duplicate = cl.node != "" && node != "" && node != cl.node && cl.noteDuplicate(node)
+		// A node still streaming an answer nobody reads is told to stop, once;
+		// the cancel names it (Fed-Node), and the caller has its end already,
+		// so even a node that ignores the name cancels nothing anyone needs.
+		cancel := !final && node != "" && !cl.cancelled && !cl.cancelledNodes[node]
+		if cancel {
+			if cl.cancelledNodes == nil {
+				cl.cancelledNodes = map[string]bool{}
+			}
+			cl.cancelledNodes[node] = true
+		}
+		cl.mu.Unlock()
+		cl.c.drop(cl, d, cancel)
+		return
 	case node != "" && cl.node == "":
 		cl.node = node
 	case node != "" && node != cl.node:
-		first := !cl.dupes[node]
-		if cl.dupes == nil {
-			cl.dupes = map[string]bool{}
-		}
-		cl.dupes[node] = true
+		d := Dropped{RequestID: cl.id, Node: node, Final: final, Duplicate: cl.noteDuplicate(node)}
 		cl.mu.Unlock()
-		if first {
-			cl.c.reportDuplicate(cl, node)
-		}
-		return
-	case node == "" && cl.node != "":
-		// A router's error after a node already took the request: the node's
-		// answer wins (its accept was late, not lost).
-		cl.mu.Unlock()
+		cl.c.drop(cl, d, false)
 		return
 	}
 	cl.queue = append(cl.queue, m)
+	if final {
+		cl.ended = true
+	}
 	cl.mu.Unlock()
 	select {
 	case cl.notify <- struct{}{}:
 	default:
 	}
+}
+
+// noteDuplicate records node as a second node; true the first time.
+// cl.mu is held.
+func (cl *call) noteDuplicate(node string) bool {
+	if cl.dupes[node] {
+		return false
+	}
+	if cl.dupes == nil {
+		cl.dupes = map[string]bool{}
+	}
+	cl.dupes[node] = true
+	return true
 }
 
 func (cl *call) fail(err error) {
@@ -85,13 +130,50 @@ func (cl *call) fail(err error) {
 	}
 }
 
-// close unregisters the call; later messages for it are dropped.
+// end marks the request ended for the caller; byCaller: by its deadline or
+// cancel rather than by a final.
+func (cl *call) end(byCaller bool) {
+	cl.mu.Lock()
+	if !cl.ended {
+		cl.ended, cl.byCaller = true, byCaller
+	}
+	cl.mu.Unlock()
+}
+
+// cancel publishes fed.cancel.<id> for every node, once per call.
+func (cl *call) cancel() {
+	cl.mu.Lock()
+	done := cl.cancelled
+	cl.cancelled = true
+	cl.mu.Unlock()
+	if !done {
+		_ = cl.c.Cancel(cl.id)
+	}
+}
+
+// close unregisters the call (the Client remembers it among the recently
+// finished); what it had queued and not read is dropped as late. It is
+// idempotent.
 func (cl *call) close() {
 	cl.mu.Lock()
-	cl.finished = true
+	if cl.closed {
+		cl.mu.Unlock()
+		return
+	}
+	cl.closed = true
+	if !cl.ended { // the caller stopped reading before the end
+		cl.ended, cl.byCaller = true, true
+	}
+	left := cl.queue
 	cl.queue = nil
 	cl.mu.Unlock()
-	cl.c.forget(cl.token)
+	if cl.timer != nil { // the call is remembered a while: free the runtime timer now
+		cl.timer.Stop()
+	}
+	cl.c.retire(cl)
+	for _, m := range left {
+		cl.push(m)
+	}
 }
 
 // item is one decoded message.
@@ -105,8 +187,17 @@ type item struct {
 }
 
 // next waits for the next message, the deadline or ctx. On deadline or
-// cancellation it cancels the request in the mesh.
+// cancellation it cancels the request in the mesh. An error or a final item
+// ends the request for the caller: whatever comes after is late.
 func (cl *call) next(ctx context.Context) (item, error) {
+	it, err := cl.wait(ctx)
+	if err != nil || it.final {
+		cl.end(false)
+	}
+	return it, err
+}
+
+func (cl *call) wait(ctx context.Context) (item, error) {
 	for {
 		cl.mu.Lock()
 		if cl.failure != nil {
@@ -128,18 +219,23 @@ func (cl *call) next(ctx context.Context) (item, error) {
 		select {
 		case <-cl.notify:
 		case <-cl.timer.C:
-			_ = cl.c.Cancel(cl.req.RequestID)
-			return item{}, &wire.Error{Code: wire.CodeTimeout, Description: "no final answer before the deadline",
-				RequestID: cl.req.RequestID, Node: cl.firstNode()}
+			return item{}, cl.giveUp(context.DeadlineExceeded)
 		case <-ctx.Done():
-			_ = cl.c.Cancel(cl.req.RequestID)
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return item{}, &wire.Error{Code: wire.CodeTimeout, Description: "no final answer before the deadline",
-					RequestID: cl.req.RequestID, Node: cl.firstNode()}
-			}
-			return item{}, ctx.Err()
+			return item{}, cl.giveUp(ctx.Err())
 		}
 	}
+}
+
+// giveUp ends the request by the caller's deadline or cancel (cause) and
+// cancels it in the mesh; a deadline is a 504.
+func (cl *call) giveUp(cause error) error {
+	cl.end(true)
+	cl.cancel()
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return &wire.Error{Code: wire.CodeTimeout, Description: "no final answer before the deadline",
+			RequestID: cl.id, Node: cl.firstNode()}
+	}
+	return cause
 }
 
 func (cl *call) firstNode() string {
@@ -152,17 +248,18 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 	it := item{node: m.Header.Get(wire.HdrNode), data: m.Data, hdr: m.Header}
 	if wire.IsNoResponders(m) {
 		return item{final: true, err: &wire.Error{Code: wire.CodeNoCapacity,
-			Description: "no router is serving " + cl.c.subj.Infer(cl.req.Capability), RequestID: cl.req.RequestID}}, nil
+			Description: "no router is serving " + cl.c.subj.Infer(cl.capability), RequestID: cl.id}}, nil
 	}
 	if s := m.Header.Get(wire.HdrSeq); s != "" {
 		seq, err := strconv.Atoi(s)
 		if err != nil {
-			return it, &wire.Error{Code: wire.CodeInternal, Description: "bad Fed-Seq " + strconv.Quote(s), RequestID: cl.req.RequestID, Node: it.node}
+			return it, &wire.Error{Code: wire.CodeInternal, Description: "bad Fed-Seq " + strconv.Quote(s), RequestID: cl.id, Node: it.node}
 		}
 		// Router errors restart at 0 (they are the only message); node
-		// messages must arrive 0, 1, 2, …: a gap means a lost message.
+		// messages must arrive 0, 1, 2, …, and the final's Fed-Seq is the
+		// number of chunks before it: a gap means a lost message.
 		if it.node != "" && seq != cl.nextSeq {
-			return it, &wire.Error{Code: wire.CodeInternal, RequestID: cl.req.RequestID, Node: it.node,
+			return it, &wire.Error{Code: wire.CodeInternal, RequestID: cl.id, Node: it.node,
 				Description: "stream lost messages: expected Fed-Seq " + strconv.Itoa(cl.nextSeq) + ", got " + s}
 		}
 		it.seq = seq
@@ -170,7 +267,7 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 	}
 	if werr := wire.ErrorFromHeader(m.Header); werr != nil {
 		if werr.RequestID == "" {
-			werr.RequestID = cl.req.RequestID
+			werr.RequestID = cl.id
 		}
 		it.final, it.err = true, werr
 		return it, nil
@@ -180,7 +277,7 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 }
 
 func (cl *call) response(m item, body []byte) *Response {
-	r := &Response{RequestID: cl.req.RequestID, Node: m.node, Body: body, Header: m.hdr}
+	r := &Response{RequestID: cl.id, Node: m.node, Body: body, Header: m.hdr}
 	r.Tokens, _ = strconv.Atoi(m.hdr.Get(wire.HdrTokens))
 	r.LatencyMs, _ = strconv.ParseFloat(m.hdr.Get(wire.HdrLatencyMs), 64)
 	r.TTFTMs, _ = strconv.ParseFloat(m.hdr.Get(wire.HdrTTFTMs), 64)

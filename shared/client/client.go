@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,10 +33,21 @@ type Client struct {
 
 	mu      sync.Mutex
 	pending map[string]*call
-	closed  bool
+	// finished are the last RememberFinished calls that ended, by reply
+	// token, oldest first in ring (next is the slot to overwrite).
+	finished map[string]*call
+	ring     []string
+	next     int
+	closed   bool
 
+	onDrop     func(Dropped)
 	duplicates atomic.Int64
+	late       atomic.Int64
 }
+
+// RememberFinished is how many finished requests a Client remembers (by
+// reply token, with the node it kept) to tell a late message from garbage.
+const RememberFinished = 4096
 
 // Option configures a Client.
 type Option func(*Client)
@@ -43,9 +55,35 @@ type Option func(*Client)
 // WithSubjects sets the subject namespace (default prefix "fed").
 func WithSubjects(s subject.Space) Option { return func(c *Client) { c.subj = s } }
 
+// WithDropped has fn called for every message of a request the Client does
+// not hand to the caller: late ones (after the request ended) and a second
+// node's. fn runs on the Client's delivery path, possibly on two goroutines
+// at once: it must be quick and must not block (count, log).
+func WithDropped(fn func(Dropped)) Option { return func(c *Client) { c.onDrop = fn } }
+
+// Dropped is one message the Client dropped (WithDropped).
+type Dropped struct {
+	RequestID string
+	Node      string // the message's Fed-Node; "" for a router's message
+	Final     bool   // a final message (done, error, no responders)
+	// Late: the request had already ended for the caller (its final, the
+	// caller's deadline or cancel, a broken stream), or a node had already
+	// taken it and this is a router's error. Counted in LateMessages.
+	Late bool
+	// EndedByCaller: late, and the request had ended by the caller's
+	// deadline or cancel rather than by a final (messages in flight then are
+	// expected: the node's 499, the rest of a stream the caller left).
+	EndedByCaller bool
+	// Duplicate: the first message of a second node for this request (one
+	// duplicate outcome published, counted in Duplicates). Other messages of
+	// that node have Duplicate false.
+	Duplicate bool
+}
+
 // New starts a Client on nc. Close it to drop its reply subscription.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
-	c := &Client{nc: nc, subj: subject.Default, pending: make(map[string]*call)}
+	c := &Client{nc: nc, subj: subject.Default, pending: make(map[string]*call),
+		finished: make(map[string]*call), ring: make([]string, RememberFinished)}
 	for _, o := range opts {
 		o(c)
 	}
@@ -84,8 +122,18 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Duplicates counts streams dropped because another node answered first.
+// Duplicates counts second nodes that answered a request whose first
+// node's answer the Client kept (before or after that answer's final): one
+// per request and node, each reported with a duplicate outcome on
+// fed.outcome.<node>.
 func (c *Client) Duplicates() int64 { return c.duplicates.Load() }
+
+// LateMessages counts messages dropped because their request had already
+// ended for the caller (after its one final, deadline or cancel), plus a
+// router's error after a node had taken the request. Messages for reply
+// tokens the Client never issued, or forgot (more than RememberFinished
+// requests ago), are garbage and not counted.
+func (c *Client) LateMessages() int64 { return c.late.Load() }
 
 // Request is one inference request. Empty fields take the defaults of
 // DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).
@@ -174,6 +222,11 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	if err != nil {
 		return nil, err
 	}
+	if limit := c.nc.MaxPayload(); limit > 0 { // 0: not connected yet, nats.go does not check either
+		if size := msgSize(hdr, r.Body); size > limit {
+			return nil, tooLarge(r.RequestID, size, limit)
+		}
+	}
 	token := nuid.Next()
 	cl := newCall(c, token, r, deadline)
 	c.mu.Lock()
@@ -191,9 +244,35 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	}
 	if err := c.nc.PublishMsg(msg); err != nil {
 		c.forget(token)
+		if errors.Is(err, nats.ErrMaxPayload) { // the limit changed under us (a reconnect)
+			return nil, tooLarge(r.RequestID, msgSize(hdr, r.Body), c.nc.MaxPayload())
+		}
 		return nil, fmt.Errorf("fedmesh client: publish request %s: %w", r.RequestID, err)
 	}
 	return cl, nil
+}
+
+// msgSize is what NATS counts against max_payload for a message: its
+// headers as nats.go encodes them ("NATS/1.0\r\n", "Key: value\r\n" per
+// value with the value trimmed, "\r\n") plus the body. The subject and reply
+// do not count.
+func msgSize(h nats.Header, body []byte) int64 {
+	n := len(body)
+	if len(h) > 0 {
+		n += len("NATS/1.0\r\n") + len("\r\n")
+		for k, vs := range h {
+			for _, v := range vs {
+				n += len(k) + len(": ") + len(textproto.TrimString(v)) + len("\r\n")
+			}
+		}
+	}
+	return int64(n)
+}
+
+// tooLarge is the 413 of a request that does not fit one NATS message.
+func tooLarge(requestID string, size, limit int64) *wire.Error {
+	return &wire.Error{Code: wire.CodeTooLarge, RequestID: requestID, Description: fmt.Sprintf(
+		"request of %d bytes (headers and body) does not fit the NATS max_payload of %d bytes", size, limit)}
 }
 
 func (c *Client) forget(token string) {
@@ -202,15 +281,54 @@ func (c *Client) forget(token string) {
 	c.mu.Unlock()
 }
 
+// retire moves an ended call from pending to the finished ring, forgetting
+// the oldest finished one when the ring is full.
+func (c *Client) retire(cl *call) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending[cl.token] != cl { // the Client was closed, or never registered it
+		return
+	}
+	delete(c.pending, cl.token)
+	if old := c.ring[c.next]; old != "" {
+		delete(c.finished, old)
+	}
+	c.ring[c.next] = cl.token
+	c.next = (c.next + 1) % len(c.ring)
+	c.finished[cl.token] = cl
+}
+
 // deliver runs on the reply subscription's goroutine for every message. It
-// never blocks: a call queues what it has not read yet.
+// never blocks: a call queues what it has not read yet, a finished call
+// drops it as late; a token the Client does not know is garbage.
 func (c *Client) deliver(m *nats.Msg) {
 	token := subject.LastToken(m.Subject)
 	c.mu.Lock()
 	cl := c.pending[token]
+	if cl == nil {
+		cl = c.finished[token]
+	}
 	c.mu.Unlock()
 	if cl != nil {
 		cl.push(m)
+	}
+}
+
+// drop counts and reports a message the caller does not get: late, a
+// second node's (its first message publishes a duplicate outcome), and for
+// a late chunk from a node the first time, a cancel naming that node.
+func (c *Client) drop(cl *call, d Dropped, cancel bool) {
+	if d.Late {
+		c.late.Add(1)
+	}
+	if d.Duplicate {
+		c.reportDuplicate(cl, d.Node)
+	}
+	if cancel {
+		_ = c.nc.PublishMsg(&nats.Msg{Subject: c.subj.Cancel(cl.id), Header: nats.Header{wire.HdrNode: []string{d.Node}}})
+	}
+	if c.onDrop != nil {
+		c.onDrop(d)
 	}
 }
 
@@ -221,8 +339,8 @@ func (c *Client) Cancel(requestID string) error {
 
 func (c *Client) reportDuplicate(cl *call, node string) {
 	c.duplicates.Add(1)
-	ev := record.Outcome{Kind: record.OutcomeDuplicate, NodeID: node, RequestID: cl.req.RequestID,
-		Capability: cl.req.Capability, Tenant: cl.req.Tenant, Time: time.Now()}
+	ev := record.Outcome{Kind: record.OutcomeDuplicate, NodeID: node, RequestID: cl.id,
+		Capability: cl.capability, Tenant: cl.tenant, Time: time.Now()}
 	if b, err := json.Marshal(ev); err == nil {
 		_ = c.nc.Publish(c.subj.Outcome(node), b)
 	}
@@ -278,12 +396,18 @@ func (c *Client) InferStream(ctx context.Context, r Request) (*Stream, error) {
 }
 
 // RequestID of the stream.
-func (s *Stream) RequestID() string { return s.cl.req.RequestID }
+func (s *Stream) RequestID() string { return s.cl.id }
 
 // Chunks yields each chunk as it arrives and ends after the final message;
-// a failed request yields one last (zero Chunk, error).
+// a failed request yields one last (zero Chunk, error). Once the stream has
+// its end, anything more for it is dropped as late (Client.LateMessages).
 func (s *Stream) Chunks() func(yield func(Chunk, error) bool) {
 	return func(yield func(Chunk, error) bool) {
+		defer func() {
+			if s.result != nil || s.err != nil {
+				s.cl.close()
+			}
+		}()
 		for s.result == nil && s.err == nil {
 			m, err := s.cl.next(s.ctx)
 			if err != nil {
@@ -327,9 +451,10 @@ func (s *Stream) Result() (*Response, error) {
 }
 
 // Close ends the stream, cancelling it in the mesh when it has not finished.
+// What still arrives for it is dropped as late.
 func (s *Stream) Close() {
 	if s.result == nil && s.err == nil {
-		_ = s.cl.c.Cancel(s.cl.req.RequestID)
+		s.cl.cancel()
 	}
 	s.cl.close()
 }

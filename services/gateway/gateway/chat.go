@@ -164,6 +164,9 @@ func (s *Service) streamText(w http.ResponseWriter, x *exchange, f textFormat, m
 
 	ts := &textStream{x: x, w: w, sse: newSSE(w), f: f, id: f.idPrefix + x.req.RequestID,
 		created: time.Now().Unix(), model: model, first: true}
+	// The SDK yields chunks of one node and ends after one final; whatever
+	// the mesh sends later is dropped there (late_messages_total), so the
+	// stream ends in exactly one terminal event: [DONE] or one error.
 	for ch, err := range st.Chunks() {
 		if err != nil {
 			ts.fail(err)
@@ -171,13 +174,14 @@ func (s *Service) streamText(w http.ResponseWriter, x *exchange, f textFormat, m
 		}
 		if err := ts.relay(ch); err != nil {
 			// The client is gone: leaving the loop lets Close cancel the request.
+			ts.ended = true
 			s.record(x.c, x.req, ts.node, &wire.Error{Code: wire.CodeCanceled, Description: "write to client: " + err.Error(), RequestID: x.req.RequestID}, x.ttft)
 			return
 		}
 	}
 	res, err := st.Result()
 	if err != nil { // Chunks already yielded it; unreachable but cheap
-		s.fail(w, x.c, x.req, ts.node, err)
+		ts.fail(err)
 		return
 	}
 	ts.finish(res, includeUsage)
@@ -195,6 +199,7 @@ type textStream struct {
 	node    string // the node whose chunks these are, once the first came
 	carry   []byte // the start of a character the last chunk cut in two
 	first   bool   // no delta written yet: the next one carries the role
+	ended   bool   // the terminal event ([DONE] or an error) is out, or the client is gone
 }
 
 // relay writes one mesh chunk as an SSE chunk, starting the response at the
@@ -220,6 +225,10 @@ func (ts *textStream) relay(ch client.Chunk) error {
 // fail ends the stream with err: as the HTTP error when nothing was sent
 // yet, else as a final error event (the SDKs raise an APIError on it).
 func (ts *textStream) fail(err error) {
+	if ts.ended {
+		return
+	}
+	ts.ended = true
 	x := ts.x
 	we := toWire(err, x.req.RequestID)
 	if x.s.streams.Err() != nil && we.Code == wire.CodeCanceled {
@@ -237,6 +246,10 @@ func (ts *textStream) fail(err error) {
 // finish writes what is left after the last chunk: held-back bytes, the
 // finish_reason chunk, usage when asked for, and [DONE].
 func (ts *textStream) finish(res *client.Response, includeUsage bool) {
+	if ts.ended {
+		return
+	}
+	ts.ended = true
 	if !ts.sse.started {
 		ts.begin(res.Node)
 	}

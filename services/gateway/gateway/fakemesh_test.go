@@ -29,8 +29,12 @@ const (
 	modelHang    = "hang-model"    // streams one chunk, then waits to be cancelled
 	modelBroken  = "broken-model"  // streams one chunk, then fails with 500
 	modelSplit   = "split-model"   // streams "é" cut in two chunks
-	modelChat    = "chat-1"
-	modelEmbed   = "emb-1"
+	// Two finals for one request: the SDK keeps the first, the rest is late.
+	modelLateRouter  = "late-router-model"  // n1 answers, then a router 504
+	modelRouterFirst = "router-first-model" // a router 504, then n1 answers
+	modelTwoNodes    = "two-nodes-model"    // n1 answers, then n2 answers too
+	modelChat        = "chat-1"
+	modelEmbed       = "emb-1"
 )
 
 var streamTokens = []string{"Hello", ", ", "world", "!"}
@@ -113,6 +117,18 @@ func (f *fakeMesh) serve(m *nats.Msg) {
 		pub(node.Chunk([]byte("partial")))
 		pub(node.Fail(wire.CodeInternal, "backend crashed"))
 		return
+	case modelLateRouter:
+		f.answer(node, stream)
+		pub(router.Fail(wire.CodeTimeout, "deadline passed while placing"))
+		return
+	case modelRouterFirst:
+		pub(router.Fail(wire.CodeTimeout, "deadline passed while placing"))
+		f.answer(node, stream)
+		return
+	case modelTwoNodes:
+		f.answer(node, stream)
+		f.answer(&wire.Reply{Inbox: m.Reply, RequestID: id, Node: "n2"}, stream)
+		return
 	case modelSplit:
 		pub(node.Chunk([]byte{0xc3}))
 		pub(node.Chunk([]byte{0xa9, '!'}))
@@ -121,14 +137,7 @@ func (f *fakeMesh) serve(m *nats.Msg) {
 	}
 	switch capability {
 	case wire.CapGenerate, wire.CapCode:
-		if stream {
-			for _, tok := range streamTokens {
-				pub(node.Chunk([]byte(tok)))
-			}
-			pub(node.Done(nil, wire.DoneInfo{Tokens: len(streamTokens), TTFTMs: 1}))
-			return
-		}
-		pub(node.Done([]byte(strings.Join(streamTokens, "")), wire.DoneInfo{Tokens: len(streamTokens), LatencyMs: 3}))
+		f.answer(node, stream)
 	case wire.CapEmbed:
 		pub(node.Done([]byte(`{"object":"list","data":[{"object":"embedding","embedding":[0.5,-1,2],"index":0}],"model":"emb-1"}`),
 			wire.DoneInfo{Tokens: 3}))
@@ -146,6 +155,19 @@ func (f *fakeMesh) serve(m *nats.Msg) {
 	default:
 		pub(router.Fail(wire.CodeNotFound, "no node has capability "+capability))
 	}
+}
+
+// answer sends node's answer of streamTokens: chunks and an empty done, or
+// one whole done.
+func (f *fakeMesh) answer(node *wire.Reply, stream bool) {
+	if stream {
+		for _, tok := range streamTokens {
+			_ = f.nc.PublishMsg(node.Chunk([]byte(tok)))
+		}
+		_ = f.nc.PublishMsg(node.Done(nil, wire.DoneInfo{Tokens: len(streamTokens), TTFTMs: 1}))
+		return
+	}
+	_ = f.nc.PublishMsg(node.Done([]byte(strings.Join(streamTokens, "")), wire.DoneInfo{Tokens: len(streamTokens), LatencyMs: 3}))
 }
 
 // next returns the next request the fake mesh received.

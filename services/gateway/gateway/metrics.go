@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fedmesh/fedmesh/shared/client"
 )
 
 // metrics are per Service (own registry), so several gateways in one process
@@ -18,6 +20,9 @@ type metrics struct {
 	ttft     *prometheus.HistogramVec
 	tokens   *prometheus.CounterVec
 	streams  prometheus.Gauge
+	// late and duplicates: what the SDK dropped instead of answering twice.
+	late       *prometheus.CounterVec
+	duplicates *prometheus.CounterVec
 }
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
@@ -39,7 +44,14 @@ func newMetrics() *metrics {
 		Name: "tokens_total", Help: "Output tokens reported by nodes (Fed-Tokens)."}, labels)
 	m.streams = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "fedmesh", Subsystem: "gateway",
 		Name: "active_streams", Help: "SSE streams in progress."})
-	m.reg.MustRegister(m.requests, m.errors, m.latency, m.ttft, m.tokens, m.streams,
+	m.late = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "late_messages_total", Help: "Mesh messages dropped because their request had already ended (after its one final, " +
+			"or after the gateway gave up), by sending node (none: a router), message (chunk, final) and what ended the " +
+			"request (final; caller: deadline or client gone)."}, []string{"node", "message", "ended_by"})
+	m.duplicates = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
+		Name: "duplicates_total", Help: "Second nodes that answered a request another node answered (one per request and node; " +
+			"reported as a duplicate outcome)."}, []string{"node"})
+	m.reg.MustRegister(m.requests, m.errors, m.latency, m.ttft, m.tokens, m.streams, m.late, m.duplicates,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -72,5 +84,27 @@ func (m *metrics) observe(o observation) {
 	}
 	if o.tokens > 0 {
 		m.tokens.WithLabelValues(lv...).Add(float64(o.tokens))
+	}
+}
+
+// dropped counts a message the SDK dropped (client.WithDropped): it runs on
+// the SDK's delivery path, so it only counts.
+func (m *metrics) dropped(d client.Dropped) {
+	node := d.Node
+	if node == "" {
+		node = "none"
+	}
+	if d.Late {
+		message, endedBy := "chunk", "final"
+		if d.Final {
+			message = "final"
+		}
+		if d.EndedByCaller {
+			endedBy = "caller"
+		}
+		m.late.WithLabelValues(node, message, endedBy).Inc()
+	}
+	if d.Duplicate {
+		m.duplicates.WithLabelValues(node).Inc()
 	}
 }

@@ -75,7 +75,7 @@ func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.
 func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
-	cl, err := client.New(s.nc, client.WithSubjects(s.cfg.Subjects))
+	cl, err := client.New(s.nc, client.WithSubjects(s.cfg.Subjects), client.WithDropped(s.metrics.dropped))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

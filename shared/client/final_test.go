@@ -1,0 +1,311 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// step is one message a hand-written responder sends to the client's inbox,
+// in order: from "router" (no Fed-Node) or a node id.
+type step struct {
+	from string
+	kind string // chunk, done, fail, skip (a node's Fed-Seq advances, nothing sent), garbage (to a reply token nobody issued), wait-cancel
+	data string
+	code int
+}
+
+func chunk(from, data string) step    { return step{from: from, kind: "chunk", data: data} }
+func done(from, data string) step     { return step{from: from, kind: "done", data: data} }
+func fail(from string, code int) step { return step{from: from, kind: "fail", code: code} }
+
+// wire protocol actors of one test: every request runs its steps on its
+// own goroutine; cancels and outcomes are recorded.
+type actors struct {
+	srv      *nats.Conn
+	c        *client.Client
+	mu       sync.Mutex
+	dropped  []client.Dropped
+	cancels  []string // per fed.cancel.<id>: its Fed-Node ("" = every node)
+	dupes    []string // nodes of duplicate outcomes
+	cancelCh chan struct{}
+}
+
+func newActors(t *testing.T, steps []step) *actors {
+	t.Helper()
+	s := natsembed.StartForTest(t)
+	a := &actors{srv: natsembed.ConnectForTest(t, s), cancelCh: make(chan struct{}, 8)}
+	c, err := client.New(natsembed.ConnectForTest(t, s), client.WithDropped(func(d client.Dropped) {
+		a.mu.Lock()
+		a.dropped = append(a.dropped, d)
+		a.mu.Unlock()
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	a.c = c
+	_, err = a.srv.Subscribe(subject.Default.CancelAll(), func(m *nats.Msg) {
+		a.mu.Lock()
+		a.cancels = append(a.cancels, m.Header.Get(wire.HdrNode))
+		a.mu.Unlock()
+		a.cancelCh <- struct{}{}
+	})
+	require.NoError(t, err)
+	_, err = a.srv.Subscribe(subject.Default.OutcomeAll(), func(m *nats.Msg) {
+		var o record.Outcome
+		if json.Unmarshal(m.Data, &o) == nil && o.Kind == record.OutcomeDuplicate {
+			a.mu.Lock()
+			a.dupes = append(a.dupes, o.NodeID)
+			a.mu.Unlock()
+		}
+	})
+	require.NoError(t, err)
+	serve(t, a.srv, wire.CapGenerate, func(m *nats.Msg) { go a.run(m, steps) })
+	return a
+}
+
+func (a *actors) run(m *nats.Msg, steps []step) {
+	id := m.Header.Get(wire.HdrRequestID)
+	replies := map[string]*wire.Reply{}
+	reply := func(from string) *wire.Reply {
+		if r := replies[from]; r != nil {
+			return r
+		}
+		r := &wire.Reply{Inbox: m.Reply, RequestID: id}
+		if from != "router" {
+			r.Node = from
+		}
+		replies[from] = r
+		return r
+	}
+	for _, s := range steps {
+		r := reply(s.from)
+		switch s.kind {
+		case "chunk":
+			_ = a.srv.PublishMsg(r.Chunk([]byte(s.data)))
+		case "done":
+			var data []byte
+			if s.data != "" {
+				data = []byte(s.data)
+			}
+			_ = a.srv.PublishMsg(r.Done(data, wire.DoneInfo{Tokens: 1}))
+		case "fail":
+			_ = a.srv.PublishMsg(r.Fail(s.code, "from "+s.from))
+		case "skip":
+			r.Chunk(nil)
+		case "garbage":
+			inbox := m.Reply[:strings.LastIndexByte(m.Reply, '.')+1] + "never-issued"
+			g := &wire.Reply{Inbox: inbox, RequestID: id, Node: s.from}
+			_ = a.srv.PublishMsg(g.Chunk([]byte("?")))
+		case "wait-cancel":
+			select {
+			case <-a.cancelCh:
+			case <-time.After(natsembed.WaitFor):
+			}
+		}
+	}
+}
+
+func (a *actors) snapshot() ([]client.Dropped, []string, []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]client.Dropped(nil), a.dropped...), append([]string(nil), a.cancels...), append([]string(nil), a.dupes...)
+}
+
+// A request ends with exactly one final for the caller; whatever the mesh
+// sends after it is dropped, counted and reported, never a second answer.
+func TestExactlyOneFinal(t *testing.T) {
+	late := func(node string, final bool) client.Dropped {
+		return client.Dropped{Node: node, Final: final, Late: true}
+	}
+	cases := []struct {
+		name    string
+		stream  bool
+		timeout time.Duration // 0: 5 s
+		steps   []step
+		body    string // the answer; "" with code
+		code    int
+		lost    bool     // the code's description says the stream lost messages
+		chunks  []string // streamed: the chunks the caller got before the error
+		dropped []client.Dropped
+		cancels []string // Fed-Node of each cancel published
+		dupes   []string // nodes reported with a duplicate outcome
+	}{
+		{name: "router error after a node's final", steps: []step{done("n1", "answer"), fail("router", wire.CodeTimeout)},
+			body: "answer", dropped: []client.Dropped{late("", true)}},
+		{name: "router error after a node's final, streamed", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), done("n1", ""), fail("router", wire.CodeTimeout)},
+			body:  "ab", dropped: []client.Dropped{late("", true)}},
+		{name: "router error after a node took the request", stream: true,
+			steps: []step{chunk("n1", "a"), fail("router", wire.CodeNoCapacity), chunk("n1", "b"), done("n1", "")},
+			body:  "ab", dropped: []client.Dropped{late("", true)}},
+		{name: "node's done after the router's 504", steps: []step{fail("router", wire.CodeTimeout), done("n1", "too late")},
+			code: wire.CodeTimeout, dropped: []client.Dropped{late("n1", true)}},
+		{name: "node's stream after the router's 503: told to stop", stream: true,
+			steps: []step{fail("router", wire.CodeNoCapacity), chunk("n1", "x"), chunk("n1", "y"), done("n1", "")},
+			code:  wire.CodeNoCapacity, dropped: []client.Dropped{late("n1", false), late("n1", false), late("n1", true)},
+			cancels: []string{"n1"}},
+		{name: "two dones from two nodes", steps: []step{done("n1", "one"), {from: "n2", kind: "garbage"}, done("n2", "two")},
+			body: "one", dropped: []client.Dropped{{Node: "n2", Final: true, Late: true, Duplicate: true}},
+			dupes: []string{"n2"}},
+		{name: "two streams from two nodes", stream: true,
+			steps: []step{chunk("n1", "A"), chunk("n2", "B"), done("n1", ""), chunk("n2", "B"), done("n2", "")},
+			body:  "A", dropped: []client.Dropped{{Node: "n2", Duplicate: true}, late("n2", false), late("n2", true)},
+			cancels: []string{"n2"}, dupes: []string{"n2"}},
+		{name: "node's 499 after the caller's deadline", timeout: 200 * time.Millisecond,
+			steps: []step{chunk("n1", "x"), {kind: "wait-cancel"}, fail("n1", wire.CodeCanceled)},
+			code:  wire.CodeTimeout, dropped: []client.Dropped{{Node: "n1", Final: true, Late: true, EndedByCaller: true}},
+			cancels: []string{""}},
+		// Completeness: the final's Fed-Seq is the number of chunks before it.
+		{name: "final's Fed-Seq beyond the chunks received", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), {from: "n1", kind: "skip"}, done("n1", "")},
+			code:  wire.CodeInternal, lost: true, chunks: []string{"a", "b"}},
+		{name: "whole answer's Fed-Seq beyond the chunks received",
+			steps: []step{chunk("n1", "a"), {from: "n1", kind: "skip"}, done("n1", "b")},
+			code:  wire.CodeInternal, lost: true},
+		{name: "lost chunk, then the rest is late", stream: true,
+			steps: []step{chunk("n1", "a"), {from: "n1", kind: "skip"}, chunk("n1", "c"), done("n1", "")},
+			code:  wire.CodeInternal, lost: true, chunks: []string{"a"}, dropped: []client.Dropped{late("n1", true)}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newActors(t, tc.steps)
+			ctx, cancel := context.WithTimeout(context.Background(), cmpOr(tc.timeout, 5*time.Second))
+			defer cancel()
+			req := client.Request{Capability: wire.CapGenerate, Body: []byte("hi")}
+			var body string
+			var err error
+			var chunks []string
+			if tc.stream {
+				var st *client.Stream
+				st, err = a.c.InferStream(ctx, req)
+				require.NoError(t, err)
+				for ch, cerr := range st.Chunks() {
+					if cerr != nil {
+						err = cerr
+						break
+					}
+					chunks = append(chunks, string(ch.Data))
+				}
+				if err == nil {
+					var res *client.Response
+					res, err = st.Result()
+					if err == nil {
+						body = string(res.Body)
+						assert.Equal(t, body, strings.Join(chunks, ""), "the answer is the chunks joined")
+					}
+				}
+				st.Close()
+			} else {
+				var res *client.Response
+				res, err = a.c.Infer(ctx, req)
+				if err == nil {
+					body = string(res.Body)
+				}
+			}
+			if tc.code != 0 {
+				var we *wire.Error
+				require.True(t, errors.As(err, &we), "want a *wire.Error %d, got %v (body %q)", tc.code, err, body)
+				assert.Equal(t, tc.code, we.Code, we.Description)
+				if tc.lost {
+					assert.Contains(t, we.Description, "stream lost messages")
+					assert.Equal(t, tc.chunks, chunks, "only the chunks before the gap")
+				}
+			} else {
+				require.NoError(t, err)
+				assert.Equal(t, tc.body, body)
+			}
+
+			natsembed.Eventually(t, 0, func() error {
+				d, c, u := a.snapshot()
+				return natsembed.Check(len(d) >= len(tc.dropped) && len(c) >= len(tc.cancels) && len(u) >= len(tc.dupes),
+					"dropped %v, cancels %v, duplicates %v", d, c, u)
+			})
+			d, c, u := a.snapshot()
+			for i := range d {
+				d[i].RequestID = "" // one request per test: ids are checked below
+			}
+			assert.Equal(t, tc.dropped, nilIfEmpty(d), "dropped messages")
+			assert.Equal(t, tc.cancels, nilIfEmpty(c), "cancels")
+			assert.Equal(t, tc.dupes, nilIfEmpty(u), "duplicate outcomes")
+			var nLate int64
+			for _, x := range tc.dropped {
+				if x.Late {
+					nLate++
+				}
+			}
+			assert.Equal(t, nLate, a.c.LateMessages())
+			assert.EqualValues(t, len(tc.dupes), a.c.Duplicates())
+		})
+	}
+}
+
+func cmpOr(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// A request that cannot fit one NATS message is a typed 413 naming the
+// limit, and nothing is published.
+func TestRequestTooLarge(t *testing.T) {
+	srv, c := setup(t)
+	got := make(chan int, 4)
+	serve(t, srv, wire.CapGenerate, func(m *nats.Msg) {
+		got <- len(m.Data)
+		r := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID), Node: "n1"}
+		_ = srv.PublishMsg(r.Done([]byte("ok"), wire.DoneInfo{}))
+	})
+	limit := srv.MaxPayload()
+	cases := []struct {
+		name   string
+		stream bool
+		body   int
+	}{
+		{"body alone over the limit", false, int(limit) + 1},
+		{"body fits, headers do not", false, int(limit) - 10},
+		{"streamed", true, int(limit) - 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := client.Request{Capability: wire.CapGenerate, Body: make([]byte, tc.body), RequestID: "big-1"}
+			var err error
+			if tc.stream {
+				_, err = c.InferStream(context.Background(), req)
+			} else {
+				_, err = c.Infer(context.Background(), req)
+			}
+			var we *wire.Error
+			require.True(t, errors.As(err, &we), "got %v", err)
+			assert.Equal(t, wire.CodeTooLarge, we.Code)
+			assert.Equal(t, "big-1", we.RequestID)
+			assert.Contains(t, we.Description, "max_payload of 1048576 bytes")
+			assert.NotContains(t, err.Error(), nats.ErrMaxPayload.Error())
+		})
+	}
+	// The next request that fits is the first the mesh sees.
+	_, err := c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: make([]byte, limit-4096)})
+	require.NoError(t, err)
+	assert.EqualValues(t, limit-4096, <-got, "no oversized request was published")
+}
