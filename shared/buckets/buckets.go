@@ -23,6 +23,11 @@ const (
 // NodePrefix starts the key of every per-node record.
 const NodePrefix = "nodes."
 
+// StatsPrefix starts the keys of fed_health that hold the mesh-wide stats
+// (health's counters, merged by every instance); readers of node records
+// skip them.
+const StatsPrefix = "stats."
+
 // NodeKey is the key of a node's record in fed_catalog and fed_health.
 func NodeKey(nodeID string) string { return NodePrefix + nodeID }
 

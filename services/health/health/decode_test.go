@@ -36,6 +36,18 @@ func TestJudge(t *testing.T) {
 		{"duplicate", record.Outcome{Kind: record.OutcomeDuplicate}, false, neutral},
 		{"probe ok", record.Outcome{Kind: record.OutcomeProbe, OK: true}, false, success},
 		{"probe failed", record.Outcome{Kind: record.OutcomeProbe, Code: 504}, false, failure},
+		// Blame only the node's own failures: what the request caused is neutral.
+		{"504 client fault (deadline too short)", record.Outcome{Kind: record.OutcomeCompleted, Code: 504, Fault: record.FaultClient}, false, neutral},
+		{"500 client fault", record.Outcome{Kind: record.OutcomeCompleted, Code: 500, Fault: record.FaultClient}, false, neutral},
+		{"no code client fault", record.Outcome{Kind: record.OutcomeCompleted, Fault: record.FaultClient}, false, neutral},
+		{"504 node fault", record.Outcome{Kind: record.OutcomeCompleted, Code: 504, Fault: record.FaultNode}, false, failure},
+		{"503 node fault", record.Outcome{Kind: record.OutcomeCompleted, Code: 503, Fault: record.FaultNode}, false, failure},
+		{"413 completed", record.Outcome{Kind: record.OutcomeCompleted, Code: wire.CodeTooLarge}, false, neutral},
+		{"dispatch 413 too large", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: wire.CodeTooLarge}, false, neutral},
+		{"dispatch 503 client fault", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: 503, Fault: record.FaultClient}, false, neutral},
+		{"dispatch 504 node fault", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: 504, Fault: record.FaultNode}, false, failure},
+		{"probe 504 client fault", record.Outcome{Kind: record.OutcomeProbe, Code: 504, Fault: record.FaultClient}, false, neutral},
+		{"ok with client fault is a success", record.Outcome{Kind: record.OutcomeCompleted, OK: true, Fault: record.FaultClient}, false, success},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -68,6 +68,7 @@ func (s *Service) applyOutcome(o *record.Outcome, now time.Time) {
 
 // countOutcome adds o to the node's, the mesh's and the tenant's counters.
 func (s *Service) countOutcome(n *node, o *record.Outcome) {
+	s.peer.gen++
 	slots := []*counters{&n.stats, &s.mesh.all}
 	if tenant := s.mesh.tenant(o.Tenant, s.cfg.LatencyWindow); tenant != nil {
 		slots = append(slots, tenant)
@@ -111,6 +112,7 @@ func (s *Service) judgeOutcome(n *node, o *record.Outcome, now, at time.Time) {
 
 // applyUnplaced counts a request no node took. Runs under mu.
 func (s *Service) applyUnplaced(u *record.Unplaced, _ time.Time) {
+	s.peer.gen++
 	s.mesh.addUnplaced(u, s.cfg.LatencyWindow)
 }
 

@@ -17,9 +17,12 @@ const (
 )
 
 // judge classifies an outcome (DESIGN §6). Failures are server-side errors
-// (500, 503, 504) and lost dispatches; client errors (4xx, including 429
-// busy and 499 canceled), duplicates and anything about a draining node say
-// nothing about the node's health. A failed outcome without a code is a 500.
+// (500, 503, 504) and lost dispatches; client errors (4xx, including 413
+// too large, 429 busy and 499 canceled), outcomes whose publisher blames
+// the request itself (fault "client": a deadline shorter than the node
+// could meet, a bad or oversized body, a cancel), duplicates and anything
+// about a draining node say nothing about the node's health. A failed
+// outcome without a code is a 500.
 func judge(o *record.Outcome, draining bool) verdict {
 	if o.OK {
 		switch o.Kind {
@@ -28,7 +31,7 @@ func judge(o *record.Outcome, draining bool) verdict {
 		}
 		return neutral
 	}
-	if draining || mentionsDraining(o.Error) {
+	if o.Fault == record.FaultClient || draining || mentionsDraining(o.Error) {
 		return neutral
 	}
 	switch o.Kind {

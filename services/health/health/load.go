@@ -13,6 +13,9 @@ import (
 // seedFrom adopts one fed_health value at start, so a restarted or
 // additional instance keeps tripped circuits and failure streaks.
 func (s *Service) seedFrom(e jetstream.KeyValueEntry, now time.Time) {
+	if buckets.NodeIDOfKey(e.Key()) == "" {
+		return // stats.* keys (statsync.go), not a node's record
+	}
 	r, err := record.DecodeHealth(e.Key(), e.Value())
 	if err != nil {
 		s.badRecords.Warn().Err(err).Str("key", e.Key()).Msg("undecodable fed_health record ignored")

@@ -24,6 +24,7 @@ func (s *Service) loop(ctx context.Context) {
 			// going away; bounded so Stop never hangs on a dead server.
 			fctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
 			s.flush(fctx, time.Now())
+			s.flushStats(fctx, time.Now(), true) // a restart continues from here
 			cancel()
 			return
 		case <-s.urgent:
@@ -39,6 +40,7 @@ func (s *Service) loop(ctx context.Context) {
 				s.forget(ctx, f)
 			}
 			s.flush(ctx, now)
+			s.flushStats(ctx, now, false)
 		}
 	}
 }

@@ -47,9 +47,6 @@ type node struct {
 
 	results outcomes // success/failure of recent requests
 	stats   counters // per-node stats; stats.lat is the health latency window
-	pctGen  uint64   // stats.lat.gen the cached percentiles were computed at
-	p50     float64
-	p99     float64
 	// seeded holds the percentiles fed_health had at start, shown until
 	// this instance has samples of its own, so joining does not zero them.
 	seeded *record.Health
@@ -85,11 +82,8 @@ func (n *node) effectiveState() string {
 // percentiles returns p50/p99 of the latency window, recomputed only when
 // new samples arrived.
 func (n *node) percentiles() (p50, p99 float64) {
-	if n.pctGen != n.stats.lat.gen {
-		v := n.stats.lat.percentiles(50, 99)
-		n.p50, n.p99, n.pctGen = v[0], v[1], n.stats.lat.gen
-	}
-	return n.p50, n.p99
+	p50, p99, _ = n.stats.percentiles()
+	return p50, p99
 }
 
 // record renders the fed_health value.
@@ -109,15 +103,15 @@ func (n *node) record() record.Health {
 	return record.Health{
 		NodeID:              n.id,
 		State:               n.effectiveState(),
-		LatencyP50Ms:        p50,
-		LatencyP99Ms:        p99,
+		LatencyP50Ms:        finite(p50),
+		LatencyP99Ms:        finite(p99),
 		Samples:             samples,
-		ThroughputTPS:       n.tps,
-		GPUUtilization:      n.gpu,
+		ThroughputTPS:       finite(n.tps),
+		GPUUtilization:      finite(n.gpu),
 		QueueDepth:          n.queueDepth,
 		InFlight:            n.inFlight,
 		MaxConcurrency:      maxC,
-		SuccessRate:         rate,
+		SuccessRate:         finite(rate),
 		Circuit:             n.circuit,
 		CircuitOpenedAt:     n.openedAt,
 		ConsecutiveFailures: n.consecFail,

@@ -60,6 +60,7 @@ type Service struct {
 	mu    sync.Mutex
 	nodes map[string]*node
 	mesh  meshStats
+	peer  peerStats // the stored stats (statsync.go)
 
 	urgent chan struct{} // wakes the writer for a state/circuit change
 	probes chan struct{} // semaphore bounding probes in flight
@@ -86,6 +87,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		group:      lifecycle.NewGroup(),
 		nodes:      map[string]*node{},
 		mesh:       newMeshStats(cfg.LatencyWindow),
+		peer:       newPeerStats(),
 		urgent:     make(chan struct{}, 1),
 		probes:     make(chan struct{}, cfg.WriteConcurrency),
 	}, nil
@@ -116,6 +118,11 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	if err := buckets.Follow(ctx, s.group, s.catalog, s.applyCatalog); err != nil {
 		return fmt.Errorf("health: %w", err)
+	}
+	// After the nodes are known (their stats are seeded), before any event
+	// is counted.
+	if err := s.followStats(ctx); err != nil {
+		return err
 	}
 	if err := s.subscribe(); err != nil {
 		return err

@@ -96,6 +96,14 @@ func TestNeutralOutcomesDoNotCount(t *testing.T) {
 		{"busy", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: wire.CodeOverloaded, Error: "busy"}},
 		{"draining", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: wire.CodeNoCapacity, Error: "node draining"}},
 		{"duplicate", record.Outcome{Kind: record.OutcomeDuplicate}},
+		// The client's own doing (issue 12): a deadline the node could not
+		// meet, a body too large for the dispatch. The 12 of them in a row
+		// here are over FailureThreshold: counted, they would open the
+		// circuit of a healthy node.
+		{"client deadline", record.Outcome{Kind: record.OutcomeCompleted, Code: wire.CodeTimeout, Fault: record.FaultClient}},
+		{"client fault 500", record.Outcome{Kind: record.OutcomeCompleted, Code: wire.CodeInternal, Fault: record.FaultClient}},
+		{"dispatch too large", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: wire.CodeTooLarge, Error: "maximum payload exceeded"}},
+		{"dispatch client fault", record.Outcome{Kind: record.OutcomeDispatchFailed, Code: wire.CodeNoCapacity, Fault: record.FaultClient}},
 	}
 	h := newHarness(t)
 	s := h.start(testConfig())
@@ -111,13 +119,15 @@ func TestNeutralOutcomesDoNotCount(t *testing.T) {
 	assert.Equal(t, 1, r.ConsecutiveFailures)
 	assert.Equal(t, record.StateDegraded, r.State)
 	// Neutral for health, but still counted in stats.
+	assert.Equal(t, record.CircuitClosed, r.Circuit)
 	st := h.stats()
-	assert.Equal(t, int64(6), st.DispatchFailures)
+	assert.Equal(t, int64(12), st.DispatchFailures)
 	assert.Equal(t, int64(3), st.DuplicatesDropped)
-	assert.Equal(t, int64(10), st.TotalRequests)
-	assert.Equal(t, int64(10), st.FailedRequests)
+	assert.Equal(t, int64(16), st.TotalRequests)
+	assert.Equal(t, int64(16), st.FailedRequests)
 	m, _ := inMemory(s, "n1")
 	assert.Equal(t, 1, m.ConsecutiveFailures)
+	assert.Zero(t, m.SuccessRate, "only the marker is in the success rate")
 }
 
 func TestDispatchFailedCountsAsFailure(t *testing.T) {

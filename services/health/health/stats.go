@@ -1,6 +1,7 @@
 package health
 
 import (
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -12,10 +13,15 @@ import (
 // windows its percentiles come from.
 type counters struct {
 	c      record.Counters
-	latSum float64
+	latSum float64 // sum of latency_ms over the latN successful requests
 	latN   int64
 	lat    window // latency of recent successful requests
 	ttft   window // time to first token of recent successful streams
+
+	// percentiles cached at the windows' generations (sorting a window on
+	// every read would cost 10,000 sorts a second at scale)
+	latGen, ttftGen  uint64
+	p50, p99, ttft50 float64
 }
 
 func newCounters(size int) counters {
@@ -24,16 +30,18 @@ func newCounters(size int) counters {
 
 // addCompleted counts a request a node finished.
 func (c *counters) addCompleted(o *record.Outcome) {
-	c.c.TotalRequests++
+	c.c.TotalRequests = satAdd(c.c.TotalRequests, 1)
 	c.addRetries(o.Attempt)
-	c.c.TotalTokens += int64(o.Tokens)
+	c.c.TotalTokens = satAdd(c.c.TotalTokens, int64(o.Tokens))
 	if !o.OK {
-		c.c.FailedRequests++
+		c.c.FailedRequests = satAdd(c.c.FailedRequests, 1)
 		return
 	}
-	c.c.SuccessfulRequests++
-	c.latSum += o.LatencyMs
-	c.latN++
+	c.c.SuccessfulRequests = satAdd(c.c.SuccessfulRequests, 1)
+	if o.LatencyMs >= 0 && o.LatencyMs <= record.MaxLatencyMs { // false for NaN too
+		c.latSum += o.LatencyMs
+		c.latN = satAdd(c.latN, 1)
+	}
 	c.lat.add(o.LatencyMs)
 	if o.TTFTMs > 0 {
 		c.ttft.add(o.TTFTMs)
@@ -42,27 +50,84 @@ func (c *counters) addCompleted(o *record.Outcome) {
 
 // addUnplaced counts a request no node took: failed, after its attempts.
 func (c *counters) addUnplaced(u *record.Unplaced) {
-	c.c.TotalRequests++
-	c.c.FailedRequests++
+	c.c.TotalRequests = satAdd(c.c.TotalRequests, 1)
+	c.c.FailedRequests = satAdd(c.c.FailedRequests, 1)
 	c.addRetries(u.Attempts)
 }
 
 // addRetries: a request that ended on attempt k was retried k-1 times.
 func (c *counters) addRetries(attempt int) {
 	if attempt > 1 {
-		c.c.Retries += int64(attempt - 1)
+		c.c.Retries = satAdd(c.c.Retries, int64(attempt-1))
 	}
 }
 
-func (c *counters) snapshot() record.Counters {
-	out := c.c
-	if c.latN > 0 {
-		out.AvgLatencyMs = c.latSum / float64(c.latN)
+// percentiles returns p50 and p99 of the latency window and p50 of the
+// TTFT window, recomputed only when samples arrived since the last call.
+func (c *counters) percentiles() (p50, p99, ttft50 float64) {
+	if c.latGen != c.lat.gen {
+		v := c.lat.percentiles(50, 99)
+		c.p50, c.p99, c.latGen = v[0], v[1], c.lat.gen
 	}
-	p := c.lat.percentiles(50, 99)
-	out.LatencyP50Ms, out.LatencyP99Ms = p[0], p[1]
-	out.TTFTP50Ms = c.ttft.percentiles(50)[0]
-	return out
+	if c.ttftGen != c.ttft.gen {
+		c.ttft50, c.ttftGen = c.ttft.percentiles(50)[0], c.ttft.gen
+	}
+	return c.p50, c.p99, c.ttft50
+}
+
+// slice is this instance's own view of c in the persisted form.
+func (c *counters) slice() statSlice {
+	p50, p99, ttft := c.percentiles()
+	return statSlice{
+		TotalRequests:      c.c.TotalRequests,
+		SuccessfulRequests: c.c.SuccessfulRequests,
+		FailedRequests:     c.c.FailedRequests,
+		TotalTokens:        c.c.TotalTokens,
+		Retries:            c.c.Retries,
+		DuplicatesDropped:  c.c.DuplicatesDropped,
+		DispatchFailures:   c.c.DispatchFailures,
+		LatencySumMs:       finite(c.latSum),
+		LatencyN:           c.latN,
+		LatencyP50Ms:       finite(p50),
+		LatencyP99Ms:       finite(p99),
+		TTFTP50Ms:          finite(ttft),
+		Samples:            int64(c.lat.len()),
+	}
+}
+
+// seed starts c from a persisted slice (at service start, before any event
+// is counted): the counters and the latency sum continue from there; the
+// windows start empty, and answers show the stored percentiles until the
+// own window has as many samples (mergeSlice).
+func (c *counters) seed(p statSlice) {
+	c.c.TotalRequests, c.c.SuccessfulRequests, c.c.FailedRequests = p.TotalRequests, p.SuccessfulRequests, p.FailedRequests
+	c.c.TotalTokens, c.c.Retries = p.TotalTokens, p.Retries
+	c.c.DuplicatesDropped, c.c.DispatchFailures = p.DuplicatesDropped, p.DispatchFailures
+	c.latSum, c.latN = p.LatencySumMs, p.LatencyN
+}
+
+func (c *counters) snapshot() record.Counters { return c.slice().counters() }
+
+// satAdd adds without wrapping: a counter fed absurd values (an attempt of
+// 2^62 from a hostile publisher) sticks at the maximum instead of turning
+// negative.
+func satAdd(a, b int64) int64 {
+	if b > 0 && a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+func isFinite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// finite is the belt under the decoders: no float that reaches a response
+// or a record may be NaN or ±Inf (encoding/json refuses them, and one such
+// value made fed.stats fail for good). Non-finite becomes 0.
+func finite(v float64) float64 {
+	if !isFinite(v) {
+		return 0
+	}
+	return v
 }
 
 // maxTenants bounds the per-tenant stats map: tenants are caller-chosen
@@ -88,6 +153,9 @@ func (m *meshStats) tenant(name string, size int) *counters {
 	if name == "" {
 		return nil
 	}
+	if len(name) > record.MaxTenantLen {
+		name = otherTenant // the decoders refuse these; never a map key
+	}
 	t := m.tenants[name]
 	if t == nil {
 		if len(m.tenants) >= maxTenants {
@@ -108,7 +176,8 @@ func (m *meshStats) addUnplaced(u *record.Unplaced, size int) {
 	if t := m.tenant(u.Tenant, size); t != nil {
 		t.addUnplaced(u)
 	}
-	m.unplaced[strconv.Itoa(u.Code)]++
+	code := strconv.Itoa(u.Code)
+	m.unplaced[code] = satAdd(m.unplaced[code], 1)
 }
 
 // meshState derives DESIGN §7's mesh state from the nodes: initializing
@@ -147,32 +216,32 @@ func (s *Service) updateMeshState() {
 	s.mesh.state = st
 }
 
-// stats renders fed.stats. Runs under Service.mu.
+// stats renders fed.stats: own counters merged with the stored ones
+// (statsync.go), so every instance gives the same answer. Runs under
+// Service.mu.
 func (s *Service) stats() record.Stats {
+	v := s.view()
 	out := record.Stats{
 		State:    s.mesh.state,
-		Counters: s.mesh.all.snapshot(),
-		Nodes:    make(map[string]record.Counters, len(s.nodes)),
-		Tenants:  make(map[string]record.Counters, len(s.mesh.tenants)),
-		Unplaced: make(map[string]int64, len(s.mesh.unplaced)),
+		Counters: v.mesh.counters(),
+		Nodes:    make(map[string]record.Counters, len(v.nodes)),
+		Tenants:  make(map[string]record.Counters, len(v.tenants)),
+		Unplaced: v.unplaced,
 	}
 	// active_streams comes from the nodes' latest heartbeats (DESIGN §7:
 	// up on start, down on end): a node silent for the missed-heartbeat
-	// limit counts none.
+	// limit counts none. Every instance sees the heartbeats; not stored.
 	stale := time.Now().Add(-s.cfg.staleAfter())
-	for id, n := range s.nodes {
-		c := n.stats.snapshot()
-		if n.lastHeartbeat.After(stale) {
+	for id, p := range v.nodes {
+		c := p.counters()
+		if n := s.nodes[id]; n != nil && n.lastHeartbeat.After(stale) {
 			c.ActiveStreams = int64(n.activeStreams)
 		}
 		out.Nodes[id] = c
 		out.ActiveStreams += c.ActiveStreams
 	}
-	for name, t := range s.mesh.tenants {
-		out.Tenants[name] = t.snapshot()
-	}
-	for code, v := range s.mesh.unplaced {
-		out.Unplaced[code] = v
+	for name, p := range v.tenants {
+		out.Tenants[name] = p.counters()
 	}
 	return out
 }

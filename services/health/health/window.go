@@ -17,7 +17,13 @@ type window struct {
 
 func newWindow(size int) window { return window{size: size} }
 
+// add appends v. Values that would poison the window are refused: NaN or
+// ±Inf, negatives, and anything beyond float32's range (which would become
+// +Inf); the decoders already refuse them, this is the belt.
 func (w *window) add(v float64) {
+	if math.IsNaN(v) || v < 0 || v > math.MaxFloat32 {
+		return
+	}
 	w.gen++
 	if len(w.buf) < w.size {
 		w.buf = append(w.buf, float32(v))
