@@ -46,8 +46,9 @@ func (c *cache) entryLocked(id string) *entry {
 	return e
 }
 
-// putNode stores or replaces a node's catalog record.
-func (c *cache) putNode(n *record.Node) {
+// putNode stores or replaces a node's catalog record; it returns the entry
+// and how many requests the node can take now as this router sees it.
+func (c *cache) putNode(n *record.Node) (*entry, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entryLocked(n.NodeID)
@@ -57,6 +58,7 @@ func (c *cache) putNode(n *record.Node) {
 	e.node = n
 	e.derive(c.regions, c.regionIDLocked(n.Region))
 	c.dirty = true
+	return e, e.free()
 }
 
 // deleteNode forgets a node's catalog record (deregistered or expired).
@@ -76,8 +78,9 @@ func (c *cache) deleteNode(id string) {
 }
 
 // putHealth updates a node's health in place: no rebuild, health changes at
-// heartbeat pace for every node.
-func (c *cache) putHealth(id string, h *record.Health) {
+// heartbeat pace for every node. It returns the entry and how many requests
+// the node can take now as this router sees it (0 when it is not routable).
+func (c *cache) putHealth(id string, h *record.Health) (*entry, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entryLocked(id)
@@ -85,6 +88,10 @@ func (c *cache) putHealth(id string, h *record.Health) {
 	if h == nil && e.node == nil {
 		delete(c.entries, id)
 	}
+	if e.gate != rejNone || e.node == nil {
+		return e, 0
+	}
+	return e, e.free()
 }
 
 // setRegions replaces the regions config; clearances and costs are re-derived.

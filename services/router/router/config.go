@@ -28,6 +28,12 @@ const (
 	DefaultSweepInterval = time.Second
 	// DefaultStopTimeout is how long Stop waits for requests being placed.
 	DefaultStopTimeout = 5 * time.Second
+	// DefaultMaxQueue bounds the requests waiting for a free slot when every
+	// eligible node is full.
+	DefaultMaxQueue = 4096
+	// DefaultMaxQueueWait is how long a request waits in that queue at most
+	// (less when its deadline comes first) before the router answers 429.
+	DefaultMaxQueueWait = 2 * time.Second
 )
 
 // Config tunes one router instance. The zero value is DefaultConfig().
@@ -55,6 +61,15 @@ type Config struct {
 	// StopTimeout bounds how long Stop waits for requests still being placed
 	// before cancelling them. 0 means DefaultStopTimeout.
 	StopTimeout time.Duration
+	// MaxQueue bounds the requests waiting at this router because every
+	// eligible node is full; over it a request is answered 429 at once.
+	// 0 means DefaultMaxQueue.
+	MaxQueue int
+	// MaxQueueWait is how long a request waits for a free slot before the
+	// router answers 429 (it waits less when its deadline comes first).
+	// 0 means DefaultMaxQueueWait. (Meant to become a record.Policy field,
+	// max_queue_ms, so it can change live.)
+	MaxQueueWait time.Duration
 	// Buckets are the options passed to buckets.Ensure.
 	Buckets buckets.Options
 	// Middleware run around every request after the built-in logging and
@@ -70,6 +85,8 @@ func DefaultConfig() Config {
 		OutstandingTTL: DefaultOutstandingTTL,
 		SweepInterval:  DefaultSweepInterval,
 		StopTimeout:    DefaultStopTimeout,
+		MaxQueue:       DefaultMaxQueue,
+		MaxQueueWait:   DefaultMaxQueueWait,
 	}
 }
 
@@ -96,6 +113,12 @@ func (c Config) Validate() error {
 	if c.StopTimeout < 0 {
 		return fmt.Errorf("router config: stop_timeout must be >= 0, got %s", c.StopTimeout)
 	}
+	if c.MaxQueue < 0 {
+		return fmt.Errorf("router config: max_queue must be >= 0, got %d", c.MaxQueue)
+	}
+	if c.MaxQueueWait < 0 || c.MaxQueueWait > wire.MaxTimeout {
+		return fmt.Errorf("router config: max_queue_wait must be in [0, %s], got %s", wire.MaxTimeout, c.MaxQueueWait)
+	}
 	return nil
 }
 
@@ -106,6 +129,8 @@ func (c Config) withDefaults() Config {
 	c.OutstandingTTL = cmp.Or(c.OutstandingTTL, DefaultOutstandingTTL)
 	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
 	c.StopTimeout = cmp.Or(c.StopTimeout, DefaultStopTimeout)
+	c.MaxQueue = cmp.Or(c.MaxQueue, DefaultMaxQueue)
+	c.MaxQueueWait = cmp.Or(c.MaxQueueWait, DefaultMaxQueueWait)
 	return c
 }
 

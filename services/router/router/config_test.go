@@ -26,6 +26,9 @@ func TestConfigValidate(t *testing.T) {
 		{"negative outstanding_ttl", func(c *Config) { c.OutstandingTTL = -time.Second }, "outstanding_ttl"},
 		{"negative sweep_interval", func(c *Config) { c.SweepInterval = -time.Second }, "sweep_interval"},
 		{"negative stop_timeout", func(c *Config) { c.StopTimeout = -time.Second }, "stop_timeout"},
+		{"negative max_queue", func(c *Config) { c.MaxQueue = -1 }, "max_queue"},
+		{"negative max_queue_wait", func(c *Config) { c.MaxQueueWait = -time.Second }, "max_queue_wait"},
+		{"max_queue_wait over 1 h", func(c *Config) { c.MaxQueueWait = 2 * time.Hour }, "max_queue_wait"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -38,14 +38,15 @@ type decision struct {
 
 // placementQuery is what a decision asks of the cache for one request: the
 // capability and model to serve, the spec flattened for scoring, the
-// rendezvous key and the nodes already tried.
+// rendezvous key, the nodes already tried and the nodes that answered busy.
 type placementQuery struct {
 	capability string
 	model      string
 	q          query
 	key        uint64 // rendezvous key hash; hasKey false when none
 	hasKey     bool
-	tried      []*entry
+	tried      []*entry // failed or draining: not eligible again for this request
+	busy       []*entry // answered busy: full (rejLoad) until the request is woken from the queue
 }
 
 // decide runs one route decision against the cache: candidates, scores,
@@ -72,8 +73,13 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		if rej == rejNone && total < p.MinScore {
 			rej = rejMinScore
 		}
-		if rej == rejNone && wasTried(r.tried, e) {
-			rej = rejTried
+		if rej == rejNone && len(r.tried)+len(r.busy) > 0 {
+			switch {
+			case wasTried(r.tried, e):
+				rej = rejTried
+			case wasTried(r.busy, e):
+				rej = rejLoad
+			}
 		}
 		if rej != rejNone {
 			d.rejected[rej]++

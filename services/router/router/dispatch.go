@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"time"
@@ -53,8 +54,12 @@ type placement struct {
 	spec     wire.Spec // the parsed routing headers; inbound.Spec is middleware's copy
 	query    placementQuery
 	deadline time.Time
-	attempts int
-	failures []string // "node: why" of every failed attempt
+	attempts int      // dispatches sent (Fed-Attempt)
+	failed   int      // attempts the node failed (max_retries bounds these; busy and draining do not count)
+	failures []string // "node: why" of every failed or draining attempt
+	busy     []string // nodes that answered busy
+	w        *waiter  // set once the request entered the wait queue
+	full     int      // eligible nodes found full by the latest decision
 }
 
 // route places one request: parse, admit, decide and dispatch until a node
@@ -73,6 +78,7 @@ func (s *Service) route(ctx context.Context, m *nats.Msg) {
 	ctx, cancel := context.WithDeadline(ctx, p.deadline)
 	defer cancel()
 	res, err := p.place(ctx)
+	p.leaveQueue()
 	if err != nil {
 		p.fail(err)
 		return
@@ -110,64 +116,118 @@ func (p *placement) admit(ctx context.Context) error {
 	return nil
 }
 
+// ackKind is what became of one dispatch.
+type ackKind uint8
+
+const (
+	ackAccepted ackKind = iota
+	ackBusy             // the node is full: try another, or wait in the queue; not a failure
+	ackDraining         // the node is stopping: try another; not a failure
+	ackFailed           // no responders, ack timeout, refusal…: counts against max_retries
+	ackLocal            // this router could not send (connection closed…): counts, but blames no node
+	ackTooLarge         // the dispatch does not fit max_payload: final 413, nobody's failure
+)
+
 // place decides and dispatches until a node accepts the request, retrying on
-// nodes not tried yet.
+// nodes not tried yet. A busy node is not a failure: the request goes on to
+// the next untried node, and when every eligible node is full it waits in
+// the router's queue for a free slot.
 func (p *placement) place(ctx context.Context) (Result, error) {
 	s := p.s
 	for {
 		pol := s.policy.Load()
 		d := s.cache.decide(&p.query, pol, s.rr.Add(1))
+		if d.e != nil && p.w == nil && s.queue.length() > 0 {
+			// room, but requests are waiting for it: queue behind them
+			// rather than overtake them
+			p.full = 0
+			if err := p.queueWait(ctx, true); err != nil {
+				return Result{}, err
+			}
+			continue
+		}
 		if d.e == nil {
-			return Result{}, p.noNodeError(&d)
+			if d.rejected[rejLoad] == 0 {
+				return Result{}, p.noNodeError(&d)
+			}
+			p.full = d.rejected[rejLoad]
+			if err := p.queueWait(ctx, false); err != nil {
+				return Result{}, err
+			}
+			continue
 		}
 		if d.halfOpen && !d.e.probing.CompareAndSwap(false, true) {
 			// another request took the half-open node's one probe slot meanwhile
 			p.query.tried = append(p.query.tried, d.e)
 			continue
 		}
-		why, err := p.attempt(ctx, &d)
-		if err == nil {
+		kind, why, err := p.attempt(ctx, &d)
+		switch {
+		case kind == ackAccepted:
 			return Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total}, nil
-		}
-		if ctx.Err() != nil {
-			return Result{}, p.contextError(ctx)
-		}
-		if err := p.retryAfter(ctx, pol, &d, why); err != nil {
+		case kind == ackTooLarge:
 			return Result{}, err
+		case ctx.Err() != nil:
+			return Result{}, p.contextError(ctx)
+		case kind == ackBusy:
+			s.stats.busy.Add(1)
+			p.busy = append(p.busy, d.e.id)
+			p.query.busy = append(p.query.busy, d.e)
+			s.publishDispatchFailed(&p.spec, p.inbound.Capability, &d, p.attempts, why)
+			s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, d.e.id).Int("attempt", p.attempts).
+				Msg("node busy, trying another")
+		case kind == ackDraining:
+			p.failures = append(p.failures, d.e.id+": "+why)
+			p.query.tried = append(p.query.tried, d.e)
+			s.publishDispatchFailed(&p.spec, p.inbound.Capability, &d, p.attempts, why)
+		default:
+			if err := p.retryAfter(ctx, pol, &d, why, kind == ackFailed); err != nil {
+				return Result{}, err
+			}
 		}
 	}
 }
 
 // attempt dispatches to the decision's node, counting it as outstanding,
-// and returns nil when the node accepted, else why it did not.
-func (p *placement) attempt(ctx context.Context, d *decision) (string, error) {
+// and says what became of it (with why when the node did not accept).
+func (p *placement) attempt(ctx context.Context, d *decision) (ackKind, string, error) {
 	s := p.s
+	m, err := p.dispatchMsg(d, p.attempts+1)
+	if err != nil {
+		return ackTooLarge, "", err
+	}
 	p.attempts++
 	// counted before the ack: the node may finish (and its completion
 	// outcome arrive) before RequestMsg returns here
 	s.out.add(p.spec.RequestID, d.e, p.deadline.Add(s.cfg.OutstandingTTL), d.halfOpen)
-	why, err := p.dispatch(ctx, d)
-	if err != nil {
+	kind, why, err := p.dispatch(ctx, d, m)
+	if kind != ackAccepted {
 		s.out.done(p.spec.RequestID, d.e.id) // also frees a half-open probe slot
 	}
-	return why, err
+	if kind == ackTooLarge {
+		p.attempts--
+	}
+	return kind, why, err
 }
 
 // retryAfter records a failed attempt and waits before the next one; it
 // returns the error to answer with when there must be no next one.
-func (p *placement) retryAfter(ctx context.Context, pol *policyState, d *decision, why string) error {
+func (p *placement) retryAfter(ctx context.Context, pol *policyState, d *decision, why string, nodeFault bool) error {
 	s := p.s
+	p.failed++
 	p.failures = append(p.failures, d.e.id+": "+why)
-	s.publishDispatchFailed(&p.spec, p.inbound.Capability, d, p.attempts, why)
+	if nodeFault {
+		s.publishDispatchFailed(&p.spec, p.inbound.Capability, d, p.attempts, why)
+	}
 	p.query.tried = append(p.query.tried, d.e)
-	if p.attempts > pol.MaxRetries {
-		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s)",
-			p.inbound.Capability, p.attempts, strings.Join(p.failures, "; "))
+	if p.failed > pol.MaxRetries {
+		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s)%s",
+			p.inbound.Capability, p.failed, strings.Join(p.failures, "; "), p.busyNote())
 	}
 	s.stats.retries.Add(1)
 	s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, d.e.id).Str("why", why).Int("attempt", p.attempts).
 		Str("state", "retrying").Msg("dispatch failed, retrying on another node")
-	t := time.NewTimer(time.Duration(pol.RetryDelayMs*p.attempts) * time.Millisecond)
+	t := time.NewTimer(time.Duration(pol.RetryDelayMs*p.failed) * time.Millisecond)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -175,6 +235,14 @@ func (p *placement) retryAfter(ctx context.Context, pol *policyState, d *decisio
 	case <-t.C:
 		return nil
 	}
+}
+
+// busyNote names the nodes that answered busy, for a final 503.
+func (p *placement) busyNote() string {
+	if len(p.busy) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; busy: %s", strings.Join(p.busy, ", "))
 }
 
 // finish counts a placed request and tells the middleware.
@@ -185,62 +253,154 @@ func (p *placement) finish(res *Result) {
 	}
 }
 
-// dispatch hands the request to the chosen node and waits for its ack. It
-// returns nil when the node accepted, else why it did not.
-func (p *placement) dispatch(ctx context.Context, d *decision) (string, error) {
+// dispatchMsg builds the dispatch of attempt to the decision's node, or the
+// final 413 when it would not fit the connection's max_payload.
+func (p *placement) dispatchMsg(d *decision, attempt int) (*nats.Msg, error) {
 	s := p.s
 	subj := d.subject
 	if subj == "" {
 		subj = s.cfg.Subjects.NodeInfer(d.e.id)
 	}
-	h := make(nats.Header, len(p.msg.Header)+8)
+	h := make(nats.Header, len(p.msg.Header)+9)
 	for k, v := range p.msg.Header {
 		h[k] = v
 	}
 	h.Set(wire.HdrRequestID, p.spec.RequestID)
 	h.Set(wire.HdrReplyTo, p.msg.Reply)
-	h.Set(wire.HdrAttempt, strconv.Itoa(p.attempts))
+	h.Set(wire.HdrAttempt, strconv.Itoa(attempt))
 	h.Set(wire.HdrRouteScore, strconv.FormatFloat(d.total, 'f', 3, 64))
 	h.Set(wire.HdrDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
 	h.Set(wire.HdrCapability, p.inbound.Capability)
+	// set for real in dispatch, once the ack wait starts; a Unix-ms value
+	// of today's width keeps the size right
+	h.Set(wire.HdrAckDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
 	if d.model != "" {
 		h.Set(wire.HdrModel, d.model)
 	}
+	m := &nats.Msg{Subject: subj, Header: h, Data: p.msg.Data}
+	if limit := s.nc.MaxPayload(); int64(msgSize(h, m.Data)) > limit {
+		return nil, p.tooLarge(h, limit)
+	}
+	return m, nil
+}
+
+// tooLarge is the final 413 for a request whose dispatch exceeds limit.
+func (p *placement) tooLarge(h nats.Header, limit int64) error {
+	req, disp := msgSize(p.msg.Header, p.msg.Data), msgSize(h, p.msg.Data)
+	s := p.s
+	s.stats.tooLarge.Add(1)
+	return wire.Errorf(wire.CodeTooLarge, "request of %d bytes does not fit the dispatch limit of %d bytes "+
+		"(max_payload %d minus %d bytes of dispatch headers); send large bodies with the SDK (out of band)",
+		req, limit-int64(disp-req), limit, disp-req)
+}
+
+// msgSize is a message's size as NATS checks it against max_payload: the
+// headers as nats.go encodes them ("NATS/1.0\r\n", "Key: value\r\n" per
+// value with the value trimmed, "\r\n") plus the data. The subject and
+// reply subject do not count.
+func msgSize(h nats.Header, data []byte) int {
+	n := len(data)
+	if len(h) == 0 {
+		return n
+	}
+	n += len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(textproto.TrimString(v)) + len("\r\n")
+		}
+	}
+	return n
+}
+
+// dispatch hands the request to the chosen node and waits for its ack, at
+// most ack_timeout_ms and never past the request's deadline; the dispatch
+// carries that instant as Fed-Ack-Deadline, after which the node must not
+// start it. When the router gives up waiting it cancels the attempt on that
+// node alone (the ack may be lost, not the dispatch).
+func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ackKind, string, error) {
+	s := p.s
 	ackCtx, cancel := context.WithTimeout(ctx, time.Duration(s.policy.Load().AckTimeoutMs)*time.Millisecond)
 	defer cancel()
-	resp, err := s.nc.RequestMsgWithContext(ackCtx, &nats.Msg{Subject: subj, Header: h, Data: p.msg.Data})
+	ackBy, _ := ackCtx.Deadline()
+	m.Header.Set(wire.HdrAckDeadline, strconv.FormatInt(ackBy.UnixMilli(), 10))
+	resp, err := s.nc.RequestMsgWithContext(ackCtx, m)
 	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		// max_payload shrank since dispatchMsg measured (a reconnect to
+		// another server): still the request's size, not the node's fault
+		return ackTooLarge, "", p.tooLarge(m.Header, s.nc.MaxPayload())
 	case errors.Is(err, nats.ErrNoResponders):
-		return "no responders", err
+		return ackFailed, "no responders", err
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		return "ack timeout", err
+		s.cancelAttempt(p.spec.RequestID, d.e.id)
+		return ackFailed, "ack timeout", err
 	case err != nil:
-		return "dispatch error: " + err.Error(), err
+		// the dispatch may be out (the connection broke after it): take it back
+		s.cancelAttempt(p.spec.RequestID, d.e.id)
+		return ackLocal, "dispatch error: " + err.Error(), err
 	}
 	switch st := resp.Header.Get(wire.HdrStatus); st {
 	case wire.StatusAccepted:
-		return "", nil
-	case wire.StatusBusy, wire.StatusDraining:
-		return st, errors.New(st)
+		s.learnAck(d.e, resp.Header, false)
+		return ackAccepted, "", nil
+	case wire.StatusBusy:
+		s.learnAck(d.e, resp.Header, true)
+		return ackBusy, st, errors.New(st)
+	case wire.StatusDraining:
+		return ackDraining, st, errors.New(st)
 	default:
 		if we := wire.ErrorFromHeader(resp.Header); we != nil {
-			return fmt.Sprintf("refused with %d: %s", we.Code, we.Description), we
+			return ackFailed, fmt.Sprintf("refused with %d: %s", we.Code, we.Description), we
 		}
-		return fmt.Sprintf("unexpected ack status %q", st), errors.New("bad ack")
+		return ackFailed, fmt.Sprintf("unexpected ack status %q", st), errors.New("bad ack")
 	}
 }
 
-// publishDispatchFailed tells health that the node could not take a request.
+// cancelAttempt takes back one dispatch whose ack never came: a cancel on
+// fed.cancel.<request_id> with Fed-Node naming the node, so only that node
+// stops the request (it may have accepted with the ack lost) and another
+// node the router places it on next is not touched. A request id that is not
+// one subject token cannot be cancelled (DESIGN §2).
+func (s *Service) cancelAttempt(requestID, node string) {
+	if !subjectToken(requestID) {
+		return
+	}
+	s.stats.cancels.Add(1)
+	m := &nats.Msg{Subject: s.cfg.Subjects.Cancel(requestID), Header: nats.Header{wire.HdrNode: {node}}}
+	if err := s.nc.PublishMsg(m); err != nil {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, requestID).Str(logging.KeyNode, node).Msg("publish targeted cancel")
+	}
+}
+
+// subjectToken reports whether id can be one subject token.
+func subjectToken(id string) bool {
+	if id == "" {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch id[i] {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return false
+		}
+	}
+	return true
+}
+
+// publishDispatchFailed tells health that the node did not take a request.
 func (s *Service) publishDispatchFailed(spec *wire.Spec, capability string, d *decision, attempt int, why string) {
 	// A busy node is healthy and full: 429 keeps it out of health's failure
-	// count (as does "draining" in why); no responders and ack timeouts are 503.
-	code := wire.CodeNoCapacity
-	if why == wire.StatusBusy {
-		code = wire.CodeOverloaded
+	// count (as does "draining" in why); those two are nobody's fault. No
+	// responders, ack timeouts and refusals are the node's: 503, fault node.
+	code, fault := wire.CodeNoCapacity, record.FaultNode
+	switch why {
+	case wire.StatusBusy:
+		code, fault = wire.CodeOverloaded, ""
+	case wire.StatusDraining:
+		fault = ""
 	}
 	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: d.e.id, RequestID: spec.RequestID,
 		Code: code, Error: why, Capability: capability, Model: d.model, Tenant: spec.Tenant,
-		Attempt: attempt, Stream: spec.Stream, Time: time.Now()}
+		Attempt: attempt, Stream: spec.Stream, Fault: fault, Time: time.Now()}
 	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(d.e.id), ev); err != nil {
 		s.log.Warn().Err(err).Str(logging.KeyNode, d.e.id).Str(logging.KeyRequest, spec.RequestID).Msg("publish dispatch_failed outcome")
 	}
@@ -261,9 +421,9 @@ func (p *placement) noNodeError(d *decision) error {
 	if r.model != "" {
 		what += " model " + r.model
 	}
-	if p.attempts > 0 {
-		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s) and no untried node is eligible",
-			what, p.attempts, strings.Join(p.failures, "; "))
+	if len(p.failures) > 0 {
+		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: %d attempts failed (%s)%s and no untried node is eligible",
+			what, len(p.failures), strings.Join(p.failures, "; "), p.busyNote())
 	}
 	switch {
 	case d.code == wire.CodeNotFound && r.model != "":

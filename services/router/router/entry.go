@@ -1,6 +1,7 @@
 package router
 
 import (
+	"cmp"
 	"hash/fnv"
 	"sync/atomic"
 
@@ -34,8 +35,12 @@ type entry struct {
 	throughputScore float64 // min(tps/1000, 1): the cost score under high cost tolerance
 	conc            int     // max concurrency; 0 = unbounded
 	invConc         float64
-	hbInFlight      int
 
+	// load is the node's in-flight count as last reported: by its health
+	// record (heartbeats), by a dispatch ack's Fed-In-Flight (a busy ack
+	// marks the node full), minus one per completed outcome since. Acks and
+	// outcomes write it without the cache lock.
+	load atomic.Int32
 	// this router's own accepted, not yet completed dispatches
 	outstanding atomic.Int32
 	// probing: a half-open circuit admits one probe request at a time
@@ -56,6 +61,7 @@ type entry struct {
 	p50, p99  float64
 	samples   int
 	hMaxConc  int
+	ackConc   int // Fed-Max-Concurrency of the latest ack that had one
 	circuit   uint8
 	draining  bool
 }
@@ -66,17 +72,44 @@ func newEntry(id string, ord int) *entry {
 	return &entry{id: id, idHash: h.Sum64(), ord: ord}
 }
 
-// inFlight is the node's load as this router sees it. The heartbeat count
-// already includes this router's accepted dispatches once it is fresh, so the
-// larger of the two is used rather than their sum (which would count them
+// inFlight is the node's load as this router sees it. The reported count
+// (heartbeat or ack) already includes this router's accepted dispatches, so
+// the larger of the two is used rather than their sum (which would count them
 // twice and reject nodes that still have room).
 func (e *entry) inFlight() int {
-	o := int(e.outstanding.Load())
-	if e.hbInFlight > o {
-		return e.hbInFlight
+	o, l := int(e.outstanding.Load()), int(e.load.Load())
+	if l > o {
+		return l
 	}
 	return o
 }
+
+// learnLoad records the in-flight count a dispatch ack reported.
+func (e *entry) learnLoad(inFlight int) {
+	e.load.Store(int32(min(inFlight, maxLoad)))
+}
+
+// completed lowers the reported load by the slot a completed request freed.
+func (e *entry) completed() {
+	for {
+		l := e.load.Load()
+		if l <= 0 || e.load.CompareAndSwap(l, l-1) {
+			return
+		}
+	}
+}
+
+// free is how many more requests the node takes as this router sees it;
+// maxLoad when its concurrency is unbounded.
+func (e *entry) free() int {
+	if e.conc <= 0 {
+		return maxLoad
+	}
+	return max(e.conc-e.inFlight(), 0)
+}
+
+// maxLoad bounds a reported in-flight count so it fits the atomic.
+const maxLoad = 1 << 30
 
 func (e *entry) concurrency() int { return e.conc }
 
@@ -99,10 +132,7 @@ func (e *entry) refresh() {
 	}
 	e.costLow = clamp01(1 - e.cost)
 	e.throughputScore = clamp01(e.tps / throughputFull)
-	e.conc = e.maxConc
-	if e.conc <= 0 {
-		e.conc = e.hMaxConc
-	}
+	e.conc = cmp.Or(e.ackConc, e.maxConc, e.hMaxConc)
 	e.invConc = 0
 	if e.conc > 0 {
 		e.invConc = 1 / float64(e.conc)
@@ -113,7 +143,8 @@ func (e *entry) setHealth(h *record.Health) {
 	if h == nil {
 		e.hasHealth = false
 		e.state, e.healthScore = record.StateUnknown, healthScoreOf(record.StateUnknown)
-		e.p50, e.p99, e.samples, e.tps, e.hbInFlight, e.hMaxConc = 0, 0, 0, 0, 0, 0
+		e.p50, e.p99, e.samples, e.tps, e.hMaxConc = 0, 0, 0, 0, 0
+		e.load.Store(0)
 		e.circuit, e.draining = circuitClosed, false
 		e.refresh()
 		return
@@ -125,7 +156,8 @@ func (e *entry) setHealth(h *record.Health) {
 	}
 	e.healthScore = healthScoreOf(e.state)
 	e.p50, e.p99, e.samples = h.LatencyP50Ms, h.LatencyP99Ms, h.Samples
-	e.tps, e.hbInFlight, e.hMaxConc = h.ThroughputTPS, h.InFlight, h.MaxConcurrency
+	e.tps, e.hMaxConc = h.ThroughputTPS, h.MaxConcurrency
+	e.load.Store(int32(min(max(h.InFlight, 0), maxLoad)))
 	switch h.Circuit {
 	case record.CircuitOpen:
 		e.circuit = circuitOpen

@@ -260,7 +260,9 @@ func TestIntegrationRetrySuccess(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("no dispatch_failed outcome for node a")
 	}
-	assert.EqualValues(t, 1, e.svc.Stats().Retries)
+	st := e.svc.Stats()
+	assert.EqualValues(t, 0, st.Retries, "a busy node is no failure: no retry counted")
+	assert.EqualValues(t, 1, st.Busy)
 }
 
 func TestIntegrationRetriesExhausted(t *testing.T) {
@@ -268,14 +270,17 @@ func TestIntegrationRetriesExhausted(t *testing.T) {
 	e.addNode(tnode{id: "a", region: "eu", health: healthy(10)})
 	e.addNode(tnode{id: "b", region: "eu", health: healthy(10)})
 	e.addNode(tnode{id: "c", region: "eu", health: healthy(10)})
-	e.fakeNode("a", always(wire.StatusBusy))
+	e.fakeNode("a", always("confused")) // an ack that is no status: a failure
 	e.fakeNode("b", always(wire.StatusDraining))
 	// c has no responder at all
 	e.waitEligible("a", "b", "c")
 	_, err := e.infer(client.Request{})
 	require.Error(t, err)
 	assert.Equal(t, wire.CodeNoCapacity, codeOf(t, err))
+	// draining is not a failure: max_retries 1 allows a second failure, c's
 	assert.Contains(t, err.Error(), "all 2 attempts failed")
+	assert.Contains(t, err.Error(), "b: draining")
+	assert.Contains(t, err.Error(), "c: no responders")
 }
 
 func TestIntegrationNoNode503Fast(t *testing.T) {

@@ -96,13 +96,18 @@ type outcomeHead struct {
 }
 
 // onOutcome runs on the outcome subscription: completions end outstanding
-// dispatches. It only parses and updates a map, never blocks.
+// dispatches, free a slot in the node's reported load and wake one queued
+// request the node serves. It only parses and updates memory, never blocks.
 func (s *Service) onOutcome(m *nats.Msg) {
 	var h outcomeHead
 	if err := json.Unmarshal(m.Data, &h); err != nil || h.Kind != record.OutcomeCompleted || h.RequestID == "" {
 		return
 	}
 	s.out.done(h.RequestID, h.NodeID)
+	if e := s.cache.lookup(h.NodeID); e != nil {
+		e.completed()
+		s.wakeFor(e, 1)
+	}
 }
 
 // sweepOutstanding expires forgotten dispatches (run every SweepInterval).

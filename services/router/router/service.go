@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,7 @@ type Service struct {
 	policy atomic.Pointer[policyState]
 	limits *tenantLimits
 	out    *outstanding
+	queue  *waitQueue
 	mw     []Middleware
 	rr     atomic.Uint64 // round-robin tickets
 	sem    chan struct{} // MaxInFlight slots
@@ -57,6 +59,10 @@ type Service struct {
 // routerStats are the counters in `nats micro stats fed-router`.
 type routerStats struct {
 	requests, placed, unplaced, retries, rejected atomic.Int64
+	// queue: requests that entered it, left it (placed or not), were
+	// answered 429 for waiting too long or for a full queue; total wait
+	queued, queueLeft, queueTimeouts, queueFull, queueWaitNs atomic.Int64
+	tooLarge, cancels, busy                                  atomic.Int64
 }
 
 // New validates cfg (zero fields take their defaults) and builds a router;
@@ -73,7 +79,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		cfg.InstanceID = nuid.Next()
 	}
 	s := &Service{nc: nc, cfg: cfg, log: log,
-		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(),
+		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(), queue: newWaitQueue(cfg.MaxQueue),
 		sem:   make(chan struct{}, cfg.MaxInFlight),
 		loops: lifecycle.NewGroup(), requests: lifecycle.NewGroup()}
 	s.policy.Store(newPolicyState(cfg.Policy))
@@ -102,6 +108,7 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("router: subscribe outcomes: %w", err)
 	}
 	s.loops.Every(s.cfg.SweepInterval, s.sweepOutstanding)
+	s.loops.Every(queueKickInterval, s.kickQueue)
 	if err := s.serve(); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
@@ -176,19 +183,46 @@ type Stats struct {
 	Retries     int64  `json:"retries"`
 	Rejected    int64  `json:"rejected_overload"`
 	Strategy    string `json:"strategy"`
+	// QueueLen is how many requests wait for a free slot now.
+	QueueLen int `json:"queue_len"`
+	// Queued counts the requests that ever waited in the queue.
+	Queued int64 `json:"queued"`
+	// QueueWaitAvgMs is the mean time in the queue of the requests that left it.
+	QueueWaitAvgMs float64 `json:"queue_wait_avg_ms"`
+	// QueueTimeouts counts 429s after waiting max_queue_wait (or until just
+	// before the deadline); QueueFull 429s because the queue was full.
+	QueueTimeouts int64 `json:"queue_timeouts"`
+	QueueFull     int64 `json:"queue_full"`
+	// TooLarge counts 413s: dispatches that would not fit max_payload.
+	TooLarge int64 `json:"too_large"`
+	// AckCancels counts targeted cancels sent after an ack never came.
+	AckCancels int64 `json:"ack_cancels"`
+	// Busy counts busy acks (the request went on to another node or waited).
+	Busy int64 `json:"busy"`
 }
 
 // Stats returns the router's counters.
 func (s *Service) Stats() Stats {
-	return Stats{
-		Nodes:       s.cache.nodeCount(),
-		InFlight:    len(s.sem),
-		Outstanding: s.out.len(),
-		Requests:    s.stats.requests.Load(),
-		Placed:      s.stats.placed.Load(),
-		Unplaced:    s.stats.unplaced.Load(),
-		Retries:     s.stats.retries.Load(),
-		Rejected:    s.stats.rejected.Load(),
-		Strategy:    s.policy.Load().Strategy,
+	st := Stats{
+		Nodes:         s.cache.nodeCount(),
+		InFlight:      len(s.sem),
+		Outstanding:   s.out.len(),
+		Requests:      s.stats.requests.Load(),
+		Placed:        s.stats.placed.Load(),
+		Unplaced:      s.stats.unplaced.Load(),
+		Retries:       s.stats.retries.Load(),
+		Rejected:      s.stats.rejected.Load(),
+		Strategy:      s.policy.Load().Strategy,
+		QueueLen:      s.queue.length(),
+		Queued:        s.stats.queued.Load(),
+		QueueTimeouts: s.stats.queueTimeouts.Load(),
+		QueueFull:     s.stats.queueFull.Load(),
+		TooLarge:      s.stats.tooLarge.Load(),
+		AckCancels:    s.stats.cancels.Load(),
+		Busy:          s.stats.busy.Load(),
 	}
+	if n := s.stats.queueLeft.Load(); n > 0 {
+		st.QueueWaitAvgMs = math.Round(float64(s.stats.queueWaitNs.Load())/float64(n)/1e3) / 1e3
+	}
+	return st
 }

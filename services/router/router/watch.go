@@ -42,7 +42,7 @@ func (s *Service) applyCatalog(e jetstream.KeyValueEntry) {
 		s.log.Error().Err(err).Str(logging.KeyNode, id).Msg("fed_catalog: node record refused; keeping the previous one")
 		return
 	}
-	s.cache.putNode(&n)
+	s.wakeFor(s.cache.putNode(&n))
 }
 
 // applyHealth mirrors one fed_health change. A value that does not decode
@@ -61,7 +61,7 @@ func (s *Service) applyHealth(e jetstream.KeyValueEntry) {
 		s.log.Error().Err(err).Str(logging.KeyNode, id).Msg("fed_health: health record refused; keeping the previous one")
 		return
 	}
-	s.cache.putHealth(id, &h)
+	s.wakeFor(s.cache.putHealth(id, &h))
 }
 
 // applyConfig follows fed_config. An invalid value is logged and the last

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,13 +19,16 @@ func TestFlagsAndEnv(t *testing.T) {
 		"FEDMESH_MAX_IN_FLIGHT": "64",
 		"FEDMESH_STRATEGY":      record.StrategyPowerOfTwo,
 		"FEDMESH_PREFIX":        "acme",
+		"FEDMESH_MAX_QUEUE":     "100",
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg := router.DefaultConfig()
-	common, err := servicecmd.Parse(command(&cfg), []string{"--max-in-flight", "8"}, lookup, io.Discard)
+	common, err := servicecmd.Parse(command(&cfg), []string{"--max-in-flight", "8", "--max-queue-wait", "750ms"}, lookup, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, "eu-west", cfg.Region)
 	assert.Equal(t, 8, cfg.MaxInFlight, "a flag wins over its variable")
 	assert.Equal(t, record.StrategyPowerOfTwo, cfg.Policy.Strategy)
 	assert.Equal(t, "acme", common.Prefix)
+	assert.Equal(t, 100, cfg.MaxQueue)
+	assert.Equal(t, 750*time.Millisecond, cfg.MaxQueueWait)
 }
