@@ -19,6 +19,8 @@ import (
 // Why a request's context ended, reported as its final error.
 var (
 	errCanceled = &wire.Error{Code: wire.CodeCanceled, Description: "canceled by the client"}
+	// errWithdrawn ends a job a targeted cancel withdrew: outcome only, no final.
+	errWithdrawn = &wire.Error{Code: wire.CodeCanceled, Description: "withdrawn: the request was placed elsewhere"}
 	errDeadline = &wire.Error{Code: wire.CodeTimeout, Description: "deadline passed before the answer was complete"}
 	// errDrained mentions "draining" so health does not count it against the node.
 	errDrained = &wire.Error{Code: wire.CodeNoCapacity, Description: "node draining: stopped before the request finished"}
@@ -301,16 +303,26 @@ func (s *Service) release(j *job) {
 // node (a router taking back one attempt) is none of this node's business:
 // it is neither acted on nor remembered.
 func (s *Service) onCancel(m *nats.Msg) {
-	if n := m.Header.Get(wire.HdrNode); n != "" && n != s.cfg.NodeID {
+	target := m.Header.Get(wire.HdrNode)
+	if target != "" && target != s.cfg.NodeID {
 		return
+	}
+	// A cancel aimed at this node withdraws the attempt: a router gave up
+	// on its ack, or the client already has another node's answer. The job
+	// ends without a word to the client, which must see one final only.
+	// Such a cancel is not remembered: a dispatch arriving after it is past
+	// its ack deadline and is never started anyway.
+	why := errCanceled
+	if target != "" {
+		why = errWithdrawn
 	}
 	id := strings.TrimPrefix(m.Subject, s.cfg.Subjects.Cancel(""))
 	s.mu.Lock()
 	js := s.jobs[id]
 	for _, j := range js {
-		j.cancel(errCanceled)
+		j.cancel(why)
 	}
-	if len(js) == 0 {
+	if len(js) == 0 && target == "" {
 		s.early.remember(id, time.Now())
 	}
 	s.mu.Unlock()

@@ -166,24 +166,30 @@ func TestAckCarriesLoad(t *testing.T) {
 
 // A cancel naming another node in Fed-Node is ignored and not remembered;
 // one naming this node, or none, cancels.
+// TestTargetedCancel: a cancel naming another node changes nothing here; one
+// naming this node withdraws the attempt (no final to the client, outcome
+// 499 blamed on the client) and is not remembered when it comes early (a
+// dispatch after it is past its ack deadline); an untargeted one cancels
+// with a final 499, or is remembered.
 func TestTargetedCancel(t *testing.T) {
 	cases := []struct {
 		name   string
 		node   string // Fed-Node of the cancel; "" = none
 		early  bool   // the cancel comes before the dispatch
-		code   int    // final code; 0 = done
+		code   int    // final code; 0 = done; -1 = no final at all
 		chunks string
 	}{
 		{"other node running", "n2", false, 0, "ab"},
 		{"other node early", "n2", true, 0, "ab"},
-		{"this node running", "n1", false, wire.CodeCanceled, "a"},
-		{"this node early", "n1", true, wire.CodeCanceled, ""},
+		{"this node running", "n1", false, -1, "a"},
+		{"this node early", "n1", true, 0, "ab"},
 		{"any node running", "", false, wire.CodeCanceled, "a"},
 		{"any node early", "", true, wire.CodeCanceled, ""},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)
+			outcomes := subscribeOutcomes(t, r.nc, "n1")
 			g := newGate()
 			s, _ := r.agent(testConfig("n1", g))
 			id := "req-targeted-" + strconv.Itoa(i)
@@ -204,7 +210,7 @@ func TestTargetedCancel(t *testing.T) {
 			}
 			if tc.early {
 				cancel()
-				assert.Equal(t, tc.code != 0, s.rememberedCancel(id), "remembered as an early cancel")
+				assert.Equal(t, tc.node == "", s.rememberedCancel(id), "only an untargeted cancel is remembered")
 			}
 			c := r.dispatch("n1", "x", stream, func(h nats.Header) { h.Set(wire.HdrRequestID, id) })
 			require.Equal(t, wire.StatusAccepted, c.status)
@@ -215,13 +221,28 @@ func TestTargetedCancel(t *testing.T) {
 			if tc.code == 0 {
 				select {
 				case <-g.canceled:
-					t.Fatal("a cancel for another node reached the backend")
+					t.Fatal("a cancel that does not concern this request reached the backend")
 				default:
 				}
 				if tc.early {
 					g.waitStarted(t, 1)
 				}
 				close(g.release)
+			}
+			if tc.code == -1 {
+				first, err := c.sub.NextMsg(2 * time.Second)
+				require.NoError(t, err)
+				assert.Equal(t, tc.chunks, string(first.Data))
+				select {
+				case o := <-outcomes:
+					assert.Equal(t, wire.CodeCanceled, o.Code)
+					assert.Equal(t, record.FaultClient, o.Fault)
+				case <-time.After(2 * time.Second):
+					t.Fatal("no outcome for the withdrawn request")
+				}
+				m, err := c.sub.NextMsg(200 * time.Millisecond)
+				assert.ErrorIs(t, err, nats.ErrTimeout, "a withdrawn attempt sends no final, got %v", m)
+				return
 			}
 			a := c.read(t, 2*time.Second)
 			assert.Equal(t, tc.code, codeOf(a.final))

@@ -44,7 +44,7 @@ func (s *Service) run(j *job) {
 	} else {
 		s.observe(res.Tokens, latency-out.ttft)
 	}
-	if out.sendErr == nil {
+	if out.sendErr == nil && context.Cause(j.ctx) != errWithdrawn {
 		s.sendFinal(j, out.final(res, werr, latency))
 	}
 	s.publishOutcome(j, res, werr, fault, latency, out.ttft)
