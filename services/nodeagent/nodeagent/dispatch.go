@@ -21,7 +21,7 @@ var (
 	errCanceled = &wire.Error{Code: wire.CodeCanceled, Description: "canceled by the client"}
 	// errWithdrawn ends a job a targeted cancel withdrew: outcome only, no final.
 	errWithdrawn = &wire.Error{Code: wire.CodeCanceled, Description: "withdrawn: the request was placed elsewhere"}
-	errDeadline = &wire.Error{Code: wire.CodeTimeout, Description: "deadline passed before the answer was complete"}
+	errDeadline  = &wire.Error{Code: wire.CodeTimeout, Description: "deadline passed before the answer was complete"}
 	// errDrained mentions "draining" so health does not count it against the node.
 	errDrained = &wire.Error{Code: wire.CodeNoCapacity, Description: "node draining: stopped before the request finished"}
 	errLost    = &wire.Error{Code: wire.CodeInternal, Description: "could not send to the client"}
