@@ -76,22 +76,20 @@ func (cl *call) push(m *nats.Msg) {
 		// A node still streaming an answer nobody reads is told to stop, once;
 		// the cancel names it (Fed-Node), and the caller has its end already,
 		// so even a node that ignores the name cancels nothing anyone needs.
-		cancel := !final && node != "" && !cl.cancelled && !cl.cancelledNodes[node]
-		if cancel {
-			if cl.cancelledNodes == nil {
-				cl.cancelledNodes = map[string]bool{}
-			}
-			cl.cancelledNodes[node] = true
-		}
+		cancel := !final && node != "" && !cl.cancelled && cl.firstCancel(node)
 		cl.mu.Unlock()
 		cl.c.drop(cl, d, cancel)
 		return
 	case node != "" && cl.node == "":
 		cl.node = node
 	case node != "" && node != cl.node:
+		// A second node answering while the kept one still streams: its
+		// first message reports the duplicate and withdraws its attempt
+		// (a cancel naming it stops only that node, §3.4).
 		d := Dropped{RequestID: cl.id, Node: node, Final: final, Duplicate: cl.noteDuplicate(node)}
+		cancel := !final && cl.firstCancel(node)
 		cl.mu.Unlock()
-		cl.c.drop(cl, d, false)
+		cl.c.drop(cl, d, cancel)
 		return
 	}
 	cl.queue = append(cl.queue, m)
@@ -103,6 +101,19 @@ func (cl *call) push(m *nats.Msg) {
 	case cl.notify <- struct{}{}:
 	default:
 	}
+}
+
+// firstCancel records that node is told to stop; true the first time.
+// cl.mu is held.
+func (cl *call) firstCancel(node string) bool {
+	if cl.cancelledNodes[node] {
+		return false
+	}
+	if cl.cancelledNodes == nil {
+		cl.cancelledNodes = map[string]bool{}
+	}
+	cl.cancelledNodes[node] = true
+	return true
 }
 
 // noteDuplicate records node as a second node; true the first time.
