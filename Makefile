@@ -13,8 +13,9 @@ TEST_TIMEOUT ?= 15m
 FUZZTIME ?= 20s
 RUN_ARGS ?=
 BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: run build test lint unit smoke cluster tools bench bench-router fuzz tidy clean
+.PHONY: run build test lint unit smoke chaos chaos-short cluster tools bench bench-router fuzz tidy clean
 
 ## run: the whole mesh on an embedded nats-server (127.0.0.1:4222) with 3 demo nodes and the gateway (127.0.0.1:8080)
 run:
@@ -29,7 +30,7 @@ build:
 		./services/router/cmd/router ./services/nodeagent/cmd/nodeagent ./services/gateway/cmd/gateway
 
 ## test: formatting, vet, unit + integration tests with -race, and the CLI smoke test
-test: lint unit smoke
+test: lint unit smoke chaos-short
 
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -44,6 +45,14 @@ unit:
 ## smoke: `fedmesh dev` answering the real nats CLI and `fedmesh infer --stream`
 smoke: tools build
 	PATH="$(BIN):$$PATH" scripts/smoke.sh
+
+## chaos: the fault run (3 nats-servers, 2 of each service, 6 nodes, 24 clients, six faults, ~100 bad inputs), answers checked on the wire; table in chaos.md (≈ 2–3 min)
+chaos: tools build
+	$(BIN)/fedmesh chaos --bin-dir $(BIN) --out chaos.md $(CHAOS_ARGS)
+
+## chaos-short: the same in ≤ 60 s (part of make test)
+chaos-short: tools build
+	$(BIN)/fedmesh chaos --short --bin-dir $(BIN) $(CHAOS_ARGS)
 
 ## cluster: a real 3-server NATS cluster, every service twice as its own process, nodes on different servers
 cluster: tools build

@@ -1,0 +1,203 @@
+package chaos
+
+import (
+	"bytes"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// The expectation comes from the synthetic backend itself: token i does not
+// depend on the answer length, and the first token has no leading space.
+func TestSynthTokens(t *testing.T) {
+	long := synthTokens([]byte("hello"), 30)
+	short := synthTokens([]byte("hello"), 7)
+	require.Len(t, long, 30)
+	require.Len(t, short, 7)
+	assert.Equal(t, short, long[:7], "a shorter answer is a prefix of a longer one")
+	assert.NotEqual(t, byte(' '), long[0][0])
+	for _, tok := range long[1:] {
+		assert.Equal(t, byte(' '), tok[0])
+	}
+	assert.NotEqual(t, long, synthTokens([]byte("other"), 30), "the answer depends on the prompt")
+}
+
+// wireMsgs builds what a node sends for an answer of n tokens, streamed or
+// whole, as decoded messages.
+func wireMsgs(t *testing.T, toks [][]byte, node string, stream bool) []message {
+	t.Helper()
+	at := time.Unix(100, 0)
+	var out []message
+	seq := 0
+	if stream {
+		for _, tok := range toks {
+			m := nats.NewMsg("x")
+			m.Data = tok
+			m.Header.Set(wire.HdrNode, node)
+			m.Header.Set(wire.HdrSeq, strconv.Itoa(seq))
+			out = append(out, decodeMessage(m, at))
+			seq++
+		}
+	}
+	f := nats.NewMsg("x")
+	f.Header.Set(wire.HdrNode, node)
+	f.Header.Set(wire.HdrSeq, strconv.Itoa(seq))
+	f.Header.Set(wire.HdrStatus, wire.StatusDone)
+	f.Header.Set(wire.HdrTokens, strconv.Itoa(len(toks)))
+	if !stream {
+		f.Data = bytes.Join(toks, nil)
+	}
+	return append(out, decodeMessage(f, at))
+}
+
+func errFinal(node string, seq, code int) message {
+	m := nats.NewMsg("x")
+	if node != "" {
+		m.Header.Set(wire.HdrNode, node)
+	}
+	m.Header.Set(wire.HdrSeq, strconv.Itoa(seq))
+	m.Header.Set(wire.HdrStatus, wire.StatusError)
+	m.Header.Set(wire.HdrServiceErrorCode, strconv.Itoa(code))
+	m.Header.Set(wire.HdrServiceError, "boom")
+	return decodeMessage(m, time.Unix(100, 0))
+}
+
+func TestJudge(t *testing.T) {
+	body := []byte("chaos prompt")
+	all := synthTokens(body, 40)
+	exp := expectation{tokens: all, nodeTokens: map[string]int{"a": 5, "b": 8}}
+	five := all[:5]
+	stream := func(node string) []message { return wireMsgs(t, five, node, true) }
+	whole := func(node string) []message { return wireMsgs(t, five, node, false) }
+	drop := func(ms []message, i int) []message {
+		return append(append([]message(nil), ms[:i]...), ms[i+1:]...)
+	}
+	dup := func(ms []message, i int) []message {
+		out := append([]message(nil), ms[:i+1]...)
+		out = append(out, ms[i])
+		return append(out, ms[i+1:]...)
+	}
+	withTokens := func(ms []message, n int) []message {
+		out := append([]message(nil), ms...)
+		out[len(out)-1].tokens = n
+		return out
+	}
+	corrupt := func(ms []message, i int) []message {
+		out := append([]message(nil), ms...)
+		out[i].data = []byte(" nope")
+		return out
+	}
+	cases := []struct {
+		name   string
+		msgs   []message
+		stream bool
+		cut    bool
+		want   Class
+		code   int
+	}{
+		{"stream ok", stream("a"), true, false, ClassOK, 0},
+		{"whole ok", whole("a"), false, false, ClassOK, 0},
+		{"nothing", nil, true, false, ClassSilence, 0},
+		{"chunks, no final", stream("a")[:3], true, false, ClassSilence, 0},
+		{"missing chunk", drop(stream("a"), 2), true, false, ClassGap, 0},
+		{"repeated chunk", dup(stream("a"), 1), true, false, ClassGap, 0},
+		{"final seq counts a lost chunk", drop(stream("a"), 4), true, false, ClassGap, 0},
+		{"Fed-Tokens says more than arrived", withTokens(stream("a"), 6), true, false, ClassGap, 0},
+		{"wrong token", corrupt(stream("a"), 3), true, false, ClassWrong, 0},
+		{"whole answer differs", corrupt(whole("a"), 0), false, false, ClassWrong, 0},
+		{"shorter than the node answers", stream("b"), true, false, ClassWrong, 0},
+		{"unknown node", stream("zz"), true, false, ClassWrong, 0},
+		{"two node finals", append(stream("a"), whole("b")...), true, false, ClassDouble, 0},
+		{"node and router finals", append(whole("a"), errFinal("", 0, 504)), false, false, ClassDouble, 0},
+		{"chunk after the final", append(whole("a"), stream("a")[0]), false, false, ClassAfter, 0},
+		{"router error", []message{errFinal("", 0, 503)}, false, false, ClassError, 503},
+		{"node error mid-stream", append(stream("a")[:2], errFinal("a", 2, 500)), true, false, ClassError, 500},
+		{"failure on a cut connection", stream("a")[:2], true, true, ClassCut, 0},
+		{"success on a cut connection stays ok", stream("a"), true, true, ClassOK, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := judge(tc.msgs, tc.stream, tc.cut, exp)
+			assert.Equal(t, tc.want, v.Class, v.Detail)
+			assert.Equal(t, tc.code, v.Code)
+		})
+	}
+}
+
+// A resumed stream (chunks from two nodes, contiguous Fed-Seq, the final
+// from the second) is whole: the answer is checked, not who sent it.
+func TestJudgeResumedStream(t *testing.T) {
+	all := synthTokens([]byte("resume"), 10)
+	exp := expectation{tokens: all, nodeTokens: map[string]int{"a": 5, "b": 5}}
+	msgs := wireMsgs(t, all[:5], "a", true)[:3] // node a sent 3 chunks and died
+	for _, m := range wireMsgs(t, all[:5], "b", true)[3:] {
+		msgs = append(msgs, m)
+	}
+	v := judge(msgs, true, false, exp)
+	assert.Equal(t, ClassOK, v.Class, v.Detail)
+}
+
+func TestDecodeMessage(t *testing.T) {
+	cases := []struct {
+		name   string
+		hdr    map[string]string
+		data   string
+		final  bool
+		code   int
+		seq    int
+		status string
+	}{
+		{"chunk", map[string]string{wire.HdrSeq: "3", wire.HdrNode: "a"}, "x", false, 0, 3, ""},
+		{"done", map[string]string{wire.HdrSeq: "0", wire.HdrStatus: "done"}, "x", true, 0, 0, "done"},
+		{"micro error without Fed-Status", map[string]string{wire.HdrServiceErrorCode: "404"}, "", true, 404, -1, "error"},
+		{"unparsable code is 500", map[string]string{wire.HdrServiceErrorCode: "teapot"}, "", true, 500, -1, "error"},
+		{"no responders", map[string]string{"Status": "503"}, "", true, 503, -1, "error"},
+		{"negative seq", map[string]string{wire.HdrSeq: "-1"}, "x", false, 0, -1, ""},
+		{"no headers", nil, "x", false, 0, -1, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &nats.Msg{Subject: "x", Data: []byte(tc.data)}
+			if tc.hdr != nil {
+				m.Header = nats.Header{}
+				for k, v := range tc.hdr {
+					m.Header.Set(k, v)
+				}
+			}
+			d := decodeMessage(m, time.Now())
+			assert.Equal(t, tc.final, d.final())
+			assert.Equal(t, tc.code, d.code)
+			assert.Equal(t, tc.seq, d.seq)
+			assert.Equal(t, tc.status, d.status)
+		})
+	}
+}
+
+// FuzzDecodeMessage: whatever a node or router sends, decoding and judging
+// never panic, and a verdict always has a class.
+func FuzzDecodeMessage(f *testing.F) {
+	f.Add("0", "done", "5", "", "", []byte("x"), true)
+	f.Add("-3", "error", "", "504", "", []byte(nil), false)
+	f.Add("99999999999999999999", "done", "-1", "x", "503", []byte(""), true)
+	f.Fuzz(func(t *testing.T, seq, status, tokens, code, st string, data []byte, stream bool) {
+		m := nats.NewMsg("x")
+		m.Data = data
+		for k, v := range map[string]string{wire.HdrSeq: seq, wire.HdrStatus: status, wire.HdrTokens: tokens, wire.HdrServiceErrorCode: code, "Status": st, wire.HdrNode: "a"} {
+			if v != "" {
+				m.Header.Set(k, v)
+			}
+		}
+		d := decodeMessage(m, time.Now())
+		exp := expectation{tokens: synthTokens([]byte("f"), 3), nodeTokens: map[string]int{"a": 3}}
+		v := judge([]message{d, d}, stream, false, exp)
+		if v.Class == "" {
+			t.Fatalf("no class for %+v", d)
+		}
+	})
+}
