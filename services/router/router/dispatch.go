@@ -342,6 +342,12 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 	switch st := resp.Header.Get(wire.HdrStatus); st {
 	case wire.StatusAccepted:
 		s.learnAck(d.e, resp.Header, false)
+		if !s.out.has(p.spec.RequestID, d.e.id) {
+			// A fast node finished, and its completion outcome was handled,
+			// before this ack was read: the count it reported includes a
+			// request that is gone already.
+			d.e.completed()
+		}
 		return ackAccepted, "", nil
 	case wire.StatusBusy:
 		s.learnAck(d.e, resp.Header, true)

@@ -71,6 +71,15 @@ func (o *outstanding) sweep(now time.Time) int {
 	return len(gone)
 }
 
+// has reports whether the dispatch of requestID to node still awaits its
+// completion outcome.
+func (o *outstanding) has(requestID, node string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r, ok := o.m[requestID]
+	return ok && r.e.id == node
+}
+
 func (o *outstanding) len() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
