@@ -42,6 +42,11 @@ type Node struct {
 	MaxConcurrency int               `json:"max_concurrency"`
 	Labels         map[string]string `json:"labels,omitempty"`
 	AgentVersion   string            `json:"agent_version,omitempty"`
+	// Resumable: the node's backend gives the same output for the same
+	// request as every other resumable node of that model (the synthetic
+	// backend does), so a stream cut by a lost node can continue on it at
+	// the next Fed-Seq.
+	Resumable bool `json:"resumable,omitempty"`
 	// InstanceID tells two agents claiming one node id apart (409 on conflict).
 	InstanceID   string    `json:"instance_id,omitempty"`
 	RegisteredAt time.Time `json:"registered_at"`

@@ -18,6 +18,9 @@ const (
 	HdrSession       = "Fed-Session"
 	HdrStream        = "Fed-Stream"
 	HdrTimeoutMs     = "Fed-Timeout-Ms"
+	// HdrNoResume: true asks that a stream whose node is lost mid-way end in
+	// a 503 rather than continue on another node.
+	HdrNoResume = "Fed-No-Resume"
 )
 
 // Dispatch headers added by a router (DESIGN §4).
@@ -33,6 +36,10 @@ const (
 	// never starts it: the router has given up and may have placed the
 	// request elsewhere, so running it would give the client two answers.
 	HdrAckDeadline = "Fed-Ack-Deadline"
+	// HdrTakeover names the lost node whose accepted request a router hands
+	// to another node; that node echoes it on every message it sends for
+	// the request, so clients accept it in the lost node's place.
+	HdrTakeover = "Fed-Takeover"
 )
 
 // Load headers on a node's dispatch ack (accepted and busy), so every
@@ -51,6 +58,11 @@ const (
 	HdrLatencyMs = "Fed-Latency-Ms"
 	HdrTTFTMs    = "Fed-Ttft-Ms"
 	HdrAttempts  = "Fed-Attempts"
+	// HdrLostNode is on a router's final error for a request whose node was
+	// lost after accepting it and that could not continue elsewhere: the
+	// final replaces the lost node's (clients accept it after that node's
+	// messages).
+	HdrLostNode = "Fed-Lost-Node"
 )
 
 // Micro-style error headers (the nats.go micro package uses the same names).

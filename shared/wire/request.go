@@ -40,6 +40,9 @@ type Spec struct {
 	Session       string
 	Stream        bool
 	Timeout       time.Duration // 0: the default
+	// NoResume: a stream whose node is lost ends in 503 instead of
+	// continuing on another node.
+	NoResume bool
 }
 
 // NewSpec returns a Spec with every default of DESIGN §3 filled in.
@@ -104,6 +107,8 @@ var specHeaders = [...]specHeader{
 	}, func(s *Spec) string { return s.Session }},
 	{HdrStream, func(s *Spec, v string) string { return parseBool(v, &s.Stream) },
 		func(s *Spec) string { return ifNot(s.Stream, "true") }},
+	{HdrNoResume, func(s *Spec, v string) string { return parseBool(v, &s.NoResume) },
+		func(s *Spec) string { return ifNot(s.NoResume, "true") }},
 	{HdrTimeoutMs, func(s *Spec, v string) string {
 		n, err := strconv.ParseInt(v, 10, 64)
 		// compare in milliseconds: n × 1e6 overflows a Duration for large n

@@ -118,14 +118,15 @@ func FuzzParseSpec(f *testing.F) {
 // ParseSpec reads the same Spec (the SDK and gateway build headers with
 // Encode, the router reads them with ParseSpec).
 func FuzzSpecRoundTrip(f *testing.F) {
-	f.Add("r-1", "acme", "llama-3", "confidential", "eu-west, eu-central", "250", "12.5", "false", "90", "eu-west", "s-1", "true", "1500")
-	f.Add("", "", "", "", "", "", "", "", "", "", "", "", "")
-	f.Add("x", "t", "m", " public ", ",a,,b,", "0", "0.000001", "true", "50", "r", "", "false", "3600000")
-	f.Fuzz(func(t *testing.T, id, tenant, model, privacy, regions, maxLat, minTP, gpu, cost, region, session, stream, timeout string) {
+	f.Add("r-1", "acme", "llama-3", "confidential", "eu-west, eu-central", "250", "12.5", "false", "90", "eu-west", "s-1", "true", "1500", "true")
+	f.Add("", "", "", "", "", "", "", "", "", "", "", "", "", "")
+	f.Add("x", "t", "m", " public ", ",a,,b,", "0", "0.000001", "true", "50", "r", "", "false", "3600000", "0")
+	f.Fuzz(func(t *testing.T, id, tenant, model, privacy, regions, maxLat, minTP, gpu, cost, region, session, stream, timeout, noResume string) {
 		h := nats.Header{}
 		for k, v := range map[string]string{HdrRequestID: id, HdrTenant: tenant, HdrModel: model, HdrPrivacy: privacy,
 			HdrRegions: regions, HdrMaxLatencyMs: maxLat, HdrMinThroughput: minTP, HdrPreferGPU: gpu,
-			HdrCostTolerance: cost, HdrRegion: region, HdrSession: session, HdrStream: stream, HdrTimeoutMs: timeout} {
+			HdrCostTolerance: cost, HdrRegion: region, HdrSession: session, HdrStream: stream, HdrTimeoutMs: timeout,
+			HdrNoResume: noResume} {
 			if v != "" {
 				h.Set(k, v)
 			}
