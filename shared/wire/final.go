@@ -13,7 +13,9 @@ type Reply struct {
 	Inbox     string
 	RequestID string
 	Node      string
-	seq       int
+	// Takeover is the lost node this reply continues for (Fed-Takeover).
+	Takeover string
+	seq      int
 }
 
 func (r *Reply) header() nats.Header {
@@ -23,6 +25,9 @@ func (r *Reply) header() nats.Header {
 	}
 	if r.Node != "" {
 		h.Set(HdrNode, r.Node)
+	}
+	if r.Takeover != "" {
+		h.Set(HdrTakeover, r.Takeover)
 	}
 	h.Set(HdrSeq, strconv.Itoa(r.seq))
 	r.seq++

@@ -45,6 +45,19 @@ type Backend interface {
 	Generate(ctx context.Context, call Call, emit func(chunk []byte) error) (Result, error)
 }
 
+// Resumable is implemented by backends whose output for a request is the
+// same on every node (the synthetic backend): a stream a lost node cut can
+// then continue on another such node at the next Fed-Seq (DESIGN §4).
+type Resumable interface {
+	Resumable() bool
+}
+
+// IsResumable reports whether b says it is resumable.
+func IsResumable(b Backend) bool {
+	r, ok := b.(Resumable)
+	return ok && r.Resumable()
+}
+
 // Errorf builds a backend error with a wire code.
 func Errorf(code int, format string, args ...any) error {
 	return wire.Errorf(code, format, args...)

@@ -192,7 +192,8 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 	j := &job{
 		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
 			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream},
-		reply:  wire.Reply{Inbox: inbox, RequestID: id, Node: s.cfg.NodeID},
+		// A takeover of a lost node's request says so on every message.
+		reply:  wire.Reply{Inbox: inbox, RequestID: id, Node: s.cfg.NodeID, Takeover: h.Get(wire.HdrTakeover)},
 		tenant: spec.Tenant, attempt: attempt, routeScore: h.Get(wire.HdrRouteScore), budget: spec.Timeout,
 		start: now, ctx: ctx,
 	}

@@ -460,3 +460,35 @@ func TestNodeTTLHint(t *testing.T) {
 	_, ok = nodeTTLHint(`it expires soon after`)
 	assert.False(t, ok)
 }
+
+// A takeover dispatch (Fed-Takeover: the lost node) is answered with that
+// header on every message, so clients accept this node in the lost one's
+// place; a synthetic node registers as resumable, and a padded one does not.
+func TestTakeoverEchoAndResumableRegistration(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cfg       synthetic.Config
+		resumable bool
+	}{
+		{"plain synthetic", synthetic.Config{Tokens: 3}, true},
+		{"padded tokens", synthetic.Config{Tokens: 3, TokenBytes: 8}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t)
+			r.agent(testConfig("n1", synthetic.New(tc.cfg)))
+			regs := r.cat.regs()
+			require.NotEmpty(t, regs)
+			assert.Equal(t, tc.resumable, regs[len(regs)-1].Resumable)
+			for _, opts := range [][]dispatchOpt{nil, {stream}} {
+				c := r.dispatch("n1", "x", append(opts, func(h nats.Header) { h.Set(wire.HdrTakeover, "lost-1") })...)
+				require.Equal(t, wire.StatusAccepted, c.status)
+				a := c.read(t, 2*time.Second)
+				for _, m := range append(a.chunks, a.final) {
+					assert.Equal(t, "lost-1", m.Header.Get(wire.HdrTakeover))
+				}
+			}
+			plain := r.dispatch("n1", "x")
+			assert.Empty(t, plain.read(t, 2*time.Second).final.Header.Get(wire.HdrTakeover), "no takeover, no header")
+		})
+	}
+}

@@ -65,6 +65,11 @@ func New(cfg Config) *Backend {
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "synthetic" }
 
+// Resumable: without TokenBytes, token i of an answer is a function of the
+// request alone, so any such synthetic node continues a stream another one
+// started (answer lengths may differ per node; the prefix is the same).
+func (b *Backend) Resumable() bool { return b.cfg.TokenBytes == 0 }
+
 // tokens is the answer length for model.
 func (b *Backend) tokens(model string) int {
 	if n, ok := b.cfg.TokensByModel[model]; ok && n > 0 {

@@ -148,3 +148,24 @@ func BenchmarkGenerate(b *testing.B) {
 		_, _ = be.Generate(context.Background(), req, emit)
 	}
 }
+
+// Two synthetic nodes with different lengths and delays give the same tokens
+// at the same positions: what makes a stream resumable on another node.
+func TestResumableStreamsAgreeOnEveryPosition(t *testing.T) {
+	a := New(Config{Tokens: 12})
+	b := New(Config{Tokens: 20, TTFT: time.Millisecond})
+	require.True(t, a.Resumable())
+	require.True(t, b.Resumable())
+	assert.False(t, New(Config{TokenBytes: 16}).Resumable(), "padded tokens depend on the node's config")
+	call := backend.Call{RequestID: "r", Capability: wire.CapGenerate, Model: "m", Body: []byte("same prompt"), Stream: true}
+	collect := func(be *Backend) []string {
+		var out []string
+		_, err := be.Generate(context.Background(), call, func(c []byte) error { out = append(out, string(c)); return nil })
+		require.NoError(t, err)
+		return out
+	}
+	short, long := collect(a), collect(b)
+	require.Len(t, short, 12)
+	require.Len(t, long, 20)
+	assert.Equal(t, short, long[:12])
+}
