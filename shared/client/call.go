@@ -33,7 +33,12 @@ type call struct {
 	mu     sync.Mutex
 	queue  []*nats.Msg
 	notify chan struct{} // cap 1: "queue grew"
-	node   string        // the first node that answered; others are duplicates
+	node   string        // the kept node: the first that answered, or the one that took over from it
+	// lost are the nodes another node took over from (Fed-Takeover) or a
+	// router's Fed-Lost-Node final replaced: their messages are late.
+	lost map[string]bool
+	// resumed: a takeover node's message was accepted (counted once).
+	resumed bool
 	// dupes are the second nodes already reported (one duplicate outcome each).
 	dupes   map[string]bool
 	failure error
@@ -62,20 +67,31 @@ func isFinal(m *nats.Msg) bool {
 
 // push runs on the subscription goroutine (and, for what a closing call
 // had not read, on the reader's): filter, queue, wake the reader.
+//
+// Takeover (DESIGN §4): a node's message with Fed-Takeover naming the kept
+// node (or any, when none is kept yet) makes that node the kept one; the
+// reader skips its resent chunks (Fed-Seq below the next expected). A
+// router's final with Fed-Lost-Node naming the kept node (or any, when none
+// is kept) is the request's final. Either way the replaced node's later
+// messages are late.
 func (cl *call) push(m *nats.Msg) {
 	node := m.Header.Get(wire.HdrNode)
 	final := isFinal(m)
 	cl.mu.Lock()
+	replaces := !cl.ended && cl.takeOver(m, node, final)
 	// A router's error after a node already took the request is late too: the
-	// node's answer wins (its accept was late, not lost).
-	late := cl.ended || (node == "" && cl.node != "")
+	// node's answer wins (its accept was late, not lost), unless the error
+	// says that node was lost. Whatever a lost node still sends after another
+	// node took over from it is late as well.
+	late := cl.ended || (node == "" && cl.node != "" && !replaces) || (node != "" && node != cl.node && cl.lost[node])
 	switch {
 	case late:
 		d := Dropped{RequestID: cl.id, Node: node, Final: final, Late: true, EndedByCaller: cl.ended && cl.byCaller}
-		d.Duplicate = cl.node != "" && node != "" && node != cl.node && cl.noteDuplicate(node)
+		d.Duplicate = cl.node != "" && node != "" && node != cl.node && !cl.lost[node] && cl.noteDuplicate(node)
 		// A node still streaming an answer nobody reads is told to stop, once;
-		// the cancel names it (Fed-Node), and the caller has its end already,
-		// so even a node that ignores the name cancels nothing anyone needs.
+		// the cancel names it (Fed-Node), and the caller has its end already
+		// (or another node took over), so even a node that ignores the name
+		// cancels nothing anyone needs.
 		cancel := !final && node != "" && !cl.cancelled && cl.firstCancel(node)
 		cl.mu.Unlock()
 		cl.c.drop(cl, d, cancel)
@@ -101,6 +117,39 @@ func (cl *call) push(m *nats.Msg) {
 	case cl.notify <- struct{}{}:
 	default:
 	}
+}
+
+// takeOver applies Fed-Takeover and Fed-Lost-Node to the kept node before
+// m is filtered; it reports whether m is a router's final that replaces the
+// kept node's (Fed-Lost-Node). cl.mu is held; the request has not ended.
+func (cl *call) takeOver(m *nats.Msg, node string, final bool) bool {
+	if node == "" {
+		lost := m.Header.Get(wire.HdrLostNode)
+		if !final || lost == "" || (cl.node != "" && lost != cl.node) {
+			return false
+		}
+		cl.markLost(lost)
+		return true
+	}
+	from := m.Header.Get(wire.HdrTakeover)
+	if from == "" || node == cl.node || cl.lost[node] || (cl.node != "" && from != cl.node) {
+		return false
+	}
+	cl.markLost(from)
+	cl.node = node
+	if !cl.resumed {
+		cl.resumed = true
+		cl.c.resumed.Add(1)
+	}
+	return false
+}
+
+// markLost records node as replaced. cl.mu is held.
+func (cl *call) markLost(node string) {
+	if cl.lost == nil {
+		cl.lost = map[string]bool{}
+	}
+	cl.lost[node] = true
 }
 
 // firstCancel records that node is told to stop; true the first time.
@@ -190,6 +239,7 @@ func (cl *call) close() {
 // item is one decoded message.
 type item struct {
 	final bool
+	skip  bool // a chunk the caller already has (resent by a takeover node)
 	err   *wire.Error
 	seq   int
 	node  string
@@ -221,7 +271,11 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			cl.queue[0] = nil
 			cl.queue = cl.queue[1:]
 			cl.mu.Unlock()
-			return cl.decode(m)
+			it, err := cl.decode(m)
+			if it.skip && err == nil { // a takeover node's resent chunk
+				continue
+			}
+			return it, err
 		}
 		cl.mu.Unlock()
 		if cl.timer == nil {
@@ -268,13 +322,28 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 		}
 		// Router errors restart at 0 (they are the only message); node
 		// messages must arrive 0, 1, 2, …, and the final's Fed-Seq is the
-		// number of chunks before it: a gap means a lost message.
-		if it.node != "" && seq != cl.nextSeq {
+		// number of chunks before it: a gap means a lost message. A node
+		// that took over (Fed-Takeover; push kept it only if it took over
+		// from the kept node) streams from 0 again: what the caller has
+		// already is skipped, its error final ends the request wherever it
+		// comes, and its done must not come before the chunks the caller has.
+		if it.node != "" && seq >= 0 && seq < cl.nextSeq && m.Header.Get(wire.HdrTakeover) != "" {
+			switch {
+			case !isFinal(m):
+				it.skip = true
+				return it, nil
+			case m.Header.Get(wire.HdrStatus) == wire.StatusDone:
+				return it, &wire.Error{Code: wire.CodeInternal, RequestID: cl.id, Node: it.node,
+					Description: "node " + it.node + " took over from " + m.Header.Get(wire.HdrTakeover) + " and ended at Fed-Seq " + s +
+						", before the " + strconv.Itoa(cl.nextSeq) + " chunks already received"}
+			}
+		} else if it.node != "" && seq != cl.nextSeq {
 			return it, &wire.Error{Code: wire.CodeInternal, RequestID: cl.id, Node: it.node,
 				Description: "stream lost messages: expected Fed-Seq " + strconv.Itoa(cl.nextSeq) + ", got " + s}
+		} else {
+			cl.nextSeq = seq + 1
 		}
 		it.seq = seq
-		cl.nextSeq = seq + 1
 	}
 	if werr := wire.ErrorFromHeader(m.Header); werr != nil {
 		if werr.RequestID == "" {

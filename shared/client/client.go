@@ -43,6 +43,7 @@ type Client struct {
 	onDrop     func(Dropped)
 	duplicates atomic.Int64
 	late       atomic.Int64
+	resumed    atomic.Int64
 }
 
 // RememberFinished is how many finished requests a Client remembers (by
@@ -68,7 +69,8 @@ type Dropped struct {
 	Final     bool   // a final message (done, error, no responders)
 	// Late: the request had already ended for the caller (its final, the
 	// caller's deadline or cancel, a broken stream), or a node had already
-	// taken it and this is a router's error. Counted in LateMessages.
+	// taken it and this is a router's error, or this node was lost and
+	// another took over from it. Counted in LateMessages.
 	Late bool
 	// EndedByCaller: late, and the request had ended by the caller's
 	// deadline or cancel rather than by a final (messages in flight then are
@@ -130,10 +132,19 @@ func (c *Client) Duplicates() int64 { return c.duplicates.Load() }
 
 // LateMessages counts messages dropped because their request had already
 // ended for the caller (after its one final, deadline or cancel), plus a
-// router's error after a node had taken the request. Messages for reply
-// tokens the Client never issued, or forgot (more than RememberFinished
-// requests ago), are garbage and not counted.
+// router's error after a node had taken the request (unless it is the
+// Fed-Lost-Node final for that node), plus a lost node's messages after
+// another node took over from it. Messages for reply tokens the Client
+// never issued, or forgot (more than RememberFinished requests ago), are
+// garbage and not counted.
 func (c *Client) LateMessages() int64 { return c.late.Load() }
+
+// Resumed counts requests answered, in whole or from the middle of a
+// stream, by a node that took over from a lost one (Fed-Takeover naming
+// the node the Client kept, or any node before one answered). The chunks
+// the caller already had, which that node sends again, are skipped: they
+// are neither errors nor late.
+func (c *Client) Resumed() int64 { return c.resumed.Load() }
 
 // Request is one inference request. Empty fields take the defaults of
 // DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).

@@ -27,11 +27,29 @@ type step struct {
 	kind string // chunk, done, fail, skip (a node's Fed-Seq advances, nothing sent), garbage (to a reply token nobody issued), wait-cancel
 	data string
 	code int
+	// takeover: a node's messages carry Fed-Takeover: takeover (set on its
+	// first step, echoed on all). lost: a router's fail carries
+	// Fed-Lost-Node: lost.
+	takeover, lost string
 }
 
 func chunk(from, data string) step    { return step{from: from, kind: "chunk", data: data} }
 func done(from, data string) step     { return step{from: from, kind: "done", data: data} }
 func fail(from string, code int) step { return step{from: from, kind: "fail", code: code} }
+
+// tchunk, tdone and tfail are from a node that took over from lost.
+func tchunk(from, lost, data string) step { s := chunk(from, data); s.takeover = lost; return s }
+func tdone(from, lost, data string) step  { s := done(from, data); s.takeover = lost; return s }
+func tfail(from, lost string, code int) step {
+	s := fail(from, code)
+	s.takeover = lost
+	return s
+}
+
+// lostFail is the router's final for a request whose node lost was lost.
+func lostFail(lost string) step {
+	return step{from: "router", kind: "fail", code: wire.CodeNoCapacity, lost: lost}
+}
 
 // wire protocol actors of one test: every request runs its steps on its
 // own goroutine; cancels and outcomes are recorded.
@@ -80,11 +98,11 @@ func newActors(t *testing.T, steps []step) *actors {
 func (a *actors) run(m *nats.Msg, steps []step) {
 	id := m.Header.Get(wire.HdrRequestID)
 	replies := map[string]*wire.Reply{}
-	reply := func(from string) *wire.Reply {
+	reply := func(from, takeover string) *wire.Reply {
 		if r := replies[from]; r != nil {
 			return r
 		}
-		r := &wire.Reply{Inbox: m.Reply, RequestID: id}
+		r := &wire.Reply{Inbox: m.Reply, RequestID: id, Takeover: takeover}
 		if from != "router" {
 			r.Node = from
 		}
@@ -92,7 +110,7 @@ func (a *actors) run(m *nats.Msg, steps []step) {
 		return r
 	}
 	for _, s := range steps {
-		r := reply(s.from)
+		r := reply(s.from, s.takeover)
 		switch s.kind {
 		case "chunk":
 			_ = a.srv.PublishMsg(r.Chunk([]byte(s.data)))
@@ -103,7 +121,11 @@ func (a *actors) run(m *nats.Msg, steps []step) {
 			}
 			_ = a.srv.PublishMsg(r.Done(data, wire.DoneInfo{Tokens: 1}))
 		case "fail":
-			_ = a.srv.PublishMsg(r.Fail(s.code, "from "+s.from))
+			f := r.Fail(s.code, "from "+s.from)
+			if s.lost != "" {
+				f.Header.Set(wire.HdrLostNode, s.lost)
+			}
+			_ = a.srv.PublishMsg(f)
 		case "skip":
 			r.Chunk(nil)
 		case "garbage":
@@ -125,25 +147,33 @@ func (a *actors) snapshot() ([]client.Dropped, []string, []string) {
 	return append([]client.Dropped(nil), a.dropped...), append([]string(nil), a.cancels...), append([]string(nil), a.dupes...)
 }
 
+// finalCase is one request against hand-written responders: what the
+// caller gets, and what the Client drops, cancels and reports.
+type finalCase struct {
+	name    string
+	stream  bool
+	timeout time.Duration // 0: 5 s
+	steps   []step
+	body    string // the answer; "" with code
+	code    int
+	lost    bool     // the code's description says the stream lost messages
+	chunks  []string // streamed, with code: the chunks the caller got before the error
+	dropped []client.Dropped
+	cancels []string // Fed-Node of each cancel published
+	dupes   []string // nodes reported with a duplicate outcome
+	resumed int64    // Client.Resumed after the request
+	node    string   // with body: the answer's Fed-Node, when set
+	desc    string   // with code: part of the error's description
+}
+
+func late(node string, final bool) client.Dropped {
+	return client.Dropped{Node: node, Final: final, Late: true}
+}
+
 // A request ends with exactly one final for the caller; whatever the mesh
 // sends after it is dropped, counted and reported, never a second answer.
 func TestExactlyOneFinal(t *testing.T) {
-	late := func(node string, final bool) client.Dropped {
-		return client.Dropped{Node: node, Final: final, Late: true}
-	}
-	cases := []struct {
-		name    string
-		stream  bool
-		timeout time.Duration // 0: 5 s
-		steps   []step
-		body    string // the answer; "" with code
-		code    int
-		lost    bool     // the code's description says the stream lost messages
-		chunks  []string // streamed: the chunks the caller got before the error
-		dropped []client.Dropped
-		cancels []string // Fed-Node of each cancel published
-		dupes   []string // nodes reported with a duplicate outcome
-	}{
+	runFinalCases(t, []finalCase{
 		{name: "router error after a node's final", steps: []step{done("n1", "answer"), fail("router", wire.CodeTimeout)},
 			body: "answer", dropped: []client.Dropped{late("", true)}},
 		{name: "router error after a node's final, streamed", stream: true,
@@ -179,14 +209,76 @@ func TestExactlyOneFinal(t *testing.T) {
 		{name: "lost chunk, then the rest is late", stream: true,
 			steps: []step{chunk("n1", "a"), {from: "n1", kind: "skip"}, chunk("n1", "c"), done("n1", "")},
 			code:  wire.CodeInternal, lost: true, chunks: []string{"a"}, dropped: []client.Dropped{late("n1", true)}},
-	}
+	})
+}
+
+// A node that takes over a lost node's request (Fed-Takeover) replaces it
+// for the caller: chunks it resends are skipped, the answer is whole and
+// once; a router's Fed-Lost-Node final replaces the lost node's final.
+// The lost node's later messages are late, a takeover naming a node the
+// Client did not keep is a duplicate.
+func TestTakeover(t *testing.T) {
+	runFinalCases(t, []finalCase{
+		{name: "whole answer taken over before any message",
+			steps: []step{tdone("n2", "n1", "answer"), done("n1", "slow")},
+			body:  "answer", node: "n2", resumed: 1, dropped: []client.Dropped{late("n1", true)}},
+		{name: "stream taken over at chunk 2: resent chunks skipped", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"),
+				tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"), tchunk("n2", "n1", "c"), tchunk("n2", "n1", "d"), tdone("n2", "n1", "")},
+			body: "abcd", node: "n2", resumed: 1},
+		{name: "stream taken over before any chunk", stream: true,
+			steps: []step{tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"), tdone("n2", "n1", "")},
+			body:  "ab", node: "n2", resumed: 1},
+		{name: "the lost node's messages after the takeover are late", stream: true,
+			steps: []step{chunk("n1", "a"), tchunk("n2", "n1", "a"), chunk("n1", "b"), tchunk("n2", "n1", "b"),
+				tdone("n2", "n1", ""), done("n1", "")},
+			body: "ab", node: "n2", resumed: 1, dropped: []client.Dropped{late("n1", false), late("n1", true)},
+			cancels: []string{"n1"}},
+		{name: "taken over twice", stream: true,
+			steps: []step{chunk("n1", "a"), tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"),
+				tchunk("n3", "n2", "a"), tchunk("n3", "n2", "b"), tchunk("n3", "n2", "c"), tdone("n3", "n2", "")},
+			body: "abc", node: "n3", resumed: 1},
+		{name: "takeover naming a node the client did not keep is a duplicate", stream: true,
+			steps: []step{chunk("n1", "a"), tchunk("n2", "n3", "a"), chunk("n1", "b"), done("n1", "")},
+			body:  "ab", node: "n1", dropped: []client.Dropped{{Node: "n2", Duplicate: true}},
+			cancels: []string{"n2"}, dupes: []string{"n2"}},
+		{name: "takeover node skips a chunk: a gap", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"),
+				{from: "n2", kind: "skip", takeover: "n1"}, tchunk("n2", "n1", "d"), tdone("n2", "n1", "")},
+			code: wire.CodeInternal, lost: true, chunks: []string{"a", "b"}, resumed: 1,
+			dropped: []client.Dropped{late("n2", true)}},
+		{name: "takeover node's done before the chunks received", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tdone("n2", "n1", "")},
+			code:  wire.CodeInternal, desc: "took over from n1 and ended at Fed-Seq 0, before the 2 chunks", chunks: []string{"a", "b"},
+			resumed: 1},
+		{name: "takeover node's error while resending ends the request", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tchunk("n2", "n1", "a"), tfail("n2", "n1", wire.CodeNoCapacity)},
+			code:  wire.CodeNoCapacity, desc: "from n2", chunks: []string{"a", "b"}, resumed: 1},
+		{name: "Fed-Lost-Node final after chunks ends the request", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), lostFail("n1"), chunk("n1", "c"), done("n1", "")},
+			code:  wire.CodeNoCapacity, desc: "from router", chunks: []string{"a", "b"},
+			dropped: []client.Dropped{late("n1", false), late("n1", true)}, cancels: []string{"n1"}},
+		{name: "Fed-Lost-Node final before any message",
+			steps: []step{lostFail("n1"), done("n1", "slow")},
+			code:  wire.CodeNoCapacity, desc: "from router", dropped: []client.Dropped{late("n1", true)}},
+		{name: "Fed-Lost-Node final naming another node is late", stream: true,
+			steps: []step{chunk("n1", "a"), lostFail("n9"), chunk("n1", "b"), done("n1", "")},
+			body:  "ab", node: "n1", dropped: []client.Dropped{late("", true)}},
+		{name: "takeover after the Fed-Lost-Node final is late",
+			steps: []step{lostFail("n1"), tdone("n2", "n1", "x")},
+			code:  wire.CodeNoCapacity, dropped: []client.Dropped{late("n2", true)}},
+	})
+}
+
+func runFinalCases(t *testing.T, cases []finalCase) {
+	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newActors(t, tc.steps)
 			ctx, cancel := context.WithTimeout(context.Background(), cmpOr(tc.timeout, 5*time.Second))
 			defer cancel()
 			req := client.Request{Capability: wire.CapGenerate, Body: []byte("hi")}
-			var body string
+			var body, node string
 			var err error
 			var chunks []string
 			if tc.stream {
@@ -204,7 +296,7 @@ func TestExactlyOneFinal(t *testing.T) {
 					var res *client.Response
 					res, err = st.Result()
 					if err == nil {
-						body = string(res.Body)
+						body, node = string(res.Body), res.Node
 						assert.Equal(t, body, strings.Join(chunks, ""), "the answer is the chunks joined")
 					}
 				}
@@ -213,7 +305,7 @@ func TestExactlyOneFinal(t *testing.T) {
 				var res *client.Response
 				res, err = a.c.Infer(ctx, req)
 				if err == nil {
-					body = string(res.Body)
+					body, node = string(res.Body), res.Node
 				}
 			}
 			if tc.code != 0 {
@@ -222,11 +314,15 @@ func TestExactlyOneFinal(t *testing.T) {
 				assert.Equal(t, tc.code, we.Code, we.Description)
 				if tc.lost {
 					assert.Contains(t, we.Description, "stream lost messages")
-					assert.Equal(t, tc.chunks, chunks, "only the chunks before the gap")
 				}
+				assert.Contains(t, we.Description, tc.desc)
+				assert.Equal(t, tc.chunks, chunks, "only the chunks before the error")
 			} else {
 				require.NoError(t, err)
 				assert.Equal(t, tc.body, body)
+				if tc.node != "" {
+					assert.Equal(t, tc.node, node, "the answer's node")
+				}
 			}
 
 			natsembed.Eventually(t, 0, func() error {
@@ -249,6 +345,7 @@ func TestExactlyOneFinal(t *testing.T) {
 			}
 			assert.Equal(t, nLate, a.c.LateMessages())
 			assert.EqualValues(t, len(tc.dupes), a.c.Duplicates())
+			assert.Equal(t, tc.resumed, a.c.Resumed(), "requests resumed")
 		})
 	}
 }

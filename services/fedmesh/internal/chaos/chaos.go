@@ -150,7 +150,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	r.Before = analyze(runs, outs, loadEnd)
 	r.Faults = runs
 	r.Examples = examples(reqs, t0, 12)
-	r.Notes = append(r.Notes, fmt.Sprintf("Run: %s total, load %s; `strict success` = exactly one final, `done`, every token and the count right, nothing after it, over requests whose client connection was not cut. Silence = no final within the deadline + 1 s. `at` is seconds since the load started. A failed request belongs to the first fault that happened while it was in flight, else to the last one before it was sent. Time to normal = from the fault to the later of: the last affected request ending (its final or its deadline), and the start of the first 3 s in which every request sent was a strict success.",
+	r.Notes = append(r.Notes, fmt.Sprintf("Run: %s total, load %s; `strict success` = exactly one final, `done`, every token and the count right, nothing after it, over requests whose client connection was not cut; read by the client rules: a node that took over from a lost one (`Fed-Takeover`) replaces it, its resent chunks (`Fed-Seq` below the next expected) must repeat what the client has and are skipped, a router's `Fed-Lost-Node` 503 is the final, and the replaced node's later messages are dropped, not second answers. Silence = no final within the deadline + 1 s. `at` is seconds since the load started. A failed request belongs to the first fault that happened while it was in flight, else to the last one before it was sent. Time to normal = from the fault to the later of: the last affected request ending (its final or its deadline), and the start of the first 3 s in which every request sent was a strict success.",
 		fmtDur(time.Since(start)), fmtDur(loadEnd.Sub(t0))))
 
 	var buf bytes.Buffer

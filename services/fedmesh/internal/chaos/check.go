@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -31,13 +33,15 @@ const (
 
 // message is one message a client received for a request.
 type message struct {
-	at     time.Time
-	node   string // Fed-Node; "" for the router's own final
-	seq    int    // Fed-Seq; -1 when absent or not a number
-	status string // Fed-Status
-	code   int    // Nats-Service-Error-Code (503 for a no-responders status)
-	tokens int    // Fed-Tokens; -1 when absent
-	data   []byte
+	at       time.Time
+	node     string // Fed-Node; "" for the router's own final
+	takeover string // Fed-Takeover: the lost node this node continues for
+	lostNode string // Fed-Lost-Node: on a router's final, the node that was lost
+	seq      int    // Fed-Seq; -1 when absent or not a number
+	status   string // Fed-Status
+	code     int    // Nats-Service-Error-Code (503 for a no-responders status)
+	tokens   int    // Fed-Tokens; -1 when absent
+	data     []byte
 }
 
 // decodeMessage reads the headers a third-party client keys on.
@@ -48,6 +52,8 @@ func decodeMessage(m *nats.Msg, at time.Time) message {
 		return out
 	}
 	out.node = h.Get(wire.HdrNode)
+	out.takeover = h.Get(wire.HdrTakeover)
+	out.lostNode = h.Get(wire.HdrLostNode)
 	out.status = h.Get(wire.HdrStatus)
 	if v := h.Get(wire.HdrSeq); v != "" {
 		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
@@ -82,6 +88,136 @@ type Verdict struct {
 	Code   int    // the error final's code (ClassError), else 0
 	Detail string // why, for the log
 	Node   string // node of the (first) final, if any
+	// TakenOver: a node took the request over from a lost one (Fed-Takeover)
+	// and the client followed it. LostNode: the final is the router's
+	// Fed-Lost-Node error for this node. Superseded: messages of replaced
+	// nodes after they were replaced, which the client rules drop.
+	TakenOver  bool
+	LostNode   string
+	Superseded int
+}
+
+// follow applies the client rules (DESIGN §4, as shared/client does) to one
+// request's messages in arrival order, the way a third-party client reads
+// the wire: the first node to answer is kept and must send Fed-Seq 0, 1,
+// 2, …; a node's message with Fed-Takeover naming the kept node (or any,
+// while none is kept) makes that node the kept one, and its chunks below
+// the next expected Fed-Seq are skipped (they must repeat what the client
+// has); a router's final with Fed-Lost-Node naming the kept node (or any,
+// while none is kept) is the final whatever its Fed-Seq. A replaced node's
+// later messages are superseded: dropped, not a second answer.
+type follow struct {
+	kept   string
+	lost   map[string]bool
+	chunks []message // accepted: Fed-Seq 0..len-1 of the kept nodes
+	final  *message  // the request's final, once it came
+	// exempt: the final's Fed-Seq is not checked against the chunks (a
+	// Fed-Lost-Node final; a takeover node's error while it resends).
+	exempt     bool
+	extra      []message      // finals beyond the first that the rules do not drop
+	after      int            // non-final messages after the final
+	second     map[string]int // messages of a node that answered while another was kept, not taking over
+	superseded int
+	resent     int // chunks a takeover node sent again, skipped
+	takenOver  bool
+	problem    *Verdict // the first gap or wrong resent chunk
+}
+
+// add takes the next message; it reports whether m is the request's final.
+func (f *follow) add(m message) bool {
+	if m.node != "" && f.lost[m.node] {
+		f.superseded++
+		return false
+	}
+	if f.final != nil {
+		if m.final() {
+			f.extra = append(f.extra, m)
+		} else {
+			f.after++
+		}
+		return false
+	}
+	if m.node == "" {
+		switch {
+		case !m.final():
+			f.fail(ClassGap, "a message with neither Fed-Node nor a final status")
+			return false
+		case m.lostNode == "":
+			f.final = &m
+			return true
+		case f.kept == "" || m.lostNode == f.kept:
+			f.markLost(m.lostNode)
+			f.final, f.exempt = &m, true
+			return true
+		default: // names a node the client is not following: a wrong second final
+			f.extra = append(f.extra, m)
+			return false
+		}
+	}
+	if m.takeover != "" && m.node != f.kept && (f.kept == "" || m.takeover == f.kept) {
+		f.markLost(m.takeover)
+		f.kept, f.takenOver = m.node, true
+	}
+	if f.kept == "" {
+		f.kept = m.node
+	}
+	if m.node != f.kept {
+		if m.final() {
+			f.extra = append(f.extra, m)
+		} else {
+			if f.second == nil {
+				f.second = map[string]int{}
+			}
+			f.second[m.node]++
+		}
+		return false
+	}
+	next := len(f.chunks)
+	if m.takeover != "" && m.seq >= 0 && m.seq < next { // resent by the node that took over
+		switch {
+		case !m.final():
+			f.resent++
+			if !bytes.Equal(m.data, f.chunks[m.seq].data) {
+				f.fail(ClassWrong, fmt.Sprintf("%s resent Fed-Seq %d as %q, the client has %q", m.node, m.seq, m.data, f.chunks[m.seq].data))
+			}
+			return false
+		case m.status == wire.StatusError:
+			f.final, f.exempt = &m, true
+			return true
+		default:
+			f.fail(ClassWrong, fmt.Sprintf("%s took over from %s and ended at Fed-Seq %d, the client had %d chunks", m.node, m.takeover, m.seq, next))
+			f.final = &m
+			return true
+		}
+	}
+	if m.final() {
+		f.final = &m
+		return true
+	}
+	switch {
+	case m.seq < 0:
+		f.fail(ClassGap, "chunk without Fed-Seq")
+	case m.seq < next:
+		f.fail(ClassGap, fmt.Sprintf("Fed-Seq %d twice", m.seq))
+	case m.seq > next:
+		f.fail(ClassGap, fmt.Sprintf("Fed-Seq %d missing, got %d", next, m.seq))
+	default:
+		f.chunks = append(f.chunks, m)
+	}
+	return false
+}
+
+func (f *follow) markLost(node string) {
+	if f.lost == nil {
+		f.lost = map[string]bool{}
+	}
+	f.lost[node] = true
+}
+
+func (f *follow) fail(c Class, detail string) {
+	if f.problem == nil {
+		f.problem = &Verdict{Class: c, Detail: detail}
+	}
 }
 
 // expectation is what a correct answer looks like: token i of the prompt's
@@ -115,55 +251,56 @@ func judge(msgs []message, stream, cut bool, exp expectation) Verdict {
 }
 
 func judgeWire(msgs []message, stream bool, exp expectation) Verdict {
-	var finals []message
-	var chunks []message
-	after := 0
+	var fl follow
 	for _, m := range msgs {
-		switch {
-		case m.final():
-			finals = append(finals, m)
-		case len(finals) > 0:
-			after++
-		default:
-			chunks = append(chunks, m)
-		}
+		fl.add(m)
 	}
-	if len(finals) == 0 {
-		return Verdict{Class: ClassSilence, Detail: fmt.Sprintf("no final; %d chunks", len(chunks))}
+	v := fl.judge(stream, exp)
+	v.TakenOver, v.Superseded = fl.takenOver, fl.superseded
+	if fl.final != nil {
+		v.LostNode = fl.final.lostNode
 	}
-	f := finals[0]
+	return v
+}
+
+// judge classifies what the client ended up with.
+func (fl *follow) judge(stream bool, exp expectation) Verdict {
+	chunks := fl.chunks
+	k := len(chunks)
+	if fl.final == nil {
+		return Verdict{Class: ClassSilence, Detail: fmt.Sprintf("no final; %d chunks", k)}
+	}
+	f := *fl.final
 	v := Verdict{Node: f.node}
-	if len(finals) > 1 {
+	if len(fl.extra) > 0 {
 		v.Class = ClassDouble
-		v.Detail = fmt.Sprintf("%d finals:", len(finals))
-		for _, g := range finals {
+		v.Detail = fmt.Sprintf("%d finals:", 1+len(fl.extra))
+		for _, g := range append([]message{f}, fl.extra...) {
 			v.Detail += fmt.Sprintf(" %s/%s/%d", nodeName(g.node), g.status, g.code)
 		}
 		return v
 	}
+	if len(fl.second) > 0 {
+		v.Class = ClassDouble
+		v.Detail = "a second node answered without taking over:"
+		for _, n := range slices.Sorted(maps.Keys(fl.second)) {
+			v.Detail += fmt.Sprintf(" %s (%d messages)", n, fl.second[n])
+		}
+		return v
+	}
+	if p := fl.problem; p != nil {
+		return Verdict{Class: p.Class, Node: f.node, Detail: p.Detail}
+	}
 	// Sequence: chunks carry 0..k-1 once each, the final carries k.
-	seen := make(map[int]bool, len(chunks))
-	for _, c := range chunks {
-		if c.seq < 0 {
-			return Verdict{Class: ClassGap, Node: f.node, Detail: "chunk without Fed-Seq"}
-		}
-		if seen[c.seq] {
-			return Verdict{Class: ClassGap, Node: f.node, Detail: fmt.Sprintf("Fed-Seq %d twice", c.seq)}
-		}
-		seen[c.seq] = true
-	}
-	k := len(chunks)
-	for i := range k {
-		if !seen[i] {
-			return Verdict{Class: ClassGap, Node: f.node, Detail: fmt.Sprintf("Fed-Seq %d missing of %d chunks", i, k)}
-		}
-	}
-	if f.seq != k {
+	if !fl.exempt && f.seq != k {
 		return Verdict{Class: ClassGap, Node: f.node, Detail: fmt.Sprintf("final Fed-Seq %d after %d chunks", f.seq, k)}
 	}
 	if f.status == wire.StatusError {
 		v.Class, v.Code = ClassError, f.code
 		v.Detail = fmt.Sprintf("error %d from %s after %d chunks", f.code, nodeName(f.node), k)
+		if f.lostNode != "" {
+			v.Detail += " (lost node " + f.lostNode + ")"
+		}
 		return v
 	}
 	want, known := exp.nodeTokens[f.node]
@@ -199,8 +336,8 @@ func judgeWire(msgs []message, stream bool, exp expectation) Verdict {
 			return Verdict{Class: ClassWrong, Node: f.node, Detail: fmt.Sprintf("Fed-Tokens %d, node %s answers %d", f.tokens, f.node, want)}
 		}
 	}
-	if after > 0 {
-		return Verdict{Class: ClassAfter, Node: f.node, Detail: fmt.Sprintf("%d messages after the final", after)}
+	if fl.after > 0 {
+		return Verdict{Class: ClassAfter, Node: f.node, Detail: fmt.Sprintf("%d messages after the final", fl.after)}
 	}
 	v.Class = ClassOK
 	return v

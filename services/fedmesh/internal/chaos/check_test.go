@@ -130,17 +130,95 @@ func TestJudge(t *testing.T) {
 	}
 }
 
-// A resumed stream (chunks from two nodes, contiguous Fed-Seq, the final
-// from the second) is whole: the answer is checked, not who sent it.
-func TestJudgeResumedStream(t *testing.T) {
-	all := synthTokens([]byte("resume"), 10)
-	exp := expectation{tokens: all, nodeTokens: map[string]int{"a": 5, "b": 5}}
-	msgs := wireMsgs(t, all[:5], "a", true)[:3] // node a sent 3 chunks and died
-	for _, m := range wireMsgs(t, all[:5], "b", true)[3:] {
-		msgs = append(msgs, m)
+// takenOver marks what a node sends for a request it took over from lost.
+func takenOver(ms []message, lost string) []message {
+	out := append([]message(nil), ms...)
+	for i := range out {
+		out[i].takeover = lost
 	}
-	v := judge(msgs, true, false, exp)
-	assert.Equal(t, ClassOK, v.Class, v.Detail)
+	return out
+}
+
+// lostFinal is the router's 503 for a request whose node lost was lost.
+func lostFinal(lost string) message {
+	m := errFinal("", 0, wire.CodeNoCapacity)
+	m.lostNode = lost
+	return m
+}
+
+func cat(parts ...[]message) []message {
+	var out []message
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+// The client rules for a lost node (DESIGN §4): a node that took over
+// (Fed-Takeover naming the kept node) replaces it and resends from Fed-Seq
+// 0, the client skips what it has; a router's Fed-Lost-Node 503 is the
+// final; the replaced node's later messages are dropped, not second answers.
+func TestJudgeTakeover(t *testing.T) {
+	all := synthTokens([]byte("resume"), 10)
+	exp := expectation{tokens: all, nodeTokens: map[string]int{"a": 5, "b": 8, "c": 5, "d": 2, "e": 5}}
+	stream := func(node string) []message { return wireMsgs(t, all[:exp.nodeTokens[node]], node, true) }
+	whole := func(node string) []message { return wireMsgs(t, all[:exp.nodeTokens[node]], node, false) }
+	a, c := stream("a"), takenOver(stream("c"), "a")
+	corrupt := func(ms []message, i int) []message {
+		out := append([]message(nil), ms...)
+		out[i].data = []byte(" nope")
+		return out
+	}
+	drop := func(ms []message, i int) []message {
+		return append(append([]message(nil), ms[:i]...), ms[i+1:]...)
+	}
+	cases := []struct {
+		name       string
+		msgs       []message
+		stream     bool
+		want       Class
+		code       int
+		takenOver  bool
+		lostNode   string
+		superseded int
+	}{
+		{name: "stream taken over at chunk 3", msgs: cat(a[:3], c), stream: true, want: ClassOK, takenOver: true},
+		{name: "stream taken over before any chunk", msgs: c, stream: true, want: ClassOK, takenOver: true},
+		{name: "taken over by a node with a longer answer", msgs: cat(a[:3], takenOver(stream("b"), "a")), stream: true,
+			want: ClassOK, takenOver: true},
+		{name: "taken over by a node with an answer shorter than the chunks received", msgs: cat(a[:3], takenOver(stream("d"), "a")),
+			stream: true, want: ClassWrong, takenOver: true},
+		{name: "whole answer taken over", msgs: takenOver(whole("c"), "a"), want: ClassOK, takenOver: true},
+		{name: "taken over twice", msgs: cat(a[:2], c[:3], takenOver(stream("e"), "c")), stream: true, want: ClassOK, takenOver: true},
+		{name: "a resent chunk differs", msgs: cat(a[:3], corrupt(c, 1)), stream: true, want: ClassWrong, takenOver: true},
+		{name: "the takeover node skips a chunk", msgs: cat(a[:3], drop(c, 3)), stream: true, want: ClassGap, takenOver: true},
+		{name: "the takeover node's error while resending", msgs: cat(a[:3], c[:1], takenOver([]message{errFinal("c", 1, 503)}, "a")), stream: true,
+			want: ClassError, code: 503, takenOver: true},
+		{name: "takeover naming a node the client did not keep", msgs: cat(a[:3], takenOver(stream("c"), "zz"), a[3:]), stream: true,
+			want: ClassDouble},
+		{name: "lost node's messages after the takeover are dropped", msgs: cat(a[:3], c[:4], a[3:], c[4:]), stream: true,
+			want: ClassOK, takenOver: true, superseded: 3},
+		{name: "lost node's final before the takeover: two finals", msgs: cat(a, c), stream: true, want: ClassDouble},
+		{name: "Fed-Lost-Node 503 after chunks", msgs: cat(a[:3], []message{lostFinal("a")}), stream: true,
+			want: ClassError, code: 503, lostNode: "a"},
+		{name: "Fed-Lost-Node 503 before any message", msgs: []message{lostFinal("a")}, want: ClassError, code: 503, lostNode: "a"},
+		{name: "the lost node's final after the Fed-Lost-Node 503", msgs: cat(a[:3], []message{lostFinal("a")}, a[3:]), stream: true,
+			want: ClassError, code: 503, lostNode: "a", superseded: 3},
+		{name: "Fed-Lost-Node naming another node: a second final", msgs: cat(a[:3], []message{lostFinal("zz")}, a[3:]), stream: true,
+			want: ClassDouble},
+		{name: "takeover after the Fed-Lost-Node 503", msgs: cat([]message{lostFinal("a")}, takenOver(whole("c"), "a")),
+			want: ClassDouble, lostNode: "a"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := judge(tc.msgs, tc.stream, false, exp)
+			assert.Equal(t, tc.want, v.Class, v.Detail)
+			assert.Equal(t, tc.code, v.Code)
+			assert.Equal(t, tc.takenOver, v.TakenOver, "taken over")
+			assert.Equal(t, tc.lostNode, v.LostNode, "lost node")
+			assert.Equal(t, tc.superseded, v.Superseded, "superseded")
+		})
+	}
 }
 
 func TestDecodeMessage(t *testing.T) {
@@ -160,6 +238,8 @@ func TestDecodeMessage(t *testing.T) {
 		{"no responders", map[string]string{"Status": "503"}, "", true, 503, -1, "error"},
 		{"negative seq", map[string]string{wire.HdrSeq: "-1"}, "x", false, 0, -1, ""},
 		{"no headers", nil, "x", false, 0, -1, ""},
+		{"takeover chunk", map[string]string{wire.HdrSeq: "2", wire.HdrNode: "b", wire.HdrTakeover: "a"}, "x", false, 0, 2, ""},
+		{"lost-node final", map[string]string{wire.HdrSeq: "0", wire.HdrStatus: "error", wire.HdrServiceErrorCode: "503", wire.HdrLostNode: "a"}, "", true, 503, 0, "error"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,29 +255,41 @@ func TestDecodeMessage(t *testing.T) {
 			assert.Equal(t, tc.code, d.code)
 			assert.Equal(t, tc.seq, d.seq)
 			assert.Equal(t, tc.status, d.status)
+			assert.Equal(t, tc.hdr[wire.HdrTakeover], d.takeover)
+			assert.Equal(t, tc.hdr[wire.HdrLostNode], d.lostNode)
 		})
 	}
 }
 
-// FuzzDecodeMessage: whatever a node or router sends, decoding and judging
-// never panic, and a verdict always has a class.
+// FuzzDecodeMessage: whatever nodes and routers send, decoding and judging
+// by the client rules (takeovers, Fed-Lost-Node finals) never panic, a
+// verdict always has a class, and a strict success ends with a done.
 func FuzzDecodeMessage(f *testing.F) {
-	f.Add("0", "done", "5", "", "", []byte("x"), true)
-	f.Add("-3", "error", "", "504", "", []byte(nil), false)
-	f.Add("99999999999999999999", "done", "-1", "x", "503", []byte(""), true)
-	f.Fuzz(func(t *testing.T, seq, status, tokens, code, st string, data []byte, stream bool) {
-		m := nats.NewMsg("x")
-		m.Data = data
-		for k, v := range map[string]string{wire.HdrSeq: seq, wire.HdrStatus: status, wire.HdrTokens: tokens, wire.HdrServiceErrorCode: code, "Status": st, wire.HdrNode: "a"} {
-			if v != "" {
-				m.Header.Set(k, v)
+	f.Add("0", "done", "5", "", "", []byte("x"), true, "", "")
+	f.Add("-3", "error", "", "504", "", []byte(nil), false, "a", "a")
+	f.Add("99999999999999999999", "done", "-1", "x", "503", []byte(""), true, "b", "")
+	f.Fuzz(func(t *testing.T, seq, status, tokens, code, st string, data []byte, stream bool, takeover, lost string) {
+		build := func(node, takeover, lost string) message {
+			m := nats.NewMsg("x")
+			m.Data = data
+			for k, v := range map[string]string{wire.HdrSeq: seq, wire.HdrStatus: status, wire.HdrTokens: tokens, wire.HdrServiceErrorCode: code,
+				"Status": st, wire.HdrNode: node, wire.HdrTakeover: takeover, wire.HdrLostNode: lost} {
+				if v != "" {
+					m.Header.Set(k, v)
+				}
 			}
+			return decodeMessage(m, time.Now())
 		}
-		d := decodeMessage(m, time.Now())
-		exp := expectation{tokens: synthTokens([]byte("f"), 3), nodeTokens: map[string]int{"a": 3}}
-		v := judge([]message{d, d}, stream, false, exp)
-		if v.Class == "" {
-			t.Fatalf("no class for %+v", d)
+		a, b, r := build("a", "", ""), build("b", takeover, ""), build("", "", lost)
+		exp := expectation{tokens: synthTokens([]byte("f"), 3), nodeTokens: map[string]int{"a": 3, "b": 3}}
+		for _, msgs := range [][]message{{a, a}, {a, b, a, b}, {b, a, r}, {r, a, b}, {a, r, b, a}} {
+			v := judge(msgs, stream, false, exp)
+			if v.Class == "" {
+				t.Fatalf("no class for %+v", msgs)
+			}
+			if v.Class == ClassOK && status != wire.StatusDone {
+				t.Fatalf("strict success without a done: %+v", msgs)
+			}
 		}
 	})
 }

@@ -24,7 +24,8 @@ type request struct {
 
 	mu      sync.Mutex
 	msgs    []message
-	end     time.Time // first final, or the client's deadline
+	follow  follow    // the client rules over msgs so far: which final is the request's
+	end     time.Time // the request's final, or the client's deadline
 	finalCh chan struct{}
 	gotFin  bool
 	cut     bool // the client's connection dropped while it ran
@@ -32,14 +33,15 @@ type request struct {
 	verdict Verdict
 }
 
-// streamNode is the node of the first chunk while the stream runs, else "".
+// streamNode is the node the client follows while the stream runs (the
+// first to answer, or the one that took over from it), else "".
 func (r *request) streamNode() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.stream || r.gotFin || len(r.msgs) == 0 {
+	if !r.stream || r.gotFin {
 		return ""
 	}
-	return r.msgs[0].node
+	return r.follow.kept
 }
 
 // client is one closed-loop client: its own connection, one wildcard
@@ -111,7 +113,9 @@ func (c *client) deliver(m *nats.Msg) {
 	msg := decodeMessage(m, now)
 	r.mu.Lock()
 	r.msgs = append(r.msgs, msg)
-	if msg.final() && !r.gotFin {
+	// The request's final by the client rules: not a replaced node's, not a
+	// Fed-Lost-Node error naming a node the client does not follow.
+	if r.follow.add(msg) {
 		r.gotFin = true
 		r.end = now
 		close(r.finalCh)
@@ -199,16 +203,11 @@ func (l *load) one(ctx context.Context, c *client) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cut = r.cut || c.drops.Load() != drops
-	for _, m := range r.msgs {
-		if m.final() {
-			return m.status == wire.StatusDone
-		}
-	}
-	return false
+	return r.follow.final != nil && r.follow.final.status == wire.StatusDone
 }
 
 // inFlightStreams counts, per node, the streams running there now (by the
-// node of their first chunk).
+// node their client follows).
 func (l *load) inFlightStreams() map[string]int {
 	l.mu.Lock()
 	reqs := l.reqs

@@ -33,6 +33,13 @@ type summary struct {
 	After      int
 	Cut        int
 	ErrorCodes map[int]int
+	// TakenOver: requests a node took over from a lost one (any class), and
+	// how many of them were strict; LostFinals: Fed-Lost-Node 503s (also in
+	// ErrorCodes); Superseded: replaced nodes' messages after they were
+	// replaced (dropped by the client rules, not second answers).
+	TakenOver, TakenOverOK int
+	LostFinals             int
+	Superseded             int
 }
 
 func summarize(outs []outcome) summary {
@@ -57,8 +64,27 @@ func summarize(outs []outcome) summary {
 		case ClassError:
 			s.ErrorCodes[o.verdict.Code]++
 		}
+		if o.verdict.TakenOver {
+			s.TakenOver++
+			if o.verdict.Class == ClassOK {
+				s.TakenOverOK++
+			}
+		}
+		if o.verdict.LostNode != "" {
+			s.LostFinals++
+		}
+		s.Superseded += o.verdict.Superseded
 	}
 	return s
+}
+
+// takeovers is the sentence on requests saved from lost nodes; "" when none.
+func (s summary) takeovers() string {
+	if s.TakenOver == 0 && s.LostFinals == 0 && s.Superseded == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d taken over from a lost node (%d strict), %d ended by a Fed-Lost-Node 503, %d messages of replaced nodes dropped",
+		s.TakenOver, s.TakenOverOK, s.LostFinals, s.Superseded)
 }
 
 // StrictPct is the share of strict successes among requests whose
@@ -113,9 +139,9 @@ func (f *faultRun) note(format string, args ...any) {
 	f.Notes = append(f.Notes, n)
 }
 
-// analyze attributes every failed request to a fault: the first one that
-// happened while it was in flight, else the latest before it was sent
-// (failures before any fault are returned). It then finds each fault's time
+// analyze attributes every failed or taken-over request to a fault: the
+// first one that happened while it was in flight, else the latest before it
+// was sent (those before any fault are returned). It then finds each fault's time
 // to normal: the later of the last affected request ending (its final, or
 // its client's deadline) and the start of the first normalWindow, inside
 // the fault's phase, in which requests were sent and every one of them was
@@ -130,7 +156,7 @@ func analyze(faults []*faultRun, outs []outcome, loadEnd time.Time) (before summ
 		}
 	}
 	for _, o := range outs {
-		if o.verdict.Class == ClassOK {
+		if o.verdict.Class == ClassOK && !o.verdict.TakenOver && o.verdict.Superseded == 0 {
 			continue
 		}
 		idx := -1
@@ -262,6 +288,9 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(w, "| %d | %.2f %% (%d) | %d | %d | %d | %d | %d | %s | %d |\n\n",
 		s.Requests, s.StrictPct(), s.OK, s.Silence, s.Double, s.Gaps, s.Wrong, s.After, s.codes(), s.Cut)
+	if t := s.takeovers(); t != "" {
+		fmt.Fprintf(w, "Lost nodes: %s.\n\n", t)
+	}
 	fmt.Fprintf(w, "| fault | at | target | requests affected | effect | time to normal |\n|---|---|---|---|---|---|\n")
 	if r.Before.Requests > 0 {
 		fmt.Fprintf(w, "| (before the first fault) | 0.0 s | | %d | %s | |\n", r.Before.Requests, effect(r.Before, nil))
@@ -332,6 +361,12 @@ func effect(a summary, notes []string) string {
 	add(a.Cut, "client cut")
 	if len(parts) == 0 {
 		parts = append(parts, "no failed request")
+	}
+	if a.TakenOver > 0 {
+		parts = append(parts, fmt.Sprintf("%d taken over (%d strict)", a.TakenOver, a.TakenOverOK))
+	}
+	if a.LostFinals > 0 {
+		parts = append(parts, fmt.Sprintf("%d Fed-Lost-Node 503", a.LostFinals))
 	}
 	out := strings.Join(parts, ", ")
 	if len(notes) > 0 {

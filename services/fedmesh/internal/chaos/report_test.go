@@ -131,3 +131,31 @@ func TestNoteCountsRepeats(t *testing.T) {
 	f.note("restarted %s exited with code %d", "node-2", 1)
 	assert.Equal(t, []string{"restarted node-2 exited with code 1 (×3)", "node-2 back"}, f.Notes)
 }
+
+// Requests saved from a lost node belong to the fault that lost it: the
+// table says how many were taken over and how many ended in the router's
+// Fed-Lost-Node 503; a taken-over strict success is not a failure.
+func TestReportTakeovers(t *testing.T) {
+	saved := ok(10, 11)
+	saved.verdict.TakenOver, saved.verdict.Superseded = true, 2
+	lost := bad(10, 10.5, ClassError, 503)
+	lost.verdict.LostNode = "node-2"
+	brokenResume := bad(10, 10.4, ClassWrong, 0)
+	brokenResume.verdict.TakenOver = true
+	outs := append(steady(0, 30), saved, lost, brokenResume)
+	f := &faultRun{Name: "SIGKILL node agent mid-stream", Target: "node-2", At: at(9.9)}
+	r := &report{Title: "t", Setup: "s", T0: t0, Total: summarize(outs), AfterOK: true}
+	r.Before = analyze([]*faultRun{f}, outs, at(30))
+	r.Faults = []*faultRun{f}
+	assert.Equal(t, 2, r.Total.TakenOver)
+	assert.Equal(t, 1, r.Total.TakenOverOK)
+	assert.Equal(t, 1, r.Total.LostFinals)
+	assert.Equal(t, 2, r.Total.Superseded)
+	assert.Equal(t, 3, f.affected.Requests, "the saved request is affected, not failed")
+	var buf bytes.Buffer
+	r.write(&buf)
+	out := buf.String()
+	assert.Contains(t, out, "Lost nodes: 2 taken over from a lost node (1 strict), 1 ended by a Fed-Lost-Node 503, 2 messages of replaced nodes dropped.")
+	assert.Contains(t, out, "| SIGKILL node agent mid-stream | 9.9 s | node-2 | 3 | 1 wrong, 1 error 503, 2 taken over (1 strict), 1 Fed-Lost-Node 503 |")
+	assert.Equal(t, 121+2, r.Total.OK+r.Total.Wrong+r.Total.ErrorCodes[503], "every request counted once")
+}
