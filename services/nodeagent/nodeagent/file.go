@@ -56,6 +56,7 @@ type FileBackend struct {
 	TTFT        time.Duration `yaml:"ttft"`
 	TokenDelay  time.Duration `yaml:"token_delay"`
 	Tokens      int           `yaml:"tokens"`
+	TokensMax   int           `yaml:"tokens_max"` // > tokens: length per request in [tokens, tokens_max]
 	FailureRate float64       `yaml:"failure_rate"`
 	TokenBytes  int           `yaml:"token_bytes"`
 }
@@ -189,8 +190,11 @@ func (fc *FileConfig) Check() error {
 	if b.FailureRate < 0 || b.FailureRate > 1 || math.IsNaN(b.FailureRate) {
 		errs = append(errs, fmt.Errorf("backend.failure_rate %v is outside [0,1]", b.FailureRate))
 	}
-	if b.Tokens < 0 || b.TokenBytes < 0 || b.TTFT < 0 || b.TokenDelay < 0 || b.StallTimeout < 0 {
-		errs = append(errs, errors.New("backend: tokens, token_bytes, ttft, token_delay and stall_timeout must not be negative"))
+	if b.Tokens < 0 || b.TokensMax < 0 || b.TokenBytes < 0 || b.TTFT < 0 || b.TokenDelay < 0 || b.StallTimeout < 0 {
+		errs = append(errs, errors.New("backend: tokens, tokens_max, token_bytes, ttft, token_delay and stall_timeout must not be negative"))
+	}
+	if b.TokensMax > 0 && b.TokensMax < b.Tokens {
+		errs = append(errs, fmt.Errorf("backend.tokens_max %d is below backend.tokens %d", b.TokensMax, b.Tokens))
 	}
 	if strings.ContainsAny(b.APIKeyEnv, "= \t") {
 		errs = append(errs, fmt.Errorf("backend.api_key_env %q is not an environment variable name", b.APIKeyEnv))
@@ -255,7 +259,7 @@ func (b *FileBackend) build(names map[string]string, getenv func(string) (string
 		}
 		return be, nil
 	}
-	return synthetic.New(synthetic.Config{TTFT: b.TTFT, TokenDelay: b.TokenDelay, Tokens: b.Tokens,
+	return synthetic.New(synthetic.Config{TTFT: b.TTFT, TokenDelay: b.TokenDelay, Tokens: b.Tokens, TokensMax: b.TokensMax,
 		FailureRate: b.FailureRate, TokenBytes: b.TokenBytes}), nil
 }
 

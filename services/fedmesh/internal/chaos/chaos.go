@@ -74,11 +74,9 @@ func Run(ctx context.Context, o Options) (err error) {
 		return fmt.Errorf("the mesh never reached full strength (%s): %w", st, err)
 	}
 	logf("mesh up: %s", st)
-	nodeTokens := map[string]int{}
 	var nodeDesc []string
 	for _, n := range m.nodes {
-		nodeTokens[n.id] = n.tokens
-		nodeDesc = append(nodeDesc, fmt.Sprintf("%s %d tokens × %v", n.id, n.tokens, n.delay))
+		nodeDesc = append(nodeDesc, fmt.Sprintf("%s %d–%d tokens × %v", n.id, o.MinTokens, o.MaxTokens, n.delay))
 	}
 
 	t0 := time.Now()
@@ -141,7 +139,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	if ctx.Err() != nil {
 		return fmt.Errorf("chaos run interrupted: %w", ctx.Err())
 	}
-	reqs := h.l.judgeAll(nodeTokens, o.MaxTokens)
+	reqs := h.l.judgeAll(func(body []byte) expectation { return expectFor(m.nodes, body, &o) })
 	outs := make([]outcome, 0, len(reqs))
 	for _, q := range reqs {
 		outs = append(outs, outcome{start: q.start, end: q.end, verdict: q.verdict})
@@ -247,11 +245,7 @@ func (h *harness) probeRequest(stream bool, i int) Verdict {
 			done = true
 		}
 	}
-	nodeTokens := map[string]int{}
-	for _, n := range h.m.nodes {
-		nodeTokens[n.id] = n.tokens
-	}
-	return judge(msgs, stream, false, expectation{tokens: synthTokens(body, h.o.MaxTokens), nodeTokens: nodeTokens})
+	return judge(msgs, stream, false, expectFor(h.m.nodes, body, h.o))
 }
 
 // examples lists up to n failed requests, at most 3 of a class.

@@ -227,6 +227,20 @@ type expectation struct {
 	nodeTokens map[string]int // answer length per node id
 }
 
+// expectFor is what every node answers for body: the nodes are configured
+// alike (tokens MinTokens … MaxTokens, the length a function of the request),
+// so a stream a lost node cut continues on any other one.
+func expectFor(nodes []*node, body []byte, o *Options) expectation {
+	b := synthetic.New(synthetic.Config{Tokens: o.MinTokens, TokensMax: o.MaxTokens})
+	res, _ := b.Generate(context.Background(), backend.Call{Capability: capability, Model: model, Body: body},
+		func([]byte) error { return nil })
+	lengths := make(map[string]int, len(nodes))
+	for _, n := range nodes {
+		lengths[n.id] = res.Tokens
+	}
+	return expectation{tokens: synthTokens(body, o.MaxTokens), nodeTokens: lengths}
+}
+
 // synthTokens computes the first n tokens the synthetic backend emits for
 // body, with its own code (no delay): token i does not depend on the
 // answer length, so one long answer serves every node's length.

@@ -293,3 +293,21 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+// Every node is configured alike, so each node is expected to give the same
+// answer, its length within the configured range and varying by prompt.
+func TestExpectForIsAlikeOnEveryNode(t *testing.T) {
+	o := &Options{MinTokens: 20, MaxTokens: 100}
+	nodes := []*node{{id: "node-1"}, {id: "node-2"}, {id: "node-3"}}
+	lengths := map[int]bool{}
+	for i := range 20 {
+		exp := expectFor(nodes, []byte("prompt "+strconv.Itoa(i)), o)
+		l := exp.nodeTokens["node-1"]
+		assert.GreaterOrEqual(t, l, 20)
+		assert.LessOrEqual(t, l, 100)
+		assert.Equal(t, l, exp.nodeTokens["node-3"])
+		assert.Len(t, exp.tokens, 100)
+		lengths[l] = true
+	}
+	assert.Greater(t, len(lengths), 5)
+}

@@ -227,7 +227,7 @@ func (l *load) inFlightStreams() map[string]int {
 
 // judgeAll classifies every request; call after the clients stopped and
 // late messages had time to arrive.
-func (l *load) judgeAll(nodeTokens map[string]int, maxTokens int) []*request {
+func (l *load) judgeAll(expect func(body []byte) expectation) []*request {
 	l.mu.Lock()
 	reqs := append([]*request(nil), l.reqs...)
 	l.mu.Unlock()
@@ -236,8 +236,7 @@ func (l *load) judgeAll(nodeTokens map[string]int, maxTokens int) []*request {
 		msgs := append([]message(nil), r.msgs...)
 		cut := r.cut
 		r.mu.Unlock()
-		exp := expectation{tokens: synthTokens(r.body, maxTokens), nodeTokens: nodeTokens}
-		r.verdict = judge(msgs, r.stream, cut, exp)
+		r.verdict = judge(msgs, r.stream, cut, expect(r.body))
 	}
 	return reqs
 }

@@ -55,7 +55,6 @@ type server struct {
 type node struct {
 	id     string
 	server int
-	tokens int
 	delay  time.Duration
 	proc   *proc
 }
@@ -173,13 +172,14 @@ func startMesh(ctx context.Context, o *Options, rng *rand.Rand, logf func(string
 		return m, err
 	}
 	for i := range o.Nodes {
+		// Lengths vary per request, alike on every node (so streams can
+		// move between nodes); speeds vary per node.
 		n := &node{id: fmt.Sprintf("node-%d", i+1), server: i % 3,
-			tokens: o.MinTokens + rng.IntN(o.MaxTokens-o.MinTokens+1),
-			delay:  o.MinTokenDelay + time.Duration(rng.Int64N(int64(o.MaxTokenDelay-o.MinTokenDelay)+1))}
+			delay: o.MinTokenDelay + time.Duration(rng.Int64N(int64(o.MaxTokenDelay-o.MinTokenDelay)+1))}
 		n.delay = n.delay.Round(time.Millisecond)
 		conf := filepath.Join(m.dir, n.id+".yaml")
-		yaml := fmt.Sprintf("node_id: %s\nregion: r%d\nmax_concurrency: %d\nmodels:\n  - model_id: %s\n    capabilities: [%s]\nbackend:\n  type: synthetic\n  tokens: %d\n  token_delay: %s\n",
-			n.id, i%3+1, o.MaxConcurrency, model, capability, n.tokens, n.delay)
+		yaml := fmt.Sprintf("node_id: %s\nregion: r%d\nmax_concurrency: %d\nmodels:\n  - model_id: %s\n    capabilities: [%s]\nbackend:\n  type: synthetic\n  tokens: %d\n  tokens_max: %d\n  token_delay: %s\n",
+			n.id, i%3+1, o.MaxConcurrency, model, capability, o.MinTokens, o.MaxTokens, n.delay)
 		if err := os.WriteFile(conf, []byte(yaml), 0o644); err != nil {
 			return m, err
 		}

@@ -30,6 +30,10 @@ type Config struct {
 	TTFT       time.Duration // delay before the first token; 0 adds no sleep
 	TokenDelay time.Duration // delay between tokens; 0 adds no sleep
 	Tokens     int           // tokens per answer; 0 → DefaultTokens
+	// TokensMax > Tokens makes the length vary per request, from Tokens to
+	// TokensMax, as a function of the request alone: nodes configured alike
+	// give the same answer (what a takeover of a lost node's stream needs).
+	TokensMax int
 	// FailureRate in [0,1] is the share of requests that fail with 500.
 	// Failures are spread evenly by a request counter, so 1 always fails,
 	// 0.5 fails every second request, and tests are repeatable.
@@ -66,14 +70,18 @@ func New(cfg Config) *Backend {
 func (b *Backend) Name() string { return "synthetic" }
 
 // Resumable: without TokenBytes, token i of an answer is a function of the
-// request alone, so any such synthetic node continues a stream another one
-// started (answer lengths may differ per node; the prefix is the same).
+// request alone, so a synthetic node continues a stream another one started:
+// nodes configured alike (Tokens, TokensMax) give the same answer; with
+// other lengths the answers still agree on every position they share.
 func (b *Backend) Resumable() bool { return b.cfg.TokenBytes == 0 }
 
-// tokens is the answer length for model.
-func (b *Backend) tokens(model string) int {
+// tokens is the answer length for model (and, with TokensMax, the request).
+func (b *Backend) tokens(model string, seed uint64) int {
 	if n, ok := b.cfg.TokensByModel[model]; ok && n > 0 {
 		return n
+	}
+	if spread := b.cfg.TokensMax - b.cfg.Tokens; spread > 0 {
+		return b.cfg.Tokens + int(mix(seed, -1)%uint64(spread+1))
 	}
 	return b.cfg.Tokens
 }
@@ -97,8 +105,8 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 	if b.fails() {
 		return backend.Result{}, wire.Errorf(wire.CodeInternal, "synthetic failure (failure_rate %.2f)", b.cfg.FailureRate)
 	}
-	n := b.tokens(call.Model)
 	seed := seedOf(call)
+	n := b.tokens(call.Model, seed)
 	switch call.Capability {
 	case wire.CapEmbed:
 		return backend.Result{Tokens: n}, emit(embedding(call, seed))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -168,4 +169,26 @@ func TestResumableStreamsAgreeOnEveryPosition(t *testing.T) {
 	require.Len(t, short, 12)
 	require.Len(t, long, 20)
 	assert.Equal(t, short, long[:12])
+}
+
+// TokensMax spreads answer lengths over requests, deterministically and the
+// same on every node configured alike; without it nothing changes.
+func TestTokensMaxLengthPerRequest(t *testing.T) {
+	a, b := New(Config{Tokens: 20, TokensMax: 100}), New(Config{Tokens: 20, TokensMax: 100, TokenDelay: time.Microsecond})
+	lengths := map[int]bool{}
+	for i := range 40 {
+		call := backend.Call{Capability: wire.CapGenerate, Model: "m", Body: []byte("prompt " + strconv.Itoa(i))}
+		ra, err := a.Generate(context.Background(), call, func([]byte) error { return nil })
+		require.NoError(t, err)
+		rb, err := b.Generate(context.Background(), call, func([]byte) error { return nil })
+		require.NoError(t, err)
+		assert.Equal(t, ra.Tokens, rb.Tokens, "alike nodes, same length")
+		assert.GreaterOrEqual(t, ra.Tokens, 20)
+		assert.LessOrEqual(t, ra.Tokens, 100)
+		lengths[ra.Tokens] = true
+	}
+	assert.Greater(t, len(lengths), 10, "lengths vary over requests")
+	fixed, err := New(Config{Tokens: 7}).Generate(context.Background(), backend.Call{Capability: wire.CapGenerate, Body: []byte("x")}, func([]byte) error { return nil })
+	require.NoError(t, err)
+	assert.Equal(t, 7, fixed.Tokens)
 }
