@@ -46,19 +46,23 @@ func (c *cache) entryLocked(id string) *entry {
 	return e
 }
 
-// putNode stores or replaces a node's catalog record; it returns the entry
-// and how many requests the node can take now as this router sees it.
-func (c *cache) putNode(n *record.Node) (*entry, int) {
+// putNode stores or replaces a node's catalog record; it returns the entry,
+// how many requests the node can take now as this router sees it, and
+// whether the record replaced one of another agent instance (the node
+// restarted: what the old instance accepted is lost).
+func (c *cache) putNode(n *record.Node) (e *entry, free int, restarted bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.entryLocked(n.NodeID)
+	e = c.entryLocked(n.NodeID)
 	if e.node == nil {
 		c.nodes++
+	} else {
+		restarted = e.node.InstanceID != "" && n.InstanceID != "" && e.node.InstanceID != n.InstanceID
 	}
 	e.node = n
 	e.derive(c.regions, c.regionIDLocked(n.Region))
 	c.dirty = true
-	return e, e.free()
+	return e, e.free(), restarted
 }
 
 // deleteNode forgets a node's catalog record (deregistered or expired).

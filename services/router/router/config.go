@@ -34,6 +34,13 @@ const (
 	// DefaultMaxQueueWait is how long a request waits in that queue at most
 	// (less when its deadline comes first) before the router answers 429.
 	DefaultMaxQueueWait = 2 * time.Second
+	// DefaultLostSilence: a fed_health record that turns a node unhealthy
+	// with its last_heartbeat at least this old says the node went silent
+	// (lost), not that it failed requests. Health writes that record after
+	// MissedHeartbeats (3) × HeartbeatInterval (1 s) of silence; a node
+	// unhealthy for failures still heartbeats, so its record's
+	// last_heartbeat is under one interval old.
+	DefaultLostSilence = 2 * time.Second
 )
 
 // Config tunes one router instance. The zero value is DefaultConfig().
@@ -70,6 +77,11 @@ type Config struct {
 	// 0 means DefaultMaxQueueWait. (Meant to become a record.Policy field,
 	// max_queue_ms, so it can change live.)
 	MaxQueueWait time.Duration
+	// LostSilence tells silence from failures in a node's fed_health record:
+	// unhealthy with last_heartbeat at least this old (or none) means the
+	// node is lost, and this router re-places or ends the requests it
+	// accepted (takeover.go). 0 means DefaultLostSilence.
+	LostSilence time.Duration
 	// Buckets are the options passed to buckets.Ensure.
 	Buckets buckets.Options
 	// Middleware run around every request after the built-in logging and
@@ -87,6 +99,7 @@ func DefaultConfig() Config {
 		StopTimeout:    DefaultStopTimeout,
 		MaxQueue:       DefaultMaxQueue,
 		MaxQueueWait:   DefaultMaxQueueWait,
+		LostSilence:    DefaultLostSilence,
 	}
 }
 
@@ -119,6 +132,9 @@ func (c Config) Validate() error {
 	if c.MaxQueueWait < 0 || c.MaxQueueWait > wire.MaxTimeout {
 		return fmt.Errorf("router config: max_queue_wait must be in [0, %s], got %s", wire.MaxTimeout, c.MaxQueueWait)
 	}
+	if c.LostSilence < 0 {
+		return fmt.Errorf("router config: lost_silence must be >= 0, got %s", c.LostSilence)
+	}
 	return nil
 }
 
@@ -131,6 +147,7 @@ func (c Config) withDefaults() Config {
 	c.StopTimeout = cmp.Or(c.StopTimeout, DefaultStopTimeout)
 	c.MaxQueue = cmp.Or(c.MaxQueue, DefaultMaxQueue)
 	c.MaxQueueWait = cmp.Or(c.MaxQueueWait, DefaultMaxQueueWait)
+	c.LostSilence = cmp.Or(c.LostSilence, DefaultLostSilence)
 	return c
 }
 

@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative max_queue", func(c *Config) { c.MaxQueue = -1 }, "max_queue"},
 		{"negative max_queue_wait", func(c *Config) { c.MaxQueueWait = -time.Second }, "max_queue_wait"},
 		{"max_queue_wait over 1 h", func(c *Config) { c.MaxQueueWait = 2 * time.Hour }, "max_queue_wait"},
+		{"negative lost_silence", func(c *Config) { c.LostSilence = -time.Second }, "lost_silence"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -29,11 +29,14 @@ type decision struct {
 	total    float64
 	halfOpen bool   // the chosen node's circuit is half-open: claim its probe slot
 	subject  string // the chosen node's infer subject from its catalog record
+	// resumable: the chosen node's catalog record says resumable (a stream
+	// it accepts may be taken over by another resumable node if it is lost)
+	resumable bool
 
 	code     int // 0: a node was chosen
 	serving  int // nodes serving the capability/model
 	privOK   int // of those, nodes the privacy policy allows
-	rejected [rejTried + 1]int
+	rejected [numRejects]int
 }
 
 // placementQuery is what a decision asks of the cache for one request: the
@@ -47,6 +50,9 @@ type placementQuery struct {
 	hasKey     bool
 	tried      []*entry // failed or draining: not eligible again for this request
 	busy       []*entry // answered busy: full (rejLoad) until the request is woken from the queue
+	// resumableOnly: a stream taken over from a lost node, which only a
+	// resumable node may continue
+	resumableOnly bool
 }
 
 // decide runs one route decision against the cache: candidates, scores,
@@ -72,6 +78,9 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		}
 		if rej == rejNone && total < p.MinScore {
 			rej = rejMinScore
+		}
+		if rej == rejNone && r.resumableOnly && !e.resumable {
+			rej = rejNotResumable
 		}
 		if rej == rejNone && len(r.tried)+len(r.busy) > 0 {
 			switch {
@@ -109,6 +118,7 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		if d.e.node != nil {
 			d.subject = d.e.node.Subject
 		}
+		d.resumable = d.e.resumable
 	}
 	c.mu.RUnlock()
 	scratchPool.Put(sc)

@@ -60,6 +60,13 @@ type placement struct {
 	busy     []string // nodes that answered busy
 	w        *waiter  // set once the request entered the wait queue
 	full     int      // eligible nodes found full by the latest decision
+	// takeover is the lost node this placement takes the request over from
+	// (takeover.go): its dispatches carry Fed-Takeover, its final error
+	// Fed-Lost-Node. "" for a client's request.
+	takeover string
+	// lostResumable: the lost node's catalog record said resumable when
+	// the request was placed on it (the record may be gone by now)
+	lostResumable bool
 }
 
 // route places one request: parse, admit, decide and dispatch until a node
@@ -199,7 +206,7 @@ func (p *placement) attempt(ctx context.Context, d *decision) (ackKind, string, 
 	p.attempts++
 	// counted before the ack: the node may finish (and its completion
 	// outcome arrive) before RequestMsg returns here
-	s.out.add(p.spec.RequestID, d.e, p.deadline.Add(s.cfg.OutstandingTTL), d.halfOpen)
+	s.out.add(p.spec.RequestID, d.e, p.deadline.Add(s.cfg.OutstandingTTL), d.halfOpen, p.held(d))
 	kind, why, err := p.dispatch(ctx, d, m)
 	if kind != ackAccepted {
 		s.out.done(p.spec.RequestID, d.e.id) // also frees a half-open probe slot
@@ -208,6 +215,19 @@ func (p *placement) attempt(ctx context.Context, d *decision) (ackKind, string, 
 		p.attempts--
 	}
 	return kind, why, err
+}
+
+// held is what a takeover of this dispatch needs should its node be lost
+// after accepting it: a snapshot, so the takeover never shares the
+// placement's changing state.
+func (p *placement) held(d *decision) *held {
+	var tried []*entry
+	if len(p.query.tried) > 0 {
+		tried = append(tried, p.query.tried...)
+	}
+	return &held{msg: p.msg, spec: p.spec, capability: p.inbound.Capability, received: p.inbound.Received,
+		deadline: p.deadline, tried: tried, attempts: p.attempts, model: d.model, resumable: d.resumable,
+		takeover: p.takeover}
 }
 
 // retryAfter records a failed attempt and waits before the next one; it
@@ -261,9 +281,14 @@ func (p *placement) dispatchMsg(d *decision, attempt int) (*nats.Msg, error) {
 	if subj == "" {
 		subj = s.cfg.Subjects.NodeInfer(d.e.id)
 	}
-	h := make(nats.Header, len(p.msg.Header)+9)
+	h := make(nats.Header, len(p.msg.Header)+10)
 	for k, v := range p.msg.Header {
 		h[k] = v
+	}
+	// only a router says a dispatch takes over from a lost node
+	delete(h, wire.HdrTakeover)
+	if p.takeover != "" {
+		h.Set(wire.HdrTakeover, p.takeover)
 	}
 	h.Set(wire.HdrRequestID, p.spec.RequestID)
 	h.Set(wire.HdrReplyTo, p.msg.Reply)
@@ -342,7 +367,7 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 	switch st := resp.Header.Get(wire.HdrStatus); st {
 	case wire.StatusAccepted:
 		s.learnAck(d.e, resp.Header, false)
-		if !s.out.has(p.spec.RequestID, d.e.id) {
+		if !s.out.accept(p.spec.RequestID, d.e.id, time.Now()) {
 			// A fast node finished, and its completion outcome was handled,
 			// before this ack was read: the count it reported includes a
 			// request that is gone already.
@@ -368,14 +393,22 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 // node the router places it on next is not touched. A request id that is not
 // one subject token cannot be cancelled (DESIGN §2).
 func (s *Service) cancelAttempt(requestID, node string) {
-	if !subjectToken(requestID) {
-		return
+	if s.withdraw(requestID, node) {
+		s.stats.cancels.Add(1)
 	}
-	s.stats.cancels.Add(1)
+}
+
+// withdraw publishes the targeted cancel of requestID on node (DESIGN §3.4);
+// false when the id cannot be a subject token.
+func (s *Service) withdraw(requestID, node string) bool {
+	if !subjectToken(requestID) {
+		return false
+	}
 	m := &nats.Msg{Subject: s.cfg.Subjects.Cancel(requestID), Header: nats.Header{wire.HdrNode: {node}}}
 	if err := s.nc.PublishMsg(m); err != nil {
 		s.log.Warn().Err(err).Str(logging.KeyRequest, requestID).Str(logging.KeyNode, node).Msg("publish targeted cancel")
 	}
+	return true
 }
 
 // subjectToken reports whether id can be one subject token.
@@ -394,6 +427,13 @@ func subjectToken(id string) bool {
 
 // publishDispatchFailed tells health that the node did not take a request.
 func (s *Service) publishDispatchFailed(spec *wire.Spec, capability string, d *decision, attempt int, why string) {
+	s.publishNodeFailed(spec, capability, d.e.id, d.model, attempt, why)
+}
+
+// publishNodeFailed publishes a dispatch_failed outcome for node: code 429
+// and no fault for busy, 503 and no fault for draining, else 503 and fault
+// node (no responders, ack timeout, refusals, "node lost").
+func (s *Service) publishNodeFailed(spec *wire.Spec, capability, node, model string, attempt int, why string) {
 	// A busy node is healthy and full: 429 keeps it out of health's failure
 	// count (as does "draining" in why); those two are nobody's fault. No
 	// responders, ack timeouts and refusals are the node's: 503, fault node.
@@ -404,11 +444,11 @@ func (s *Service) publishDispatchFailed(spec *wire.Spec, capability string, d *d
 	case wire.StatusDraining:
 		fault = ""
 	}
-	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: d.e.id, RequestID: spec.RequestID,
-		Code: code, Error: why, Capability: capability, Model: d.model, Tenant: spec.Tenant,
+	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: node, RequestID: spec.RequestID,
+		Code: code, Error: why, Capability: capability, Model: model, Tenant: spec.Tenant,
 		Attempt: attempt, Stream: spec.Stream, Fault: fault, Time: time.Now()}
-	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(d.e.id), ev); err != nil {
-		s.log.Warn().Err(err).Str(logging.KeyNode, d.e.id).Str(logging.KeyRequest, spec.RequestID).Msg("publish dispatch_failed outcome")
+	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(node), ev); err != nil {
+		s.log.Warn().Err(err).Str(logging.KeyNode, node).Str(logging.KeyRequest, spec.RequestID).Msg("publish dispatch_failed outcome")
 	}
 }
 
@@ -478,6 +518,8 @@ func rejectSummary(r reject) string {
 		return "below min_score"
 	case rejTried:
 		return "already tried"
+	case rejNotResumable:
+		return "not resumable"
 	}
 	return "rejected"
 }
@@ -496,6 +538,11 @@ func (p *placement) fail(err error) {
 	m := rep.Fail(code, desc)
 	if p.attempts > 0 {
 		m.Header.Set(wire.HdrAttempts, strconv.Itoa(p.attempts))
+	}
+	if p.takeover != "" {
+		// this final replaces the lost node's: clients accept it after that
+		// node's messages
+		m.Header.Set(wire.HdrLostNode, p.takeover)
 	}
 	if perr := s.nc.PublishMsg(m); perr != nil {
 		s.log.Warn().Err(perr).Str(logging.KeyRequest, in.ID).Msg("publish final error to client")

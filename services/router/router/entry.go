@@ -34,6 +34,7 @@ type entry struct {
 	costLow         float64 // 1 − cost
 	throughputScore float64 // min(tps/1000, 1): the cost score under high cost tolerance
 	conc            int     // max concurrency; 0 = unbounded
+	resumable       bool    // catalog record: may take over (and be taken over) mid-stream
 	invConc         float64
 
 	// load is the node's in-flight count as last reported: by its health
@@ -45,6 +46,9 @@ type entry struct {
 	outstanding atomic.Int32
 	// probing: a half-open circuit admits one probe request at a time
 	probing atomic.Bool
+	// losing: this router is saving the requests the node held (takeover.go);
+	// a second loss signal meanwhile starts nothing
+	losing atomic.Bool
 
 	id     string
 	idHash uint64 // FNV-1a of id, mixed with the request key for rendezvous hashing
@@ -180,6 +184,7 @@ func (e *entry) derive(regions record.Regions, regionID int32) {
 	e.regionID = regionID
 	e.region, e.gpu, e.maxConc = n.Region, n.GPU, n.MaxConcurrency
 	e.clearance = n.Clearance
+	e.resumable = n.Resumable
 	e.cost = n.Cost
 	if r, ok := regions[n.Region]; ok {
 		if r.Privacy != nil && *r.Privacy < e.clearance {

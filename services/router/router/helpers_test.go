@@ -17,6 +17,8 @@ type tnode struct {
 	maxConc   int
 	models    []record.Model
 	health    *record.Health // nil: no health record (unknown)
+	resumable bool
+	instance  string // agent instance id
 }
 
 func (n tnode) record() *record.Node {
@@ -29,7 +31,7 @@ func (n tnode) record() *record.Node {
 		cl = wire.DefaultPrivacy
 	}
 	return &record.Node{NodeID: n.id, Region: n.region, Clearance: cl, GPU: n.gpu, Cost: n.cost,
-		MaxConcurrency: n.maxConc, Models: models}
+		MaxConcurrency: n.maxConc, Models: models, Resumable: n.resumable, InstanceID: n.instance}
 }
 
 func healthy(p50 float64) *record.Health {

@@ -9,11 +9,13 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // outstanding tracks this router's accepted dispatches until the node's
-// completion outcome arrives, for the load policy and least_connections, and
-// holds a half-open node's probe slot for as long as its probe runs.
+// completion outcome arrives, for the load policy and least_connections,
+// holds a half-open node's probe slot for as long as its probe runs, and
+// keeps what a re-placement needs should the node be lost (takeover.go).
 type outstanding struct {
 	mu sync.Mutex
 	m  map[string]outRec // request id → dispatch
@@ -23,19 +25,88 @@ type outRec struct {
 	e       *entry
 	expires time.Time
 	probe   bool
+	// accepted is when the node's accepted ack was read; zero while the
+	// ack is awaited (the request's own goroutine then still owns it)
+	accepted time.Time
+	held     *held
+}
+
+// held is what re-placing an accepted request takes when its node is lost:
+// the client's request as received and what the placement knew when it
+// dispatched. It is built once per dispatch and never changed, so the
+// takeover reads it without a lock; it lives only as long as its
+// outstanding entry.
+type held struct {
+	msg        *nats.Msg // the client's request: subject, reply inbox, headers, body (shared, not copied)
+	spec       wire.Spec
+	capability string
+	received   time.Time
+	deadline   time.Time
+	tried      []*entry // nodes tried (failed or draining) before this dispatch
+	attempts   int      // dispatches sent, this one included
+	model      string   // the model picked on the node
+	resumable  bool     // the node's catalog record said resumable when it was picked
+	takeover   string   // the lost node this dispatch took over from, "" for a first placement
+}
+
+// lostRec is one accepted request of a lost node, taken out of outstanding.
+type lostRec struct {
+	requestID string
+	e         *entry
+	held      *held
 }
 
 func newOutstanding() *outstanding { return &outstanding{m: map[string]outRec{}} }
 
-func (o *outstanding) add(requestID string, e *entry, expires time.Time, probe bool) {
+// add counts a dispatch of requestID to e from the moment it is sent; h
+// (may be nil) is what a takeover needs once it is accepted.
+func (o *outstanding) add(requestID string, e *entry, expires time.Time, probe bool, h *held) {
 	e.outstanding.Add(1)
 	o.mu.Lock()
 	old, dup := o.m[requestID]
-	o.m[requestID] = outRec{e: e, expires: expires, probe: probe}
+	o.m[requestID] = outRec{e: e, expires: expires, probe: probe, held: h}
 	o.mu.Unlock()
 	if dup { // a client reused a request id: the older dispatch stops counting
 		release(old)
 	}
+}
+
+// accept marks the dispatch of requestID to node accepted: from now on a
+// loss of the node hands it to a takeover. False when the dispatch is gone
+// already (its completion outcome came before the ack was read).
+func (o *outstanding) accept(requestID, node string, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	r, ok := o.m[requestID]
+	if !ok || r.e.id != node {
+		return false
+	}
+	r.accepted = now
+	o.m[requestID] = r
+	return true
+}
+
+// takeLost takes every dispatch node accepted before since out of the
+// count and returns them: the node was lost and only the caller acts on
+// them now. Dispatches whose ack is still awaited stay: their placement
+// sees the ack fail and retries by itself.
+func (o *outstanding) takeLost(node string, since time.Time) []lostRec {
+	var lost []lostRec
+	var gone []outRec
+	o.mu.Lock()
+	for id, r := range o.m {
+		if r.e.id != node || r.accepted.IsZero() || r.accepted.After(since) {
+			continue
+		}
+		delete(o.m, id)
+		gone = append(gone, r)
+		lost = append(lost, lostRec{requestID: id, e: r.e, held: r.held})
+	}
+	o.mu.Unlock()
+	for _, r := range gone {
+		release(r)
+	}
+	return lost
 }
 
 // done ends the dispatch of requestID on node; other nodes' outcomes for the
@@ -69,15 +140,6 @@ func (o *outstanding) sweep(now time.Time) int {
 		release(r)
 	}
 	return len(gone)
-}
-
-// has reports whether the dispatch of requestID to node still awaits its
-// completion outcome.
-func (o *outstanding) has(requestID, node string) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	r, ok := o.m[requestID]
-	return ok && r.e.id == node
 }
 
 func (o *outstanding) len() int {

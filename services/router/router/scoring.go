@@ -61,6 +61,10 @@ const (
 	rejLoad
 	rejMinScore
 	rejTried
+	// rejNotResumable: a stream taken over from a lost node goes only to a
+	// resumable node (takeover.go)
+	rejNotResumable
+	numRejects
 )
 
 // policy reports which policy a rejection belongs to.
@@ -78,6 +82,8 @@ func (r reject) policy() string {
 		return "min_score"
 	case rejTried:
 		return "retry"
+	case rejNotResumable:
+		return "takeover"
 	}
 	return ""
 }
@@ -247,6 +253,8 @@ func reason(e *entry, q *query, rej reject, total, minScore float64) string {
 		return fmt.Sprintf("total %.3f below min_score %.3f", total, minScore)
 	case rejTried:
 		return "already tried for this request"
+	case rejNotResumable:
+		return "not resumable: cannot take over a stream"
 	}
 	return ""
 }

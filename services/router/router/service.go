@@ -63,6 +63,9 @@ type routerStats struct {
 	// answered 429 for waiting too long or for a full queue; total wait
 	queued, queueLeft, queueTimeouts, queueFull, queueWaitNs atomic.Int64
 	tooLarge, cancels, busy                                  atomic.Int64
+	// requests of lost nodes: re-placed with Fed-Takeover, or ended with a
+	// 503 Fed-Lost-Node final
+	takeovers, lostFinals atomic.Int64
 }
 
 // New validates cfg (zero fields take their defaults) and builds a router;
@@ -199,6 +202,12 @@ type Stats struct {
 	AckCancels int64 `json:"ack_cancels"`
 	// Busy counts busy acks (the request went on to another node or waited).
 	Busy int64 `json:"busy"`
+	// Takeovers counts requests of a lost node placed again on another node
+	// (dispatched with Fed-Takeover and accepted).
+	Takeovers int64 `json:"takeovers"`
+	// LostFinals counts requests of a lost node that could not continue and
+	// got a final 503 with Fed-Lost-Node.
+	LostFinals int64 `json:"lost_finals"`
 }
 
 // Stats returns the router's counters.
@@ -220,6 +229,8 @@ func (s *Service) Stats() Stats {
 		TooLarge:      s.stats.tooLarge.Load(),
 		AckCancels:    s.stats.cancels.Load(),
 		Busy:          s.stats.busy.Load(),
+		Takeovers:     s.stats.takeovers.Load(),
+		LostFinals:    s.stats.lostFinals.Load(),
 	}
 	if n := s.stats.queueLeft.Load(); n > 0 {
 		st.QueueWaitAvgMs = math.Round(float64(s.stats.queueWaitNs.Load())/float64(n)/1e3) / 1e3

@@ -226,7 +226,7 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	require.NotNil(t, d.e)
 	require.True(t, d.halfOpen)
 	require.True(t, d.e.probing.CompareAndSwap(false, true), "first request claims the probe slot")
-	out.add("req-1", d.e, time.Now().Add(time.Minute), true)
+	out.add("req-1", d.e, time.Now().Add(time.Minute), true, nil)
 
 	d2 := decideFor(c, specWith(nil), defaultPolicy(), 0)
 	assert.Nil(t, d2.e, "no second request while the probe is in flight")
@@ -240,7 +240,7 @@ func TestHalfOpenAdmitsOneProbe(t *testing.T) {
 	assert.Zero(t, d.e.outstanding.Load())
 
 	// a lost completion is swept
-	out.add("req-2", d.e, time.Now().Add(-time.Second), true)
+	out.add("req-2", d.e, time.Now().Add(-time.Second), true, nil)
 	d.e.probing.Store(true)
 	assert.Equal(t, 1, out.sweep(time.Now()))
 	assert.False(t, d.e.probing.Load())

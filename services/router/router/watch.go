@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -33,8 +34,14 @@ func (s *Service) applyCatalog(e jetstream.KeyValueEntry) {
 		return
 	}
 	if buckets.Deleted(e) {
+		en := s.cache.lookup(id)
 		s.cache.deleteNode(id)
 		s.log.Debug().Str(logging.KeyNode, id).Msg("node left the catalog")
+		if en != nil {
+			// a draining node finishes its requests before it deregisters:
+			// requests still outstanding were lost with it
+			s.nodeLost(en, "left the catalog")
+		}
 		return
 	}
 	n, err := record.DecodeNode(e.Key(), e.Value())
@@ -42,7 +49,11 @@ func (s *Service) applyCatalog(e jetstream.KeyValueEntry) {
 		s.log.Error().Err(err).Str(logging.KeyNode, id).Msg("fed_catalog: node record refused; keeping the previous one")
 		return
 	}
-	s.wakeFor(s.cache.putNode(&n))
+	en, free, restarted := s.cache.putNode(&n)
+	s.wakeFor(en, free)
+	if restarted {
+		s.nodeLost(en, "restarted: another agent instance registered")
+	}
 }
 
 // applyHealth mirrors one fed_health change. A value that does not decode
@@ -61,7 +72,13 @@ func (s *Service) applyHealth(e jetstream.KeyValueEntry) {
 		s.log.Error().Err(err).Str(logging.KeyNode, id).Msg("fed_health: health record refused; keeping the previous one")
 		return
 	}
-	s.wakeFor(s.cache.putHealth(id, &h))
+	en, free := s.cache.putHealth(id, &h)
+	s.wakeFor(en, free)
+	if en.outstanding.Load() > 0 {
+		if how, silent := s.silentLoss(&h, time.Now()); silent {
+			s.nodeLost(en, how)
+		}
+	}
 }
 
 // applyConfig follows fed_config. An invalid value is logged and the last
