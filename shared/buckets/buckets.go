@@ -78,12 +78,54 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opt Options) (*Set, err
 }
 
 // EnsureConn is Ensure on nc's JetStream: what every service calls at start.
+// While JetStream is not answering yet (a cluster electing its leaders, a
+// server restarting) it tries again until ctx ends, so a service started
+// with its servers waits for them instead of exiting.
 func EnsureConn(ctx context.Context, nc *nats.Conn, opt Options) (*Set, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return Ensure(ctx, js, opt)
+	var set *Set
+	err = retryTransient(ctx, func() error {
+		var err error
+		set, err = Ensure(ctx, js, opt)
+		return err
+	})
+	return set, err
+}
+
+// Back-off of retryTransient.
+const (
+	retryFirst = 250 * time.Millisecond
+	retryMax   = 2 * time.Second
+)
+
+// retryTransient runs op until it succeeds, fails for good, or ctx ends.
+func retryTransient(ctx context.Context, op func() error) error {
+	wait := retryFirst
+	for {
+		err := op()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (gave up: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, retryMax)
+	}
+}
+
+// transient: JetStream did not answer in time, or nobody answers its API
+// yet. Anything else (a bucket with another config, a permission) is final.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoHeartbeat) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
 func ensureOne(ctx context.Context, js jetstream.JetStream, c jetstream.KeyValueConfig) (jetstream.KeyValue, error) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -95,4 +96,33 @@ func TestFollowKeysSeesOnlyItsKey(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, []string{"nodes.a:KeyValuePutOp", "nodes.a:KeyValueDeleteOp"}, seen)
+}
+
+func TestRetryTransient(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		errs  []error // what op returns, call by call
+		calls int
+		fails bool
+	}{
+		{"ok at once", []error{nil}, 1, false},
+		{"timeouts, then ok", []error{context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders, nil}, 4, false},
+		{"a final error is not retried", []error{jetstream.ErrBucketExists}, 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			err := buckets.RetryTransientForTest(ctx, func() error {
+				e := tc.errs[calls]
+				calls++
+				return e
+			})
+			assert.Equal(t, tc.calls, calls)
+			assert.Equal(t, tc.fails, err != nil)
+		})
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := buckets.RetryTransientForTest(short, func() error { return nats.ErrTimeout })
+	require.Error(t, err, "gives up when its ctx ends")
 }

@@ -22,7 +22,12 @@ func Follow(startCtx context.Context, g *lifecycle.Group, kv jetstream.KeyValue,
 // FollowKeys is Follow for the keys matching keys (a key, or a pattern
 // with * and >), e.g. one node's own record.
 func FollowKeys(startCtx context.Context, g *lifecycle.Group, kv jetstream.KeyValue, keys string, apply func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
-	w, err := kv.Watch(g.Context(), keys, opts...)
+	var w jetstream.KeyWatcher
+	err := retryTransient(startCtx, func() error {
+		var err error
+		w, err = kv.Watch(g.Context(), keys, opts...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
 	}
@@ -46,7 +51,12 @@ func FollowKeys(startCtx context.Context, g *lifecycle.Group, kv jetstream.KeyVa
 func Load(ctx context.Context, kv jetstream.KeyValue, apply func(jetstream.KeyValueEntry), opts ...jetstream.WatchOpt) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	w, err := kv.WatchAll(wctx, opts...)
+	var w jetstream.KeyWatcher
+	err := retryTransient(ctx, func() error {
+		var err error
+		w, err = kv.WatchAll(wctx, opts...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
 	}

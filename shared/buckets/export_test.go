@@ -1,0 +1,4 @@
+package buckets
+
+// RetryTransientForTest exposes retryTransient to the external tests.
+var RetryTransientForTest = retryTransient
