@@ -88,3 +88,19 @@ type CandidatesResponse struct {
 	// Decisive names the policy that separated the chosen node from the runner-up.
 	Decisive string `json:"decisive,omitempty"`
 }
+
+// ReplayRequest is the body of fed.node.<id>.replay: send the chunks
+// from_seq … to_seq (inclusive) of request_id's stream again, to the
+// request's reply subject, exactly as first sent (plus Fed-Replay: true).
+type ReplayRequest struct {
+	RequestID string `json:"request_id"`
+	FromSeq   int    `json:"from_seq"`
+	ToSeq     int    `json:"to_seq"`
+}
+
+// ReplayResponse answers a replay: how many chunks were sent again. A
+// stream the node no longer holds, or a range it holds only part of, is a
+// 404 error instead.
+type ReplayResponse struct {
+	Sent int `json:"sent"`
+}

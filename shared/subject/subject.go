@@ -44,6 +44,10 @@ func (s Space) NodeInfer(nodeID string) string { return s.join("node", nodeID, "
 // nothing (DESIGN §6 "active probe"). Addition to DESIGN §2.
 func (s Space) NodeProbe(nodeID string) string { return s.join("node", nodeID, "probe") }
 
+// NodeReplay is where a client asks a node to send a stream's chunks again
+// (the ones it missed, e.g. in a server failover).
+func (s Space) NodeReplay(nodeID string) string { return s.join("node", nodeID, "replay") }
+
 // Cancel is the subject that cancels one request's stream.
 func (s Space) Cancel(requestID string) string { return s.join("cancel", requestID) }
 

@@ -58,6 +58,9 @@ const (
 	HdrLatencyMs = "Fed-Latency-Ms"
 	HdrTTFTMs    = "Fed-Ttft-Ms"
 	HdrAttempts  = "Fed-Attempts"
+	// HdrReplay marks a chunk a node sends again on a client's replay
+	// request (its Fed-Seq and payload are those of the first sending).
+	HdrReplay = "Fed-Replay"
 	// HdrLostNode is on a router's final error for a request whose node was
 	// lost after accepting it and that could not continue elsewhere: the
 	// final replaces the lost node's (clients accept it after that node's
