@@ -441,6 +441,10 @@ func TestConfigValidation(t *testing.T) {
 		{"negative drain", func(c *Config) { c.DrainTimeout = -time.Second }, "drain_timeout"},
 		{"negative register timeout", func(c *Config) { c.RegisterTimeout = -time.Second }, "register_timeout"},
 		{"negative register retry", func(c *Config) { c.RegisterRetry = -time.Second }, "register_retry"},
+		{"negative replay chunks", func(c *Config) { c.ReplayChunks = -1 }, "replay_chunks"},
+		{"negative replay bytes", func(c *Config) { c.ReplayBytes = -1 }, "replay_bytes"},
+		{"negative replay streams", func(c *Config) { c.ReplayStreams = -1 }, "replay_streams"},
+		{"negative replay keep", func(c *Config) { c.ReplayKeep = -time.Second }, "replay_keep"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -470,6 +474,11 @@ func TestZeroConfigFieldsMeanDefaults(t *testing.T) {
 	assert.Equal(t, d.MaxConcurrency, s.cfg.MaxConcurrency)
 	assert.Equal(t, d.RegisterTimeout, s.cfg.RegisterTimeout)
 	assert.Equal(t, d.RegisterRetry, s.cfg.RegisterRetry)
+	assert.Equal(t, d.ReplayChunks, s.cfg.ReplayChunks)
+	assert.Equal(t, d.ReplayBytes, s.cfg.ReplayBytes)
+	assert.Equal(t, d.ReplayStreams, s.cfg.ReplayStreams)
+	assert.Equal(t, d.ReplayKeep, s.cfg.ReplayKeep)
+	assert.Equal(t, DefaultReplayKeep, s.replay.keep, "the buffer takes the defaults")
 }
 
 // After a reconnect the node registers again: the catalog may have expired

@@ -28,6 +28,14 @@ const (
 	DefaultCost              = 0.5
 	DefaultRegisterTimeout   = 2 * time.Second
 	DefaultRegisterRetry     = 500 * time.Millisecond
+	// Replay buffer (fed.node.<id>.replay): per stream at most
+	// DefaultReplayChunks messages and DefaultReplayBytes bytes, at most
+	// DefaultReplayStreams finished streams, each kept DefaultReplayKeep
+	// after its final.
+	DefaultReplayChunks  = 4096
+	DefaultReplayBytes   = 4 << 20
+	DefaultReplayStreams = 256
+	DefaultReplayKeep    = 30 * time.Second
 )
 
 // Config of one node agent. Zero durations and MaxConcurrency mean their
@@ -58,6 +66,16 @@ type Config struct {
 	RegisterRetry   time.Duration
 	// GPUUtilization, when set, is sampled for every heartbeat (0..1).
 	GPUUtilization func() float64
+
+	// The replay buffer: the messages of each streamed request kept for
+	// fed.node.<id>.replay. ReplayChunks and ReplayBytes bound one stream
+	// (payload plus header bytes; the oldest messages go first),
+	// ReplayStreams the finished streams kept (the oldest finished goes
+	// first), ReplayKeep how long after its final a stream is kept.
+	ReplayChunks  int
+	ReplayBytes   int
+	ReplayStreams int
+	ReplayKeep    time.Duration
 }
 
 // DefaultConfig returns the defaults; NodeID, Region, Models and Backend
@@ -72,6 +90,10 @@ func DefaultConfig() Config {
 		DrainTimeout:      DefaultDrainTimeout,
 		RegisterTimeout:   DefaultRegisterTimeout,
 		RegisterRetry:     DefaultRegisterRetry,
+		ReplayChunks:      DefaultReplayChunks,
+		ReplayBytes:       DefaultReplayBytes,
+		ReplayStreams:     DefaultReplayStreams,
+		ReplayKeep:        DefaultReplayKeep,
 	}
 }
 
@@ -82,6 +104,10 @@ func (c Config) withDefaults() Config {
 	c.MaxConcurrency = cmp.Or(c.MaxConcurrency, DefaultMaxConcurrency)
 	c.RegisterTimeout = cmp.Or(c.RegisterTimeout, DefaultRegisterTimeout)
 	c.RegisterRetry = cmp.Or(c.RegisterRetry, DefaultRegisterRetry)
+	c.ReplayChunks = cmp.Or(c.ReplayChunks, DefaultReplayChunks)
+	c.ReplayBytes = cmp.Or(c.ReplayBytes, DefaultReplayBytes)
+	c.ReplayStreams = cmp.Or(c.ReplayStreams, DefaultReplayStreams)
+	c.ReplayKeep = cmp.Or(c.ReplayKeep, DefaultReplayKeep)
 	return c
 }
 
@@ -108,9 +134,20 @@ func (c Config) validate() error {
 	}{
 		{"heartbeat_interval", c.HeartbeatInterval}, {"drain_timeout", c.DrainTimeout},
 		{"register_timeout", c.RegisterTimeout}, {"register_retry", c.RegisterRetry},
+		{"replay_keep", c.ReplayKeep},
 	} {
 		if err := checkDuration(d.name, d.v); err != nil {
 			return err
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"replay_chunks", c.ReplayChunks}, {"replay_bytes", c.ReplayBytes}, {"replay_streams", c.ReplayStreams},
+	} {
+		if n.v < 0 {
+			return fmt.Errorf("%s must be >= 0, got %d", n.name, n.v)
 		}
 	}
 	if c.Backend == nil {

@@ -50,6 +50,10 @@ func (s *Service) startMicro() error {
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeProbe(s.cfg.NodeID))); err != nil {
 		return fmt.Errorf("node %s: add probe endpoint: %w", s.cfg.NodeID, err)
 	}
+	if err := svc.AddEndpoint("replay", micro.HandlerFunc(s.handleReplay),
+		micro.WithEndpointSubject(s.cfg.Subjects.NodeReplay(s.cfg.NodeID))); err != nil {
+		return fmt.Errorf("node %s: add replay endpoint: %w", s.cfg.NodeID, err)
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -28,20 +29,25 @@ const (
 // FileConfig is the YAML configuration file (see README). Unknown fields are
 // errors, so a typo fails at start instead of being ignored.
 type FileConfig struct {
-	NATSURL           string            `yaml:"nats_url"`
-	Prefix            string            `yaml:"prefix"`
-	NodeID            string            `yaml:"node_id"`
-	Region            string            `yaml:"region"`
-	Zone              string            `yaml:"zone"`
-	Clearance         string            `yaml:"clearance"`
-	Cost              *float64          `yaml:"cost"`
-	GPU               bool              `yaml:"gpu"`
-	MaxConcurrency    int               `yaml:"max_concurrency"`
-	HeartbeatInterval time.Duration     `yaml:"heartbeat_interval"`
-	DrainTimeout      time.Duration     `yaml:"drain_timeout"`
-	Labels            map[string]string `yaml:"labels"`
-	Backend           FileBackend       `yaml:"backend"`
-	Models            []FileModel       `yaml:"models"`
+	NATSURL           string        `yaml:"nats_url"`
+	Prefix            string        `yaml:"prefix"`
+	NodeID            string        `yaml:"node_id"`
+	Region            string        `yaml:"region"`
+	Zone              string        `yaml:"zone"`
+	Clearance         string        `yaml:"clearance"`
+	Cost              *float64      `yaml:"cost"`
+	GPU               bool          `yaml:"gpu"`
+	MaxConcurrency    int           `yaml:"max_concurrency"`
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	DrainTimeout      time.Duration `yaml:"drain_timeout"`
+	// The replay buffer (fed.node.<id>.replay); 0 → the Default*.
+	ReplayChunks  int               `yaml:"replay_chunks"`
+	ReplayBytes   int               `yaml:"replay_bytes"`
+	ReplayStreams int               `yaml:"replay_streams"`
+	ReplayKeep    time.Duration     `yaml:"replay_keep"`
+	Labels        map[string]string `yaml:"labels"`
+	Backend       FileBackend       `yaml:"backend"`
+	Models        []FileModel       `yaml:"models"`
 }
 
 // FileBackend configures the node's model server.
@@ -176,7 +182,16 @@ func (fc *FileConfig) Check() error {
 	if fc.MaxConcurrency < 0 {
 		errs = append(errs, fmt.Errorf("max_concurrency must be >= 0, got %d", fc.MaxConcurrency))
 	}
-	errs = append(errs, checkDuration("heartbeat_interval", fc.HeartbeatInterval), checkDuration("drain_timeout", fc.DrainTimeout))
+	errs = append(errs, checkDuration("heartbeat_interval", fc.HeartbeatInterval), checkDuration("drain_timeout", fc.DrainTimeout),
+		checkDuration("replay_keep", fc.ReplayKeep))
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"replay_chunks", fc.ReplayChunks}, {"replay_bytes", fc.ReplayBytes}, {"replay_streams", fc.ReplayStreams}} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must be >= 0, got %d", n.name, n.v))
+		}
+	}
 	b := &fc.Backend
 	switch b.Type {
 	case "", BackendSynthetic:
@@ -228,6 +243,10 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 	if fc.DrainTimeout > 0 {
 		c.DrainTimeout = fc.DrainTimeout
 	}
+	c.ReplayChunks = cmp.Or(fc.ReplayChunks, c.ReplayChunks)
+	c.ReplayBytes = cmp.Or(fc.ReplayBytes, c.ReplayBytes)
+	c.ReplayStreams = cmp.Or(fc.ReplayStreams, c.ReplayStreams)
+	c.ReplayKeep = cmp.Or(fc.ReplayKeep, c.ReplayKeep)
 	names := map[string]string{}
 	for _, m := range fc.Models {
 		c.Models = append(c.Models, record.Model{ModelID: m.ModelID, Name: m.Name, Version: m.Version,

@@ -28,6 +28,8 @@ func TestLoadFileExample(t *testing.T) {
 	assert.Equal(t, 16, c.MaxConcurrency)
 	assert.Equal(t, time.Second, c.HeartbeatInterval)
 	assert.Equal(t, 30*time.Second, c.DrainTimeout)
+	assert.Equal(t, 10*time.Second, c.ReplayKeep)
+	assert.Equal(t, DefaultReplayChunks, c.ReplayChunks, "not in the file: the default")
 	assert.Equal(t, map[string]string{"rack": "r12"}, c.Labels)
 	assert.Equal(t, []record.Model{
 		{ModelID: "llama-3-8b", Name: "Llama 3 8B Instruct", Capabilities: []string{"generate", "code"}, Parameters: "8B", Quantization: "fp16"},
@@ -46,6 +48,8 @@ func TestParseFileNamesTheBadField(t *testing.T) {
 		{"clearance", base + "clearance: secret\n", "clearance"},
 		{"cost", base + "cost: 2\n", "cost"},
 		{"duration", base + "drain_timeout: soon\n", "drain_timeout"},
+		{"replay chunks", base + "replay_chunks: -1\n", "replay_chunks"},
+		{"replay keep", base + "replay_keep: -1s\n", "replay_keep"},
 		{"backend type", base + "backend: {type: triton}\n", "backend.type"},
 		{"openai needs url", base + "backend: {type: openai}\n", "backend.url"},
 		{"failure rate", base + "backend: {failure_rate: 3}\n", "failure_rate"},

@@ -1,6 +1,7 @@
 package nodeagent
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -102,6 +104,34 @@ func FuzzAckDeadline(f *testing.F) {
 		}
 		if late != (time.UnixMilli(nowMs).UnixMilli() >= n) {
 			t.Fatalf("late=%v for %q at %d", late, v, nowMs)
+		}
+	})
+}
+
+// FuzzDecodeReplayRequest: any client can publish on a node's replay
+// subject. Never a panic; a refusal is a 400 with a description; an
+// accepted request has an id of 1–MaxRequestIDLen bytes and 0 ≤ from_seq ≤
+// to_seq, and is what encoding/json reads from the same body.
+func FuzzDecodeReplayRequest(f *testing.F) {
+	f.Add([]byte(`{"request_id":"req-1","from_seq":3,"to_seq":5}`))
+	f.Add([]byte(`{"request_id":"req-1","from_seq":0,"to_seq":1e308}`))
+	f.Add([]byte(`{"request_id":"","from_seq":-1,"to_seq":-2}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rr, werr := decodeReplayRequest(body)
+		if werr != nil {
+			if werr.Code != wire.CodeBadRequest || werr.Description == "" || len(werr.RequestID) > wire.MaxRequestIDLen {
+				t.Fatalf("bad refusal of %q: %+v", body, werr)
+			}
+			return
+		}
+		if rr.RequestID == "" || len(rr.RequestID) > wire.MaxRequestIDLen || rr.FromSeq < 0 || rr.ToSeq < rr.FromSeq {
+			t.Fatalf("accepted %q as %+v", body, rr)
+		}
+		var again api.ReplayRequest
+		if err := json.Unmarshal(body, &again); err != nil || again != rr {
+			t.Fatalf("accepted %q as %+v, encoding/json reads %+v (%v)", body, rr, again, err)
 		}
 	})
 }

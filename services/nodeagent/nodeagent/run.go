@@ -33,6 +33,9 @@ func (s *Service) run(j *job) {
 	defer j.cancel(nil)
 	defer s.release(j)
 	out := &output{s: s, j: j}
+	if j.call.Stream {
+		out.kept = s.replay.begin(j.call.RequestID)
+	}
 	res, err := s.cfg.Backend.Generate(j.ctx, j.call, out.emit)
 	latency := time.Since(j.start)
 	var werr *wire.Error
@@ -44,8 +47,18 @@ func (s *Service) run(j *job) {
 	} else {
 		s.observe(res.Tokens, latency-out.ttft)
 	}
-	if out.sendErr == nil && context.Cause(j.ctx) != errWithdrawn {
-		s.sendFinal(j, out.final(res, werr, latency))
+	withdrawn := context.Cause(j.ctx) == errWithdrawn
+	if out.sendErr == nil && !withdrawn {
+		m := out.final(res, werr, latency)
+		out.keep(m)
+		s.sendFinal(j, m)
+	}
+	if out.kept != nil {
+		if withdrawn {
+			s.replay.drop(out.kept)
+		} else {
+			s.replay.finish(out.kept)
+		}
 	}
 	s.publishOutcome(j, res, werr, fault, latency, out.ttft)
 	s.logFinished(j, res, werr, latency)
@@ -60,6 +73,17 @@ type output struct {
 	ttft    time.Duration // time to the first non-empty chunk
 	emitted bool
 	sendErr error // a publish to the client failed
+	// kept is the stream's replay buffer entry; nil for a whole answer,
+	// which is not kept.
+	kept *replayStream
+}
+
+// keep puts m in the replay buffer before it is sent, so a client that
+// sees a later message can already have it again.
+func (o *output) keep(m *nats.Msg) {
+	if o.kept != nil {
+		o.s.replay.keepMsg(o.kept, m)
+	}
 }
 
 // emit forwards one chunk (streamed) or keeps it (whole answer).
@@ -83,7 +107,9 @@ func (o *output) emit(chunk []byte) error {
 		o.body = append(o.body, chunk...)
 		return nil
 	}
-	if err := o.s.nc.PublishMsg(j.reply.Chunk(chunk)); err != nil {
+	m := j.reply.Chunk(chunk)
+	o.keep(m)
+	if err := o.s.nc.PublishMsg(m); err != nil {
 		o.sendErr = err
 		j.cancel(errLost)
 		return errLost

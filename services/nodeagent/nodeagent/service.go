@@ -36,6 +36,8 @@ type Service struct {
 	draining bool
 	tps      float64 // EWMA of per-request tokens/s
 
+	replay *replays // streams' messages kept for fed.node.<id>.replay
+
 	svc       micro.Service
 	cancelSub *nats.Subscription
 	// registered: start's registration succeeded, so stop drains and
@@ -69,18 +71,19 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	}
 	return &Service{
 		nc: nc, cfg: cfg, instance: inst,
-		log:   log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
-		jobs:  map[string][]*job{},
-		loops: lifecycle.NewGroup(),
-		work:  lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it
+		log:    log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
+		jobs:   map[string][]*job{},
+		replay: newReplays(cfg),
+		loops:  lifecycle.NewGroup(),
+		work:   lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it
 	}, nil
 }
 
 // InstanceID is the id this process registered with.
 func (s *Service) InstanceID() string { return s.instance }
 
-// Start subscribes to cancels, starts the fed-node micro service (infer and
-// probe endpoints), starts heartbeats and registers with the catalog
+// Start subscribes to cancels, starts the fed-node micro service (infer,
+// probe and replay endpoints), starts heartbeats and registers with the catalog
 // (retrying until a catalog answers or ctx ends). It returns once the node
 // is registered and serving; on failure it undoes all of it.
 func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.start, s.stop) }

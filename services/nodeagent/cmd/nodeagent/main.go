@@ -126,6 +126,14 @@ func duration(dst func(fc *nodeagent.FileConfig) *time.Duration) func(*nodeagent
 	}
 }
 
+func integer(dst func(fc *nodeagent.FileConfig) *int) func(*nodeagent.FileConfig, string) error {
+	return func(fc *nodeagent.FileConfig, v string) error {
+		n, err := strconv.Atoi(v)
+		*dst(fc) = n
+		return err
+	}
+}
+
 var settings = []setting{
 	{"node-id", "node id ([A-Za-z0-9_-])", text(func(fc *nodeagent.FileConfig) *string { return &fc.NodeID })},
 	{"region", "region id", text(func(fc *nodeagent.FileConfig) *string { return &fc.Region })},
@@ -156,4 +164,8 @@ var settings = []setting{
 	{"api-key-env", "name of the env var holding the backend API key (default FEDMESH_BACKEND_API_KEY)", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.APIKeyEnv })},
 	{"heartbeat-interval", "heartbeat period (default 1s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.HeartbeatInterval })},
 	{"drain-timeout", "grace period for requests in flight on SIGTERM (default 30s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.DrainTimeout })},
+	{"replay-chunks", "messages kept per stream for replay (default 4096)", integer(func(fc *nodeagent.FileConfig) *int { return &fc.ReplayChunks })},
+	{"replay-bytes", "bytes kept per stream for replay (default 4194304)", integer(func(fc *nodeagent.FileConfig) *int { return &fc.ReplayBytes })},
+	{"replay-streams", "finished streams kept for replay (default 256)", integer(func(fc *nodeagent.FileConfig) *int { return &fc.ReplayStreams })},
+	{"replay-keep", "how long a finished stream is kept for replay (default 30s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.ReplayKeep })},
 }
