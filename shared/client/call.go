@@ -2,15 +2,27 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
+
+// ReplayTimeout bounds one replay request (fed.node.<id>.replay) for a
+// gap in a stream, and then the wait for the replayed messages to fill
+// it; what is left of the request's deadline bounds both too.
+const ReplayTimeout = 500 * time.Millisecond
+
+// MaxReplays is how many replay requests one request may make.
+const MaxReplays = 3
 
 // call is one request's state on the shared reply subscription. After the
 // request ends for the caller the Client keeps the call (without its body)
@@ -29,6 +41,14 @@ type call struct {
 	timer *time.Timer
 	// nextSeq is the Fed-Seq the reader expects next (reader only).
 	nextSeq int
+	// Replay of a gap (reader only): held are the kept node's messages
+	// after a gap, by Fed-Seq; replays counts the replay requests made;
+	// askedTo is the last Fed-Seq of the latest replay asked for (-1: none)
+	// and fillBy when its messages must have filled the gap.
+	held    []heldMsg
+	replays int
+	askedTo int
+	fillBy  time.Time
 
 	mu     sync.Mutex
 	queue  []*nats.Msg
@@ -46,6 +66,10 @@ type call struct {
 	// read, the reader failed, or the caller gave up); every message after
 	// it is late. byCaller: it ended by the caller's deadline or cancel.
 	ended, byCaller bool
+	// over: the reader has its end (a final or an error read, or the call
+	// closed); a replayed message (Fed-Replay) is still taken before that,
+	// even after the final was queued (it may fill a gap before the final).
+	over bool
 	// closed: unregistered from pending, kept in the finished set.
 	closed bool
 	// cancelled: fed.cancel.<id> went out to every node; cancelledNodes:
@@ -56,8 +80,17 @@ type call struct {
 
 func newCall(c *Client, token string, r *Request, deadline time.Time) *call {
 	return &call{c: c, token: token, id: r.RequestID, capability: r.Capability, tenant: r.Tenant,
-		deadline: deadline, notify: make(chan struct{}, 1)}
+		deadline: deadline, notify: make(chan struct{}, 1), askedTo: -1}
 }
+
+// heldMsg is a message held after a gap until the replay fills the gap.
+type heldMsg struct {
+	seq int
+	m   *nats.Msg
+}
+
+// isReplay reports whether m is a node's message sent again on a replay request.
+func isReplay(m *nats.Msg) bool { return m.Header != nil && m.Header.Get(wire.HdrReplay) == "true" }
 
 // isFinal reports whether m ends its request: Fed-Status done or error, an
 // error code, or a no-responders status (what decode treats as final).
@@ -74,10 +107,25 @@ func isFinal(m *nats.Msg) bool {
 // router's final with Fed-Lost-Node naming the kept node (or any, when none
 // is kept) is the request's final. Either way the replaced node's later
 // messages are late.
+//
+// A replayed message (Fed-Replay: true) is queued only from the kept node
+// and only while the reader has not its end; otherwise it is dropped
+// silently (the Client asked for it: it is neither late nor a duplicate).
 func (cl *call) push(m *nats.Msg) {
 	node := m.Header.Get(wire.HdrNode)
 	final := isFinal(m)
 	cl.mu.Lock()
+	if isReplay(m) {
+		keep := !cl.over && node != "" && node == cl.node
+		if keep {
+			cl.queue = append(cl.queue, m)
+		}
+		cl.mu.Unlock()
+		if keep {
+			cl.wake()
+		}
+		return
+	}
 	replaces := !cl.ended && cl.takeOver(m, node, final)
 	// A router's error after a node already took the request is late too: the
 	// node's answer wins (its accept was late, not lost), unless the error
@@ -113,6 +161,11 @@ func (cl *call) push(m *nats.Msg) {
 		cl.ended = true
 	}
 	cl.mu.Unlock()
+	cl.wake()
+}
+
+// wake tells the reader the queue or the failure changed; never blocks.
+func (cl *call) wake() {
 	select {
 	case cl.notify <- struct{}{}:
 	default:
@@ -184,10 +237,7 @@ func (cl *call) fail(err error) {
 		cl.failure = err
 	}
 	cl.mu.Unlock()
-	select {
-	case cl.notify <- struct{}{}:
-	default:
-	}
+	cl.wake()
 }
 
 // end marks the request ended for the caller; byCaller: by its deadline or
@@ -197,6 +247,7 @@ func (cl *call) end(byCaller bool) {
 	if !cl.ended {
 		cl.ended, cl.byCaller = true, byCaller
 	}
+	cl.over = true
 	cl.mu.Unlock()
 }
 
@@ -220,7 +271,7 @@ func (cl *call) close() {
 		cl.mu.Unlock()
 		return
 	}
-	cl.closed = true
+	cl.closed, cl.over = true, true
 	if !cl.ended { // the caller stopped reading before the end
 		cl.ended, cl.byCaller = true, true
 	}
@@ -239,7 +290,8 @@ func (cl *call) close() {
 // item is one decoded message.
 type item struct {
 	final bool
-	skip  bool // a chunk the caller already has (resent by a takeover node)
+	skip  bool // a chunk the caller already has (resent by a takeover node, or replayed)
+	gap   bool // a node's message beyond the next expected Fed-Seq: held until a replay fills the gap
 	err   *wire.Error
 	seq   int
 	node  string
@@ -260,6 +312,9 @@ func (cl *call) next(ctx context.Context) (item, error) {
 
 func (cl *call) wait(ctx context.Context) (item, error) {
 	for {
+		if m := cl.heldNext(); m != nil { // the gap before it is filled
+			return cl.decodeCounted(m)
+		}
 		cl.mu.Lock()
 		if cl.failure != nil {
 			err := cl.failure
@@ -272,23 +327,163 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			cl.queue = cl.queue[1:]
 			cl.mu.Unlock()
 			it, err := cl.decode(m)
-			if it.skip && err == nil { // a takeover node's resent chunk
+			switch {
+			case err != nil:
+				return it, err
+			case it.skip: // a takeover node's resent chunk, or a replayed one the caller has
+				continue
+			case it.gap:
+				cl.hold(it.seq, m)
 				continue
 			}
-			return it, err
+			if isReplay(m) {
+				cl.c.replayed.Add(1)
+			}
+			return it, nil
 		}
 		cl.mu.Unlock()
+		// A gap: ask for a replay (or wait for the one asked); a timer for
+		// the fill only then, so a stream without gaps has one timer.
+		var fill *time.Timer
+		var filled <-chan time.Time
+		if len(cl.held) > 0 {
+			by, err := cl.recoverGap(ctx)
+			if err != nil {
+				return item{}, err
+			}
+			fill = time.NewTimer(time.Until(by))
+			filled = fill.C
+		}
 		if cl.timer == nil {
 			cl.timer = time.NewTimer(time.Until(cl.deadline))
 		}
+		var err error
 		select {
 		case <-cl.notify:
+		case <-filled: // recoverGap decides on the next round
 		case <-cl.timer.C:
-			return item{}, cl.giveUp(context.DeadlineExceeded)
+			err = cl.giveUp(context.DeadlineExceeded)
 		case <-ctx.Done():
-			return item{}, cl.giveUp(ctx.Err())
+			err = cl.giveUp(ctx.Err())
+		}
+		if fill != nil {
+			fill.Stop()
+		}
+		if err != nil {
+			return item{}, err
 		}
 	}
+}
+
+// decodeCounted decodes a held message whose turn has come.
+func (cl *call) decodeCounted(m *nats.Msg) (item, error) {
+	it, err := cl.decode(m)
+	if err == nil && isReplay(m) {
+		cl.c.replayed.Add(1)
+	}
+	return it, err
+}
+
+// hold keeps a message that came after a gap, in Fed-Seq order; a second
+// message with the same Fed-Seq is dropped (reader only).
+func (cl *call) hold(seq int, m *nats.Msg) {
+	i, found := slices.BinarySearchFunc(cl.held, seq, func(h heldMsg, s int) int { return h.seq - s })
+	if !found {
+		cl.held = slices.Insert(cl.held, i, heldMsg{seq: seq, m: m})
+	}
+}
+
+// heldNext returns the held message with the next expected Fed-Seq, if
+// the gap before it is filled. Held messages of a node that is no longer
+// the kept one (another took over from it) are forgotten.
+func (cl *call) heldNext() *nats.Msg {
+	if len(cl.held) == 0 {
+		return nil
+	}
+	kept := cl.firstNode()
+	cl.held = slices.DeleteFunc(cl.held, func(h heldMsg) bool { return h.m.Header.Get(wire.HdrNode) != kept })
+	if len(cl.held) == 0 || cl.held[0].seq != cl.nextSeq {
+		return nil
+	}
+	m := cl.held[0].m
+	cl.held = slices.Delete(cl.held, 0, 1)
+	return m
+}
+
+// recoverGap asks the node of the first held message to replay the
+// missing Fed-Seqs, once per gap and at most MaxReplays times per request,
+// and returns when the replayed messages must have filled it. A replay
+// that fails, or does not fill the gap in time, ends the request in the
+// error the SDK has always given for a gap.
+func (cl *call) recoverGap(ctx context.Context) (time.Time, error) {
+	from, to := cl.nextSeq, cl.held[0].seq-1
+	node := cl.held[0].m.Header.Get(wire.HdrNode)
+	if from <= cl.askedTo { // this gap was asked for already
+		if time.Now().Before(cl.fillBy) {
+			return cl.fillBy, nil
+		}
+		return time.Time{}, cl.gapError(node, errors.New("the replayed messages did not fill the gap within "+ReplayTimeout.String()))
+	}
+	if cl.replays >= MaxReplays {
+		return time.Time{}, cl.gapError(node, fmt.Errorf("%d replays asked for already, the most per request", cl.replays))
+	}
+	d := min(ReplayTimeout, time.Until(cl.deadline))
+	if d <= 0 {
+		return time.Time{}, cl.giveUp(context.DeadlineExceeded)
+	}
+	cl.replays++
+	if err := cl.askReplay(ctx, node, from, to, d); err != nil {
+		if ctx.Err() != nil {
+			return time.Time{}, cl.giveUp(ctx.Err())
+		}
+		return time.Time{}, cl.gapError(node, err)
+	}
+	cl.askedTo = to
+	cl.fillBy = time.Now().Add(min(ReplayTimeout, max(time.Until(cl.deadline), 0)))
+	return cl.fillBy, nil
+}
+
+// askReplay asks node for request's messages from … to (inclusive) on
+// fed.node.<node>.replay and waits up to d for its answer.
+func (cl *call) askReplay(ctx context.Context, node string, from, to int, d time.Duration) error {
+	if err := wire.ValidateID("node_id", node); err != nil {
+		return fmt.Errorf("request %s: cannot ask for a replay: %w", cl.id, err)
+	}
+	body, err := json.Marshal(api.ReplayRequest{RequestID: cl.id, FromSeq: from, ToSeq: to})
+	if err != nil {
+		return fmt.Errorf("request %s: replay request: %w", cl.id, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	resp, err := cl.c.nc.RequestWithContext(rctx, cl.c.subj.NodeReplay(node), body)
+	if err != nil {
+		return fmt.Errorf("node %s, request %s, Fed-Seq %d…%d: %w", node, cl.id, from, to, err)
+	}
+	if werr := wire.ErrorFromHeader(resp.Header); werr != nil {
+		return fmt.Errorf("node %s, request %s, Fed-Seq %d…%d: %w", node, cl.id, from, to, werr)
+	}
+	var r api.ReplayResponse
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return fmt.Errorf("node %s, request %s: bad replay answer: %w", node, cl.id, err)
+	}
+	if want := to - from + 1; r.Sent < want {
+		return fmt.Errorf("node %s, request %s: replayed %d of the %d messages Fed-Seq %d…%d", node, cl.id, r.Sent, want, from, to)
+	}
+	return nil
+}
+
+// gapError ends the request for a gap the replay did not fill: the first
+// held message is the one that showed the gap; the others are late.
+func (cl *call) gapError(node string, cause error) error {
+	err := &wire.Error{Code: wire.CodeInternal, RequestID: cl.id, Node: node,
+		Description: fmt.Sprintf("stream lost messages: expected Fed-Seq %d, got %d; replay failed: %v", cl.nextSeq, cl.held[0].seq, cause)}
+	rest := cl.held[1:]
+	cl.held = nil
+	cl.end(false)
+	for _, h := range rest {
+		cl.push(h.m)
+	}
+	return err
 }
 
 // giveUp ends the request by the caller's deadline or cancel (cause) and
@@ -327,6 +522,12 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 		// from the kept node) streams from 0 again: what the caller has
 		// already is skipped, its error final ends the request wherever it
 		// comes, and its done must not come before the chunks the caller has.
+		// A replayed message the caller has already is skipped; one
+		// beyond the next expected Fed-Seq (a gap) is held for a replay.
+		if it.node != "" && seq >= 0 && seq < cl.nextSeq && isReplay(m) {
+			it.skip = true
+			return it, nil
+		}
 		if it.node != "" && seq >= 0 && seq < cl.nextSeq && m.Header.Get(wire.HdrTakeover) != "" {
 			switch {
 			case !isFinal(m):
@@ -337,6 +538,9 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 					Description: "node " + it.node + " took over from " + m.Header.Get(wire.HdrTakeover) + " and ended at Fed-Seq " + s +
 						", before the " + strconv.Itoa(cl.nextSeq) + " chunks already received"}
 			}
+		} else if it.node != "" && seq > cl.nextSeq {
+			it.gap, it.seq = true, seq
+			return it, nil
 		} else if it.node != "" && seq != cl.nextSeq {
 			return it, &wire.Error{Code: wire.CodeInternal, RequestID: cl.id, Node: it.node,
 				Description: "stream lost messages: expected Fed-Seq " + strconv.Itoa(cl.nextSeq) + ", got " + s}

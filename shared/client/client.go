@@ -44,6 +44,7 @@ type Client struct {
 	duplicates atomic.Int64
 	late       atomic.Int64
 	resumed    atomic.Int64
+	replayed   atomic.Int64
 }
 
 // RememberFinished is how many finished requests a Client remembers (by
@@ -145,6 +146,16 @@ func (c *Client) LateMessages() int64 { return c.late.Load() }
 // the caller already had, which that node sends again, are skipped: they
 // are neither errors nor late.
 func (c *Client) Resumed() int64 { return c.resumed.Load() }
+
+// Replayed counts messages recovered by a replay: after a gap in a
+// stream's Fed-Seq (a message lost, say in a server failover) the Client
+// holds what came after it, asks the node on fed.node.<id>.replay for the
+// missing Fed-Seqs (ReplayTimeout, at most MaxReplays per request) and
+// delivers in order; each replayed message (Fed-Replay: true) that filled a
+// gap counts once. A replayed message the caller already has is dropped
+// silently. A gap the replay does not fill ends the request in a 500
+// "stream lost messages".
+func (c *Client) Replayed() int64 { return c.replayed.Load() }
 
 // Request is one inference request. Empty fields take the defaults of
 // DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).

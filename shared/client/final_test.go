@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
@@ -24,7 +27,7 @@ import (
 // in order: from "router" (no Fed-Node) or a node id.
 type step struct {
 	from string
-	kind string // chunk, done, fail, skip (a node's Fed-Seq advances, nothing sent), garbage (to a reply token nobody issued), wait-cancel
+	kind string // chunk, done, fail, skip (a node's Fed-Seq advances, nothing sent), lose (sent, so the node can replay it, but lost on the way), garbage (to a reply token nobody issued), wait-cancel
 	data string
 	code int
 	// takeover: a node's messages carry Fed-Takeover: takeover (set on its
@@ -61,7 +64,21 @@ type actors struct {
 	cancels  []string // per fed.cancel.<id>: its Fed-Node ("" = every node)
 	dupes    []string // nodes of duplicate outcomes
 	cancelCh chan struct{}
+	// sent: every message each node sent (or lost on the way), by Fed-Seq,
+	// for its replay endpoint; replay: how node answers a replay (replayOK
+	// unless set); replays: the replay requests received.
+	sent    map[string]map[int]*nats.Msg
+	replay  map[string]string
+	replays []api.ReplayRequest
 }
+
+// How a hand-written node answers fed.node.<id>.replay.
+const (
+	replayOK      = ""        // the range from its sent messages; 404 for what it never sent
+	replay404     = "404"     // always 404: it no longer holds the stream
+	replayTimeout = "timeout" // never answers
+	replayDup     = "dup"     // the range, the message before it too, and all of it twice
+)
 
 func newActors(t *testing.T, steps []step) *actors {
 	t.Helper()
@@ -91,8 +108,73 @@ func newActors(t *testing.T, steps []step) *actors {
 		}
 	})
 	require.NoError(t, err)
+	a.sent, a.replay = map[string]map[int]*nats.Msg{}, map[string]string{}
+	_, err = a.srv.Subscribe(subject.Default.NodeReplay("*"), a.answerReplay)
+	require.NoError(t, err)
 	serve(t, a.srv, wire.CapGenerate, func(m *nats.Msg) { go a.run(m, steps) })
 	return a
+}
+
+// answerReplay is a node's replay endpoint, answering from what it sent.
+func (a *actors) answerReplay(m *nats.Msg) {
+	node := strings.Split(m.Subject, ".")[2]
+	var req api.ReplayRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil {
+		_ = wire.RespondError(a.srv, m.Reply, wire.Errorf(wire.CodeBadRequest, "bad body: %v", err))
+		return
+	}
+	a.mu.Lock()
+	a.replays = append(a.replays, req)
+	mode, sent := a.replay[node], a.sent[node]
+	var out []*nats.Msg
+	from := req.FromSeq
+	if mode == replayDup {
+		from--
+	}
+	for seq := from; seq <= req.ToSeq; seq++ {
+		if sent[seq] == nil {
+			out = nil
+			break
+		}
+		out = append(out, sent[seq])
+	}
+	a.mu.Unlock()
+	if mode == replayDup {
+		out = append(out, out...)
+	}
+	switch {
+	case mode == replayTimeout:
+		return
+	case mode == replay404 || len(out) == 0:
+		_ = wire.RespondError(a.srv, m.Reply, wire.Errorf(wire.CodeNotFound, "node %s does not hold request %s", node, req.RequestID))
+		return
+	}
+	for _, o := range out {
+		r := &nats.Msg{Subject: o.Subject, Header: nats.Header{}, Data: o.Data}
+		for k, v := range o.Header {
+			r.Header[k] = v
+		}
+		r.Header.Set(wire.HdrReplay, "true")
+		_ = a.srv.PublishMsg(r)
+	}
+	b, _ := json.Marshal(api.ReplayResponse{Sent: len(out)})
+	_ = m.Respond(b)
+}
+
+// send publishes a node's message (unless lost) and keeps it for a replay.
+func (a *actors) send(from string, m *nats.Msg, lost bool) {
+	if from != "router" {
+		seq, _ := strconv.Atoi(m.Header.Get(wire.HdrSeq))
+		a.mu.Lock()
+		if a.sent[from] == nil {
+			a.sent[from] = map[int]*nats.Msg{}
+		}
+		a.sent[from][seq] = m
+		a.mu.Unlock()
+	}
+	if !lost {
+		_ = a.srv.PublishMsg(m)
+	}
 }
 
 func (a *actors) run(m *nats.Msg, steps []step) {
@@ -113,19 +195,21 @@ func (a *actors) run(m *nats.Msg, steps []step) {
 		r := reply(s.from, s.takeover)
 		switch s.kind {
 		case "chunk":
-			_ = a.srv.PublishMsg(r.Chunk([]byte(s.data)))
+			a.send(s.from, r.Chunk([]byte(s.data)), false)
+		case "lose":
+			a.send(s.from, r.Chunk([]byte(s.data)), true)
 		case "done":
 			var data []byte
 			if s.data != "" {
 				data = []byte(s.data)
 			}
-			_ = a.srv.PublishMsg(r.Done(data, wire.DoneInfo{Tokens: 1}))
+			a.send(s.from, r.Done(data, wire.DoneInfo{Tokens: 1}), false)
 		case "fail":
 			f := r.Fail(s.code, "from "+s.from)
 			if s.lost != "" {
 				f.Header.Set(wire.HdrLostNode, s.lost)
 			}
-			_ = a.srv.PublishMsg(f)
+			a.send(s.from, f, false)
 		case "skip":
 			r.Chunk(nil)
 		case "garbage":
@@ -164,6 +248,12 @@ type finalCase struct {
 	resumed int64    // Client.Resumed after the request
 	node    string   // with body: the answer's Fed-Node, when set
 	desc    string   // with code: part of the error's description
+	// replay: how each node answers a replay request (replayOK unless
+	// named); replays: the requests the client made, in order;
+	// replayed: Client.Replayed after the request.
+	replay   map[string]string
+	replays  []api.ReplayRequest
+	replayed int64
 }
 
 func late(node string, final bool) client.Dropped {
@@ -202,13 +292,14 @@ func TestExactlyOneFinal(t *testing.T) {
 		// Completeness: the final's Fed-Seq is the number of chunks before it.
 		{name: "final's Fed-Seq beyond the chunks received", stream: true,
 			steps: []step{chunk("n1", "a"), chunk("n1", "b"), {from: "n1", kind: "skip"}, done("n1", "")},
-			code:  wire.CodeInternal, lost: true, chunks: []string{"a", "b"}},
+			code:  wire.CodeInternal, lost: true, chunks: []string{"a", "b"}, replays: []api.ReplayRequest{rr(2, 2)}},
 		{name: "whole answer's Fed-Seq beyond the chunks received",
 			steps: []step{chunk("n1", "a"), {from: "n1", kind: "skip"}, done("n1", "b")},
-			code:  wire.CodeInternal, lost: true},
+			code:  wire.CodeInternal, lost: true, replays: []api.ReplayRequest{rr(1, 1)}},
 		{name: "lost chunk, then the rest is late", stream: true,
 			steps: []step{chunk("n1", "a"), {from: "n1", kind: "skip"}, chunk("n1", "c"), done("n1", "")},
-			code:  wire.CodeInternal, lost: true, chunks: []string{"a"}, dropped: []client.Dropped{late("n1", true)}},
+			code:  wire.CodeInternal, lost: true, chunks: []string{"a"}, dropped: []client.Dropped{late("n1", true)},
+			replays: []api.ReplayRequest{rr(1, 1)}},
 	})
 }
 
@@ -246,7 +337,7 @@ func TestTakeover(t *testing.T) {
 			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"),
 				{from: "n2", kind: "skip", takeover: "n1"}, tchunk("n2", "n1", "d"), tdone("n2", "n1", "")},
 			code: wire.CodeInternal, lost: true, chunks: []string{"a", "b"}, resumed: 1,
-			dropped: []client.Dropped{late("n2", true)}},
+			dropped: []client.Dropped{late("n2", true)}, replays: []api.ReplayRequest{rr(2, 2)}},
 		{name: "takeover node's done before the chunks received", stream: true,
 			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tdone("n2", "n1", "")},
 			code:  wire.CodeInternal, desc: "took over from n1 and ended at Fed-Seq 0, before the 2 chunks", chunks: []string{"a", "b"},
@@ -275,6 +366,9 @@ func runFinalCases(t *testing.T, cases []finalCase) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newActors(t, tc.steps)
+			a.mu.Lock()
+			maps.Copy(a.replay, tc.replay)
+			a.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), cmpOr(tc.timeout, 5*time.Second))
 			defer cancel()
 			req := client.Request{Capability: wire.CapGenerate, Body: []byte("hi")}
@@ -346,6 +440,14 @@ func runFinalCases(t *testing.T, cases []finalCase) {
 			assert.Equal(t, nLate, a.c.LateMessages())
 			assert.EqualValues(t, len(tc.dupes), a.c.Duplicates())
 			assert.Equal(t, tc.resumed, a.c.Resumed(), "requests resumed")
+			assert.Equal(t, tc.replayed, a.c.Replayed(), "messages recovered by a replay")
+			a.mu.Lock()
+			replays := nilIfEmpty(a.replays)
+			a.mu.Unlock()
+			for i := range replays {
+				replays[i].RequestID = ""
+			}
+			assert.Equal(t, tc.replays, replays, "replay requests")
 		})
 	}
 }
@@ -405,4 +507,54 @@ func TestRequestTooLarge(t *testing.T) {
 	_, err := c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: make([]byte, limit-4096)})
 	require.NoError(t, err)
 	assert.EqualValues(t, limit-4096, <-got, "no oversized request was published")
+}
+
+func lose(from, data string) step { return step{from: from, kind: "lose", data: data} }
+
+// tlose is a chunk lost on the way from a node that took over from lost.
+func tlose(from, lost, data string) step { s := lose(from, data); s.takeover = lost; return s }
+
+func rr(from, to int) api.ReplayRequest { return api.ReplayRequest{FromSeq: from, ToSeq: to} }
+
+// A message lost on the way (a server failover) leaves a gap in Fed-Seq:
+// the client holds what came after it, asks the node to replay the
+// missing ones (fed.node.<id>.replay) and delivers in order; a gap the
+// replay cannot fill ends in the "stream lost messages" error.
+func TestReplay(t *testing.T) {
+	runFinalCases(t, []finalCase{
+		{name: "a lost middle chunk recovered", stream: true,
+			steps: []step{chunk("n1", "a"), lose("n1", "b"), chunk("n1", "c"), chunk("n1", "d"), done("n1", "")},
+			body:  "abcd", node: "n1", replays: []api.ReplayRequest{rr(1, 1)}, replayed: 1},
+		{name: "the last chunks before the final lost and recovered", stream: true,
+			steps: []step{chunk("n1", "a"), lose("n1", "b"), lose("n1", "c"), done("n1", "")},
+			body:  "abc", node: "n1", replays: []api.ReplayRequest{rr(1, 2)}, replayed: 2},
+		{name: "the first chunk lost, whole answer", steps: []step{lose("n1", "a"), done("n1", "b")},
+			body: "ab", node: "n1", replays: []api.ReplayRequest{rr(0, 0)}, replayed: 1},
+		{name: "two gaps, two replays", stream: true,
+			steps: []step{lose("n1", "a"), chunk("n1", "b"), lose("n1", "c"), lose("n1", "d"), chunk("n1", "e"), done("n1", "")},
+			body:  "abcde", node: "n1", replays: []api.ReplayRequest{rr(0, 0), rr(2, 3)}, replayed: 3},
+		{name: "at most 3 replays per request", stream: true,
+			steps: []step{lose("n1", "a"), chunk("n1", "b"), lose("n1", "c"), chunk("n1", "d"), lose("n1", "e"), chunk("n1", "f"),
+				lose("n1", "g"), chunk("n1", "h"), done("n1", "")},
+			code: wire.CodeInternal, lost: true, desc: "3 replays asked for already", chunks: []string{"a", "b", "c", "d", "e", "f"},
+			replays: []api.ReplayRequest{rr(0, 0), rr(2, 2), rr(4, 4)}, replayed: 3, dropped: []client.Dropped{late("n1", true)}},
+		{name: "replay 404: the error as before", stream: true,
+			steps: []step{chunk("n1", "a"), lose("n1", "b"), chunk("n1", "c"), done("n1", "")}, replay: map[string]string{"n1": replay404},
+			code: wire.CodeInternal, lost: true, desc: "expected Fed-Seq 1, got 2; replay failed: node n1", chunks: []string{"a"},
+			replays: []api.ReplayRequest{rr(1, 1)}, dropped: []client.Dropped{late("n1", true)}},
+		{name: "replay timeout: an error", stream: true,
+			steps: []step{chunk("n1", "a"), lose("n1", "b"), chunk("n1", "c"), done("n1", "")}, replay: map[string]string{"n1": replayTimeout},
+			code: wire.CodeInternal, lost: true, desc: "replay failed: node n1", chunks: []string{"a"},
+			replays: []api.ReplayRequest{rr(1, 1)}, dropped: []client.Dropped{late("n1", true)}},
+		{name: "a replayed duplicate is dropped silently", stream: true,
+			steps: []step{chunk("n1", "a"), lose("n1", "b"), chunk("n1", "c"), done("n1", "")}, replay: map[string]string{"n1": replayDup},
+			body: "abc", node: "n1", replays: []api.ReplayRequest{rr(1, 1)}, replayed: 1},
+		{name: "a gap in a takeover stream recovered from the takeover node", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"),
+				tlose("n2", "n1", "c"), tchunk("n2", "n1", "d"), tdone("n2", "n1", "")},
+			body: "abcd", node: "n2", resumed: 1, replays: []api.ReplayRequest{rr(2, 2)}, replayed: 1},
+		{name: "a replay from a node the client does not keep is ignored", stream: true,
+			steps: []step{chunk("n1", "a"), lose("n2", "x"), lose("n1", "b"), chunk("n1", "c"), done("n1", "")},
+			body:  "abc", node: "n1", replays: []api.ReplayRequest{rr(1, 1)}, replayed: 1},
+	})
 }

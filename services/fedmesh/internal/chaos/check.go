@@ -41,7 +41,11 @@ type message struct {
 	status   string // Fed-Status
 	code     int    // Nats-Service-Error-Code (503 for a no-responders status)
 	tokens   int    // Fed-Tokens; -1 when absent
+	replay   bool   // Fed-Replay: true, sent again on the client's replay request
 	data     []byte
+	// giveUp is not a message but the client's own mark: it ended the
+	// request at a gap its replay requests could not fill (why).
+	giveUp string
 }
 
 // decodeMessage reads the headers a third-party client keys on.
@@ -55,6 +59,7 @@ func decodeMessage(m *nats.Msg, at time.Time) message {
 	out.takeover = h.Get(wire.HdrTakeover)
 	out.lostNode = h.Get(wire.HdrLostNode)
 	out.status = h.Get(wire.HdrStatus)
+	out.replay = h.Get(wire.HdrReplay) == "true"
 	if v := h.Get(wire.HdrSeq); v != "" {
 		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
 			out.seq = n
@@ -95,6 +100,8 @@ type Verdict struct {
 	TakenOver  bool
 	LostNode   string
 	Superseded int
+	// Replayed: messages a replay request recovered and that filled a gap.
+	Replayed int
 }
 
 // follow applies the client rules (DESIGN §4, as shared/client does) to one
@@ -106,6 +113,12 @@ type Verdict struct {
 // has); a router's final with Fed-Lost-Node naming the kept node (or any,
 // while none is kept) is the final whatever its Fed-Seq. A replaced node's
 // later messages are superseded: dropped, not a second answer.
+//
+// A gap (a kept node's message beyond the next expected Fed-Seq) is no
+// failure at once: what comes after it is held, a replayed message
+// (Fed-Replay) of the kept node fills it, and a replayed message the client
+// has already, or one after the final, is ignored. The gap stays one when
+// the client gave up on it (a giveUp mark) or it was never filled.
 type follow struct {
 	kept   string
 	lost   map[string]bool
@@ -120,11 +133,77 @@ type follow struct {
 	superseded int
 	resent     int // chunks a takeover node sent again, skipped
 	takenOver  bool
-	problem    *Verdict // the first gap or wrong resent chunk
+	problem    *Verdict  // the first gap or wrong resent chunk
+	held       []message // the kept node's messages after a gap, by Fed-Seq
+	replayed   int       // replayed messages that filled a gap
+	gaveUp     bool      // the client ended the request at a gap
+}
+
+// next is the Fed-Seq the client expects next.
+func (f *follow) next() int { return len(f.chunks) }
+
+// hold keeps m until the gap before it is filled; a Fed-Seq held already
+// is not held twice.
+func (f *follow) hold(m message) {
+	i, found := slices.BinarySearchFunc(f.held, m.seq, func(h message, s int) int { return h.seq - s })
+	if !found {
+		f.held = slices.Insert(f.held, i, m)
+	}
+}
+
+// drain takes the held messages whose turn has come; it reports whether
+// the request's final was among them.
+func (f *follow) drain() bool {
+	for len(f.held) > 0 {
+		h := f.held[0]
+		if h.node != f.kept || h.seq < f.next() {
+			f.held = f.held[1:]
+			continue
+		}
+		if h.seq > f.next() {
+			return false
+		}
+		f.held = f.held[1:]
+		if h.final() {
+			f.final = &h
+			f.after += len(f.held)
+			f.held = nil
+			return true
+		}
+		f.chunks = append(f.chunks, h)
+	}
+	return false
+}
+
+// gap is the first gap waiting for a replay: the node to ask and the
+// Fed-Seqs it misses; ok false when there is none.
+func (f *follow) gap() (node string, from, to int, ok bool) {
+	if f.final != nil || f.gaveUp || len(f.held) == 0 || f.held[0].node != f.kept {
+		return "", 0, 0, false
+	}
+	return f.kept, f.next(), f.held[0].seq - 1, true
 }
 
 // add takes the next message; it reports whether m is the request's final.
 func (f *follow) add(m message) bool {
+	if m.giveUp != "" {
+		if _, from, _, ok := f.gap(); ok {
+			f.fail(ClassGap, fmt.Sprintf("Fed-Seq %d missing, got %d; replay failed: %s", from, f.held[0].seq, m.giveUp))
+			f.gaveUp = true
+		}
+		return false
+	}
+	if f.gaveUp { // the client ended the request at the gap: nothing more is read
+		return false
+	}
+	if m.replay {
+		if f.final != nil || m.node == "" || m.node != f.kept || m.seq < f.next() {
+			return false // asked for, and not needed: ignored
+		}
+		if m.seq == f.next() {
+			f.replayed++
+		}
+	}
 	if m.node != "" && f.lost[m.node] {
 		f.superseded++
 		return false
@@ -190,6 +269,10 @@ func (f *follow) add(m message) bool {
 			return true
 		}
 	}
+	if m.seq > next { // a gap: held until a replay fills it
+		f.hold(m)
+		return false
+	}
 	if m.final() {
 		f.final = &m
 		return true
@@ -199,10 +282,9 @@ func (f *follow) add(m message) bool {
 		f.fail(ClassGap, "chunk without Fed-Seq")
 	case m.seq < next:
 		f.fail(ClassGap, fmt.Sprintf("Fed-Seq %d twice", m.seq))
-	case m.seq > next:
-		f.fail(ClassGap, fmt.Sprintf("Fed-Seq %d missing, got %d", next, m.seq))
 	default:
 		f.chunks = append(f.chunks, m)
+		return f.drain()
 	}
 	return false
 }
@@ -270,7 +352,7 @@ func judgeWire(msgs []message, stream bool, exp expectation) Verdict {
 		fl.add(m)
 	}
 	v := fl.judge(stream, exp)
-	v.TakenOver, v.Superseded = fl.takenOver, fl.superseded
+	v.TakenOver, v.Superseded, v.Replayed = fl.takenOver, fl.superseded, fl.replayed
 	if fl.final != nil {
 		v.LostNode = fl.final.lostNode
 	}
@@ -282,6 +364,12 @@ func (fl *follow) judge(stream bool, exp expectation) Verdict {
 	chunks := fl.chunks
 	k := len(chunks)
 	if fl.final == nil {
+		if p := fl.problem; fl.gaveUp && p != nil {
+			return *p
+		}
+		if len(fl.held) > 0 {
+			return Verdict{Class: ClassGap, Detail: fmt.Sprintf("Fed-Seq %d missing, got %d, never replayed", k, fl.held[0].seq)}
+		}
 		return Verdict{Class: ClassSilence, Detail: fmt.Sprintf("no final; %d chunks", k)}
 	}
 	f := *fl.final

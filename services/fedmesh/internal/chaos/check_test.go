@@ -311,3 +311,55 @@ func TestExpectForIsAlikeOnEveryNode(t *testing.T) {
 	}
 	assert.Greater(t, len(lengths), 5)
 }
+
+// replayed marks messages as sent again on the client's replay request.
+func replayed(ms ...message) []message {
+	out := append([]message(nil), ms...)
+	for i := range out {
+		out[i].replay = true
+	}
+	return out
+}
+
+func gaveUp(why string) []message { return []message{{seq: -1, tokens: -1, giveUp: why}} }
+
+// A gap is held for the replay the client asks for: replayed messages of
+// the kept node (Fed-Replay) fill it, even after the held final; a gap the
+// replay did not fill, or one the client gave up on, stays a gap.
+func TestJudgeReplay(t *testing.T) {
+	all := synthTokens([]byte("replay"), 10)
+	exp := expectation{tokens: all, nodeTokens: map[string]int{"a": 5, "c": 5}}
+	a := wireMsgs(t, all[:5], "a", true) // 5 chunks, then the final at index 5
+	c := takenOver(wireMsgs(t, all[:5], "c", true), "a")
+	w := wireMsgs(t, all[:5], "a", false)
+	wrong := replayed(a[2])
+	wrong[0].data = []byte(" nope")
+	cases := []struct {
+		name     string
+		msgs     []message
+		stream   bool
+		want     Class
+		replayed int
+	}{
+		{"a lost middle chunk replayed", cat(a[:2], a[3:5], replayed(a[2]), a[5:]), true, ClassOK, 1},
+		{"the last chunks lost, replayed after the final", cat(a[:3], a[5:], replayed(a[3], a[4])), true, ClassOK, 2},
+		{"two gaps, two replays", cat(a[1:2], replayed(a[0]), a[3:], replayed(a[2])), true, ClassOK, 2},
+		{"a replayed chunk the client has is ignored", cat(a[:2], a[3:5], replayed(a[1], a[2], a[2]), a[5:]), true, ClassOK, 1},
+		{"a replay after the final is ignored", cat(a, replayed(a[0])), true, ClassOK, 0},
+		{"a gap never replayed", cat(a[:2], a[3:]), true, ClassGap, 0},
+		{"the replay failed: the client gave up", cat(a[:2], a[3:], gaveUp("error 404")), true, ClassGap, 0},
+		{"a replay after the client gave up does not count", cat(a[:2], a[3:], gaveUp("timeout"), replayed(a[2])), true, ClassGap, 0},
+		{"a give-up mark without a gap changes nothing", cat(a, gaveUp("x")), true, ClassOK, 0},
+		{"a replay from another node does not fill the gap", cat(a[:2], a[3:], replayed(wireMsgs(t, all[:5], "c", true)[2])), true, ClassGap, 0},
+		{"a replayed chunk that differs", cat(a[:2], a[3:], wrong), true, ClassWrong, 1},
+		{"a gap in a takeover stream replayed by the takeover node", cat(a[:2], c[:3], c[4:], replayed(c[3])), true, ClassOK, 1},
+		{"a whole answer", w, false, ClassOK, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			v := judge(tc.msgs, tc.stream, false, exp)
+			assert.Equal(t, tc.want, v.Class, v.Detail)
+			assert.Equal(t, tc.replayed, v.Replayed, "replayed")
+		})
+	}
+}

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -29,6 +31,13 @@ type request struct {
 	finalCh chan struct{}
 	gotFin  bool
 	cut     bool // the client's connection dropped while it ran
+	// gapCh: a gap waits for a replay (deliver signals, the client's loop
+	// asks); replays asked so far, the last Fed-Seq of the latest, and
+	// when its messages must have filled the gap.
+	gapCh   chan struct{}
+	replays int
+	askedTo int
+	fillBy  time.Time
 
 	verdict Verdict
 }
@@ -120,7 +129,95 @@ func (c *client) deliver(m *nats.Msg) {
 		r.end = now
 		close(r.finalCh)
 	}
+	_, _, _, gap := r.follow.gap()
 	r.mu.Unlock()
+	if gap { // the client's loop asks for the replay: this callback never waits
+		select {
+		case r.gapCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Replays, as a compliant client does them (DESIGN, shared/client): one
+// replay request per gap, each bounded by replayTimeout (and the deadline),
+// the replayed messages given replayTimeout to fill it, at most maxReplays
+// per request.
+const (
+	replayTimeout = 500 * time.Millisecond
+	maxReplays    = 3
+)
+
+// recoverGap asks the kept node to replay a gap of r, or checks that the
+// replay asked for filled it; false when the client gives up on the gap
+// (then the request has its giveUp mark). It runs on the client's loop.
+func (l *load) recoverGap(c *client, r *request) bool {
+	r.mu.Lock()
+	node, from, to, gap := r.follow.gap()
+	asked, fillBy, replays := r.askedTo, r.fillBy, r.replays
+	r.mu.Unlock()
+	switch {
+	case !gap:
+		return true
+	case from <= asked: // asked for: filled in time, or given up
+		if time.Now().Before(fillBy) {
+			return true
+		}
+		return r.giveUp("the replayed messages did not fill it in " + replayTimeout.String())
+	case replays >= maxReplays:
+		return r.giveUp(fmt.Sprintf("%d replays asked for already", replays))
+	}
+	d := min(replayTimeout, time.Until(r.start.Add(l.timeout)))
+	if d <= 0 {
+		return true // the deadline decides
+	}
+	r.mu.Lock()
+	r.replays++
+	r.mu.Unlock()
+	if err := askReplay(c.nc, l.m.space.NodeReplay(node), r.id, from, to, d); err != nil {
+		return r.giveUp(fmt.Sprintf("node %s: %v", node, err))
+	}
+	r.mu.Lock()
+	r.askedTo, r.fillBy = to, time.Now().Add(replayTimeout)
+	r.mu.Unlock()
+	return true
+}
+
+// askReplay is the replay request on the wire, as any client sends it.
+func askReplay(nc *nats.Conn, subj, id string, from, to int, d time.Duration) error {
+	body, err := json.Marshal(api.ReplayRequest{RequestID: id, FromSeq: from, ToSeq: to})
+	if err != nil {
+		return fmt.Errorf("request %s: %w", id, err)
+	}
+	resp, err := nc.Request(subj, body, d)
+	if err != nil {
+		return fmt.Errorf("request %s, Fed-Seq %d…%d: %w", id, from, to, err)
+	}
+	if code := resp.Header.Get(wire.HdrServiceErrorCode); code != "" {
+		return fmt.Errorf("request %s, Fed-Seq %d…%d: error %s: %s", id, from, to, code, resp.Header.Get(wire.HdrServiceError))
+	}
+	var rr api.ReplayResponse
+	if err := json.Unmarshal(resp.Data, &rr); err != nil {
+		return fmt.Errorf("request %s: bad replay answer: %w", id, err)
+	}
+	if rr.Sent < to-from+1 {
+		return fmt.Errorf("request %s: %d of %d messages replayed", id, rr.Sent, to-from+1)
+	}
+	return nil
+}
+
+// giveUp ends r at a gap its replays could not fill; it returns false.
+func (r *request) giveUp(why string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	mark := message{at: now, seq: -1, tokens: -1, giveUp: why}
+	r.msgs = append(r.msgs, mark)
+	r.follow.add(mark)
+	if !r.gotFin {
+		r.end = now
+	}
+	return false
 }
 
 // run starts the clients; they loop until stop.
@@ -163,6 +260,8 @@ func (l *load) one(ctx context.Context, c *client) bool {
 		stream:  c.stream,
 		body:    fmt.Appendf(nil, "chaos %d: client %d asks question %d", l.o.Seed, c.idx, n),
 		finalCh: make(chan struct{}),
+		gapCh:   make(chan struct{}, 1),
+		askedTo: -1,
 	}
 	tok := strconv.FormatInt(n, 10)
 	msg := nats.NewMsg(l.subj)
@@ -190,15 +289,44 @@ func (l *load) one(ctx context.Context, c *client) bool {
 	}
 	t := time.NewTimer(l.timeout + l.grace)
 	defer t.Stop()
-	select {
-	case <-r.finalCh:
-	case <-t.C:
-		r.mu.Lock()
-		if !r.gotFin {
-			r.end = time.Now()
+	var fill *time.Timer // while a replay's messages are awaited
+	defer func() {
+		if fill != nil {
+			fill.Stop()
 		}
+	}()
+wait:
+	for {
+		var filled <-chan time.Time
+		if fill != nil {
+			filled = fill.C
+		}
+		select {
+		case <-r.finalCh:
+			break wait
+		case <-r.gapCh:
+		case <-filled:
+			fill = nil
+		case <-t.C:
+			r.mu.Lock()
+			if !r.gotFin {
+				r.end = time.Now()
+			}
+			r.mu.Unlock()
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+		if !l.recoverGap(c, r) {
+			break wait
+		}
+		r.mu.Lock()
+		_, _, _, gap := r.follow.gap()
+		by := r.fillBy
 		r.mu.Unlock()
-	case <-ctx.Done():
+		if gap && fill == nil && time.Now().Before(by) {
+			fill = time.NewTimer(time.Until(by) + time.Millisecond)
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()

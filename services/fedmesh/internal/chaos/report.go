@@ -40,6 +40,9 @@ type summary struct {
 	TakenOver, TakenOverOK int
 	LostFinals             int
 	Superseded             int
+	// Replayed: messages recovered by a replay request (they filled a gap);
+	// ReplayedReqs: requests with any, ReplayedOK: of them strict.
+	Replayed, ReplayedReqs, ReplayedOK int
 }
 
 func summarize(outs []outcome) summary {
@@ -74,8 +77,23 @@ func summarize(outs []outcome) summary {
 			s.LostFinals++
 		}
 		s.Superseded += o.verdict.Superseded
+		if o.verdict.Replayed > 0 {
+			s.Replayed += o.verdict.Replayed
+			s.ReplayedReqs++
+			if o.verdict.Class == ClassOK {
+				s.ReplayedOK++
+			}
+		}
 	}
 	return s
+}
+
+// replays is the sentence on gaps filled by replay requests; "" when none.
+func (s summary) replays() string {
+	if s.Replayed == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d messages recovered by replay in %d requests (%d strict)", s.Replayed, s.ReplayedReqs, s.ReplayedOK)
 }
 
 // takeovers is the sentence on requests saved from lost nodes; "" when none.
@@ -156,7 +174,7 @@ func analyze(faults []*faultRun, outs []outcome, loadEnd time.Time) (before summ
 		}
 	}
 	for _, o := range outs {
-		if o.verdict.Class == ClassOK && !o.verdict.TakenOver && o.verdict.Superseded == 0 {
+		if o.verdict.Class == ClassOK && !o.verdict.TakenOver && o.verdict.Superseded == 0 && o.verdict.Replayed == 0 {
 			continue
 		}
 		idx := -1
@@ -291,6 +309,9 @@ func (r *report) write(w io.Writer) {
 	if t := s.takeovers(); t != "" {
 		fmt.Fprintf(w, "Lost nodes: %s.\n\n", t)
 	}
+	if t := s.replays(); t != "" {
+		fmt.Fprintf(w, "Gaps: %s.\n\n", t)
+	}
 	fmt.Fprintf(w, "| fault | at | target | requests affected | effect | time to normal |\n|---|---|---|---|---|---|\n")
 	if r.Before.Requests > 0 {
 		fmt.Fprintf(w, "| (before the first fault) | 0.0 s | | %d | %s | |\n", r.Before.Requests, effect(r.Before, nil))
@@ -367,6 +388,9 @@ func effect(a summary, notes []string) string {
 	}
 	if a.LostFinals > 0 {
 		parts = append(parts, fmt.Sprintf("%d Fed-Lost-Node 503", a.LostFinals))
+	}
+	if a.Replayed > 0 {
+		parts = append(parts, fmt.Sprintf("%d recovered by replay (%d messages)", a.ReplayedReqs, a.Replayed))
 	}
 	out := strings.Join(parts, ", ")
 	if len(notes) > 0 {

@@ -159,3 +159,22 @@ func TestReportTakeovers(t *testing.T) {
 	assert.Contains(t, out, "| SIGKILL node agent mid-stream | 9.9 s | node-2 | 3 | 1 wrong, 1 error 503, 2 taken over (1 strict), 1 Fed-Lost-Node 503 |")
 	assert.Equal(t, 121+2, r.Total.OK+r.Total.Wrong+r.Total.ErrorCodes[503], "every request counted once")
 }
+
+// Gaps filled by a replay are counted on their own line and in the fault's
+// effect; the requests are strict successes.
+func TestReportReplays(t *testing.T) {
+	saved := ok(10, 11)
+	saved.verdict.Replayed = 2
+	outs := append(steady(0, 30), saved)
+	f := &faultRun{Name: "SIGKILL JetStream meta leader", Target: "n2", At: at(9.9)}
+	r := &report{Title: "t", Setup: "s", T0: t0, Total: summarize(outs), AfterOK: true}
+	r.Before = analyze([]*faultRun{f}, outs, at(30))
+	r.Faults = []*faultRun{f}
+	assert.Equal(t, 2, r.Total.Replayed)
+	assert.Equal(t, 1, r.Total.ReplayedReqs)
+	var buf bytes.Buffer
+	r.write(&buf)
+	out := buf.String()
+	assert.Contains(t, out, "Gaps: 2 messages recovered by replay in 1 requests (1 strict).")
+	assert.Contains(t, out, "no failed request, 1 recovered by replay (2 messages)")
+}
