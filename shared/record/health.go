@@ -87,8 +87,11 @@ type Outcome struct {
 	// the request itself caused (its own deadline too short, a bad body,
 	// too large, cancelled), which never counts against the node's health;
 	// FaultNode or "" for the node's own failures.
-	Fault string    `json:"fault,omitempty"`
-	Time  time.Time `json:"ts"`
+	Fault string `json:"fault,omitempty"`
+	// Silent: the node sent the client no final (the attempt was withdrawn,
+	// or its publish failed), so someone else must answer it.
+	Silent bool      `json:"silent,omitempty"`
+	Time   time.Time `json:"ts"`
 }
 
 // Fault values of Outcome.Fault.

@@ -237,6 +237,7 @@ func TestTargetedCancel(t *testing.T) {
 				case o := <-outcomes:
 					assert.Equal(t, wire.CodeCanceled, o.Code)
 					assert.Equal(t, record.FaultClient, o.Fault)
+					assert.True(t, o.Silent, "the outcome says the client got no final from this node")
 				case <-time.After(2 * time.Second):
 					t.Fatal("no outcome for the withdrawn request")
 				}

@@ -60,7 +60,7 @@ func (s *Service) run(j *job) {
 			s.replay.finish(out.kept)
 		}
 	}
-	s.publishOutcome(j, res, werr, fault, latency, out.ttft)
+	s.publishOutcome(j, res, werr, fault, out.sendErr != nil || withdrawn, latency, out.ttft)
 	s.logFinished(j, res, werr, latency)
 }
 
@@ -147,8 +147,9 @@ func (s *Service) sendFinal(j *job, m *nats.Msg) {
 }
 
 // publishOutcome sends the finished request's event for health.
-func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, fault string, latency, ttft time.Duration) {
-	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.call.RequestID, OK: werr == nil,
+// silent: the client got no final from this node.
+func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, fault string, silent bool, latency, ttft time.Duration) {
+	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.call.RequestID, OK: werr == nil, Silent: silent,
 		Capability: j.call.Capability, Model: j.call.Model, Tenant: j.tenant, Attempt: j.attempt,
 		LatencyMs: ms(latency), TTFTMs: ms(ttft), Tokens: res.Tokens, Stream: j.call.Stream, Time: time.Now().UTC()}
 	if werr != nil {

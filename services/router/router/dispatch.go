@@ -67,6 +67,9 @@ type placement struct {
 	// lostResumable: the lost node's catalog record said resumable when
 	// the request was placed on it (the record may be gone by now)
 	lostResumable bool
+	// uncertain: an attempt's ack never came (timeout, broken send), so
+	// that node may have taken the request and answered the client.
+	uncertain bool
 }
 
 // route places one request: parse, admit, decide and dispatch until a node
@@ -358,10 +361,12 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 		return ackFailed, "no responders", err
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		s.cancelAttempt(p.spec.RequestID, d.e.id)
+		p.uncertain = true
 		return ackFailed, "ack timeout", err
 	case err != nil:
 		// the dispatch may be out (the connection broke after it): take it back
 		s.cancelAttempt(p.spec.RequestID, d.e.id)
+		p.uncertain = true
 		return ackLocal, "dispatch error: " + err.Error(), err
 	}
 	switch st := resp.Header.Get(wire.HdrStatus); st {
@@ -528,6 +533,14 @@ func rejectSummary(r reject) string {
 // error, micro error headers) and reports the request as unplaced.
 func (p *placement) fail(err error) {
 	s, in := p.s, &p.inbound
+	if p.uncertain && s.nodeAnswered(p) {
+		// A node whose ack was lost took the request and answered it (its
+		// completion outcome says so): a final from the router would be a
+		// second one.
+		s.stats.finalsSuppressed.Add(1)
+		s.log.Debug().Str(logging.KeyRequest, in.ID).Msg("a node answered an attempt whose ack was lost: no final error from the router")
+		return
+	}
 	code := wire.CodeOf(err)
 	desc := err.Error()
 	var we *wire.Error
@@ -557,4 +570,11 @@ func (p *placement) fail(err error) {
 	for _, mw := range s.mw {
 		mw.OnError(in, werr)
 	}
+}
+
+// nodeAnswered waits up to finalGrace (less when the deadline is nearer) for
+// a non-silent completion outcome of p's request.
+func (s *Service) nodeAnswered(p *placement) bool {
+	grace := min(finalGrace, max(time.Until(p.deadline), 0))
+	return s.answered.wait(context.Background(), p.spec.RequestID, grace)
 }

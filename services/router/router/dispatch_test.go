@@ -312,3 +312,64 @@ func TestQueueIsFairAndKeepsTurns(t *testing.T) {
 	}
 	assert.Equal(t, 10, q.length())
 }
+
+// A node whose ack is lost may still take the request and answer the client
+// itself. When the router then gives up, it sends no final of its own if the
+// node's completion outcome says it answered; when the outcome is silent (the
+// attempt was withdrawn), the router's error is the client's one final.
+func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		silent bool
+		want   []string // the finals the client gets, by sender
+	}{
+		{"the node answered", false, []string{"lost-ack:done"}},
+		{"the node was withdrawn", true, []string{"router:error"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.Policy.AckTimeoutMs = 150; c.Policy.MaxRetries = 0 })
+			e.addNode(tnode{id: "lost-ack", region: "eu", health: healthy(10)})
+			// Takes the dispatch without acking, answers the client and
+			// reports its outcome, as a node whose ack got lost would.
+			sub, err := e.nc.Subscribe(subject.Default.NodeInfer("lost-ack"), func(m *nats.Msg) {
+				id := m.Header.Get(wire.HdrRequestID)
+				time.Sleep(200 * time.Millisecond) // past the ack timeout
+				if !tc.silent {
+					rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: id, Node: "lost-ack"}
+					_ = e.nc.PublishMsg(rep.Done([]byte("hi"), wire.DoneInfo{Tokens: 1}))
+				}
+				_ = wire.PublishJSON(e.nc, subject.Default.Outcome("lost-ack"), record.Outcome{Kind: record.OutcomeCompleted,
+					NodeID: "lost-ack", RequestID: id, OK: !tc.silent, Silent: tc.silent, Time: time.Now()})
+			})
+			require.NoError(t, err)
+			defer sub.Unsubscribe()
+			e.waitEligible("lost-ack")
+
+			inbox := nats.NewInbox()
+			replies, err := e.nc.SubscribeSync(inbox)
+			require.NoError(t, err)
+			m := nats.NewMsg(subject.Default.Infer(wire.CapGenerate))
+			m.Reply = inbox
+			m.Header.Set(wire.HdrRequestID, "req-lost-ack-"+strconv.FormatBool(tc.silent))
+			require.NoError(t, e.nc.PublishMsg(m))
+			var got []string
+			for {
+				r, err := replies.NextMsg(time.Second)
+				if err != nil {
+					break
+				}
+				if wire.IsFinal(r) {
+					from := r.Header.Get(wire.HdrNode)
+					if from == "" {
+						from = "router"
+					}
+					got = append(got, from+":"+r.Header.Get(wire.HdrStatus))
+				}
+			}
+			assert.Equal(t, tc.want, got, "exactly one final")
+			if !tc.silent {
+				assert.Equal(t, int64(1), e.svc.Stats().FinalsSuppressed)
+			}
+		})
+	}
+}

@@ -164,6 +164,7 @@ type outcomeHead struct {
 	Kind      string `json:"kind"`
 	NodeID    string `json:"node_id"`
 	RequestID string `json:"request_id"`
+	Silent    bool   `json:"silent"`
 }
 
 // onOutcome runs on the outcome subscription: completions end outstanding
@@ -175,6 +176,9 @@ func (s *Service) onOutcome(m *nats.Msg) {
 		return
 	}
 	s.out.done(h.RequestID, h.NodeID)
+	if !h.Silent {
+		s.answered.mark(h.RequestID)
+	}
 	if e := s.cache.lookup(h.NodeID); e != nil {
 		e.completed()
 		s.wakeFor(e, 1)

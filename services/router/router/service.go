@@ -37,10 +37,12 @@ type Service struct {
 	policy atomic.Pointer[policyState]
 	limits *tenantLimits
 	out    *outstanding
-	queue  *waitQueue
-	mw     []Middleware
-	rr     atomic.Uint64 // round-robin tickets
-	sem    chan struct{} // MaxInFlight slots
+	// answered: recent requests a node sent its final for (answered.go)
+	answered *answered
+	queue    *waitQueue
+	mw       []Middleware
+	rr       atomic.Uint64 // round-robin tickets
+	sem      chan struct{} // MaxInFlight slots
 
 	stats routerStats
 
@@ -66,6 +68,9 @@ type routerStats struct {
 	// requests of lost nodes: re-placed with Fed-Takeover, or ended with a
 	// 503 Fed-Lost-Node final
 	takeovers, lostFinals atomic.Int64
+	// finals the router did not send: the node of an attempt whose ack was
+	// lost answered the client itself
+	finalsSuppressed atomic.Int64
 }
 
 // New validates cfg (zero fields take their defaults) and builds a router;
@@ -82,7 +87,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		cfg.InstanceID = nuid.Next()
 	}
 	s := &Service{nc: nc, cfg: cfg, log: log,
-		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(), queue: newWaitQueue(cfg.MaxQueue),
+		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(), answered: newAnswered(), queue: newWaitQueue(cfg.MaxQueue),
 		sem:   make(chan struct{}, cfg.MaxInFlight),
 		loops: lifecycle.NewGroup(), requests: lifecycle.NewGroup()}
 	s.policy.Store(newPolicyState(cfg.Policy))
@@ -200,6 +205,9 @@ type Stats struct {
 	TooLarge int64 `json:"too_large"`
 	// AckCancels counts targeted cancels sent after an ack never came.
 	AckCancels int64 `json:"ack_cancels"`
+	// FinalsSuppressed counts final errors not sent because the node of an
+	// attempt whose ack was lost answered the client itself.
+	FinalsSuppressed int64 `json:"finals_suppressed"`
 	// Busy counts busy acks (the request went on to another node or waited).
 	Busy int64 `json:"busy"`
 	// Takeovers counts requests of a lost node placed again on another node
@@ -213,24 +221,25 @@ type Stats struct {
 // Stats returns the router's counters.
 func (s *Service) Stats() Stats {
 	st := Stats{
-		Nodes:         s.cache.nodeCount(),
-		InFlight:      len(s.sem),
-		Outstanding:   s.out.len(),
-		Requests:      s.stats.requests.Load(),
-		Placed:        s.stats.placed.Load(),
-		Unplaced:      s.stats.unplaced.Load(),
-		Retries:       s.stats.retries.Load(),
-		Rejected:      s.stats.rejected.Load(),
-		Strategy:      s.policy.Load().Strategy,
-		QueueLen:      s.queue.length(),
-		Queued:        s.stats.queued.Load(),
-		QueueTimeouts: s.stats.queueTimeouts.Load(),
-		QueueFull:     s.stats.queueFull.Load(),
-		TooLarge:      s.stats.tooLarge.Load(),
-		AckCancels:    s.stats.cancels.Load(),
-		Busy:          s.stats.busy.Load(),
-		Takeovers:     s.stats.takeovers.Load(),
-		LostFinals:    s.stats.lostFinals.Load(),
+		Nodes:            s.cache.nodeCount(),
+		InFlight:         len(s.sem),
+		Outstanding:      s.out.len(),
+		Requests:         s.stats.requests.Load(),
+		Placed:           s.stats.placed.Load(),
+		Unplaced:         s.stats.unplaced.Load(),
+		Retries:          s.stats.retries.Load(),
+		Rejected:         s.stats.rejected.Load(),
+		Strategy:         s.policy.Load().Strategy,
+		QueueLen:         s.queue.length(),
+		Queued:           s.stats.queued.Load(),
+		QueueTimeouts:    s.stats.queueTimeouts.Load(),
+		QueueFull:        s.stats.queueFull.Load(),
+		TooLarge:         s.stats.tooLarge.Load(),
+		AckCancels:       s.stats.cancels.Load(),
+		FinalsSuppressed: s.stats.finalsSuppressed.Load(),
+		Busy:             s.stats.busy.Load(),
+		Takeovers:        s.stats.takeovers.Load(),
+		LostFinals:       s.stats.lostFinals.Load(),
 	}
 	if n := s.stats.queueLeft.Load(); n > 0 {
 		st.QueueWaitAvgMs = math.Round(float64(s.stats.queueWaitNs.Load())/float64(n)/1e3) / 1e3
