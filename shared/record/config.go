@@ -46,6 +46,9 @@ type Policy struct {
 	MaxRetries    int     `json:"max_retries"`
 	RetryDelayMs  int     `json:"retry_delay_ms"`
 	AckTimeoutMs  int     `json:"ack_timeout_ms"`
+	// MaxQueueMs is how long a request waits in a router's queue while every
+	// eligible node is full, before 429; 0 answers 429 at once.
+	MaxQueueMs int `json:"max_queue_ms"`
 }
 
 // DefaultPolicy is DESIGN §6's policy.
@@ -58,6 +61,7 @@ func DefaultPolicy() Policy {
 		MaxRetries:    3,
 		RetryDelayMs:  100,
 		AckTimeoutMs:  2000,
+		MaxQueueMs:    2000,
 	}
 }
 
@@ -88,6 +92,8 @@ func (p *Policy) Validate() error {
 		return fmt.Errorf("retry_delay_ms = %d: want 0 to 60000", p.RetryDelayMs)
 	case p.AckTimeoutMs < 1 || p.AckTimeoutMs > 60000:
 		return fmt.Errorf("ack_timeout_ms = %d: want 1 to 60000", p.AckTimeoutMs)
+	case p.MaxQueueMs < 0 || p.MaxQueueMs > 3600000:
+		return fmt.Errorf("max_queue_ms = %d: want 0 to 3600000", p.MaxQueueMs)
 	}
 	return nil
 }

@@ -184,7 +184,7 @@ func TestIntegrationCapacityIsUsed(t *testing.T) {
 			e := newEnv(t, func(c *Config) {
 				c.Policy.Strategy = tc.strategy
 				c.Policy.AckTimeoutMs = 2000
-				c.MaxQueueWait = 10 * time.Second
+				c.Policy.MaxQueueMs = 10000
 			})
 			var ids []string
 			var nodes []*slotNode
@@ -230,7 +230,7 @@ func TestIntegrationQueueLimits429(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(c *Config) { c.MaxQueue = tc.maxQueue; c.MaxQueueWait = tc.wait })
+			e := newEnv(t, func(c *Config) { c.MaxQueue = tc.maxQueue; c.Policy.MaxQueueMs = int(tc.wait.Milliseconds()) })
 			e.addNode(tnode{id: "a", region: "eu", maxConc: 1, health: healthy(10)})
 			a := e.slotNode("a", 1, time.Hour)
 			e.waitEligible("a")
@@ -269,7 +269,7 @@ func TestIntegrationQueueLimits429(t *testing.T) {
 
 func TestIntegrationQueueIsFairAcrossTenants(t *testing.T) {
 	const hold = 25 * time.Millisecond
-	e := newEnv(t, func(c *Config) { c.MaxQueueWait = 20 * time.Second; c.Policy.AckTimeoutMs = 2000 })
+	e := newEnv(t, func(c *Config) { c.Policy.MaxQueueMs = 20000; c.Policy.AckTimeoutMs = 2000 })
 	e.addNode(tnode{id: "a", region: "eu", maxConc: 1, health: healthy(10)})
 	a := e.slotNode("a", 1, hold)
 	e.waitEligible("a")

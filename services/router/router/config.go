@@ -31,9 +31,6 @@ const (
 	// DefaultMaxQueue bounds the requests waiting for a free slot when every
 	// eligible node is full.
 	DefaultMaxQueue = 4096
-	// DefaultMaxQueueWait is how long a request waits in that queue at most
-	// (less when its deadline comes first) before the router answers 429.
-	DefaultMaxQueueWait = 2 * time.Second
 	// DefaultLostSilence: a fed_health record that turns a node unhealthy
 	// with its last_heartbeat at least this old says the node went silent
 	// (lost), not that it failed requests. Health writes that record after
@@ -71,16 +68,7 @@ type Config struct {
 	// MaxQueue bounds the requests waiting at this router because every
 	// eligible node is full; over it a request is answered 429 at once.
 	// 0 means DefaultMaxQueue.
-	MaxQueue int
-	// MaxQueueWait is how long a request waits for a free slot before the
-	// router answers 429 (it waits less when its deadline comes first).
-	// 0 means DefaultMaxQueueWait. (Meant to become a record.Policy field,
-	// max_queue_ms, so it can change live.)
-	MaxQueueWait time.Duration
-	// LostSilence tells silence from failures in a node's fed_health record:
-	// unhealthy with last_heartbeat at least this old (or none) means the
-	// node is lost, and this router re-places or ends the requests it
-	// accepted (takeover.go). 0 means DefaultLostSilence.
+	MaxQueue    int
 	LostSilence time.Duration
 	// Buckets are the options passed to buckets.Ensure.
 	Buckets buckets.Options
@@ -98,7 +86,6 @@ func DefaultConfig() Config {
 		SweepInterval:  DefaultSweepInterval,
 		StopTimeout:    DefaultStopTimeout,
 		MaxQueue:       DefaultMaxQueue,
-		MaxQueueWait:   DefaultMaxQueueWait,
 		LostSilence:    DefaultLostSilence,
 	}
 }
@@ -129,9 +116,6 @@ func (c Config) Validate() error {
 	if c.MaxQueue < 0 {
 		return fmt.Errorf("router config: max_queue must be >= 0, got %d", c.MaxQueue)
 	}
-	if c.MaxQueueWait < 0 || c.MaxQueueWait > wire.MaxTimeout {
-		return fmt.Errorf("router config: max_queue_wait must be in [0, %s], got %s", wire.MaxTimeout, c.MaxQueueWait)
-	}
 	if c.LostSilence < 0 {
 		return fmt.Errorf("router config: lost_silence must be >= 0, got %s", c.LostSilence)
 	}
@@ -146,7 +130,6 @@ func (c Config) withDefaults() Config {
 	c.SweepInterval = cmp.Or(c.SweepInterval, DefaultSweepInterval)
 	c.StopTimeout = cmp.Or(c.StopTimeout, DefaultStopTimeout)
 	c.MaxQueue = cmp.Or(c.MaxQueue, DefaultMaxQueue)
-	c.MaxQueueWait = cmp.Or(c.MaxQueueWait, DefaultMaxQueueWait)
 	c.LostSilence = cmp.Or(c.LostSilence, DefaultLostSilence)
 	return c
 }

@@ -27,8 +27,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative sweep_interval", func(c *Config) { c.SweepInterval = -time.Second }, "sweep_interval"},
 		{"negative stop_timeout", func(c *Config) { c.StopTimeout = -time.Second }, "stop_timeout"},
 		{"negative max_queue", func(c *Config) { c.MaxQueue = -1 }, "max_queue"},
-		{"negative max_queue_wait", func(c *Config) { c.MaxQueueWait = -time.Second }, "max_queue_wait"},
-		{"max_queue_wait over 1 h", func(c *Config) { c.MaxQueueWait = 2 * time.Hour }, "max_queue_wait"},
+		{"negative max_queue_ms", func(c *Config) { c.Policy.MaxQueueMs = -1 }, "policy: max_queue_ms"},
+		{"max_queue_ms over 1 h", func(c *Config) { c.Policy.MaxQueueMs = 3600001 }, "policy: max_queue_ms"},
 		{"negative lost_silence", func(c *Config) { c.LostSilence = -time.Second }, "lost_silence"},
 	}
 	for _, c := range cases {

@@ -30,6 +30,8 @@ func TestDecodePolicy(t *testing.T) {
 		{name: "retries and timeouts", in: `{"max_retries":1,"retry_delay_ms":5,"ack_timeout_ms":300,"max_candidates":3}`,
 			want: func(p *record.Policy) { p.MaxRetries, p.RetryDelayMs, p.AckTimeoutMs, p.MaxCandidates = 1, 5, 300, 3 }},
 		{name: "empty object is the base", in: `{}`},
+		{name: "queue wait, zero answers at once", in: `{"max_queue_ms":0}`, want: func(p *record.Policy) { p.MaxQueueMs = 0 }},
+		{name: "queue wait over an hour", in: `{"max_queue_ms":3600001}`, wantErr: "max_queue_ms"},
 		{name: "unknown strategy", in: `{"strategy":"fastest"}`, wantErr: "strategy"},
 		{name: "typo field", in: `{"stratgy":"round_robin"}`, wantErr: "unknown field"},
 		{name: "negative weight", in: `{"weights":{"health":-1}}`, wantErr: "weights.health"},

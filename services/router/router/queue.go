@@ -211,7 +211,7 @@ const queueDeadlineMargin = 100 * time.Millisecond
 // so it decides again. join: the request found room but others were
 // waiting, so it queues behind them and the first of them (same capability
 // and model, fair order) takes the room. It answers 429 when the
-// queue is full, when the request waited MaxQueueWait, or just before its
+// queue is full, when the request waited the policy's max_queue_ms, or just before its
 // deadline.
 func (p *placement) queueWait(ctx context.Context, join bool) error {
 	s := p.s
@@ -226,7 +226,8 @@ func (p *placement) queueWait(ctx context.Context, join bool) error {
 		p.w = newWaiter(p.spec.Tenant, p.query.capability, p.query.model, now)
 		s.stats.queued.Add(1)
 	}
-	limit := p.w.since.Add(s.cfg.MaxQueueWait)
+	maxWait := time.Duration(s.policy.Load().MaxQueueMs) * time.Millisecond
+	limit := p.w.since.Add(maxWait)
 	byDeadline := false
 	if dl := p.deadline.Add(-min(queueDeadlineMargin, p.spec.EffectiveTimeout()/10)); dl.Before(limit) {
 		limit, byDeadline = dl, true
@@ -251,8 +252,8 @@ func (p *placement) queueWait(ctx context.Context, join bool) error {
 			return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms, until just before the request's deadline; retry after a pause",
 				p.inbound.Capability, p.fullNodes(), waited)
 		}
-		return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms (max_queue_wait %d ms); retry after a pause",
-			p.inbound.Capability, p.fullNodes(), waited, s.cfg.MaxQueueWait.Milliseconds())
+		return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms (max_queue_ms %d); retry after a pause",
+			p.inbound.Capability, p.fullNodes(), waited, maxWait.Milliseconds())
 	case <-ctx.Done():
 		return p.contextError(ctx)
 	}

@@ -197,7 +197,7 @@ type Stats struct {
 	Queued int64 `json:"queued"`
 	// QueueWaitAvgMs is the mean time in the queue of the requests that left it.
 	QueueWaitAvgMs float64 `json:"queue_wait_avg_ms"`
-	// QueueTimeouts counts 429s after waiting max_queue_wait (or until just
+	// QueueTimeouts counts 429s after waiting max_queue_ms (or until just
 	// before the deadline); QueueFull 429s because the queue was full.
 	QueueTimeouts int64 `json:"queue_timeouts"`
 	QueueFull     int64 `json:"queue_full"`

@@ -21,7 +21,7 @@ func command(cfg *router.Config) servicecmd.Command {
 			fs.StringVar(&cfg.Region, "region", cfg.Region, "this router's region (locality for requests without Fed-Region)")
 			fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "requests placed at once before answering 429")
 			fs.IntVar(&cfg.MaxQueue, "max-queue", cfg.MaxQueue, "requests waiting for a free slot when every eligible node is full, before answering 429 at once")
-			fs.DurationVar(&cfg.MaxQueueWait, "max-queue-wait", cfg.MaxQueueWait, "how long a request waits for a free slot before the router answers 429")
+			fs.IntVar(&cfg.Policy.MaxQueueMs, "max-queue-ms", cfg.Policy.MaxQueueMs, "how long a request waits for a free slot before the router answers 429, until fed_config router.policy sets max_queue_ms")
 			fs.StringVar(&cfg.Policy.Strategy, "strategy", cfg.Policy.Strategy, "load-balance strategy until fed_config router.policy sets one")
 		},
 		Build: func(env servicecmd.Env) (servicecmd.Service, error) {

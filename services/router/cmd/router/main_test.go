@@ -3,7 +3,6 @@ package main
 import (
 	"io"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -23,12 +22,12 @@ func TestFlagsAndEnv(t *testing.T) {
 	}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	cfg := router.DefaultConfig()
-	common, err := servicecmd.Parse(command(&cfg), []string{"--max-in-flight", "8", "--max-queue-wait", "750ms"}, lookup, io.Discard)
+	common, err := servicecmd.Parse(command(&cfg), []string{"--max-in-flight", "8", "--max-queue-ms", "750"}, lookup, io.Discard)
 	require.NoError(t, err)
 	assert.Equal(t, "eu-west", cfg.Region)
 	assert.Equal(t, 8, cfg.MaxInFlight, "a flag wins over its variable")
 	assert.Equal(t, record.StrategyPowerOfTwo, cfg.Policy.Strategy)
 	assert.Equal(t, "acme", common.Prefix)
 	assert.Equal(t, 100, cfg.MaxQueue)
-	assert.Equal(t, 750*time.Millisecond, cfg.MaxQueueWait)
+	assert.Equal(t, 750, cfg.Policy.MaxQueueMs)
 }
