@@ -28,7 +28,7 @@ import (
 // travel another path than the KV watch) every request the node accepted
 // before the signal is taken out of outstanding and, for each: a targeted
 // cancel withdraws it from the lost node (should it only have been hung), a
-// dispatch_failed outcome (503, "node lost", fault node) tells health, and
+// dispatch_failed outcome (503, "node lost", fault node; one per loss) tells health, and
 // the request is placed again through place, exactly as a fresh one but
 // without the nodes already tried and the lost one, with Fed-Takeover naming
 // the lost node. A stream goes only to a resumable node, and only when the
@@ -74,8 +74,8 @@ func (s *Service) nodeLost(e *entry, how string) {
 	}
 	// stopping: nothing is placed any more, but nobody waits on silence
 	defer e.losing.Store(false)
-	for _, r := range s.out.takeLost(e.id, since) {
-		s.lostOne(r, how, false)
+	for i, r := range s.out.takeLost(e.id, since) {
+		s.lostOne(r, how, false, i == 0)
 	}
 }
 
@@ -93,21 +93,24 @@ func (s *Service) saveLost(ctx context.Context, node, how string, since time.Tim
 	}
 	s.log.Warn().Str(logging.KeyNode, node).Str("why", how).Int("requests", len(lost)).
 		Msg("node lost with requests it had accepted: taking them over")
-	for _, r := range lost {
-		s.lostOne(r, how, true)
+	for i, r := range lost {
+		s.lostOne(r, how, true, i == 0)
 	}
 }
 
 // lostOne withdraws one request from its lost node, reports the loss to
-// health and re-places the request (place false: ends it with the lost
-// final at once).
-func (s *Service) lostOne(r lostRec, how string, place bool) {
+// health (report: once per loss, so one death counts as one failure and a
+// restarted node does not find its circuit open) and re-places the request
+// (place false: ends it with the lost final at once).
+func (s *Service) lostOne(r lostRec, how string, place, report bool) {
 	h := r.held
 	if h == nil {
 		return
 	}
 	s.withdraw(r.requestID, r.e.id)
-	s.publishNodeFailed(&h.spec, h.capability, r.e.id, h.model, h.attempts, "node lost")
+	if report {
+		s.publishNodeFailed(&h.spec, h.capability, r.e.id, h.model, h.attempts, "node lost")
+	}
 	p := h.placement(s, r.e)
 	if !place || !s.requests.Go(func(ctx context.Context) { p.takeOver(ctx, how) }) {
 		p.lost(how, "the router is stopping")
