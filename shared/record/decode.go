@@ -236,3 +236,26 @@ func inRange(name string, v, max float64) error {
 }
 
 func validCode(c int) bool { return c == 0 || (c >= 100 && c <= 999) }
+
+// MaxDecisionsBatch bounds a decisions batch a reader accepts.
+const MaxDecisionsBatch = 1024
+
+// DecodeDecisions decodes a batch on fed.router.decisions.
+func DecodeDecisions(data []byte) (Decisions, error) {
+	var d Decisions
+	if err := json.Unmarshal(data, &d); err != nil {
+		return d, fmt.Errorf("decisions event: %w", err)
+	}
+	if len(d.Decisions) > MaxDecisionsBatch || len(d.Router) > wire.MaxRequestIDLen {
+		return d, fmt.Errorf("decisions event (router %.64s): %d decisions or router id too long", d.Router, len(d.Decisions))
+	}
+	for i := range d.Decisions {
+		x := &d.Decisions[i]
+		if x.Attempts < 0 || len(x.Tenant) > MaxTenantLen || len(x.RequestID) > MaxRequestIDLen ||
+			math.IsNaN(x.Score) || math.IsInf(x.Score, 0) || inRange("queued_ms", x.QueuedMs, 24*3600e3) != nil ||
+			wire.ValidateID("node", x.Node) != nil {
+			return d, fmt.Errorf("decisions event (router %.64s): decision %d: bad node/attempts/tenant/request_id/score/queued_ms", d.Router, i)
+		}
+	}
+	return d, nil
+}

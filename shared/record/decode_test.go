@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 const goodNode = `{"node_id":"n1","region":"eu-west","subject":"fed.node.n1.infer","clearance":"confidential",
@@ -158,6 +160,22 @@ func FuzzDecodeUnplaced(f *testing.F) {
 		}
 		if u.Attempts < 0 || !validCode(u.Code) || len(u.Tenant) > MaxTenantLen {
 			t.Fatalf("accepted bad unplaced %+v", u)
+		}
+	})
+}
+
+func FuzzDecodeDecisions(f *testing.F) {
+	f.Add([]byte(`{"router":"r1","decisions":[{"request_id":"a","node":"n1","score":0.8,"decided_by":"latency","attempts":1,"ts":"2026-12-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{"router":"r1","decisions":[{"node":"bad node","score":1}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := DecodeDecisions(data)
+		if err != nil {
+			return
+		}
+		for _, x := range d.Decisions {
+			if x.Attempts < 0 || x.QueuedMs < 0 || len(x.Tenant) > MaxTenantLen || wire.ValidateID("node", x.Node) != nil {
+				t.Fatalf("accepted bad decision %+v", x)
+			}
 		}
 	})
 }

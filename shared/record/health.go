@@ -111,3 +111,30 @@ type Unplaced struct {
 	Attempts   int       `json:"attempts"`
 	Time       time.Time `json:"ts"`
 }
+
+// Decision is one placement a router made (DESIGN §9.5): which node took
+// the request and why. Routers publish them in batches (Decisions); the
+// request's outcome follows on the node's outcome subject.
+type Decision struct {
+	RequestID  string  `json:"request_id,omitempty"`
+	Capability string  `json:"capability,omitempty"`
+	Model      string  `json:"model,omitempty"`
+	Tenant     string  `json:"tenant,omitempty"`
+	Node       string  `json:"node"`
+	Score      float64 `json:"score"`
+	// DecidedBy names the policy term that separated the node from the
+	// runner-up (DESIGN §9.5); omitted when there was no runner-up.
+	DecidedBy string `json:"decided_by,omitempty"`
+	Strategy  string `json:"strategy,omitempty"`
+	Attempts  int    `json:"attempts"`
+	// Takeover is the lost node whose request this placement saved.
+	Takeover string    `json:"takeover,omitempty"`
+	QueuedMs float64   `json:"queued_ms,omitempty"`
+	Time     time.Time `json:"ts"`
+}
+
+// Decisions is one batch of a router's placements.
+type Decisions struct {
+	Router    string     `json:"router"`
+	Decisions []Decision `json:"decisions"`
+}

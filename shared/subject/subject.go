@@ -118,3 +118,6 @@ const (
 	QueueCatalog = "fed-catalog"
 	QueueHealth  = "fed-health"
 )
+
+// Decisions carries every router's batched placements (DESIGN §9.5).
+func (s Space) Decisions() string { return s.join("router", "decisions") }
