@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,10 @@ const ReplayTimeout = 500 * time.Millisecond
 
 // MaxReplays is how many replay requests one request may make.
 const MaxReplays = 3
+
+// MaxContinues is how many continuations (DESIGN §4 step 9) one stream
+// may send after its nodes were lost.
+const MaxContinues = 2
 
 // call is one request's state on the shared reply subscription. After the
 // request ends for the caller the Client keeps the call (without its body)
@@ -49,6 +54,14 @@ type call struct {
 	replays int
 	askedTo int
 	fillBy  time.Time
+	// Continuation of a lost stream (reader only, but req is set before
+	// the call is shared): req is the request as published, kept for a
+	// stream without Fed-No-Resume (nil otherwise); text the chunks read so
+	// far, joined; continues how many continuations were sent.
+	req       *nats.Msg
+	stream    bool
+	text      []byte
+	continues int
 
 	mu     sync.Mutex
 	queue  []*nats.Msg
@@ -57,8 +70,12 @@ type call struct {
 	// lost are the nodes another node took over from (Fed-Takeover) or a
 	// router's Fed-Lost-Node final replaced: their messages are late.
 	lost map[string]bool
-	// resumed: a takeover node's message was accepted (counted once).
+	// resumed: a takeover node's message was accepted, or a continuation
+	// sent (counted once).
 	resumed bool
+	// continuing: a router's Fed-Lost-Node final was queued without ending
+	// the request, for the reader to send a continuation (or end it).
+	continuing bool
 	// dupes are the second nodes already reported (one duplicate outcome each).
 	dupes   map[string]bool
 	failure error
@@ -157,11 +174,21 @@ func (cl *call) push(m *nats.Msg) {
 		return
 	}
 	cl.queue = append(cl.queue, m)
-	if final {
+	switch {
+	case replaces && cl.mayContinue():
+		// The reader may continue the stream on another node: until it
+		// decides, the request stays open, following no node.
+		cl.node, cl.continuing = "", true
+	case final:
 		cl.ended = true
 	}
 	cl.mu.Unlock()
 	cl.wake()
+}
+
+// mayContinue reports whether a lost stream may be continued. cl.mu is held.
+func (cl *call) mayContinue() bool {
+	return cl.req != nil && cl.continues < MaxContinues && time.Now().Before(cl.deadline)
 }
 
 // wake tells the reader the queue or the failure changed; never blocks.
@@ -176,19 +203,21 @@ func (cl *call) wake() {
 // m is filtered; it reports whether m is a router's final that replaces the
 // kept node's (Fed-Lost-Node). cl.mu is held; the request has not ended.
 func (cl *call) takeOver(m *nats.Msg, node string, final bool) bool {
+	// Both headers list every node the request was lost on (oldest first):
+	// after a second loss the client may still keep the first of them.
 	if node == "" {
 		lost := m.Header.Get(wire.HdrLostNode)
-		if !final || lost == "" || (cl.node != "" && lost != cl.node) {
+		if !final || lost == "" || (cl.node != "" && !wire.NamesLost(lost, cl.node)) {
 			return false
 		}
-		cl.markLost(lost)
+		wire.LostList(lost, cl.markLost)
 		return true
 	}
 	from := m.Header.Get(wire.HdrTakeover)
-	if from == "" || node == cl.node || cl.lost[node] || (cl.node != "" && from != cl.node) {
+	if from == "" || node == cl.node || cl.lost[node] || (cl.node != "" && !wire.NamesLost(from, cl.node)) {
 		return false
 	}
-	cl.markLost(from)
+	wire.LostList(from, cl.markLost)
 	cl.node = node
 	if !cl.resumed {
 		cl.resumed = true
@@ -304,6 +333,9 @@ type item struct {
 // ends the request for the caller: whatever comes after is late.
 func (cl *call) next(ctx context.Context) (item, error) {
 	it, err := cl.wait(ctx)
+	if err == nil && cl.stream && it.err == nil {
+		cl.text = append(cl.text, it.data...) // the answer so far: Stream's body, a continuation's text
+	}
 	if err != nil || it.final {
 		cl.end(false)
 	}
@@ -334,6 +366,9 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 				continue
 			case it.gap:
 				cl.hold(it.seq, m)
+				continue
+			}
+			if it.final && it.err != nil && cl.continueLost() {
 				continue
 			}
 			if isReplay(m) {
@@ -373,6 +408,51 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			return item{}, err
 		}
 	}
+}
+
+// continueLost sends a continuation of a stream whose node was lost (a
+// router's Fed-Lost-Node final that push left open): the request again,
+// same id and reply subject, with Fed-Continue-Seq (the chunks the caller
+// has) and Fed-Continue-Text (their text), so a node that can continue an
+// answer emits only what follows; with no chunk yet it is the plain request
+// again. False (the final stands) when push ended the request, the deadline
+// passed, or the continuation does not fit or cannot be sent.
+func (cl *call) continueLost() bool {
+	cl.mu.Lock()
+	ok := cl.continuing
+	cl.continuing = false
+	cl.mu.Unlock()
+	if !ok {
+		return false
+	}
+	left := time.Until(cl.deadline)
+	if left <= 0 {
+		return false
+	}
+	h := make(nats.Header, len(cl.req.Header)+2)
+	for k, v := range cl.req.Header {
+		h[k] = v
+	}
+	h.Set(wire.HdrTimeoutMs, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
+	if cl.nextSeq > 0 {
+		h.Set(wire.HdrContinueSeq, strconv.Itoa(cl.nextSeq))
+		h.Set(wire.HdrContinueText, base64.StdEncoding.EncodeToString(cl.text))
+	}
+	m := &nats.Msg{Subject: cl.req.Subject, Reply: cl.req.Reply, Header: h, Data: cl.req.Data}
+	if limit := cl.c.nc.MaxPayload(); limit > 0 && msgSize(h, m.Data) > limit {
+		return false
+	}
+	if cl.c.nc.PublishMsg(m) != nil {
+		return false
+	}
+	cl.continues++
+	cl.mu.Lock()
+	if !cl.resumed {
+		cl.resumed = true
+		cl.c.resumed.Add(1)
+	}
+	cl.mu.Unlock()
+	return true
 }
 
 // decodeCounted decodes a held message whose turn has come.
@@ -544,7 +624,7 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 		} else if it.node != "" && seq != cl.nextSeq {
 			return it, &wire.Error{Code: wire.CodeInternal, RequestID: cl.id, Node: it.node,
 				Description: "stream lost messages: expected Fed-Seq " + strconv.Itoa(cl.nextSeq) + ", got " + s}
-		} else {
+		} else if it.node != "" { // a router's message (Fed-Seq 0) is no chunk of the answer
 			cl.nextSeq = seq + 1
 		}
 		it.seq = seq

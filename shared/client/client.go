@@ -251,6 +251,16 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	}
 	token := nuid.Next()
 	cl := newCall(c, token, r, deadline)
+	msg := &nats.Msg{
+		Subject: c.subj.Infer(r.Capability),
+		Reply:   c.prefix + token,
+		Header:  hdr,
+		Data:    r.Body,
+	}
+	cl.stream = stream
+	if stream && hdr.Get(wire.HdrNoResume) != "true" {
+		cl.req = msg // kept for a continuation, should its node be lost
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -258,12 +268,6 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	}
 	c.pending[token] = cl
 	c.mu.Unlock()
-	msg := &nats.Msg{
-		Subject: c.subj.Infer(r.Capability),
-		Reply:   c.prefix + token,
-		Header:  hdr,
-		Data:    r.Body,
-	}
 	if err := c.nc.PublishMsg(msg); err != nil {
 		c.forget(token)
 		if errors.Is(err, nats.ErrMaxPayload) { // the limit changed under us (a reconnect)
@@ -402,7 +406,6 @@ func (c *Client) Infer(ctx context.Context, r Request) (*Response, error) {
 type Stream struct {
 	cl     *call
 	ctx    context.Context
-	body   []byte
 	result *Response
 	err    error
 }
@@ -444,16 +447,14 @@ func (s *Stream) Chunks() func(yield func(Chunk, error) bool) {
 					return
 				}
 				if len(m.data) > 0 { // a node that answered whole despite Fed-Stream
-					s.body = append(s.body, m.data...)
 					if !yield(Chunk{Seq: m.seq, Node: m.node, Data: m.data}, nil) {
-						s.result = s.cl.response(m, s.body)
+						s.result = s.cl.response(m, s.cl.text)
 						return
 					}
 				}
-				s.result = s.cl.response(m, s.body)
+				s.result = s.cl.response(m, s.cl.text)
 				return
 			}
-			s.body = append(s.body, m.data...)
 			if !yield(Chunk{Seq: m.seq, Node: m.node, Data: m.data}, nil) {
 				return
 			}

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"maps"
@@ -70,6 +71,12 @@ type actors struct {
 	sent    map[string]map[int]*nats.Msg
 	replay  map[string]string
 	replays []api.ReplayRequest
+	// again: the steps for the 2nd, 3rd, … request (continuations; more
+	// get no answer); continued: each such request's Fed-Continue-Seq and
+	// Fed-Continue-Text (decoded) as "seq:text".
+	again     [][]step
+	arrivals  int
+	continued []string
 }
 
 // How a hand-written node answers fed.node.<id>.replay.
@@ -111,7 +118,22 @@ func newActors(t *testing.T, steps []step) *actors {
 	a.sent, a.replay = map[string]map[int]*nats.Msg{}, map[string]string{}
 	_, err = a.srv.Subscribe(subject.Default.NodeReplay("*"), a.answerReplay)
 	require.NoError(t, err)
-	serve(t, a.srv, wire.CapGenerate, func(m *nats.Msg) { go a.run(m, steps) })
+	serve(t, a.srv, wire.CapGenerate, func(m *nats.Msg) {
+		a.mu.Lock()
+		n := a.arrivals
+		a.arrivals++
+		run := steps
+		if n > 0 {
+			text, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.HdrContinueText))
+			a.continued = append(a.continued, m.Header.Get(wire.HdrContinueSeq)+":"+string(text))
+			run = nil
+			if n <= len(a.again) {
+				run = a.again[n-1]
+			}
+		}
+		a.mu.Unlock()
+		go a.run(m, run)
+	})
 	return a
 }
 
@@ -212,6 +234,8 @@ func (a *actors) run(m *nats.Msg, steps []step) {
 			a.send(s.from, f, false)
 		case "skip":
 			r.Chunk(nil)
+		case "start": // a continuation's node: its first message has Fed-Seq s.code
+			r.StartAt(s.code)
 		case "garbage":
 			inbox := m.Reply[:strings.LastIndexByte(m.Reply, '.')+1] + "never-issued"
 			g := &wire.Reply{Inbox: inbox, RequestID: id, Node: s.from}
@@ -254,6 +278,12 @@ type finalCase struct {
 	replay   map[string]string
 	replays  []api.ReplayRequest
 	replayed int64
+	// noResume sends Fed-No-Resume (no continuation after a lost node);
+	// again are the steps answering each continuation, continued the
+	// continuations expected ("seq:text", seq "" for a plain resend).
+	noResume  bool
+	again     [][]step
+	continued []string
 }
 
 func late(node string, final bool) client.Dropped {
@@ -329,6 +359,13 @@ func TestTakeover(t *testing.T) {
 			steps: []step{chunk("n1", "a"), tchunk("n2", "n1", "a"), tchunk("n2", "n1", "b"),
 				tchunk("n3", "n2", "a"), tchunk("n3", "n2", "b"), tchunk("n3", "n2", "c"), tdone("n3", "n2", "")},
 			body: "abc", node: "n3", resumed: 1},
+		{name: "lost twice, the second node before it sent anything: the third names both", stream: true,
+			steps: []step{chunk("n1", "a"), tchunk("n3", "n1,n2", "a"), tchunk("n3", "n1,n2", "b"), tdone("n3", "n1,n2", "")},
+			body: "ab", node: "n3", resumed: 1},
+		{name: "lost twice, then no node: the Fed-Lost-Node final names both", stream: true, noResume: true,
+			steps: []step{chunk("n1", "a"), lostFail("n1,n2"), chunk("n1", "b")},
+			code: wire.CodeNoCapacity, desc: "from router", chunks: []string{"a"},
+			dropped: []client.Dropped{late("n1", false)}, cancels: []string{"n1"}},
 		{name: "takeover naming a node the client did not keep is a duplicate", stream: true,
 			steps: []step{chunk("n1", "a"), tchunk("n2", "n3", "a"), chunk("n1", "b"), done("n1", "")},
 			body:  "ab", node: "n1", dropped: []client.Dropped{{Node: "n2", Duplicate: true}},
@@ -345,7 +382,7 @@ func TestTakeover(t *testing.T) {
 		{name: "takeover node's error while resending ends the request", stream: true,
 			steps: []step{chunk("n1", "a"), chunk("n1", "b"), tchunk("n2", "n1", "a"), tfail("n2", "n1", wire.CodeNoCapacity)},
 			code:  wire.CodeNoCapacity, desc: "from n2", chunks: []string{"a", "b"}, resumed: 1},
-		{name: "Fed-Lost-Node final after chunks ends the request", stream: true,
+		{name: "Fed-Lost-Node final after chunks ends a Fed-No-Resume stream", stream: true, noResume: true,
 			steps: []step{chunk("n1", "a"), chunk("n1", "b"), lostFail("n1"), chunk("n1", "c"), done("n1", "")},
 			code:  wire.CodeNoCapacity, desc: "from router", chunks: []string{"a", "b"},
 			dropped: []client.Dropped{late("n1", false), late("n1", true)}, cancels: []string{"n1"}},
@@ -361,6 +398,52 @@ func TestTakeover(t *testing.T) {
 	})
 }
 
+// startAt makes node's next message carry Fed-Seq seq (a continuation).
+func startAt(node string, seq int) step { return step{from: node, kind: "start", code: seq} }
+
+// A stream whose node was lost (a router's Fed-Lost-Node final) is sent
+// again with the chunks the caller has (Fed-Continue-Seq, -Text); the
+// node that continues it streams only what follows. At most MaxContinues
+// times; never with Fed-No-Resume; a plain resend before any chunk.
+func TestContinueLostStream(t *testing.T) {
+	runFinalCases(t, []finalCase{
+		{name: "continued after two chunks", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), lostFail("n1")},
+			again: [][]step{{startAt("n2", 2), chunk("n2", "c"), done("n2", "")}},
+			body:  "abc", node: "n2", resumed: 1, continued: []string{"2:ab"}},
+		{name: "lost before any chunk: sent again as it was", stream: true,
+			steps: []step{lostFail("n1")},
+			again: [][]step{{chunk("n2", "x"), done("n2", "")}},
+			body:  "x", node: "n2", resumed: 1, continued: []string{":"}},
+		{name: "the continuation lost too: continued again", stream: true,
+			steps: []step{chunk("n1", "a"), lostFail("n1")},
+			again: [][]step{{startAt("n2", 1), chunk("n2", "b"), lostFail("n2")},
+				{startAt("n3", 2), chunk("n3", "c"), done("n3", "")}},
+			body: "abc", node: "n3", resumed: 1, continued: []string{"1:a", "2:ab"}},
+		{name: "at most MaxContinues continuations", stream: true,
+			steps: []step{chunk("n1", "a"), lostFail("n1")},
+			again: [][]step{{lostFail("n1")}, {lostFail("n1")}},
+			code:  wire.CodeNoCapacity, desc: "from router", chunks: []string{"a"}, resumed: 1,
+			continued: []string{"1:a", "1:a"}},
+		{name: "the lost node's later chunks are late", stream: true,
+			steps: []step{chunk("n1", "a"), lostFail("n1"), chunk("n1", "b")},
+			again: [][]step{{startAt("n2", 1), chunk("n2", "B"), done("n2", "")}},
+			body:  "aB", node: "n2", resumed: 1, continued: []string{"1:a"},
+			dropped: []client.Dropped{late("n1", false)}, cancels: []string{"n1"}},
+		{name: "a continuation that restarts at 0 is a gap, not a spliced answer", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), lostFail("n1")},
+			again: [][]step{{chunk("n2", "a"), done("n2", "")}},
+			code:  wire.CodeInternal, lost: true, chunks: []string{"a", "b"}, resumed: 1, continued: []string{"2:ab"},
+			dropped: []client.Dropped{late("n2", true)}},
+		{name: "Fed-No-Resume: no continuation", stream: true, noResume: true,
+			steps: []step{chunk("n1", "a"), lostFail("n1")},
+			code:  wire.CodeNoCapacity, desc: "from router", chunks: []string{"a"}},
+		{name: "a whole answer is not continued (the router re-places it)",
+			steps: []step{lostFail("n1")},
+			code:  wire.CodeNoCapacity, desc: "from router"},
+	})
+}
+
 func runFinalCases(t *testing.T, cases []finalCase) {
 	t.Helper()
 	for _, tc := range cases {
@@ -368,10 +451,14 @@ func runFinalCases(t *testing.T, cases []finalCase) {
 			a := newActors(t, tc.steps)
 			a.mu.Lock()
 			maps.Copy(a.replay, tc.replay)
+			a.again = tc.again
 			a.mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), cmpOr(tc.timeout, 5*time.Second))
 			defer cancel()
 			req := client.Request{Capability: wire.CapGenerate, Body: []byte("hi")}
+			if tc.noResume {
+				req.Header = nats.Header{wire.HdrNoResume: {"true"}}
+			}
 			var body, node string
 			var err error
 			var chunks []string
@@ -448,6 +535,10 @@ func runFinalCases(t *testing.T, cases []finalCase) {
 				replays[i].RequestID = ""
 			}
 			assert.Equal(t, tc.replays, replays, "replay requests")
+			a.mu.Lock()
+			continued := nilIfEmpty(a.continued)
+			a.mu.Unlock()
+			assert.Equal(t, tc.continued, continued, "continuations sent")
 		})
 	}
 }

@@ -47,6 +47,10 @@ type Node struct {
 	// backend does), so a stream cut by a lost node can continue on it at
 	// the next Fed-Seq.
 	Resumable bool `json:"resumable,omitempty"`
+	// Continues: the node's backend can continue an answer from its text
+	// so far (Fed-Continue-Seq, DESIGN §4 step 9): an OpenAI-compatible
+	// server with continue_final_message, the synthetic backend.
+	Continues bool `json:"continues,omitempty"`
 	// InstanceID tells two agents claiming one node id apart (409 on conflict).
 	InstanceID   string    `json:"instance_id,omitempty"`
 	RegisteredAt time.Time `json:"registered_at"`

@@ -18,6 +18,10 @@ type Reply struct {
 	seq      int
 }
 
+// StartAt makes the next message carry Fed-Seq seq: a continuation's
+// first chunk follows the ones the client has (DESIGN §4 step 9).
+func (r *Reply) StartAt(seq int) { r.seq = seq }
+
 func (r *Reply) header() nats.Header {
 	h := nats.Header{}
 	if r.RequestID != "" {

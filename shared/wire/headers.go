@@ -3,6 +3,8 @@
 // request's routing headers (DESIGN §2–§4). Nothing else spells these names.
 package wire
 
+import "strings"
+
 // Request headers set by clients (DESIGN §3).
 const (
 	HdrRequestID     = "Fed-Request-Id"
@@ -21,6 +23,12 @@ const (
 	// HdrNoResume: true asks that a stream whose node is lost mid-way end in
 	// a 503 rather than continue on another node.
 	HdrNoResume = "Fed-No-Resume"
+	// HdrContinueSeq and HdrContinueText ask for a continuation (DESIGN
+	// §4 step 9): the client has the first N chunks of a stream whose node
+	// was lost, and their text (standard base64); the node that takes the
+	// request emits only what follows, from Fed-Seq N.
+	HdrContinueSeq  = "Fed-Continue-Seq"
+	HdrContinueText = "Fed-Continue-Text"
 )
 
 // Dispatch headers added by a router (DESIGN §4).
@@ -84,3 +92,44 @@ const (
 	StatusDone  = "done"
 	StatusError = "error"
 )
+
+// MaxLostNodes bounds the lost-node list of Fed-Takeover and Fed-Lost-Node.
+const MaxLostNodes = 8
+
+// AddLost appends node to a Fed-Takeover / Fed-Lost-Node list (node ids,
+// comma-separated, oldest first, at most MaxLostNodes: the oldest go). A
+// request lost twice (A, then B before B sent anything) names both, so a
+// client that still keeps A accepts the node after B.
+func AddLost(list, node string) string {
+	if list == "" {
+		return node
+	}
+	n := strings.Count(list, ",") + 1
+	for ; n >= MaxLostNodes; n-- {
+		list = list[strings.IndexByte(list, ',')+1:]
+	}
+	return list + "," + node
+}
+
+// NamesLost reports whether a Fed-Takeover / Fed-Lost-Node list names node.
+func NamesLost(list, node string) bool {
+	for list != "" {
+		var id string
+		id, list, _ = strings.Cut(list, ",")
+		if id == node {
+			return true
+		}
+	}
+	return false
+}
+
+// LostList calls fn for each node of a Fed-Takeover / Fed-Lost-Node list.
+func LostList(list string, fn func(node string)) {
+	for list != "" {
+		var id string
+		id, list, _ = strings.Cut(list, ",")
+		if id != "" {
+			fn(id)
+		}
+	}
+}

@@ -72,3 +72,30 @@ func TestReplyMessages(t *testing.T) {
 	bad.Set(HdrServiceErrorCode, "banana")
 	assert.Equal(t, CodeInternal, ErrorFromHeader(bad).Code)
 }
+
+func TestLostList(t *testing.T) {
+	cases := []struct {
+		list, add, want string
+	}{
+		{"", "a", "a"},
+		{"a", "b", "a,b"},
+		{"a,b,c,d,e,f,g,h", "i", "b,c,d,e,f,g,h,i"},
+	}
+	for _, c := range cases {
+		got := AddLost(c.list, c.add)
+		if got != c.want {
+			t.Errorf("AddLost(%q, %q) = %q, want %q", c.list, c.add, got, c.want)
+		}
+		if !NamesLost(got, c.add) {
+			t.Errorf("NamesLost(%q, %q) = false", got, c.add)
+		}
+	}
+	if NamesLost("ab,c", "a") || NamesLost("", "a") || !NamesLost("x,ab", "ab") {
+		t.Error("NamesLost matches parts of ids or misses whole ones")
+	}
+	var seen []string
+	LostList("a,,b", func(n string) { seen = append(seen, n) })
+	if len(seen) != 2 || seen[0] != "a" || seen[1] != "b" {
+		t.Errorf("LostList = %v", seen)
+	}
+}

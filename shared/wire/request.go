@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/base64"
 	"math"
 	"strconv"
 	"strings"
@@ -43,6 +44,9 @@ type Spec struct {
 	// NoResume: a stream whose node is lost ends in 503 instead of
 	// continuing on another node.
 	NoResume bool
+	// ContinueSeq > 0: a continuation of a lost stream from this Fed-Seq
+	// (Fed-Continue-Seq); only nodes that can continue an answer take it.
+	ContinueSeq int
 }
 
 // NewSpec returns a Spec with every default of DESIGN §3 filled in.
@@ -109,6 +113,14 @@ var specHeaders = [...]specHeader{
 		func(s *Spec) string { return ifNot(s.Stream, "true") }},
 	{HdrNoResume, func(s *Spec, v string) string { return parseBool(v, &s.NoResume) },
 		func(s *Spec) string { return ifNot(s.NoResume, "true") }},
+	{HdrContinueSeq, func(s *Spec, v string) string {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxContinueSeq {
+			return "is not a whole number from 1 to " + strconv.Itoa(MaxContinueSeq)
+		}
+		s.ContinueSeq = n
+		return ""
+	}, func(s *Spec) string { return ifNot(s.ContinueSeq > 0, strconv.Itoa(s.ContinueSeq)) }},
 	{HdrTimeoutMs, func(s *Spec, v string) string {
 		n, err := strconv.ParseInt(v, 10, 64)
 		// compare in milliseconds: n × 1e6 overflows a Duration for large n
@@ -123,6 +135,19 @@ var specHeaders = [...]specHeader{
 		}
 		return strconv.FormatInt(max(s.Timeout.Milliseconds(), 1), 10)
 	}},
+}
+
+// MaxContinueSeq bounds Fed-Continue-Seq.
+const MaxContinueSeq = 1 << 20
+
+// ParseContinueText decodes Fed-Continue-Text (standard base64; may be
+// empty for a continuation of chunks whose text the client did not keep).
+func ParseContinueText(v string) ([]byte, error) {
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return nil, badHeader(HdrContinueText, v, "is not standard base64")
+	}
+	return b, nil
 }
 
 // ParseSpec decodes the routing headers of a request. Headers come from
@@ -144,6 +169,9 @@ func ParseSpec(h nats.Header) (Spec, error) {
 		if why := sh.decode(sp, v); why != "" {
 			return *sp, badHeader(sh.name, v, why)
 		}
+	}
+	if sp.ContinueSeq > 0 && !sp.Stream {
+		return *sp, Errorf(CodeBadRequest, "header %s: a continuation is of a stream: set %s: true", HdrContinueSeq, HdrStream)
 	}
 	return *sp, nil
 }

@@ -38,11 +38,13 @@ func TestParseSpecValues(t *testing.T) {
 	h.Set(HdrSession, "s-1")
 	h.Set(HdrStream, "true")
 	h.Set(HdrTimeoutMs, "1500")
+	h.Set(HdrContinueSeq, "7")
 	s, err := ParseSpec(h)
 	require.NoError(t, err)
 	assert.Equal(t, Spec{RequestID: "r1", Tenant: "acme", Model: "llama-3", Privacy: PrivacyConfidential,
 		Regions: []string{"eu-west", "eu-central"}, MaxLatencyMs: 250, MinThroughput: 12.5, PreferGPU: false,
-		CostTolerance: 90, Region: "eu-west", Session: "s-1", Stream: true, Timeout: 1500 * time.Millisecond}, s)
+		CostTolerance: 90, Region: "eu-west", Session: "s-1", Stream: true, Timeout: 1500 * time.Millisecond,
+		ContinueSeq: 7}, s)
 	assert.True(t, s.RegionAllowed("eu-central"))
 	assert.False(t, s.RegionAllowed("us-west"))
 }
@@ -64,6 +66,10 @@ func TestParseSpecRejects(t *testing.T) {
 		{HdrTimeoutMs, "0"},
 		{HdrTimeoutMs, "99999999999"},
 		{HdrRequestID, strings.Repeat("x", 300)},
+		{HdrContinueSeq, "0"},
+		{HdrContinueSeq, "-3"},
+		{HdrContinueSeq, "9999999"},
+		{HdrContinueSeq, "4"}, // without Fed-Stream: true
 	}
 	for _, c := range cases {
 		t.Run(c.header+"="+c.value[:min(len(c.value), 12)], func(t *testing.T) {
@@ -173,4 +179,15 @@ func BenchmarkParseSpec(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+func TestParseContinueText(t *testing.T) {
+	b, err := ParseContinueText("aGVsbG8gd29ybGQ=")
+	require.NoError(t, err)
+	assert.Equal(t, "hello world", string(b))
+	_, err = ParseContinueText("not base64!")
+	var we *Error
+	require.True(t, errors.As(err, &we))
+	assert.Equal(t, CodeBadRequest, we.Code)
+	assert.Contains(t, we.Description, HdrContinueText)
 }

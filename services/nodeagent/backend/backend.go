@@ -20,6 +20,17 @@ type Call struct {
 	// Stream is true when the client asked for separate chunks; a backend may
 	// then ask its server for a streamed answer. Either way it calls emit.
 	Stream bool
+	// Continue is set on a continuation (DESIGN §4 step 9): another node
+	// began this answer and was lost; the client already has its first
+	// Continue.Seq chunks, whose text is Continue.Text. The backend emits
+	// only what follows. Only backends that report Continues get one.
+	Continue *Continuation
+}
+
+// Continuation is the part of an answer a client already holds.
+type Continuation struct {
+	Seq  int    // chunks the client has (the next Fed-Seq is Seq)
+	Text []byte // their concatenated bytes
 }
 
 // Result is what a backend reports once the answer is complete.
@@ -50,6 +61,19 @@ type Backend interface {
 // then continue on another such node at the next Fed-Seq (DESIGN §4).
 type Resumable interface {
 	Resumable() bool
+}
+
+// Continuer is implemented by backends that can continue an answer from
+// its text so far (an OpenAI-compatible server with vLLM's
+// continue_final_message, the synthetic backend by construction).
+type Continuer interface {
+	Continues() bool
+}
+
+// Continues reports whether b says it can continue a given answer.
+func Continues(b Backend) bool {
+	c, ok := b.(Continuer)
+	return ok && c.Continues()
 }
 
 // IsResumable reports whether b says it is resumable.

@@ -172,6 +172,6 @@ func (c *Config) record(instance string) record.Node {
 		Subject: c.Subjects.NodeInfer(c.NodeID), Models: c.Models,
 		GPU: c.GPU, Cost: c.Cost, Clearance: c.Clearance, MaxConcurrency: c.MaxConcurrency,
 		Labels: c.Labels, AgentVersion: AgentVersion, InstanceID: instance,
-		Resumable: backend.IsResumable(c.Backend), RegisteredAt: time.Now().UTC(),
+		Resumable: backend.IsResumable(c.Backend), Continues: backend.Continues(c.Backend), RegisteredAt: time.Now().UTC(),
 	}
 }

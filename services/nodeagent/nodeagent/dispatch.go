@@ -188,6 +188,20 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 		werr.RequestID = id
 		return nil, werr
 	}
+	var cont *backend.Continuation
+	if spec.ContinueSeq > 0 {
+		if !backend.Continues(s.cfg.Backend) {
+			return bad(wire.CodeBadRequest, "node %s cannot continue an answer (%s): its %s backend does not support it",
+				s.cfg.NodeID, wire.HdrContinueSeq, s.cfg.Backend.Name())
+		}
+		text, err := wire.ParseContinueText(h.Get(wire.HdrContinueText))
+		if err != nil {
+			e, _ := err.(*wire.Error)
+			e.RequestID = id
+			return nil, e
+		}
+		cont = &backend.Continuation{Seq: spec.ContinueSeq, Text: text}
+	}
 	attempt, _ := strconv.Atoi(h.Get(wire.HdrAttempt))
 	// Derived from the work group's context: a drain that times out (or a
 	// closed connection) cuts the job with errDrained.
@@ -195,13 +209,16 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 	ctx, stopDeadline := context.WithDeadlineCause(ctx, deadline, errDeadline)
 	j := &job{
 		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
-			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream},
+			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream, Continue: cont},
 		// A takeover of a lost node's request says so on every message.
 		reply:  wire.Reply{Inbox: inbox, RequestID: id, Node: s.cfg.NodeID, Takeover: h.Get(wire.HdrTakeover)},
 		tenant: spec.Tenant, attempt: attempt, routeScore: h.Get(wire.HdrRouteScore), budget: spec.Timeout,
 		start: now, ctx: ctx,
 	}
 	j.cancel = func(cause error) { cancel(cause); stopDeadline() }
+	if cont != nil {
+		j.reply.StartAt(cont.Seq) // the client has chunks 0…Seq-1
+	}
 	return j, nil
 }
 

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -492,4 +493,72 @@ func TestTakeoverEchoAndResumableRegistration(t *testing.T) {
 			assert.Empty(t, plain.read(t, 2*time.Second).final.Header.Get(wire.HdrTakeover), "no takeover, no header")
 		})
 	}
+}
+
+// A continuation (Fed-Continue-Seq, -Text) streams only what follows the
+// client's chunks, from that Fed-Seq on, and can be replayed there; a node
+// whose backend cannot continue refuses it with 400 and registers so.
+func TestContinuation(t *testing.T) {
+	r := newRig(t)
+	r.agent(testConfig("n1", synthetic.New(synthetic.Config{Tokens: 6})))
+	r.agent(testConfig("n2", synthetic.New(synthetic.Config{Tokens: 6, TokenBytes: 8})))
+	regs := map[string]bool{}
+	for _, n := range r.cat.regs() {
+		regs[n.NodeID] = n.Continues
+	}
+	assert.Equal(t, map[string]bool{"n1": true, "n2": false}, regs, "registered continues")
+
+	whole := r.dispatch("n1", "prompt", stream, func(h nats.Header) { h.Set(wire.HdrRequestID, "orig") }).read(t, 2*time.Second)
+	require.Len(t, whole.chunks, 6)
+	prefix := string(whole.chunks[0].Data) + string(whole.chunks[1].Data)
+	cont := func(seq, text string) dispatchOpt {
+		return func(h nats.Header) {
+			h.Set(wire.HdrContinueSeq, seq)
+			h.Set(wire.HdrContinueText, base64.StdEncoding.EncodeToString([]byte(text)))
+		}
+	}
+	c := r.dispatch("n1", "prompt", stream, cont("2", prefix))
+	require.Equal(t, wire.StatusAccepted, c.status)
+	var got []*nats.Msg
+	for {
+		m, err := c.sub.NextMsg(2 * time.Second)
+		require.NoError(t, err, "no final (silence)")
+		require.Equal(t, strconv.Itoa(2+len(got)), m.Header.Get(wire.HdrSeq), "Fed-Seq from the continuation point")
+		if wire.IsFinal(m) {
+			assert.Equal(t, wire.StatusDone, m.Header.Get(wire.HdrStatus))
+			assert.Equal(t, "4", m.Header.Get(wire.HdrTokens), "the tokens this node produced")
+			break
+		}
+		got = append(got, m)
+	}
+	require.Len(t, got, 4)
+	for i, m := range got {
+		assert.Equal(t, string(whole.chunks[2+i].Data), string(m.Data))
+	}
+	r.replayed(c, "n1", 3, 4, append(make([]*nats.Msg, 2), got...)) // want is indexed by Fed-Seq
+
+	for _, tc := range []struct {
+		name, node string
+		opts       []dispatchOpt
+		want       string
+	}{
+		{"a backend that cannot continue", "n2", []dispatchOpt{stream, cont("2", prefix)}, "cannot continue"},
+		{"not a stream", "n1", []dispatchOpt{cont("2", prefix)}, wire.HdrStream},
+		{"bad text", "n1", []dispatchOpt{stream, cont("2", ""), func(h nats.Header) { h.Set(wire.HdrContinueText, "%%%") }}, wire.HdrContinueText},
+		{"bad seq", "n1", []dispatchOpt{stream, cont("0", prefix)}, wire.HdrContinueSeq},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := r.dispatch(tc.node, "prompt", tc.opts...)
+			e := wire.ErrorFromHeader(c.ack.Header)
+			require.NotNil(t, e, "refused in the ack")
+			assert.Equal(t, wire.CodeBadRequest, e.Code)
+			assert.Contains(t, e.Description, tc.want)
+		})
+	}
+	wrong, err := r.dispatch("n1", "prompt", stream, cont("2", "not the answer")).sub.NextMsg(2 * time.Second)
+	require.NoError(t, err)
+	assert.Equal(t, "2", wrong.Header.Get(wire.HdrSeq), "the final follows the client's chunks")
+	e := wire.ErrorFromHeader(wrong.Header)
+	require.NotNil(t, e, "text that is not the answer's beginning is refused")
+	assert.Equal(t, wire.CodeBadRequest, e.Code)
 }

@@ -66,9 +66,10 @@ func newReplays(c Config) *replays {
 
 // begin starts keeping a stream's messages. A stream already kept under
 // the same id (an earlier attempt on this node) is replaced: a replay
-// serves the latest.
-func (r *replays) begin(id string) *replayStream {
-	st := &replayStream{id: id}
+// serves the latest. first is the Fed-Seq of its first message (0, or
+// where a continuation starts).
+func (r *replays) begin(id string, first int) *replayStream {
+	st := &replayStream{id: id, first: first}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.expire(time.Now())

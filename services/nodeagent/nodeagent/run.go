@@ -34,7 +34,7 @@ func (s *Service) run(j *job) {
 	defer s.release(j)
 	out := &output{s: s, j: j}
 	if j.call.Stream {
-		out.kept = s.replay.begin(j.call.RequestID)
+		out.kept = s.replay.begin(j.call.RequestID, j.reply.Seq())
 	}
 	res, err := s.cfg.Backend.Generate(j.ctx, j.call, out.emit)
 	latency := time.Since(j.start)
@@ -95,7 +95,8 @@ func (o *output) emit(chunk []byte) error {
 	if len(chunk) == 0 {
 		return nil // an empty chunk would read as the ADR-47 end sentinel
 	}
-	if !o.emitted {
+	first := !o.emitted
+	if first {
 		o.emitted = true
 		o.ttft = time.Since(j.start)
 		o.s.mu.Lock()
@@ -114,7 +115,7 @@ func (o *output) emit(chunk []byte) error {
 		j.cancel(errLost)
 		return errLost
 	}
-	if j.reply.Seq() == 1 {
+	if first {
 		// The first token's latency is what users feel: push it out now
 		// rather than when the write buffer fills.
 		_ = o.s.nc.FlushTimeout(time.Second)

@@ -32,6 +32,9 @@ type decision struct {
 	// resumable: the chosen node's catalog record says resumable (a stream
 	// it accepts may be taken over by another resumable node if it is lost)
 	resumable bool
+	// decidedBy: the policy term that separated the node from the
+	// runner-up (decisions.go), for the decision event
+	decidedBy string
 
 	code     int // 0: a node was chosen
 	serving  int // nodes serving the capability/model
@@ -53,6 +56,9 @@ type placementQuery struct {
 	// resumableOnly: a stream taken over from a lost node, which only a
 	// resumable node may continue
 	resumableOnly bool
+	// continuesOnly: a continuation (Fed-Continue-Seq), which only a node
+	// that can continue an answer from its text may take
+	continuesOnly bool
 }
 
 // decide runs one route decision against the cache: candidates, scores,
@@ -82,6 +88,9 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		if rej == rejNone && r.resumableOnly && !e.resumable {
 			rej = rejNotResumable
 		}
+		if rej == rejNone && r.continuesOnly && !e.continues {
+			rej = rejCannotContinue
+		}
 		if rej == rejNone && len(r.tried)+len(r.busy) > 0 {
 			switch {
 			case wasTried(r.tried, e):
@@ -108,9 +117,11 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		d.code = c.failureCodeLocked(r, &d)
 	case hashBest != nil:
 		d.e, d.total = hashBest, hashBestTotal
+		d.decidedBy = decidedBy(d.e, d.total, sc.top, &r.q, &p.w, true)
 	default:
 		ch := pick(p.strategy, sc.top, rr)
 		d.e, d.total = ch.e, ch.total
+		d.decidedBy = decidedBy(d.e, d.total, sc.top, &r.q, &p.w, false)
 	}
 	if d.e != nil {
 		d.model = d.e.modelFor(r.capability, r.model)
@@ -208,6 +219,7 @@ func rendezvousKey(s *wire.Spec) (uint64, bool) {
 func newPlacementQuery(capability string, s *wire.Spec, routerRegion string) placementQuery {
 	r := placementQuery{capability: capability, model: s.Model, q: newQuery(s, routerRegion)}
 	r.key, r.hasKey = rendezvousKey(s)
+	r.continuesOnly = s.ContinueSeq > 0
 	return r
 }
 

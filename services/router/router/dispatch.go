@@ -174,7 +174,11 @@ func (p *placement) place(ctx context.Context) (Result, error) {
 		kind, why, err := p.attempt(ctx, &d)
 		switch {
 		case kind == ackAccepted:
-			return Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total}, nil
+			res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total, DecidedBy: d.decidedBy}
+			if p.w != nil {
+				res.Queued = time.Since(p.w.since)
+			}
+			return res, nil
 		case kind == ackTooLarge:
 			return Result{}, err
 		case ctx.Err() != nil:
@@ -271,6 +275,7 @@ func (p *placement) busyNote() string {
 // finish counts a placed request and tells the middleware.
 func (p *placement) finish(res *Result) {
 	p.s.stats.placed.Add(1)
+	p.s.decisions.add(p.decision(res))
 	for _, mw := range p.s.mw {
 		mw.AfterDispatch(&p.inbound, res)
 	}
@@ -525,6 +530,8 @@ func rejectSummary(r reject) string {
 		return "already tried"
 	case rejNotResumable:
 		return "not resumable"
+	case rejCannotContinue:
+		return "cannot continue a stream"
 	}
 	return "rejected"
 }

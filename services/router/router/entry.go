@@ -35,6 +35,7 @@ type entry struct {
 	throughputScore float64 // min(tps/1000, 1): the cost score under high cost tolerance
 	conc            int     // max concurrency; 0 = unbounded
 	resumable       bool    // catalog record: may take over (and be taken over) mid-stream
+	continues       bool    // catalog record: can continue an answer from its text (Fed-Continue-Seq)
 	invConc         float64
 
 	// load is the node's in-flight count as last reported: by its health
@@ -185,6 +186,7 @@ func (e *entry) derive(regions record.Regions, regionID int32) {
 	e.region, e.gpu, e.maxConc = n.Region, n.GPU, n.MaxConcurrency
 	e.clearance = n.Clearance
 	e.resumable = n.Resumable
+	e.continues = n.Continues
 	e.cost = n.Cost
 	if r, ok := regions[n.Region]; ok {
 		if r.Privacy != nil && *r.Privacy < e.clearance {

@@ -18,6 +18,7 @@ type tnode struct {
 	models    []record.Model
 	health    *record.Health // nil: no health record (unknown)
 	resumable bool
+	continues bool
 	instance  string // agent instance id
 }
 
@@ -31,7 +32,7 @@ func (n tnode) record() *record.Node {
 		cl = wire.DefaultPrivacy
 	}
 	return &record.Node{NodeID: n.id, Region: n.region, Clearance: cl, GPU: n.gpu, Cost: n.cost,
-		MaxConcurrency: n.maxConc, Models: models, Resumable: n.resumable, InstanceID: n.instance}
+		MaxConcurrency: n.maxConc, Models: models, Resumable: n.resumable, Continues: n.continues, InstanceID: n.instance}
 }
 
 func healthy(p50 float64) *record.Health {

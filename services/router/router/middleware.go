@@ -28,6 +28,11 @@ type Result struct {
 	Model    string
 	Attempts int
 	Score    float64
+	// DecidedBy is the policy term that put Node ahead of the runner-up
+	// (DESIGN §9.5); "" when it was the only candidate.
+	DecidedBy string
+	// Queued is how long the request waited in the router's queue.
+	Queued time.Duration
 }
 
 // Middleware runs around every infer request. BeforeRoute may refuse a

@@ -64,6 +64,9 @@ const (
 	// rejNotResumable: a stream taken over from a lost node goes only to a
 	// resumable node (takeover.go)
 	rejNotResumable
+	// rejCannotContinue: a continuation (Fed-Continue-Seq) goes only to a
+	// node that can continue an answer from its text
+	rejCannotContinue
 	numRejects
 )
 
@@ -82,7 +85,7 @@ func (r reject) policy() string {
 		return "min_score"
 	case rejTried:
 		return "retry"
-	case rejNotResumable:
+	case rejNotResumable, rejCannotContinue:
 		return "takeover"
 	}
 	return ""
@@ -255,6 +258,8 @@ func reason(e *entry, q *query, rej reject, total, minScore float64) string {
 		return "already tried for this request"
 	case rejNotResumable:
 		return "not resumable: cannot take over a stream"
+	case rejCannotContinue:
+		return "cannot continue an answer from its text (Fed-Continue-Seq)"
 	}
 	return ""
 }

@@ -39,10 +39,12 @@ type Service struct {
 	out    *outstanding
 	// answered: recent requests a node sent its final for (answered.go)
 	answered *answered
-	queue    *waitQueue
-	mw       []Middleware
-	rr       atomic.Uint64 // round-robin tickets
-	sem      chan struct{} // MaxInFlight slots
+	// decisions batches the decision events (DESIGN §9.5)
+	decisions *decisions
+	queue     *waitQueue
+	mw        []Middleware
+	rr        atomic.Uint64 // round-robin tickets
+	sem       chan struct{} // MaxInFlight slots
 
 	stats routerStats
 
@@ -90,6 +92,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(), answered: newAnswered(), queue: newWaitQueue(cfg.MaxQueue),
 		sem:   make(chan struct{}, cfg.MaxInFlight),
 		loops: lifecycle.NewGroup(), requests: lifecycle.NewGroup()}
+	s.decisions = &decisions{nc: nc, subject: cfg.Subjects.Decisions(), router: cfg.InstanceID, log: log}
 	s.policy.Store(newPolicyState(cfg.Policy))
 	s.mw = append([]Middleware{logMiddleware{s.log}, limitMiddleware{s.limits}}, cfg.Middleware...)
 	return s, nil
@@ -117,6 +120,7 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	s.loops.Every(s.cfg.SweepInterval, s.sweepOutstanding)
 	s.loops.Every(queueKickInterval, s.kickQueue)
+	s.loops.Every(decisionsEvery, func(context.Context, time.Time) { s.decisions.flush() })
 	if err := s.serve(); err != nil {
 		return fmt.Errorf("router: %w", err)
 	}
@@ -177,6 +181,7 @@ func (s *Service) stop() error {
 		}
 	}
 	s.loops.Stop()
+	s.decisions.flush() // the placements of the last requests
 	return errors.Join(errs...)
 }
 

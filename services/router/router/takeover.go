@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/logging"
@@ -121,13 +122,25 @@ func (s *Service) lostOne(r lostRec, how string, place, report bool) {
 // lost: the same request, deadline and attempt count, with the nodes tried
 // before and the lost one excluded.
 func (h *held) placement(s *Service, lost *entry) *placement {
-	p := &placement{s: s, msg: h.msg, spec: h.spec, deadline: h.deadline, attempts: h.attempts, takeover: lost.id,
-		inbound: Inbound{ID: h.spec.RequestID, Capability: h.capability, Spec: h.spec, Header: h.msg.Header, Received: h.received}}
+	p := &placement{s: s, msg: h.msg, spec: h.spec, deadline: h.deadline, attempts: h.attempts,
+		// a request lost before (h.takeover) names every lost node: its
+		// client may still keep the first (DESIGN §3.3)
+		takeover: wire.AddLost(h.takeover, lost.id),
+		inbound:  Inbound{ID: h.spec.RequestID, Capability: h.capability, Spec: h.spec, Header: h.msg.Header, Received: h.received}}
 	p.query = newPlacementQuery(h.capability, &p.spec, s.cfg.Region)
 	p.query.tried = append(append(make([]*entry, 0, len(h.tried)+1), h.tried...), lost)
 	p.query.resumableOnly = h.spec.Stream
 	p.lostResumable = h.resumable
 	return p
+}
+
+// lostNode is the node whose loss this placement answers (the last of
+// the lost list).
+func (p *placement) lostNode() string {
+	if i := strings.LastIndexByte(p.takeover, ','); i >= 0 {
+		return p.takeover[i+1:]
+	}
+	return p.takeover
 }
 
 // takeOver places a lost node's request again, through the same decisions
@@ -159,7 +172,8 @@ func (p *placement) takeOver(ctx context.Context, how string) {
 		return
 	}
 	s.stats.takeovers.Add(1)
-	s.log.Info().Str(logging.KeyRequest, p.spec.RequestID).Str("lost_node", p.takeover).Str(logging.KeyNode, res.Node).
+	s.decisions.add(p.decision(&res))
+	s.log.Info().Str(logging.KeyRequest, p.spec.RequestID).Str("lost_node", p.lostNode()).Str(logging.KeyNode, res.Node).
 		Int("attempts", res.Attempts).Bool("stream", p.spec.Stream).Msg("request of a lost node taken over")
 	for _, mw := range s.mw {
 		mw.AfterDispatch(&p.inbound, &res)
@@ -171,5 +185,5 @@ func (p *placement) takeOver(ctx context.Context, how string) {
 // Fed-Node, and an unplaced event.
 func (p *placement) lost(how, why string) {
 	p.s.stats.lostFinals.Add(1)
-	p.fail(wire.Errorf(wire.CodeNoCapacity, "node %s was lost after accepting the request (%s; %s)", p.takeover, how, why))
+	p.fail(wire.Errorf(wire.CodeNoCapacity, "node %s was lost after accepting the request (%s; %s)", p.lostNode(), how, why))
 }

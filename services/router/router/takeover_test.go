@@ -431,3 +431,89 @@ func TestOutstandingTakeLost(t *testing.T) {
 	out.done("acked", "n00") // its late completion finds nothing
 	assert.Equal(t, 3, out.len())
 }
+
+// A request lost twice (a, then b before b sent anything) is taken over by
+// c with Fed-Takeover naming both, so a client that still keeps a accepts
+// c; with no node left, the router's final names both.
+func TestIntegrationLostTwice(t *testing.T) {
+	for _, withC := range []bool{true, false} {
+		t.Run("third node "+strconv.FormatBool(withC), func(t *testing.T) {
+			e := newEnv(t, nil)
+			a := tnode{id: "a", region: "eu", health: healthy(10), instance: "a-1"}
+			b := tnode{id: "b", region: "eu", health: healthy(20), instance: "b-1"}
+			e.addNode(a)
+			e.addNode(b)
+			an := e.stageNode("a", 0, true)
+			bn := e.stageNode("b", 0, true)
+			ids := []string{"a", "b"}
+			var cn *stageNode
+			if withC {
+				e.addNode(tnode{id: "c", region: "eu", health: healthy(300), instance: "c-1"})
+				cn = e.stageNode("c", 0, false)
+				ids = append(ids, "c")
+			}
+			e.waitEligible(ids...)
+			ch := e.rawRequest(streamHeader("req-twice", false, false))
+			natsembed.Eventually(t, 2*time.Second, func() error {
+				return natsembed.Check(len(an.headers()) == 1, "node a has not accepted the request yet")
+			})
+			e.silence("a", 4*time.Second)
+			natsembed.Eventually(t, 3*time.Second, func() error {
+				return natsembed.Check(len(bn.headers()) == 1, "node b has not taken the request over")
+			})
+			assert.Equal(t, "a", bn.headers()[0].Get(wire.HdrTakeover))
+			e.silence("b", 4*time.Second)
+			msgs := untilFinal(t, ch, 5*time.Second)
+			noMore(t, ch)
+			final := msgs[len(msgs)-1]
+			if withC {
+				require.Len(t, cn.headers(), 1, "node c got the second takeover")
+				assert.Equal(t, "a,b", cn.headers()[0].Get(wire.HdrTakeover), "the dispatch names both lost nodes")
+				assert.Equal(t, "a,b", final.Header.Get(wire.HdrTakeover))
+				assert.Equal(t, "c", final.Header.Get(wire.HdrNode))
+				assert.Equal(t, wire.StatusDone, final.Header.Get(wire.HdrStatus))
+				return
+			}
+			assert.Equal(t, "a,b", final.Header.Get(wire.HdrLostNode), "the router's final names both lost nodes")
+			we := wire.ErrorFromHeader(final.Header)
+			require.NotNil(t, we)
+			assert.Contains(t, we.Description, "node b was lost")
+		})
+	}
+}
+
+// A continuation (Fed-Continue-Seq) goes only to a node that can continue
+// an answer from its text; a fresh request to any.
+func TestDecideContinuesOnly(t *testing.T) {
+	cases := []struct {
+		name      string
+		continues []bool // n00, n01
+		want      string // "" no node
+	}{
+		{"the one that continues", []bool{false, true}, "n01"},
+		{"none continues", []bool{false, false}, ""},
+		{"both: the better one", []bool{true, true}, "n00"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := equalNodes(2)
+			for i := range nodes {
+				nodes[i].continues = tc.continues[i]
+			}
+			c := buildCache(t, nodes...)
+			r := newPlacementQuery(wire.CapGenerate, specWith(func(s *wire.Spec) { s.Stream, s.ContinueSeq = true, 3 }), "")
+			require.True(t, r.continuesOnly)
+			d := c.decide(&r, defaultPolicy(), 0)
+			if tc.want == "" {
+				assert.Nil(t, d.e)
+				assert.Equal(t, 2, d.rejected[rejCannotContinue])
+				assert.Equal(t, wire.CodeNoCapacity, d.code)
+				return
+			}
+			require.NotNil(t, d.e)
+			assert.Equal(t, tc.want, d.e.id)
+			fresh := newPlacementQuery(wire.CapGenerate, specWith(nil), "")
+			assert.NotNil(t, c.decide(&fresh, defaultPolicy(), 0).e, "a fresh request goes to any node")
+		})
+	}
+}

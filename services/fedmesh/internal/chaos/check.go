@@ -224,8 +224,8 @@ func (f *follow) add(m message) bool {
 		case m.lostNode == "":
 			f.final = &m
 			return true
-		case f.kept == "" || m.lostNode == f.kept:
-			f.markLost(m.lostNode)
+		case f.kept == "" || wire.NamesLost(m.lostNode, f.kept):
+			wire.LostList(m.lostNode, f.markLost)
 			f.final, f.exempt = &m, true
 			return true
 		default: // names a node the client is not following: a wrong second final
@@ -233,8 +233,8 @@ func (f *follow) add(m message) bool {
 			return false
 		}
 	}
-	if m.takeover != "" && m.node != f.kept && (f.kept == "" || m.takeover == f.kept) {
-		f.markLost(m.takeover)
+	if m.takeover != "" && m.node != f.kept && (f.kept == "" || wire.NamesLost(m.takeover, f.kept)) {
+		wire.LostList(m.takeover, f.markLost)
 		f.kept, f.takenOver = m.node, true
 	}
 	if f.kept == "" {

@@ -5,6 +5,7 @@
 package synthetic
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -75,6 +76,11 @@ func (b *Backend) Name() string { return "synthetic" }
 // other lengths the answers still agree on every position they share.
 func (b *Backend) Resumable() bool { return b.cfg.TokenBytes == 0 }
 
+// Continues: a resumable synthetic node continues any answer of its kind
+// from a given Fed-Seq (backend.Call.Continue), since it knows the tokens
+// before it.
+func (b *Backend) Continues() bool { return b.Resumable() }
+
 // tokens is the answer length for model (and, with TokensMax, the request).
 func (b *Backend) tokens(model string, seed uint64) int {
 	if n, ok := b.cfg.TokensByModel[model]; ok && n > 0 {
@@ -107,6 +113,9 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 	}
 	seed := seedOf(call)
 	n := b.tokens(call.Model, seed)
+	if call.Continue != nil && call.Capability != wire.CapGenerate && call.Capability != wire.CapCode {
+		return backend.Result{}, wire.Errorf(wire.CodeBadRequest, "cannot continue a %s answer", call.Capability)
+	}
 	switch call.Capability {
 	case wire.CapEmbed:
 		return backend.Result{Tokens: n}, emit(embedding(call, seed))
@@ -118,9 +127,22 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 	case wire.CapSynthesize:
 		return backend.Result{Tokens: n, ContentType: "audio/wav"}, emit(audio(seed, n))
 	}
+	start := 0
+	if c := call.Continue; c != nil {
+		// The client has tokens 0…Seq-1: they must be this answer's, or
+		// continuing would splice two answers together.
+		if !b.Resumable() {
+			return backend.Result{}, wire.Errorf(wire.CodeBadRequest, "synthetic backend with token_bytes cannot continue an answer")
+		}
+		if want := b.text(seed, min(c.Seq, n)); !bytes.Equal(want, c.Text) {
+			return backend.Result{}, wire.Errorf(wire.CodeBadRequest,
+				"continuation text (%d bytes) is not the first %d tokens of this answer", len(c.Text), c.Seq)
+		}
+		start = min(c.Seq, n)
+	}
 	buf := make([]byte, 0, 32)
-	for i := 0; i < n; i++ {
-		if i > 0 {
+	for i := start; i < n; i++ {
+		if i > start {
 			if err := sleep(ctx, b.cfg.TokenDelay); err != nil {
 				return backend.Result{Tokens: i}, err
 			}
@@ -133,7 +155,7 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 			return backend.Result{Tokens: i}, err
 		}
 	}
-	return backend.Result{Tokens: n}, nil
+	return backend.Result{Tokens: n - start}, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

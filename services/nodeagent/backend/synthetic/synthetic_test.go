@@ -192,3 +192,51 @@ func TestTokensMaxLengthPerRequest(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 7, fixed.Tokens)
 }
+
+// A continuation emits only the tokens after the ones the client has, and
+// refuses text that is not this answer's beginning.
+func TestContinue(t *testing.T) {
+	b := New(Config{Tokens: 10})
+	require.True(t, b.Continues())
+	assert.False(t, New(Config{TokenBytes: 4}).Continues())
+	call := backend.Call{Capability: wire.CapGenerate, Model: "m", Body: []byte("prompt"), Stream: true}
+	whole, _, err := collect(t, b, call)
+	require.NoError(t, err)
+	cases := []struct {
+		name    string
+		seq     int
+		text    string
+		want    []string
+		tokens  int
+		errCode int
+	}{
+		{name: "from 4", seq: 4, text: strings.Join(whole[:4], ""), want: whole[4:], tokens: 6},
+		{name: "from 1", seq: 1, text: whole[0], want: whole[1:], tokens: 9},
+		{name: "all delivered already", seq: 10, text: strings.Join(whole, ""), tokens: 0},
+		{name: "past the end", seq: 12, text: strings.Join(whole, ""), tokens: 0},
+		{name: "wrong text", seq: 2, text: "something else", errCode: wire.CodeBadRequest},
+		{name: "text of another length", seq: 3, text: strings.Join(whole[:2], ""), errCode: wire.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := call
+			c.Continue = &backend.Continuation{Seq: tc.seq, Text: []byte(tc.text)}
+			got, res, err := collect(t, b, c)
+			if tc.errCode != 0 {
+				var we *wire.Error
+				require.True(t, errors.As(err, &we), "got %v", err)
+				assert.Equal(t, tc.errCode, we.Code)
+				assert.Empty(t, got)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.tokens, res.Tokens)
+		})
+	}
+	c := backend.Call{Capability: wire.CapEmbed, Model: "m", Body: []byte("x"), Continue: &backend.Continuation{Seq: 1}}
+	_, _, err = collect(t, b, c)
+	var we *wire.Error
+	require.True(t, errors.As(err, &we))
+	assert.Equal(t, wire.CodeBadRequest, we.Code)
+}
