@@ -1,8 +1,10 @@
 package router
 
 import (
+	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
 )
@@ -79,6 +81,34 @@ func (c *cache) deleteNode(id string) {
 		delete(c.entries, id)
 	}
 	c.dirty = true
+}
+
+// silentNode is a node found silent by the sweep, and how.
+type silentNode struct {
+	e   *entry
+	how string
+}
+
+// silentWithRequests lists the nodes this router has accepted requests on
+// whose health says unhealthy with no heartbeat for at least silence: the
+// same judgement as Service.silentLoss, for nodes health does not write
+// again.
+func (c *cache) silentWithRequests(now time.Time, silence time.Duration) []silentNode {
+	var out []silentNode
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for _, e := range c.entries {
+		if e.outstanding.Load() == 0 || !e.hasHealth || e.state != record.StateUnhealthy {
+			continue
+		}
+		switch age := now.Sub(e.lastHeartbeat); {
+		case e.lastHeartbeat.IsZero():
+			out = append(out, silentNode{e, "silent: no heartbeat ever heard"})
+		case age >= silence:
+			out = append(out, silentNode{e, fmt.Sprintf("silent: no heartbeat for %s", age.Round(100*time.Millisecond))})
+		}
+	}
+	return out
 }
 
 // putHealth updates a node's health in place: no rebuild, health changes at

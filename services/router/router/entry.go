@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"hash/fnv"
 	"sync/atomic"
+	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -69,6 +70,9 @@ type entry struct {
 	ackConc   int // Fed-Max-Concurrency of the latest ack that had one
 	circuit   uint8
 	draining  bool
+	// lastHeartbeat as health last wrote it: the sweep finds a node that
+	// went silent while already unhealthy (health does not write again then)
+	lastHeartbeat time.Time
 }
 
 func newEntry(id string, ord int) *entry {
@@ -151,9 +155,11 @@ func (e *entry) setHealth(h *record.Health) {
 		e.p50, e.p99, e.samples, e.tps, e.hMaxConc = 0, 0, 0, 0, 0
 		e.load.Store(0)
 		e.circuit, e.draining = circuitClosed, false
+		e.lastHeartbeat = time.Time{}
 		e.refresh()
 		return
 	}
+	e.lastHeartbeat = h.LastHeartbeat
 	e.hasHealth = true
 	e.state = h.State
 	if e.state == "" {

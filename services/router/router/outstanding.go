@@ -190,4 +190,10 @@ func (s *Service) sweepOutstanding(_ context.Context, now time.Time) {
 	if n := s.out.sweep(now); n > 0 {
 		s.log.Debug().Int("dispatches", n).Msg("outstanding dispatches expired without a completion outcome")
 	}
+	// A node unhealthy from its failures still heartbeats; when it then
+	// dies, health has nothing new to write (the state stays unhealthy), so
+	// no KV update tells this router: judge the silence here.
+	for _, lost := range s.cache.silentWithRequests(now, s.cfg.LostSilence) {
+		s.nodeLost(lost.e, lost.how)
+	}
 }

@@ -517,3 +517,30 @@ func TestDecideContinuesOnly(t *testing.T) {
 		})
 	}
 }
+
+// A node unhealthy from its failures that then dies gets no new health
+// record (its state stays unhealthy): the router's sweep notices the
+// silence itself and takes its requests over.
+func TestIntegrationSilentWhileUnhealthyIsLost(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.LostSilence, c.SweepInterval = time.Second, 100*time.Millisecond })
+	e.addNode(tnode{id: "a", region: "eu", health: healthy(10)})
+	e.addNode(tnode{id: "b", region: "eu", health: healthy(300)})
+	an := e.stageNode("a", 0, true)
+	bn := e.stageNode("b", 0, false)
+	e.waitEligible("a", "b")
+	ch := e.rawRequest(streamHeader("req-silent-unhealthy", false, false))
+	natsembed.Eventually(t, 2*time.Second, func() error {
+		return natsembed.Check(len(an.headers()) == 1, "node a has not accepted yet")
+	})
+	heard := time.Now().UTC()
+	e.put(e.kv.Health, buckets.NodeKey("a"), &record.Health{NodeID: "a", State: record.StateUnhealthy,
+		Circuit: record.CircuitClosed, ConsecutiveFailures: 3, SuccessRate: 0.5, LastHeartbeat: heard, UpdatedAt: heard})
+	natsembed.Never(t, 500*time.Millisecond, func() error {
+		return natsembed.Check(len(bn.headers()) == 0, "taken over while its last heartbeat is recent")
+	})
+	msgs := untilFinal(t, ch, 3*time.Second) // no further health write
+	assert.GreaterOrEqual(t, time.Since(heard), time.Second, "not before LostSilence")
+	assert.Equal(t, "b", msgs[len(msgs)-1].Header.Get(wire.HdrNode))
+	assert.Equal(t, "a", msgs[len(msgs)-1].Header.Get(wire.HdrTakeover))
+	noMore(t, ch)
+}
