@@ -58,6 +58,10 @@ type FileBackend struct {
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	Completions  bool          `yaml:"completions"`
 	Voice        string        `yaml:"voice"`
+	// Continue: the server continues a given answer (vLLM, SGLang:
+	// continue_final_message), so the node takes continuations of lost
+	// streams.
+	Continue bool `yaml:"continue"`
 	// Synthetic backend knobs.
 	TTFT        time.Duration `yaml:"ttft"`
 	TokenDelay  time.Duration `yaml:"token_delay"`
@@ -255,7 +259,7 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 			names[m.ModelID] = m.Upstream
 		}
 	}
-	be, err := fc.Backend.build(names, getenv)
+	be, err := fc.Backend.build(names, getenv, c.MaxConcurrency)
 	if err != nil {
 		return Config{}, err
 	}
@@ -266,13 +270,16 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 	return c, nil
 }
 
-func (b *FileBackend) build(names map[string]string, getenv func(string) (string, bool)) (backend.Backend, error) {
+// maxConcurrency sizes the OpenAI backend's connection pool: one kept-alive
+// connection per request the node may have in flight.
+func (b *FileBackend) build(names map[string]string, getenv func(string) (string, bool), maxConcurrency int) (backend.Backend, error) {
 	if b.Type == BackendOpenAI {
 		if getenv == nil {
 			getenv = os.LookupEnv
 		}
 		be, err := openai.New(openai.Config{BaseURL: b.URL, APIKey: openai.APIKeyFromEnv(getenv, b.APIKeyEnv),
-			ModelNames: names, Completions: b.Completions, StallTimeout: b.StallTimeout, Voice: b.Voice})
+			ModelNames: names, Completions: b.Completions, StallTimeout: b.StallTimeout, Voice: b.Voice,
+			MaxConns: maxConcurrency, Continue: b.Continue})
 		if err != nil {
 			return nil, fmt.Errorf("backend.url: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -56,6 +57,16 @@ func raw(v any) json.RawMessage {
 }
 
 func (b *Backend) build(call backend.Call) (*httpCall, error) {
+	if c := call.Continue; c != nil {
+		switch {
+		case call.Capability != wire.CapGenerate && call.Capability != wire.CapCode:
+			return nil, badRequest("backend openai: cannot continue a %s answer", call.Capability)
+		case !b.cfg.Continue:
+			return nil, badRequest("backend openai: cannot continue a %s answer: the server is not configured to (backend.continue)", call.Capability)
+		case !utf8.Valid(c.Text):
+			return nil, badRequest("backend openai: cannot continue a %s answer: the text so far is not UTF-8", call.Capability)
+		}
+	}
 	obj, err := jsonBody(call.Body)
 	if err != nil {
 		return nil, err
@@ -114,12 +125,108 @@ func (b *Backend) buildText(call backend.Call, obj map[string]json.RawMessage, m
 	default:
 		return nil, badRequest("JSON body for %s has neither \"messages\" nor \"prompt\"", call.Capability)
 	}
+	if c := call.Continue; c != nil && len(c.Text) > 0 {
+		var err error
+		if path == "/completions" {
+			err = continuePrompt(obj, c.Text)
+		} else {
+			err = continueChat(obj, c.Text)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	obj["model"] = model
-	// Always stream from the server, even for a whole answer: the stall
-	// watchdog then sees progress, and a long generation is not mistaken for
-	// a hung server. The agent concatenates when the client wants it whole.
-	obj["stream"] = raw(true)
-	return jsonCall(path, obj, true, readText)
+	// Stream from the server only when the client streams. A whole answer
+	// asked for whole is one JSON decode instead of one per token; the
+	// server then sends its headers only when done, so, as for the other
+	// whole answers, the request deadline bounds that wait, not
+	// StallTimeout (which would cut any generation longer than it).
+	obj["stream"] = raw(call.Stream)
+	if !call.Stream {
+		delete(obj, "stream_options") // vLLM rejects it without "stream": true
+	}
+	return jsonCall(path, obj, call.Stream, readText)
+}
+
+// continueChat makes the chat request continue the answer so far (vLLM's
+// and SGLang's extension): the text becomes a final assistant message the
+// model carries on, without a new generation prompt. The server then
+// answers only the continuation. A request that already ends in an
+// assistant prefill it continues gets the text appended to that message.
+func continueChat(obj map[string]json.RawMessage, text []byte) error {
+	var msgs []json.RawMessage
+	if err := json.Unmarshal(obj["messages"], &msgs); err != nil || len(msgs) == 0 {
+		return badRequest("cannot continue: \"messages\" is not a non-empty array")
+	}
+	if n, ok := nChoices(obj); !ok || n != 1 {
+		return badRequest("cannot continue an answer with more than one choice (\"n\")")
+	}
+	appended := false
+	if isTrue(obj["continue_final_message"]) {
+		var last struct {
+			Role    string           `json:"role"`
+			Content *json.RawMessage `json:"content"`
+		}
+		var content string
+		if json.Unmarshal(msgs[len(msgs)-1], &last) == nil && last.Role == "assistant" &&
+			last.Content != nil && json.Unmarshal(*last.Content, &content) == nil {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(msgs[len(msgs)-1], &m); err == nil {
+				m["content"] = raw(content + string(text))
+				msgs[len(msgs)-1] = raw(m)
+				appended = true
+			}
+		}
+	}
+	if !appended {
+		msgs = append(msgs, raw(map[string]string{"role": "assistant", "content": string(text)}))
+	}
+	obj["messages"] = raw(msgs)
+	obj["continue_final_message"] = raw(true)
+	obj["add_generation_prompt"] = raw(false) // vLLM: not with continue_final_message
+	delete(obj, "echo")                       // echo would send the text so far again
+	return nil
+}
+
+// continuePrompt appends the text so far to a completions prompt (one
+// string, or a list of one); the server continues the prompt, so it
+// answers only what follows.
+func continuePrompt(obj map[string]json.RawMessage, text []byte) error {
+	if n, ok := nChoices(obj); !ok || n != 1 {
+		return badRequest("cannot continue an answer with more than one choice (\"n\")")
+	}
+	var p string
+	var ps []string
+	switch {
+	case json.Unmarshal(obj["prompt"], &p) == nil:
+		obj["prompt"] = raw(p + string(text))
+	case json.Unmarshal(obj["prompt"], &ps) == nil && len(ps) == 1:
+		obj["prompt"] = raw([]string{ps[0] + string(text)})
+	default:
+		return badRequest("cannot continue a completion whose \"prompt\" is not one string")
+	}
+	delete(obj, "echo") // echo would send the prompt, now with the text so far, again
+	return nil
+}
+
+// nChoices is the body's "n" (1 when absent); ok is false when it is not a
+// number.
+func nChoices(obj map[string]json.RawMessage) (int, bool) {
+	v, ok := obj["n"]
+	if !ok || string(bytes.TrimSpace(v)) == "null" {
+		return 1, true
+	}
+	var n float64
+	if json.Unmarshal(v, &n) != nil {
+		return 0, false
+	}
+	return int(n), n == float64(int(n))
+}
+
+func isTrue(v json.RawMessage) bool {
+	var b bool
+	return json.Unmarshal(v, &b) == nil && b
 }
 
 func (b *Backend) buildTranscribe(call backend.Call) (*httpCall, error) {
@@ -215,7 +322,7 @@ func readText(resp *http.Response, body io.Reader, emit func([]byte) error) (bac
 	return readTextStream(body, emit)
 }
 
-// readWholeText reads a server that answered plain JSON despite "stream".
+// readWholeText reads a whole chat/completions JSON answer.
 func readWholeText(body io.Reader, emit func([]byte) error) (backend.Result, error) {
 	data, err := readLimited(body, maxWholeBody)
 	if err != nil {
@@ -238,6 +345,13 @@ func readWholeText(body io.Reader, emit func([]byte) error) (backend.Result, err
 	}
 	return res, emit([]byte(text))
 }
+
+// answeredError is an error the server reported inside a 2xx answer: its
+// answer is over, so the connection can be drained and kept.
+type answeredError struct{ err error }
+
+func (e *answeredError) Error() string { return e.err.Error() }
+func (e *answeredError) Unwrap() error { return e.err }
 
 // readTextStream emits each SSE delta as it arrives, until [DONE] (or a
 // finish_reason and the end of the body).
@@ -267,7 +381,7 @@ func readTextStream(body io.Reader, emit func([]byte) error) (backend.Result, er
 			if msg == "" {
 				msg = string(ev.Data)
 			}
-			return count(res, deltas), wire.Errorf(wire.CodeInternal, "backend error mid-stream: %s", msg)
+			return count(res, deltas), &answeredError{wire.Errorf(wire.CodeInternal, "backend error mid-stream: %s", msg)}
 		}
 		if c.Usage != nil && c.Usage.CompletionTokens > 0 {
 			res.Tokens = c.Usage.CompletionTokens

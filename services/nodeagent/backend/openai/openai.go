@@ -1,16 +1,23 @@
 // Package openai is a node agent backend for any OpenAI-compatible model
 // server (vLLM, llama.cpp server, Ollama, TGI). It maps fedmesh capabilities
-// to the OpenAI endpoints, forwards streamed answers as they arrive, and
-// turns HTTP errors, stalls and dropped connections into *wire.Error.
+// to the OpenAI endpoints, forwards streamed answers as they arrive, asks
+// for whole answers whole, continues an answer another node began (vLLM's
+// continue_final_message) and turns HTTP errors, stalls and dropped
+// connections into *wire.Error. Connections to the server are pooled and
+// kept alive: bodies are drained before close so they go back to the pool.
 package openai
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
@@ -26,6 +33,14 @@ const (
 	maxErrorBody = 64 << 10
 	// maxWholeBody bounds a non-streamed JSON answer.
 	maxWholeBody = 64 << 20
+	// DefaultMaxConns is the idle connection pool when Config.MaxConns is 0
+	// (the agent sets it to its max_concurrency).
+	DefaultMaxConns = 64
+	// maxDrain and drainWait bound reading what is left of a finished answer
+	// (the chunked terminator after [DONE], the rest of an error body) so
+	// its connection can be reused; past them the connection is closed.
+	maxDrain  = 256 << 10
+	drainWait = time.Second
 )
 
 // Config of the OpenAI-compatible backend.
@@ -48,8 +63,18 @@ type Config struct {
 	StallTimeout time.Duration
 	// Voice for plain-text synthesize input.
 	Voice string
+	// MaxConns sizes the keep-alive pool (idle connections kept to the
+	// server); set it to at least the node's max_concurrency so requests in
+	// flight never have to open new connections. 0 → DefaultMaxConns.
+	// Ignored when Client is set.
+	MaxConns int
+	// Continue says the server can continue a given answer (vLLM and SGLang
+	// support continue_final_message; others do not): the node then takes
+	// continuations of streams another node lost (backend.Continuer).
+	Continue bool
 	// Client is the HTTP client; nil → a client without overall timeout
-	// (requests are bounded by their context and StallTimeout).
+	// (requests are bounded by their context and StallTimeout) on a pooled
+	// transport sized by MaxConns.
 	Client *http.Client
 }
 
@@ -67,9 +92,18 @@ func APIKeyFromEnv(lookup func(string) (string, bool), name string) string {
 type Backend struct {
 	cfg  Config
 	base string // ends in /v1
+	// drainLimit bounds the drain of a finished body (maxDrain; 0 = close
+	// at once, the old behaviour, kept for the benchmark's baseline).
+	drainLimit int64
+	trace      *httptrace.ClientTrace
+	newConns   atomic.Uint64
+	reused     atomic.Uint64
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend   = (*Backend)(nil)
+	_ backend.Continuer = (*Backend)(nil)
+)
 
 // New checks cfg and returns the backend.
 func New(cfg Config) (*Backend, error) {
@@ -87,11 +121,49 @@ func New(cfg Config) (*Backend, error) {
 	if cfg.Voice == "" {
 		cfg.Voice = DefaultVoice
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
 	}
-	return &Backend{cfg: cfg, base: base}, nil
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Transport: newTransport(cfg.MaxConns)}
+	}
+	b := &Backend{cfg: cfg, base: base, drainLimit: maxDrain}
+	b.trace = &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		if info.Reused {
+			b.reused.Add(1)
+		} else {
+			b.newConns.Add(1)
+		}
+	}}
+	return b, nil
 }
+
+// newTransport is http.DefaultTransport's setup with a keep-alive pool of
+// maxConns idle connections per host: the default 2 made most requests of
+// a busy node open a new connection. Connections in use are not capped;
+// the node's max_concurrency already bounds them.
+func newTransport(maxConns int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          max(100, maxConns),
+		MaxIdleConnsPerHost:   maxConns,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Stats reports how requests got their connection: newly opened, or reused
+// from the keep-alive pool (for the agent's metrics).
+func (b *Backend) Stats() (newConns, reused uint64) {
+	return b.newConns.Load(), b.reused.Load()
+}
+
+// Continues implements backend.Continuer: only when the config says the
+// server supports continue_final_message.
+func (b *Backend) Continues() bool { return b.cfg.Continue }
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "openai" }
@@ -112,13 +184,13 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 	w := newWatchdog(b.cfg.StallTimeout, func() { cancel(errStalled) })
 	defer w.stop()
 	if !hc.sse {
-		// A non-streamed answer (embeddings, images, audio) sends its headers
-		// only when done: only the deadline bounds that wait; the watchdog
-		// starts with the body.
+		// A non-streamed answer (whole text, embeddings, images, audio) sends
+		// its headers only when done: only the deadline bounds that wait; the
+		// watchdog starts with the body.
 		w.stop()
 	}
 
-	hreq, err := http.NewRequestWithContext(hctx, http.MethodPost, b.base+hc.path, hc.body)
+	hreq, err := http.NewRequestWithContext(httptrace.WithClientTrace(hctx, b.trace), http.MethodPost, b.base+hc.path, hc.body)
 	if err != nil {
 		return backend.Result{}, wire.Errorf(wire.CodeInternal, "backend openai: build request: %v", err)
 	}
@@ -133,16 +205,31 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 	if err != nil {
 		return backend.Result{}, b.transportError(ctx, hctx, hc.path, err)
 	}
-	defer resp.Body.Close()
 	w.kick()
 	if resp.StatusCode/100 != 2 {
-		return backend.Result{}, httpError(resp, hc.path)
+		err := httpError(resp, hc.path)
+		b.release(ctx, resp.Body, w, true)
+		return backend.Result{}, err
 	}
 	body := &kickReader{r: resp.Body, w: w}
-	res, err := hc.read(resp, body, emit)
+	var emitErr error // returned as it is (backend.Emit)
+	res, err := hc.read(resp, body, func(p []byte) error {
+		if err := emit(p); err != nil {
+			emitErr = err
+			return err
+		}
+		return nil
+	})
+	// Keep the connection only when the server has ended its answer; on a
+	// cancel, a failed emit, a stall or garbage, closing it at once is what
+	// tells the server to stop generating.
+	b.release(ctx, resp.Body, w, err == nil || errors.As(err, new(*answeredError)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return res, ctx.Err()
+		}
+		if emitErr != nil {
+			return res, emitErr
 		}
 		if errors.Is(context.Cause(hctx), errStalled) {
 			return res, wire.Errorf(wire.CodeTimeout, "backend openai %s: stalled, nothing for %s", hc.path, b.cfg.StallTimeout)
@@ -154,6 +241,19 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 		return res, wire.Errorf(wire.CodeInternal, "backend openai %s: %v", hc.path, err)
 	}
 	return res, nil
+}
+
+// release closes an answer's body. When the server is done with it (and the
+// caller still waits) what is left is read first, at most drainLimit bytes
+// for at most drainWait: a body closed before EOF (an SSE stream stops
+// being read at [DONE], before the chunked terminator) loses its
+// connection, and the next request pays a new TCP (and TLS) handshake.
+func (b *Backend) release(ctx context.Context, body io.ReadCloser, w *watchdog, done bool) {
+	if done && ctx.Err() == nil && b.drainLimit > 0 {
+		w.after(min(drainWait, b.cfg.StallTimeout))
+		_, _ = io.CopyN(io.Discard, body, b.drainLimit)
+	}
+	_ = body.Close()
 }
 
 var errStalled = errors.New("backend stalled")
@@ -179,8 +279,9 @@ func newWatchdog(d time.Duration, fire func()) *watchdog {
 	return &watchdog{d: d, t: time.AfterFunc(d, fire)}
 }
 
-func (w *watchdog) kick() { w.t.Reset(w.d) }
-func (w *watchdog) stop() { w.t.Stop() }
+func (w *watchdog) kick()                 { w.t.Reset(w.d) }
+func (w *watchdog) after(d time.Duration) { w.t.Reset(d) }
+func (w *watchdog) stop()                 { w.t.Stop() }
 
 // kickReader kicks the watchdog on every read that brought bytes.
 type kickReader struct {

@@ -206,10 +206,11 @@ func TestWholeAnswers(t *testing.T) {
 		ctype      string
 		check      func(t *testing.T, s seen)
 	}{
-		{name: "chat passthrough", req: backend.Call{Body: []byte(`{"model":"whatever","messages":[{"role":"user","content":"q"}],"temperature":0.2,"stream":true}`)},
+		{name: "chat passthrough", req: backend.Call{Body: []byte(`{"model":"whatever","messages":[{"role":"user","content":"q"}],"temperature":0.2,"stream":true,"stream_options":{"include_usage":true}}`)},
 			path: "/v1/chat/completions", out: "the whole answer", tokens: 3, check: func(t *testing.T, s seen) {
 				assert.Equal(t, 0.2, s.body["temperature"], "other fields pass through")
-				assert.Equal(t, true, s.body["stream"], "text is always streamed from the server")
+				assert.Equal(t, false, s.body["stream"], "a whole answer is asked for whole, whatever the body says")
+				assert.NotContains(t, s.body, "stream_options", "vLLM rejects stream_options without stream")
 				assert.Equal(t, "meta-llama/Llama-3-8B", s.body["model"])
 			}},
 		{name: "prompt body", req: backend.Call{Capability: wire.CapCode, Body: []byte(`{"prompt":"def f("}`)},
