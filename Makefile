@@ -52,7 +52,7 @@ chaos: tools build
 
 ## chaos-short: the same in ≤ 60 s (part of make test)
 chaos-short: tools build
-	$(BIN)/fedmesh chaos --short --bin-dir $(BIN) $(CHAOS_ARGS)
+	$(BIN)/fedmesh chaos --short --strict --bin-dir $(BIN) $(CHAOS_ARGS)
 	@echo "chaos-short: 1 passed, 0 failed"
 
 ## cluster: a real 3-server NATS cluster, every service twice as its own process, nodes on different servers

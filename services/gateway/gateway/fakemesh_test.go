@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/shared/api"
@@ -211,6 +212,12 @@ type env struct {
 
 func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	t.Helper()
+	return newEnvLogging(t, natsembed.Logger(t), mutate...)
+}
+
+// newEnvLogging is newEnv with the gateway logging to log.
+func newEnvLogging(t *testing.T, log zerolog.Logger, mutate ...func(*Config)) *env {
+	t.Helper()
 	srv := natsembed.StartForTest(t)
 	mesh := startFakeMesh(t, natsembed.ConnectForTest(t, srv))
 	gwConn := natsembed.ConnectForTest(t, srv)
@@ -226,7 +233,7 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	for _, m := range mutate {
 		m(&cfg)
 	}
-	gw, err := New(gwConn, cfg, natsembed.Logger(t))
+	gw, err := New(gwConn, cfg, log)
 	require.NoError(t, err)
 	natsembed.RunForTest(t, gw)
 	return &env{gw: gw, mesh: mesh, gwConn: gwConn, base: "http://" + gw.Addr()}

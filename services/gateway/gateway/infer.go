@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/client"
-	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -100,14 +99,11 @@ func (x *exchange) infer(w http.ResponseWriter) *client.Response {
 	return resp
 }
 
-// ok records a successful request.
+// ok ends a successful request (see done).
 func (x *exchange) ok(status int, node string, tokens int) {
 	x.cancel()
-	x.s.metrics.observe(observation{endpoint: x.c.endpoint, model: x.req.Model, tenant: x.c.tenant.ID, node: node,
-		status: status, tokens: tokens, elapsed: time.Since(x.c.start), ttft: x.ttft})
-	x.s.log.Debug().Str(logging.KeyRequest, x.req.RequestID).Str("endpoint", x.c.endpoint).Str(logging.KeyTenant, x.c.tenant.ID).
-		Str(logging.KeyModel, x.req.Model).Str(logging.KeyNode, node).Int("tokens", tokens).
-		Dur(logging.KeyElapsed, time.Since(x.c.start)).Msg("request completed")
+	x.s.done(observation{endpoint: x.c.endpoint, model: x.req.Model, tenant: x.c.tenant.ID, node: node,
+		status: status, tokens: tokens, elapsed: time.Since(x.c.start), ttft: x.ttft}, x.req.RequestID, nil)
 }
 
 // relayJSON answers with the node's own JSON output; what names that output
@@ -144,16 +140,10 @@ func (s *Service) fail(w http.ResponseWriter, c caller, req client.Request, node
 	s.record(c, req, node, we, 0)
 }
 
+// record ends a failed request (see done).
 func (s *Service) record(c caller, req client.Request, node string, we *wire.Error, ttft time.Duration) {
-	s.metrics.observe(observation{endpoint: c.endpoint, model: req.Model, tenant: c.tenant.ID, node: node,
-		status: kindOf(we.Code).status, code: we.Code, elapsed: time.Since(c.start), ttft: ttft})
-	ev := s.log.Info()
-	if we.Code >= 500 && we.Code != wire.CodeNoCapacity && we.Code != wire.CodeTimeout {
-		ev = s.log.Warn()
-	}
-	ev.Str(logging.KeyRequest, req.RequestID).Str("endpoint", c.endpoint).Str(logging.KeyTenant, c.tenant.ID).
-		Str(logging.KeyModel, req.Model).Str(logging.KeyNode, node).Int("code", we.Code).Str("error", we.Description).
-		Msg("request failed")
+	s.done(observation{endpoint: c.endpoint, model: req.Model, tenant: c.tenant.ID, node: node,
+		status: kindOf(we.Code).status, code: we.Code, elapsed: time.Since(c.start), ttft: ttft}, req.RequestID, we)
 }
 
 // readBody reads a whole request body; too large is 413, a broken read 400.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -39,7 +40,8 @@ func (s *Service) models(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	writeJSON(w, http.StatusOK, catalogModels(list))
-	s.metrics.observe(observation{endpoint: c.endpoint, tenant: c.tenant.ID, status: http.StatusOK})
+	s.done(observation{endpoint: c.endpoint, tenant: c.tenant.ID, status: http.StatusOK, elapsed: time.Since(c.start)},
+		fallbackReq(r).RequestID, nil)
 }
 
 func (s *Service) catalogList(ctx context.Context) (*api.ListResponse, error) {

@@ -173,18 +173,20 @@ func (s *Service) authed(endpoint string, h handler) http.HandlerFunc {
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		t, known := s.keys[keyHash(strings.TrimSpace(key))]
 		if !ok || !known {
-			s.metrics.observe(observation{endpoint: endpoint, tenant: "unauthenticated", status: http.StatusUnauthorized,
-				code: wire.CodeUnauthorized, elapsed: time.Since(c.start)})
-			writeError(w, &wire.Error{Code: wire.CodeUnauthorized, Description: "missing or invalid API key (Authorization: Bearer <key>)"})
+			we := &wire.Error{Code: wire.CodeUnauthorized, Description: "missing or invalid API key (Authorization: Bearer <key>)"}
+			s.done(observation{endpoint: endpoint, tenant: "unauthenticated", status: http.StatusUnauthorized,
+				code: wire.CodeUnauthorized, elapsed: time.Since(c.start)}, fallbackReq(r).RequestID, we)
+			writeError(w, we)
 			return
 		}
 		c.tenant = t
 		if allowed, wait := s.limits.allow(t); !allowed {
-			s.metrics.observe(observation{endpoint: endpoint, tenant: t.ID, status: http.StatusTooManyRequests,
-				code: wire.CodeOverloaded, elapsed: time.Since(c.start)})
+			we := &wire.Error{Code: wire.CodeOverloaded, Description: "tenant " + t.ID + " is over its rate limit of " +
+				strconv.FormatFloat(t.RequestsPerSecond, 'g', -1, 64) + " requests/s"}
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			writeError(w, &wire.Error{Code: wire.CodeOverloaded, Description: "tenant " + t.ID + " is over its rate limit of " +
-				strconv.FormatFloat(t.RequestsPerSecond, 'g', -1, 64) + " requests/s"})
+			s.done(observation{endpoint: endpoint, tenant: t.ID, status: http.StatusTooManyRequests,
+				code: wire.CodeOverloaded, elapsed: time.Since(c.start)}, fallbackReq(r).RequestID, we)
+			writeError(w, we)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)

@@ -103,8 +103,8 @@ func (n *node) record() record.Health {
 	return record.Health{
 		NodeID:              n.id,
 		State:               n.effectiveState(),
-		LatencyP50Ms:        finite(p50),
-		LatencyP99Ms:        finite(p99),
+		LatencyP50Ms:        roundMs(p50),
+		LatencyP99Ms:        roundMs(p99),
 		Samples:             samples,
 		ThroughputTPS:       finite(n.tps),
 		GPUUtilization:      finite(n.gpu),

@@ -88,9 +88,9 @@ func (c *counters) slice() statSlice {
 		DispatchFailures:   c.c.DispatchFailures,
 		LatencySumMs:       finite(c.latSum),
 		LatencyN:           c.latN,
-		LatencyP50Ms:       finite(p50),
-		LatencyP99Ms:       finite(p99),
-		TTFTP50Ms:          finite(ttft),
+		LatencyP50Ms:       roundMs(p50),
+		LatencyP99Ms:       roundMs(p99),
+		TTFTP50Ms:          roundMs(ttft),
 		Samples:            int64(c.lat.len()),
 	}
 }
@@ -119,6 +119,18 @@ func satAdd(a, b int64) int64 {
 }
 
 func isFinite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+
+// roundMs is a latency as records carry it: finite, to 0.1 ms. The
+// windows hold float32 samples, so an unrounded percentile reads
+// 821.2061157226562 for 821.2; a tenth of a millisecond is far below what
+// routing or an operator can tell apart.
+func roundMs(v float64) float64 {
+	v = finite(v)
+	if math.Abs(v) >= 1e15 {
+		return v // float64 holds no tenths here, and v*10 could overflow
+	}
+	return math.Round(v*10) / 10
+}
 
 // finite is the belt under the decoders: no float that reaches a response
 // or a record may be NaN or ±Inf (encoding/json refuses them, and one such

@@ -95,12 +95,12 @@ func (p statSlice) counters() record.Counters {
 		Retries:            p.Retries,
 		DuplicatesDropped:  p.DuplicatesDropped,
 		DispatchFailures:   p.DispatchFailures,
-		LatencyP50Ms:       finite(p.LatencyP50Ms),
-		LatencyP99Ms:       finite(p.LatencyP99Ms),
-		TTFTP50Ms:          finite(p.TTFTP50Ms),
+		LatencyP50Ms:       roundMs(p.LatencyP50Ms),
+		LatencyP99Ms:       roundMs(p.LatencyP99Ms),
+		TTFTP50Ms:          roundMs(p.TTFTP50Ms),
 	}
 	if p.LatencyN > 0 {
-		c.AvgLatencyMs = finite(p.LatencySumMs / float64(p.LatencyN))
+		c.AvgLatencyMs = roundMs(p.LatencySumMs / float64(p.LatencyN))
 	}
 	return c
 }

@@ -17,6 +17,6 @@ func main() {
 	defer stop()
 	if err := cli.NewRoot().ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "fedmesh:", err)
-		os.Exit(1)
+		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -118,7 +118,8 @@ func newNodesCmd(g *globals) *cobra.Command {
 }
 
 // printNodes writes one row per catalog node with its health; a node with
-// no health record yet shows as unknown with a closed circuit.
+// no health record yet shows as unknown with a closed circuit, and latencies
+// without samples as noData.
 func printNodes(w io.Writer, cat api.ListResponse, hl api.HealthListResponse) error {
 	health := map[string]record.Health{}
 	for _, h := range hl.Nodes {
@@ -136,10 +137,22 @@ func printNodes(w io.Writer, cat api.ListResponse, hl api.HealthListResponse) er
 		if !ok {
 			h = record.Health{State: record.StateUnknown, Circuit: record.CircuitClosed}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%d\n", n.NodeID, n.Region, n.GPU, n.Clearance,
-			strings.Join(models, " "), h.State, h.Circuit, h.LatencyP50Ms, h.LatencyP99Ms, h.InFlight)
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", n.NodeID, n.Region, n.GPU, n.Clearance,
+			strings.Join(models, " "), h.State, h.Circuit, msCell(h.LatencyP50Ms), msCell(h.LatencyP99Ms), h.InFlight)
 	}
 	return tw.Flush()
+}
+
+// noData is the CLI's one placeholder for a value not known yet, as `top`
+// shows it: a node without latency samples has no p50, not a p50 of 0.
+const noData = "-"
+
+// msCell is a latency column: milliseconds to 0.1, or noData.
+func msCell(v float64) string {
+	if !(v > 0) { // also NaN
+		return noData
+	}
+	return fmt.Sprintf("%.1f", v)
 }
 
 func printJSON(w io.Writer, v any) error {

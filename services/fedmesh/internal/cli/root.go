@@ -62,5 +62,6 @@ func NewRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.prefix, "prefix", subject.DefaultPrefix, "subject prefix")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "request deadline")
 	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newChaosCmd())
+	root.AddCommand(newConfigCmds(g)...)
 	return root
 }
