@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-MODULES := shared shared/natsembed services/catalog services/health services/router \
+MODULES := shared shared/natsembed shared/tracing services/catalog services/health services/router \
            services/nodeagent services/gateway services/fedmesh
 PKGS    := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 SERVICE_CMDS := catalog health router nodeagent gateway

@@ -8,7 +8,10 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -39,6 +42,17 @@ func (s *Service) begin(w http.ResponseWriter, r *http.Request, c caller, model,
 	}
 	w.Header().Set(hdrRequestID, req.RequestID)
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	if tracing.Enabled() {
+		// the caller's traceparent (if any) is the parent; the mesh request
+		// carries this span on to the router and the node
+		var span tracing.Span
+		ctx, span = tracing.Start(tracing.ExtractHTTP(ctx, propagation.HeaderCarrier(r.Header)), "fedmesh.gateway "+capability,
+			tracing.Server, tracing.KeyRequest.String(req.RequestID), tracing.KeyCapability.String(capability),
+			tracing.KeyModel.String(model), tracing.KeyTenant.String(c.tenant.ID))
+		tracing.Inject(ctx, req.Header)
+		end := cancel
+		cancel = func() { end(); span.End() }
+	}
 	return &exchange{s: s, c: c, req: req, ctx: ctx, cancel: cancel}
 }
 

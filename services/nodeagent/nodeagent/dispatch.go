@@ -13,6 +13,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -207,7 +208,13 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 	// closed connection) cuts the job with errDrained.
 	ctx, cancel := context.WithCancelCause(s.work.Context())
 	ctx, stopDeadline := context.WithDeadlineCause(ctx, deadline, errDeadline)
-	j := &job{
+	var span tracing.Span
+	if tracing.Enabled() { // a child of the router's attempt span; the backend's HTTP request carries it on
+		ctx, span = tracing.Start(tracing.Extract(ctx, h), "fedmesh.infer "+capability, tracing.Server,
+			tracing.KeyRequest.String(id), tracing.KeyNode.String(s.cfg.NodeID), tracing.KeyCapability.String(capability),
+			tracing.KeyModel.String(model), tracing.KeyAttempt.Int(attempt))
+	}
+	j := &job{span: span,
 		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
 			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream, Continue: cont},
 		// A takeover of a lost node's request says so on every message.

@@ -10,6 +10,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -25,11 +26,13 @@ type job struct {
 	ctx        context.Context
 	cancel     func(cause error)
 	started    bool // first token emitted; guarded by Service.mu
+	span       tracing.Span
 }
 
 // run executes an accepted request on the backend and ends it with exactly
 // one final message to the client, then one outcome event.
 func (s *Service) run(j *job) {
+	defer j.span.End()
 	defer j.cancel(nil)
 	defer s.release(j)
 	out := &output{s: s, j: j}
@@ -44,6 +47,7 @@ func (s *Service) run(j *job) {
 		var deadlineHit bool
 		werr, deadlineHit = s.failure(j, err)
 		fault = faultOf(werr.Code, deadlineHit, j.budget)
+		j.span.Fail(werr.Code, "failed")
 	} else {
 		s.observe(res.Tokens, latency-out.ttft)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -70,13 +71,23 @@ type placement struct {
 	// uncertain: an attempt's ack never came (timeout, broken send), so
 	// that node may have taken the request and answered the client.
 	uncertain bool
+	// trace: the request's span context (the client's traceparent, then
+	// this router's route span); each attempt is a child span. Background
+	// while tracing is off.
+	trace context.Context
+	span  tracing.Span
 }
 
 // route places one request: parse, admit, decide and dispatch until a node
 // accepts, finish. ctx ends when the router stops.
 func (s *Service) route(ctx context.Context, m *nats.Msg) {
 	p := &placement{s: s, msg: m, inbound: Inbound{ID: m.Header.Get(wire.HdrRequestID),
-		Capability: s.cfg.Subjects.CapabilityOf(m.Subject), Header: m.Header, Received: time.Now()}}
+		Capability: s.cfg.Subjects.CapabilityOf(m.Subject), Header: m.Header, Received: time.Now()}, trace: context.Background()}
+	if tracing.Enabled() {
+		p.trace, p.span = tracing.Start(tracing.Extract(p.trace, m.Header), "fedmesh.route "+p.inbound.Capability, tracing.Server,
+			tracing.KeyCapability.String(p.inbound.Capability))
+		defer p.span.End()
+	}
 	if err := p.parse(); err != nil {
 		p.fail(err)
 		return
@@ -214,7 +225,23 @@ func (p *placement) attempt(ctx context.Context, d *decision) (ackKind, string, 
 	// counted before the ack: the node may finish (and its completion
 	// outcome arrive) before RequestMsg returns here
 	s.out.add(p.spec.RequestID, d.e, p.deadline.Add(s.cfg.OutstandingTTL), d.halfOpen, p.held(d))
+	var span tracing.Span
+	if tracing.Enabled() { // one span per attempt; the node's spans are its children
+		var tctx context.Context
+		tctx, span = tracing.Start(p.trace, "fedmesh.dispatch", tracing.Client, tracing.KeyRequest.String(p.spec.RequestID),
+			tracing.KeyNode.String(d.e.id), tracing.KeyAttempt.Int(p.attempts), tracing.KeyModel.String(d.model),
+			tracing.KeyDecidedBy.String(d.decidedBy), tracing.KeyTakeover.String(p.takeover))
+		tracing.Inject(tctx, m.Header)
+	}
 	kind, why, err := p.dispatch(ctx, d, m)
+	switch kind {
+	case ackAccepted:
+	case ackBusy:
+		span.Fail(wire.CodeOverloaded, why)
+	default:
+		span.Fail(wire.CodeOf(err), why)
+	}
+	span.End()
 	if kind != ackAccepted {
 		s.out.done(p.spec.RequestID, d.e.id) // also frees a half-open probe slot
 	}
@@ -275,6 +302,7 @@ func (p *placement) busyNote() string {
 // finish counts a placed request and tells the middleware.
 func (p *placement) finish(res *Result) {
 	p.s.stats.placed.Add(1)
+	p.span.Set(tracing.KeyRequest.String(p.spec.RequestID), tracing.KeyNode.String(res.Node), tracing.KeyAttempt.Int(res.Attempts))
 	p.s.decisions.add(p.decision(res))
 	for _, mw := range p.s.mw {
 		mw.AfterDispatch(&p.inbound, res)
@@ -549,6 +577,7 @@ func (p *placement) fail(err error) {
 		return
 	}
 	code := wire.CodeOf(err)
+	p.span.Fail(code, "not placed")
 	desc := err.Error()
 	var we *wire.Error
 	if errors.As(err, &we) {

@@ -20,7 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -201,6 +204,9 @@ func (b *Backend) Generate(ctx context.Context, call backend.Call, emit func([]b
 	if b.cfg.APIKey != "" {
 		hreq.Header.Set("Authorization", "Bearer "+b.cfg.APIKey)
 	}
+	// W3C traceparent of the node's span, so the model server's own traces
+	// (vLLM --otlp-traces-endpoint) join the request's trace
+	tracing.InjectHTTP(ctx, propagation.HeaderCarrier(hreq.Header))
 	resp, err := b.cfg.Client.Do(hreq)
 	if err != nil {
 		return backend.Result{}, b.transportError(ctx, hctx, hc.path, err)
