@@ -1,6 +1,6 @@
 // Package tracing carries W3C trace context (traceparent, tracestate)
 // across the mesh's NATS messages and records spans with OpenTelemetry
-// (DESIGN §12.4). It is off unless the standard OTLP environment names an
+// (DESIGN §13). It is off unless the standard OTLP environment names an
 // endpoint (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
 // or a test installs a provider: then every part exports spans of metadata
 // only (ids, capability, model, node, codes), never prompts or answers.
