@@ -79,6 +79,33 @@ func DecodeHealth(key string, data []byte) (Health, error) {
 		h.ConsecutiveFailures < 0 || h.ConsecutiveSuccess < 0 {
 		return h, fmt.Errorf("health record of node %s: negative count", id)
 	}
+	if h.Server != nil {
+		if err := h.Server.Validate(); err != nil {
+			return h, fmt.Errorf("health record of node %s: %w", id, err)
+		}
+	}
+	if len(h.Models) > MaxModelStats {
+		return h, fmt.Errorf("health record of node %s: %d model stats, at most %d", id, len(h.Models), MaxModelStats)
+	}
+	for k, m := range h.Models {
+		for _, f := range []struct {
+			name string
+			v    float64
+			max  float64
+		}{
+			{"ttft_p50_ms", m.TTFTP50Ms, MaxLatencyMs}, {"ttft_p99_ms", m.TTFTP99Ms, MaxLatencyMs},
+			{"tpot_p50_ms", m.TPOTP50Ms, MaxLatencyMs}, {"tpot_p99_ms", m.TPOTP99Ms, MaxLatencyMs},
+			{"latency_p50_ms", m.LatencyP50Ms, MaxLatencyMs}, {"latency_p99_ms", m.LatencyP99Ms, MaxLatencyMs},
+			{"throughput_tps", m.ThroughputTPS, math.MaxFloat32},
+		} {
+			if err := inRange(f.name, f.v, f.max); err != nil {
+				return h, fmt.Errorf("health record of node %s, models[%.140q]: %w", id, k, err)
+			}
+		}
+		if m.Samples < 0 || m.Streams < 0 {
+			return h, fmt.Errorf("health record of node %s, models[%.140q]: negative count", id, k)
+		}
+	}
 	return h, nil
 }
 
@@ -105,6 +132,11 @@ func DecodeHeartbeat(subj string, data []byte) (Heartbeat, error) {
 	}
 	if err := inRange("throughput_tps", hb.ThroughputTPS, math.MaxFloat32); err != nil {
 		return hb, fmt.Errorf("heartbeat of node %s: %w", id, err)
+	}
+	if hb.Server != nil {
+		if err := hb.Server.Validate(); err != nil {
+			return hb, fmt.Errorf("heartbeat of node %s: %w", id, err)
+		}
 	}
 	return hb, nil
 }

@@ -37,6 +37,48 @@ type Health struct {
 	Draining            bool      `json:"draining,omitempty"`
 	LastHeartbeat       time.Time `json:"last_heartbeat,omitzero"`
 	UpdatedAt           time.Time `json:"updated_at"`
+	// Server is the model server's own load from the latest heartbeat that
+	// carried one (DESIGN §5.2); nil when the node does not scrape it.
+	Server *ServerLoad `json:"server,omitempty"`
+	// Models are the request statistics per capability and model, keyed
+	// "<capability>/<model_id>" (DESIGN §5.2); at most MaxModelStats.
+	Models map[string]ModelStats `json:"models,omitempty"`
+}
+
+// MaxModelStats bounds Health.Models.
+const MaxModelStats = 64
+
+// ModelStatsKey is the Health.Models key of a capability and model.
+func ModelStatsKey(capability, model string) string { return capability + "/" + model }
+
+// ModelStats are one (capability, model)'s statistics on one node: TTFT
+// and time per output token only from streams (a whole answer's first
+// token is its last), latency from every successful request, throughput
+// from streamed decode time only. Milliseconds rounded to 0.1; 0 = no data.
+type ModelStats struct {
+	TTFTP50Ms    float64 `json:"ttft_p50_ms,omitempty"`
+	TTFTP99Ms    float64 `json:"ttft_p99_ms,omitempty"`
+	TPOTP50Ms    float64 `json:"tpot_p50_ms,omitempty"`
+	TPOTP99Ms    float64 `json:"tpot_p99_ms,omitempty"`
+	LatencyP50Ms float64 `json:"latency_p50_ms,omitempty"`
+	LatencyP99Ms float64 `json:"latency_p99_ms,omitempty"`
+	// ThroughputTPS is decode tokens/s: (tokens − 1) / (latency − TTFT) of
+	// streams with more than one token.
+	ThroughputTPS float64 `json:"throughput_tps,omitempty"`
+	Samples       int     `json:"samples"` // successful requests behind the latency percentiles
+	Streams       int     `json:"streams,omitempty"` // of those, streams behind TTFT/TPOT
+}
+
+// ServerLoad is what a node's model server reports of its own load,
+// scraped from its Prometheus endpoint (vLLM names by default): requests
+// running in its batch and waiting for one, KV cache use (0–1) and the
+// prefix-cache hit rate (0–1) since the previous scrape.
+type ServerLoad struct {
+	Running       int       `json:"running"`
+	Waiting       int       `json:"waiting"`
+	KVUsage       float64   `json:"kv_usage"`
+	PrefixHitRate float64   `json:"prefix_hit_rate"`
+	ScrapedAt     time.Time `json:"scraped_at"`
 }
 
 // Heartbeat is what a node publishes on fed.heartbeat.<node_id> every interval.
@@ -52,6 +94,9 @@ type Heartbeat struct {
 	Draining       bool      `json:"draining,omitempty"`
 	// ActiveStreams is how many of InFlight are streams (fed.stats active_streams).
 	ActiveStreams int `json:"active_streams,omitempty"`
+	// Server is the model server's load as last scraped; nil when the
+	// node does not scrape one (DESIGN §9.1).
+	Server *ServerLoad `json:"server,omitempty"`
 }
 
 // Outcome kinds.
