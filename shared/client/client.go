@@ -423,6 +423,16 @@ func (c *Client) InferStream(ctx context.Context, r Request) (*Stream, error) {
 // RequestID of the stream.
 func (s *Stream) RequestID() string { return s.cl.id }
 
+// Pending is how many messages have arrived for the stream and wait to be
+// read: a relay (the gateway's SSE) flushes its writes only once it has
+// caught up, so a burst of chunks costs one flush, and the first chunk of a
+// burst is never held back for later ones.
+func (s *Stream) Pending() int {
+	s.cl.mu.Lock()
+	defer s.cl.mu.Unlock()
+	return len(s.cl.queue)
+}
+
 // Chunks yields each chunk as it arrives and ends after the final message;
 // a failed request yields one last (zero Chunk, error). Once the stream has
 // its end, anything more for it is dropped as late (Client.LateMessages).

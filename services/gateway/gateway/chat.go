@@ -172,7 +172,11 @@ func (s *Service) streamText(w http.ResponseWriter, x *exchange, f textFormat, m
 			ts.fail(err)
 			return
 		}
-		if err := ts.relay(ch); err != nil {
+		// coalesce: while more chunks already wait, write without flushing
+		ts.sse.hold = st.Pending() > 0
+		err := ts.relay(ch)
+		ts.sse.hold = false
+		if err != nil {
 			// The client is gone: leaving the loop lets Close cancel the request.
 			ts.ended = true
 			s.record(x.c, x.req, ts.node, &wire.Error{Code: wire.CodeCanceled, Description: "write to client: " + err.Error(), RequestID: x.req.RequestID}, x.ttft)

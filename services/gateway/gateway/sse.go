@@ -9,11 +9,16 @@ import (
 	"github.com/fedmesh/fedmesh/shared/client"
 )
 
-// sseWriter writes Server-Sent Events, flushing each one as it is written.
+// sseWriter writes Server-Sent Events, flushing each one as it is written
+// unless hold is set (more chunks are already waiting: the write after
+// them flushes the lot).
 type sseWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	started bool
+	hold    bool
+	buf     []byte
+	flushes int // for tests and the coalescing benchmark
 }
 
 func newSSE(w http.ResponseWriter) *sseWriter {
@@ -42,11 +47,14 @@ func (s *sseWriter) data(v any) error {
 func (s *sseWriter) done() error { return s.raw([]byte("[DONE]")) }
 
 func (s *sseWriter) raw(b []byte) error {
-	buf := make([]byte, 0, len(b)+8)
-	buf = append(append(append(buf, "data: "...), b...), "\n\n"...)
-	if _, err := s.w.Write(buf); err != nil {
+	s.buf = append(append(append(s.buf[:0], "data: "...), b...), "\n\n"...)
+	if _, err := s.w.Write(s.buf); err != nil {
 		return err
 	}
+	if s.hold {
+		return nil
+	}
+	s.flushes++
 	return s.rc.Flush()
 }
 
