@@ -40,6 +40,11 @@ type Client struct {
 	next     int
 	closed   bool
 
+	// tenant is the default Request.Tenant; tenantSubjects puts a request's
+	// tenant in its subject (WithTenant, WithTenantSubjects)
+	tenant         string
+	tenantSubjects bool
+
 	onDrop     func(Dropped)
 	duplicates atomic.Int64
 	late       atomic.Int64
@@ -56,6 +61,20 @@ type Option func(*Client)
 
 // WithSubjects sets the subject namespace (default prefix "fed").
 func WithSubjects(s subject.Space) Option { return func(c *Client) { c.subj = s } }
+
+// WithTenant makes tenant every request's default tenant and publishes each
+// request with a tenant on fed.infer.<capability>.<tenant> (as
+// WithTenantSubjects), the secured form whose last token a credential pins
+// (DESIGN §2, §13). Connect with nats.CustomInboxPrefix("_INBOX."+tenant)
+// in secured mode: the client's inbox is the only one it may read.
+func WithTenant(tenant string) Option {
+	return func(c *Client) { c.tenant, c.tenantSubjects = tenant, true }
+}
+
+// WithTenantSubjects publishes each request that names a tenant on
+// fed.infer.<capability>.<tenant> (the gateway, which names tenants from
+// API keys); a tenant that is not an id is then refused with 400.
+func WithTenantSubjects() Option { return func(c *Client) { c.tenantSubjects = true } }
 
 // WithDropped has fn called for every message of a request the Client does
 // not hand to the caller: late ones (after the request ended) and a second
@@ -232,6 +251,17 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	if r.RequestID == "" {
 		r.RequestID = nuid.Next()
 	}
+	if r.Tenant == "" {
+		r.Tenant = c.tenant
+	}
+	subj := c.subj.Infer(r.Capability)
+	if c.tenantSubjects && r.Tenant != "" {
+		if err := wire.ValidateID("tenant", r.Tenant); err != nil {
+			return nil, &wire.Error{Code: wire.CodeBadRequest, RequestID: r.RequestID,
+				Description: fmt.Sprintf("tenant in the request subject: %v", err)}
+		}
+		subj = c.subj.InferAs(r.Capability, r.Tenant)
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(wire.DefaultTimeout)
@@ -252,7 +282,7 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	token := nuid.Next()
 	cl := newCall(c, token, r, deadline)
 	msg := &nats.Msg{
-		Subject: c.subj.Infer(r.Capability),
+		Subject: subj,
 		Reply:   c.prefix + token,
 		Header:  hdr,
 		Data:    r.Body,

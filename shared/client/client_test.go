@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -228,4 +229,38 @@ func TestCloseFailsInFlight(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Infer did not end after Close")
 	}
+}
+
+// WithTenant puts the tenant in the subject (the secured form) and answers
+// to the connection's own inbox prefix; a tenant that is no id is 400.
+func TestWithTenant(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	srv := natsembed.ConnectForTest(t, s)
+	nc, err := nats.Connect(s.ClientURL(), nats.CustomInboxPrefix("_INBOX.acme"))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	c, err := client.New(nc, client.WithTenant("acme"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	got := make(chan *nats.Msg, 1)
+	sub, err := srv.Subscribe("fed.infer.generate.*", func(m *nats.Msg) {
+		got <- m
+		r := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID), Node: "n1"}
+		_ = srv.PublishMsg(r.Done([]byte("ok"), wire.DoneInfo{Tokens: 1}))
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, srv.Flush())
+	resp, err := c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: []byte("hi")})
+	require.NoError(t, err)
+	assert.Equal(t, "ok", string(resp.Body))
+	m := <-got
+	assert.Equal(t, "fed.infer.generate.acme", m.Subject)
+	assert.Equal(t, "acme", m.Header.Get(wire.HdrTenant))
+	assert.True(t, strings.HasPrefix(m.Reply, "_INBOX.acme."), "reply %s", m.Reply)
+
+	_, err = c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Tenant: "a.b", Body: []byte("hi")})
+	var we *wire.Error
+	require.True(t, errors.As(err, &we))
+	assert.Equal(t, wire.CodeBadRequest, we.Code)
 }

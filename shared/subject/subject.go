@@ -37,8 +37,15 @@ func (s Space) InferAll() string { return s.join("infer", ">") }
 // InferPrefix is what precedes the capability in an infer subject ("fed.infer.").
 func (s Space) InferPrefix() string { return s.p() + ".infer." }
 
-// NodeInfer is the subject a node agent serves dispatches on.
+// NodeInfer is the base of a node's dispatch subjects (its catalog record's
+// subject); dispatches go to NodeInferAt.
 func (s Space) NodeInfer(nodeID string) string { return s.join("node", nodeID, "infer") }
+
+// NodeInferAt is the subject of a dispatch of privacy level (its name:
+// public, internal, confidential, restricted): a node subscribes only to the
+// levels its clearance allows, so in secured mode the server itself refuses
+// to deliver data above a credential's clearance (DESIGN §2, §13).
+func (s Space) NodeInferAt(nodeID, level string) string { return s.join("node", nodeID, "infer", level) }
 
 // NodeProbe is a node's liveness endpoint; health probes nodes that report
 // nothing (DESIGN §6 "active probe"). Addition to DESIGN §2.
@@ -94,14 +101,33 @@ func LastToken(subj string) string {
 	return subj
 }
 
+// InferAs is the infer subject of a request of tenant: the secured form
+// fed.infer.<capability>.<tenant>, where a credential may only publish
+// its own tenant's (DESIGN §2, §13).
+func (s Space) InferAs(capability, tenant string) string { return s.join("infer", capability, tenant) }
+
 // CapabilityOf returns the capability of an infer subject ("fed.infer.custom.x"
 // gives "custom.x"), or "" when subj is not one.
 func (s Space) CapabilityOf(subj string) string {
+	c, _ := s.InferParts(subj)
+	return c
+}
+
+// InferParts splits an infer subject into its capability and the tenant
+// token of the secured form (fed.infer.<capability>.<tenant>; "" in
+// fed.infer.<capability>). A custom capability is two tokens (custom.x).
+func (s Space) InferParts(subj string) (capability, tenant string) {
 	pre := s.InferPrefix()
 	if !strings.HasPrefix(subj, pre) {
-		return ""
+		return "", ""
 	}
-	return subj[len(pre):]
+	rest := subj[len(pre):]
+	first, after, _ := strings.Cut(rest, ".")
+	if first == "custom" {
+		name, t, _ := strings.Cut(after, ".")
+		return "custom." + name, t
+	}
+	return first, after
 }
 
 // Service names as seen by `nats micro ls`.

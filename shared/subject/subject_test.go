@@ -28,3 +28,21 @@ func TestSubjects(t *testing.T) {
 	assert.Equal(t, "", Default.CapabilityOf("fed.node.x.infer"))
 	assert.Equal(t, "abc", LastToken("_INBOX.x.abc"))
 }
+
+func TestInferParts(t *testing.T) {
+	cases := []struct{ subj, capability, tenant string }{
+		{"fed.infer.generate", "generate", ""},
+		{"fed.infer.generate.acme", "generate", "acme"},
+		{"fed.infer.custom.ocr", "custom.ocr", ""},
+		{"fed.infer.custom.ocr.acme", "custom.ocr", "acme"},
+		{"fed.infer.generate.a.b", "generate", "a.b"},
+		{"fed.node.x.infer", "", ""},
+	}
+	for _, c := range cases {
+		capability, tenant := Default.InferParts(c.subj)
+		assert.Equal(t, c.capability, capability, c.subj)
+		assert.Equal(t, c.tenant, tenant, c.subj)
+	}
+	assert.Equal(t, "fed.infer.generate.acme", Default.InferAs("generate", "acme"))
+	assert.Equal(t, "fed.node.n1.infer.confidential", Default.NodeInferAt("n1", "confidential"))
+}
