@@ -5,12 +5,14 @@ set -euo pipefail
 
 port=$(( 20000 + RANDOM % 20000 ))
 http=$(( port + 1 ))
+metrics=$(( port + 2 ))
 url="nats://127.0.0.1:${port}"
 work=$(mktemp -d)
 log="$work/dev.log"
 fail() { echo "SMOKE FAIL: $*"; echo "--- fedmesh dev log (tail)"; tail -40 "$log" || true; exit 1; }
 
-fedmesh dev --listen "127.0.0.1:${port}" --http "127.0.0.1:${http}" --store-dir "$work/js" --log-format json >"$log" 2>&1 &
+fedmesh dev --listen "127.0.0.1:${port}" --http "127.0.0.1:${http}" --metrics-listen "127.0.0.1:${metrics}" \
+  --store-dir "$work/js" --log-format json >"$log" 2>&1 &
 dev=$!
 cleanup() { kill -TERM "$dev" 2>/dev/null || true; wait "$dev" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -57,6 +59,20 @@ grep -q '"total_requests"' <<<"$stats" || fail "stats: $stats"
 
 # The gateway answers curl.
 curl -fsS "http://127.0.0.1:${http}/healthz" >/dev/null || fail "gateway /healthz"
+
+# Every part's metrics on the one dev listener, with the GenAI names.
+prom=$(curl -fsS "http://127.0.0.1:${metrics}/metrics") || fail "dev /metrics"
+for f in gen_ai_server_request_duration_seconds gen_ai_server_time_to_first_token_seconds \
+  fedmesh_router_decisions_total fedmesh_health_node_state fedmesh_catalog_nodes fedmesh_node_in_flight; do
+  grep -q "^$f" <<<"$prom" || fail "dev /metrics lacks $f"
+done
+
+# fedmesh top, one frame of each view, as a script would read it.
+for v in catalog health routing circuits stats policies help; do
+  frame=$(fedmesh --nats-url "$url" top --once --view "$v" --width 80 --interval 300ms 2>&1) || fail "top --view $v: $frame"
+  [[ -n "$frame" ]] || fail "top --view $v printed nothing"
+done
+grep -q 'us-west-gpu-1' <<<"$(fedmesh --nats-url "$url" top --once --view catalog --width 80)" || fail "top catalog lacks the demo node"
 
 kill -TERM "$dev"
 wait "$dev" || fail "fedmesh dev did not exit 0 on SIGTERM"

@@ -78,6 +78,11 @@ type Candidate struct {
 	RejectedBy string             `json:"rejected_by,omitempty"` // policy name
 	Reason     string             `json:"reason,omitempty"`
 	Chosen     bool               `json:"chosen,omitempty"` // what the strategy would pick now
+	// PredictedTTFTMs is expected_ttft's expected time to first token on
+	// this node, PrefixMatch the share of the request's prefix blocks the
+	// router sent it before (DESIGN §6.7); eligible candidates only.
+	PredictedTTFTMs float64 `json:"predicted_ttft_ms,omitempty"`
+	PrefixMatch     float64 `json:"prefix_match,omitempty"`
 }
 
 // CandidatesResponse answers fed.router.candidates.

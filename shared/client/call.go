@@ -37,6 +37,7 @@ type call struct {
 	c          *Client
 	token      string
 	id         string // request id
+	cancelKey  string // Fed-Cancel-Key of the request
 	capability string
 	tenant     string
 	deadline   time.Time
@@ -287,7 +288,7 @@ func (cl *call) cancel() {
 	cl.cancelled = true
 	cl.mu.Unlock()
 	if !done {
-		_ = cl.c.Cancel(cl.id)
+		_ = cl.c.cancelWith(cl.id, cl.cancelKey, "")
 	}
 }
 

@@ -5,6 +5,8 @@ package client
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -232,12 +234,23 @@ func (c *Client) header(r *Request, stream bool, timeout time.Duration) (nats.He
 	}
 	spec.Region, spec.Session, spec.Stream = r.Region, r.Session, stream
 	spec.Timeout = max(timeout, time.Millisecond)
-	h := make(nats.Header, len(r.Header)+4)
+	h := make(nats.Header, len(r.Header)+5)
 	for k, v := range r.Header {
 		h[k] = append([]string(nil), v...)
 	}
 	spec.Encode(h)
+	if h.Get(wire.HdrCancelKey) == "" {
+		h.Set(wire.HdrCancelKey, cancelKey()) // the cancel secret: nobody else may stop it
+	}
 	return h, nil
+}
+
+// cancelKey is a new cancel secret: 128 random bits (nuid is guessable
+// from one value, a secret must not be).
+func cancelKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // start registers a call and publishes the request.
@@ -281,6 +294,7 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	}
 	token := nuid.Next()
 	cl := newCall(c, token, r, deadline)
+	cl.cancelKey = hdr.Get(wire.HdrCancelKey)
 	msg := &nats.Msg{
 		Subject: subj,
 		Reply:   c.prefix + token,
@@ -381,16 +395,41 @@ func (c *Client) drop(cl *call, d Dropped, cancel bool) {
 		c.reportDuplicate(cl, d.Node)
 	}
 	if cancel {
-		_ = c.nc.PublishMsg(&nats.Msg{Subject: c.subj.Cancel(cl.id), Header: nats.Header{wire.HdrNode: []string{d.Node}}})
+		_ = c.cancelWith(cl.id, cl.cancelKey, d.Node)
 	}
 	if c.onDrop != nil {
 		c.onDrop(d)
 	}
 }
 
-// Cancel asks the node serving requestID to stop. It is best-effort.
+// Cancel asks the node serving requestID to stop. It is best-effort. For a
+// request of this Client in flight it carries the request's cancel key (a
+// node ignores a cancel without the right one, DESIGN §3.4); otherwise it
+// can only stop a request that was sent without a key.
 func (c *Client) Cancel(requestID string) error {
-	return c.nc.Publish(c.subj.Cancel(requestID), nil)
+	key := ""
+	c.mu.Lock()
+	for _, cl := range c.pending {
+		if cl.id == requestID {
+			key = cl.cancelKey
+			break
+		}
+	}
+	c.mu.Unlock()
+	return c.cancelWith(requestID, key, "")
+}
+
+// cancelWith publishes fed.cancel.<id> with the request's key and, for a
+// targeted cancel, the node.
+func (c *Client) cancelWith(requestID, key, node string) error {
+	m := &nats.Msg{Subject: c.subj.Cancel(requestID), Header: nats.Header{}}
+	if key != "" {
+		m.Header.Set(wire.HdrCancelKey, key)
+	}
+	if node != "" {
+		m.Header.Set(wire.HdrNode, node)
+	}
+	return c.nc.PublishMsg(m)
 }
 
 func (c *Client) reportDuplicate(cl *call, node string) {
@@ -398,7 +437,7 @@ func (c *Client) reportDuplicate(cl *call, node string) {
 	ev := record.Outcome{Kind: record.OutcomeDuplicate, NodeID: node, RequestID: cl.id,
 		Capability: cl.capability, Tenant: cl.tenant, Time: time.Now()}
 	if b, err := json.Marshal(ev); err == nil {
-		_ = c.nc.Publish(c.subj.Outcome(node), b)
+		_ = c.nc.Publish(c.subj.ClientDuplicate(node), b)
 	}
 }
 

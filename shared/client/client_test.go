@@ -102,7 +102,7 @@ func TestInferStreamInOrder(t *testing.T) {
 func TestKeepsFirstNodeDropsDuplicate(t *testing.T) {
 	srv, c := setup(t)
 	dupes := make(chan record.Outcome, 4)
-	sub, err := srv.Subscribe(subject.Default.OutcomeAll(), func(m *nats.Msg) {
+	sub, err := srv.Subscribe(subject.Default.ClientDuplicateAll(), func(m *nats.Msg) {
 		var o record.Outcome
 		if json.Unmarshal(m.Data, &o) == nil {
 			dupes <- o

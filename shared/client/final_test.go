@@ -106,7 +106,7 @@ func newActors(t *testing.T, steps []step) *actors {
 		a.cancelCh <- struct{}{}
 	})
 	require.NoError(t, err)
-	_, err = a.srv.Subscribe(subject.Default.OutcomeAll(), func(m *nats.Msg) {
+	_, err = a.srv.Subscribe(subject.Default.ClientDuplicateAll(), func(m *nats.Msg) {
 		var o record.Outcome
 		if json.Unmarshal(m.Data, &o) == nil && o.Kind == record.OutcomeDuplicate {
 			a.mu.Lock()
@@ -361,10 +361,10 @@ func TestTakeover(t *testing.T) {
 			body: "abc", node: "n3", resumed: 1},
 		{name: "lost twice, the second node before it sent anything: the third names both", stream: true,
 			steps: []step{chunk("n1", "a"), tchunk("n3", "n1,n2", "a"), tchunk("n3", "n1,n2", "b"), tdone("n3", "n1,n2", "")},
-			body: "ab", node: "n3", resumed: 1},
+			body:  "ab", node: "n3", resumed: 1},
 		{name: "lost twice, then no node: the Fed-Lost-Node final names both", stream: true, noResume: true,
 			steps: []step{chunk("n1", "a"), lostFail("n1,n2"), chunk("n1", "b")},
-			code: wire.CodeNoCapacity, desc: "from router", chunks: []string{"a"},
+			code:  wire.CodeNoCapacity, desc: "from router", chunks: []string{"a"},
 			dropped: []client.Dropped{late("n1", false)}, cancels: []string{"n1"}},
 		{name: "takeover naming a node the client did not keep is a duplicate", stream: true,
 			steps: []step{chunk("n1", "a"), tchunk("n2", "n3", "a"), chunk("n1", "b"), done("n1", "")},

@@ -21,11 +21,16 @@ const (
 	StrategyWeightedRandom   = "weighted_random"
 	StrategyConsistentHash   = "consistent_hash"
 	StrategyPowerOfTwo       = "power_of_two"
+	// StrategyExpectedTTFT (the default): the eligible node with the lowest
+	// expected time to first token, prefix-cache reuse and cost included.
+	StrategyExpectedTTFT = "expected_ttft"
+	// StrategyRandom: uniformly random among the top candidates.
+	StrategyRandom = "random"
 )
 
 // Strategies lists every load-balance strategy.
-var Strategies = []string{StrategyLeastLatency, StrategyRoundRobin, StrategyLeastConnections,
-	StrategyWeightedRandom, StrategyConsistentHash, StrategyPowerOfTwo}
+var Strategies = []string{StrategyExpectedTTFT, StrategyLeastLatency, StrategyRoundRobin, StrategyLeastConnections,
+	StrategyWeightedRandom, StrategyConsistentHash, StrategyPowerOfTwo, StrategyRandom}
 
 // Weights are the policy weights.
 type Weights struct {
@@ -55,7 +60,7 @@ type Policy struct {
 func DefaultPolicy() Policy {
 	return Policy{
 		Weights:       Weights{Health: 2, Latency: 1, Privacy: 1, Locality: 1, Cost: 1, Load: 1},
-		Strategy:      StrategyLeastLatency,
+		Strategy:      StrategyExpectedTTFT,
 		MinScore:      0.1,
 		MaxCandidates: 10,
 		MaxRetries:    3,

@@ -65,7 +65,7 @@ type ModelStats struct {
 	// ThroughputTPS is decode tokens/s: (tokens − 1) / (latency − TTFT) of
 	// streams with more than one token.
 	ThroughputTPS float64 `json:"throughput_tps,omitempty"`
-	Samples       int     `json:"samples"` // successful requests behind the latency percentiles
+	Samples       int     `json:"samples"`           // successful requests behind the latency percentiles
 	Streams       int     `json:"streams,omitempty"` // of those, streams behind TTFT/TPOT
 }
 
@@ -173,9 +173,13 @@ type Decision struct {
 	Strategy  string `json:"strategy,omitempty"`
 	Attempts  int    `json:"attempts"`
 	// Takeover is the lost node whose request this placement saved.
-	Takeover string    `json:"takeover,omitempty"`
-	QueuedMs float64   `json:"queued_ms,omitempty"`
-	Time     time.Time `json:"ts"`
+	Takeover string  `json:"takeover,omitempty"`
+	QueuedMs float64 `json:"queued_ms,omitempty"`
+	// PredictedTTFTMs and PrefixMatch: expected_ttft's judgement (§6.7);
+	// omitted under other strategies.
+	PredictedTTFTMs float64   `json:"predicted_ttft_ms,omitempty"`
+	PrefixMatch     float64   `json:"prefix_match,omitempty"`
+	Time            time.Time `json:"ts"`
 }
 
 // Decisions is one batch of a router's placements.

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/metrics"
 )
 
 // EnvPrefix starts the environment variable of every flag: --nats-url is
@@ -49,14 +50,19 @@ type Common struct {
 	LogFormat string
 	LogLevel  string
 	Prefix    string
+	// MetricsListen is where Prometheus /metrics is served (host:port);
+	// "" or "off": nowhere.
+	MetricsListen string
 }
 
-// Register adds --nats-url, --log-format, --log-level and --prefix to fs.
+// Register adds --nats-url, --log-format, --log-level, --prefix and
+// --metrics-listen to fs.
 func (c *Common) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.NatsURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
 	fs.StringVar(&c.LogFormat, "log-format", logging.FormatConsole, "log format: console|json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug|info|warn|error")
 	fs.StringVar(&c.Prefix, "prefix", "", "subject prefix (default fed)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (e.g. 127.0.0.1:9464); empty or off: not served")
 }
 
 // Command is one service program.
@@ -167,7 +173,10 @@ func EnvName(flagName string) string {
 
 // Run parses flags, connects, builds and starts the service, and waits
 // until ctx ends or SIGINT/SIGTERM arrives; then it stops the service and
-// drains the connection so nothing in flight is lost.
+// drains the connection so nothing in flight is lost. With
+// --metrics-listen it binds that address before connecting (a taken port
+// fails at once) and serves the service's metrics (metrics.Source) once it
+// has started, until it has stopped.
 func Run(ctx context.Context, c Command, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
 	common, err := Parse(c, args, lookup, stderr)
 	if err != nil {
@@ -182,6 +191,14 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 	}
 	log := logging.Component(logging.New(stderr, common.LogFormat, common.LogLevel), c.Name).
 		With().Str(logging.KeyInstance, id).Logger()
+	var msrv *metrics.Server
+	if metrics.Enabled(common.MetricsListen) {
+		if msrv, err = metrics.Listen(ctx, common.MetricsListen); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+			return err
+		}
+		defer closeMetrics(msrv, log) // last: a scrape still sees the final counts while stopping
+	}
 	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
@@ -206,7 +223,18 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return err
 	}
-	log.Info().Str("nats", Redact(common.NatsURL)).Msg("started")
+	ev := log.Info().Str("nats", Redact(common.NatsURL))
+	if msrv != nil {
+		reg, err := metrics.ForService(c.Name, id, svc)
+		if err != nil {
+			err = errors.Join(err, svc.Stop())
+			fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+			return err
+		}
+		msrv.Serve(reg)
+		ev = ev.Str("metrics", msrv.URL())
+	}
+	ev.Msg("started")
 	<-sigCtx.Done()
 	stop() // a second signal ends the process the default way
 	log.Info().Msg("stopping")
@@ -215,6 +243,12 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 	}
 	return err
+}
+
+func closeMetrics(s *metrics.Server, log zerolog.Logger) {
+	if err := s.Close(); err != nil {
+		log.Warn().Err(err).Msg("metrics listener")
+	}
 }
 
 // ConnName is the NATS connection name of one instance of a service, as

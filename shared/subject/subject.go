@@ -45,7 +45,9 @@ func (s Space) NodeInfer(nodeID string) string { return s.join("node", nodeID, "
 // public, internal, confidential, restricted): a node subscribes only to the
 // levels its clearance allows, so in secured mode the server itself refuses
 // to deliver data above a credential's clearance (DESIGN §2, §13).
-func (s Space) NodeInferAt(nodeID, level string) string { return s.join("node", nodeID, "infer", level) }
+func (s Space) NodeInferAt(nodeID, level string) string {
+	return s.join("node", nodeID, "infer", level)
+}
 
 // NodeProbe is a node's liveness endpoint; health probes nodes that report
 // nothing (DESIGN §6 "active probe"). Addition to DESIGN §2.
@@ -72,6 +74,17 @@ func (s Space) Outcome(nodeID string) string { return s.join("outcome", nodeID) 
 
 // OutcomeAll matches every node's outcome events.
 func (s Space) OutcomeAll() string { return s.join("outcome", "*") }
+
+// RouterFailed carries a router's dispatch_failed outcomes about a node:
+// on their own subject, so permissions can tell a router's report from a
+// node's (DESIGN §2, §13); RouterFailedAll matches every node's.
+func (s Space) RouterFailed(nodeID string) string { return s.join("router", "failed", nodeID) }
+func (s Space) RouterFailedAll() string           { return s.join("router", "failed", "*") }
+
+// ClientDuplicate carries a client's duplicate outcome about a node that
+// answered a request another node had (DESIGN §3.3).
+func (s Space) ClientDuplicate(nodeID string) string { return s.join("client", "duplicate", nodeID) }
+func (s Space) ClientDuplicateAll() string           { return s.join("client", "duplicate", "*") }
 
 // Unplaced carries events for requests the router answered itself because no
 // node could take them (no capacity, privacy, unknown model). They belong to

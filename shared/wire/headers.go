@@ -29,6 +29,13 @@ const (
 	// request emits only what follows, from Fed-Seq N.
 	HdrContinueSeq  = "Fed-Continue-Seq"
 	HdrContinueText = "Fed-Continue-Text"
+	// HdrCancelKey is the request's cancel secret (DESIGN §3.4): a cancel
+	// of it takes effect only when it carries the same key. The SDK makes
+	// one per request; routers pass it on and put it on their targeted
+	// cancels. Only the requester, routers and the serving node see it.
+	HdrCancelKey = "Fed-Cancel-Key"
+	// MaxCancelKeyLen bounds Fed-Cancel-Key.
+	MaxCancelKeyLen = 64
 )
 
 // Dispatch headers added by a router (DESIGN §4).

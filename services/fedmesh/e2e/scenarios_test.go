@@ -109,7 +109,7 @@ func TestScenarioMultiRegion(t *testing.T) {
 		}
 		return natsembed.Check(chosen == "fast-50", "candidates: %+v", cands)
 	})
-	assert.Equal(t, "latency", cands.Decisive, "candidates: %+v", cands)
+	assert.Equal(t, "ttft", cands.Decisive, "expected_ttft, the default: its own TTFT decided; candidates: %+v", cands)
 	assert.Equal(t, "fast-50", e.servedBy(client.Request{Model: "m1"}))
 }
 

@@ -18,8 +18,7 @@ import (
 // fedmesh_gateway_duplicates_total series from /metrics.
 func droppedMetrics(t *testing.T, e *env) map[string]string {
 	t.Helper()
-	resp, err := http.Get(e.base + "/metrics")
-	require.NoError(t, err)
+	resp := e.scrape(t)
 	defer resp.Body.Close()
 	got := map[string]string{}
 	for _, line := range strings.Split(readAll(t, resp), "\n") {
@@ -143,6 +142,6 @@ func TestRequestTooLargeForNATS(t *testing.T) {
 	}
 	require.Equal(t, http.StatusOK, e.do(t, "POST", "/v1/chat/completions", keyAcme, chatBody, nil).StatusCode)
 	assert.JSONEq(t, chatBody, string(e.mesh.next(t).body), "no oversized request reached the mesh")
-	m := readAll(t, e.do(t, "GET", "/metrics", "", "", nil))
+	m := readAll(t, e.scrape(t))
 	assert.Contains(t, m, `fedmesh_gateway_errors_total{code="413",endpoint="chat",model="chat-1",node="none",tenant="acme"} 2`)
 }

@@ -252,10 +252,10 @@ func TestHealthReadyAndMetrics(t *testing.T) {
 	require.Len(t, sseEvents(t, stream), len(streamTokens)+2)
 	require.Equal(t, 404, e.do(t, "POST", "/v1/chat/completions", keyAcme, `{"model":"no-such-model"}`, nil).StatusCode)
 
-	m := readAll(t, e.do(t, "GET", "/metrics", "", "", nil))
+	m := readAll(t, e.scrape(t))
 	for _, want := range []string{
 		`fedmesh_gateway_requests_total{endpoint="chat",model="chat-1",node="n1",status="200",tenant="acme"} 2`,
-		`fedmesh_gateway_errors_total{code="404",endpoint="chat",model="no-such-model",node="none",tenant="acme"} 1`,
+		`fedmesh_gateway_errors_total{code="404",endpoint="chat",model="other",node="none",tenant="acme"} 1`,
 		`fedmesh_gateway_tokens_total{endpoint="chat",model="chat-1",node="n1",tenant="acme"} 8`,
 		`fedmesh_gateway_request_duration_seconds_count{endpoint="chat",model="chat-1",node="n1",tenant="acme"} 2`,
 		`fedmesh_gateway_time_to_first_token_seconds_count{endpoint="chat",model="chat-1",node="n1",tenant="acme"} 1`,
@@ -284,8 +284,7 @@ func readAll(t *testing.T, resp *http.Response) string {
 // gaugeValue reads an unlabelled gauge from /metrics (-1 when absent).
 func gaugeValue(t *testing.T, e *env, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(e.base + "/metrics")
-	require.NoError(t, err)
+	resp := e.scrape(t)
 	defer resp.Body.Close()
 	for _, line := range strings.Split(readAll(t, resp), "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {

@@ -1,19 +1,28 @@
 package gateway
 
 import (
+	"context"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/fedmesh/fedmesh/shared/client"
+	fedmetrics "github.com/fedmesh/fedmesh/shared/metrics"
 )
 
-// metrics are per Service (own registry), so several gateways in one process
-// (tests, fedmesh dev) do not collide.
+// modelsRefresh is how often the gateway reloads the model ids its model
+// label may take from the catalog (fed.catalog.list).
+const modelsRefresh = 30 * time.Second
+
+var _ fedmetrics.Source = (*Service)(nil)
+
+// metrics are per Service, so several gateways in one process (tests,
+// fedmesh dev) do not collide; servicecmd serves them on --metrics-listen,
+// apart from the API listener. The model label only takes model ids the
+// catalog lists or a node answered for, else "other": a caller's made-up
+// model never becomes a series.
 type metrics struct {
-	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	errors   *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
@@ -23,12 +32,14 @@ type metrics struct {
 	// late and duplicates: what the SDK dropped instead of answering twice.
 	late       *prometheus.CounterVec
 	duplicates *prometheus.CounterVec
+	// models bounds the model label.
+	models *fedmetrics.LabelSet
 }
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
 
 func newMetrics() *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{models: fedmetrics.NewLabelSet(0)}
 	labels := []string{"endpoint", "model", "tenant", "node"}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
 		Name: "requests_total", Help: "HTTP inference requests by endpoint, model, tenant, serving node and HTTP status."},
@@ -51,9 +62,40 @@ func newMetrics() *metrics {
 	m.duplicates = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "fedmesh", Subsystem: "gateway",
 		Name: "duplicates_total", Help: "Second nodes that answered a request another node answered (one per request and node; " +
 			"reported as a duplicate outcome)."}, []string{"node"})
-	m.reg.MustRegister(m.requests, m.errors, m.latency, m.ttft, m.tokens, m.streams, m.late, m.duplicates,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Metrics is the gateway's collector (servicecmd adds the Go and process
+// collectors).
+func (s *Service) Metrics() prometheus.Collector {
+	m := s.metrics
+	return fedmetrics.Collectors{m.requests, m.errors, m.latency, m.ttft, m.tokens, m.streams, m.late, m.duplicates}
+}
+
+// followModels loads the catalog's model ids for the model label now, then
+// every modelsRefresh on the serve group. No catalog is no error: requests
+// then label their model once a node answered for it.
+func (s *Service) followModels(ctx context.Context) {
+	s.refreshModels(ctx)
+	s.group.Every(modelsRefresh, func(ctx context.Context, _ time.Time) { s.refreshModels(ctx) })
+}
+
+func (s *Service) refreshModels(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CatalogTimeout)
+	defer cancel()
+	list, err := s.catalogList(ctx)
+	if err != nil {
+		s.log.Debug().Err(err).Msg("metrics: model ids not refreshed from the catalog")
+		return
+	}
+	var ids []string
+	for _, n := range list.Nodes {
+		for _, m := range n.Models {
+			ids = append(ids, m.ModelID)
+		}
+	}
+	s.metrics.models.Replace(ids...)
+	s.log.Debug().Int("models", s.metrics.models.Len()).Msg("metrics: model ids refreshed from the catalog")
 }
 
 // observation is one finished request as the metrics see it.
@@ -72,6 +114,11 @@ func (m *metrics) observe(o observation) {
 	}
 	if o.model == "" {
 		o.model = "any"
+	} else {
+		if o.code == 0 && o.node != "none" {
+			m.models.Add(o.model) // a node answered for it: the mesh has it (the router 404s others)
+		}
+		o.model = m.models.Value(o.model)
 	}
 	lv := []string{o.endpoint, o.model, o.tenant, o.node}
 	m.requests.WithLabelValues(append(lv, strconv.Itoa(o.status))...).Inc()

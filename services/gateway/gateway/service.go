@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/client"
@@ -89,6 +88,7 @@ func (s *Service) start(ctx context.Context) error {
 	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout}
 	s.srv = srv
 	s.group.Go(func(context.Context) { s.serveErr = srv.Serve(ln) })
+	s.followModels(ctx) // the model ids metrics may label (metrics.go)
 	s.log.Info().Str("addr", ln.Addr().String()).Int("keys", len(s.cfg.Keys)).Msg("gateway listening")
 	return nil
 }
@@ -132,7 +132,6 @@ func (s *Service) routes() http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /v1/chat/completions", s.authed("chat", s.chat))
 	mux.HandleFunc("POST /v1/completions", s.authed("completions", s.completions))
 	mux.HandleFunc("POST /v1/embeddings", s.authed("embeddings", s.embeddings))

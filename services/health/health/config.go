@@ -24,6 +24,7 @@ const (
 	DefaultCheckInterval     = 10 * time.Second
 	DefaultProbeTimeout      = 5 * time.Second
 	DefaultLatencyWindow     = 1000
+	DefaultModelWindow       = 256
 	DefaultForgetAfter       = 30 * time.Second
 	DefaultWriteConcurrency  = 16
 )
@@ -57,6 +58,10 @@ type Config struct {
 	// LatencyWindow is how many recent requests the percentiles and the
 	// success rate cover (1000).
 	LatencyWindow int
+	// ModelWindow is how many recent requests each capability/model's
+	// statistics cover (256): up to record.MaxModelStats of them per node,
+	// so smaller than LatencyWindow to bound memory.
+	ModelWindow int
 	// ForgetAfter: a node no longer in the catalog and silent this long is
 	// dropped from memory and from fed_health (30 s).
 	ForgetAfter time.Duration
@@ -134,6 +139,7 @@ func (c *Config) fields() ([]durationField, []intField) {
 			{"failure_threshold", &c.FailureThreshold, DefaultFailureThreshold},
 			{"half_open_successes", &c.HalfOpenSuccesses, DefaultHalfOpenSuccesses},
 			{"latency_window", &c.LatencyWindow, DefaultLatencyWindow},
+			{"model_window", &c.ModelWindow, DefaultModelWindow},
 			{"write_concurrency", &c.WriteConcurrency, DefaultWriteConcurrency},
 		}
 }

@@ -181,6 +181,7 @@ func TestConfigValidate(t *testing.T) {
 		{"negative failure threshold", func(c *Config) { c.FailureThreshold = -1 }, "failure_threshold"},
 		{"negative half-open successes", func(c *Config) { c.HalfOpenSuccesses = -1 }, "half_open_successes"},
 		{"negative latency window", func(c *Config) { c.LatencyWindow = -1 }, "latency_window"},
+		{"negative model window", func(c *Config) { c.ModelWindow = -1 }, "model_window"},
 		{"negative write concurrency", func(c *Config) { c.WriteConcurrency = -1 }, "write_concurrency"},
 	}
 	for _, c := range cases {

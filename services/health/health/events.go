@@ -1,6 +1,8 @@
 package health
 
 import (
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/logging"
@@ -34,6 +36,20 @@ func decodeUnplaced(_ string, data []byte) (record.Unplaced, error) {
 	return record.DecodeUnplaced(data)
 }
 
+// outcomeOf decodes outcomes of the kinds its subject carries (§9.2: node
+// agents publish completed on fed.outcome.<node>, routers dispatch_failed
+// on fed.router.failed.<node>, clients duplicate on
+// fed.client.duplicate.<node>); any other kind there is dropped.
+func outcomeOf(kinds ...string) func(string, []byte) (record.Outcome, error) {
+	return func(subj string, data []byte) (record.Outcome, error) {
+		o, err := record.DecodeOutcome(subj, data)
+		if err == nil && !slices.Contains(kinds, o.Kind) {
+			err = fmt.Errorf("outcome of kind %q on %s: that subject carries %v", o.Kind, subj, kinds)
+		}
+		return o, err
+	}
+}
+
 // applyHeartbeat takes a heartbeat's load and sign of life. Runs under mu.
 func (s *Service) applyHeartbeat(hb *record.Heartbeat, now time.Time) {
 	n := s.node(hb.NodeID, now)
@@ -50,6 +66,9 @@ func (s *Service) applyHeartbeat(hb *record.Heartbeat, now time.Time) {
 	n.bump(eventTime(hb.Time, now))
 	n.inFlight, n.queueDepth, n.hbMax = hb.InFlight, hb.QueueDepth, hb.MaxConcurrency
 	n.gpu, n.tps, n.draining, n.activeStreams = hb.GPUUtilization, hb.ThroughputTPS, hb.Draining, hb.ActiveStreams
+	// throughput_tps is the agent's own decode-speed average, never derived
+	// here from outcomes; server goes as soon as a heartbeat stops carrying it.
+	n.server = hb.Server
 	s.checkStale(n, now)
 	s.wakeIfUrgent(n)
 }
@@ -62,6 +81,7 @@ func (s *Service) applyOutcome(o *record.Outcome, now time.Time) {
 	at := eventTime(o.Time, now)
 	n.bump(at)
 	s.countOutcome(n, o)
+	n.models.add(o)
 	s.judgeOutcome(n, o, now, at)
 	s.wakeIfUrgent(n)
 }

@@ -104,8 +104,8 @@ func TestStatsCounts(t *testing.T) {
 	h.publish(sp.Outcome("a"), record.Outcome{Kind: record.OutcomeCompleted, NodeID: "a", OK: true, Tenant: "t1",
 		Attempt: 1, LatencyMs: 300, TTFTMs: 40, Tokens: 10})
 	h.publish(sp.Outcome("b"), record.Outcome{Kind: record.OutcomeCompleted, NodeID: "b", Code: wire.CodeInternal, Tenant: "t2"})
-	h.publish(sp.Outcome("b"), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: "b", Code: wire.CodeTimeout, Tenant: "t1"})
-	h.publish(sp.Outcome("a"), record.Outcome{Kind: record.OutcomeDuplicate, NodeID: "a"})
+	h.publish(sp.RouterFailed("b"), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: "b", Code: wire.CodeTimeout, Tenant: "t1"})
+	h.publish(sp.ClientDuplicate("a"), record.Outcome{Kind: record.OutcomeDuplicate, NodeID: "a"})
 	h.publish(sp.Unplaced(), record.Unplaced{Code: wire.CodeNoCapacity, Error: "all nodes failed", Attempts: 4, Tenant: "t2"})
 	h.publish(sp.Unplaced(), record.Unplaced{Code: wire.CodePrivacy, Error: "no node cleared"})
 
@@ -241,4 +241,20 @@ func TestActiveStreamsFromHeartbeats(t *testing.T) {
 	st := h.stats()
 	assert.Equal(t, int64(2), st.ActiveStreams, "%+v", st)
 	assert.Zero(t, st.Nodes["a"].ActiveStreams)
+}
+
+// Each outcome subject carries its publisher's kind only: a node cannot
+// report a dispatch failure against another node on fed.outcome.*, a
+// client cannot report a completion on fed.client.duplicate.*.
+func TestOutcomeKindBySubject(t *testing.T) {
+	h := newHarness(t)
+	h.start(testConfig())
+	for range 5 { // would open the circuit (5 failures) if counted
+		h.publish(h.sp.Outcome("n1"), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: "n1", Code: wire.CodeNoCapacity})
+		h.publish(h.sp.ClientDuplicate("n1"), record.Outcome{Kind: record.OutcomeCompleted, NodeID: "n1", Code: wire.CodeInternal})
+	}
+	h.fail("n1", wire.CodeInternal) // a marker on the right subject
+	r := h.waitKV("n1", "one failure", func(r *record.Health) bool { return r.ConsecutiveFailures > 0 })
+	assert.Equal(t, 1, r.ConsecutiveFailures, "only the marker counted")
+	assert.Equal(t, record.CircuitClosed, r.Circuit)
 }

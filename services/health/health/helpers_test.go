@@ -71,6 +71,19 @@ func (h *harness) publish(subj string, v any) {
 	require.NoError(h.t, wire.PublishJSON(h.nc, subj, v))
 }
 
+// outcomeSubject is where o's publisher sends it: node agents on
+// fed.outcome.<node>, routers on fed.router.failed.<node>, clients on
+// fed.client.duplicate.<node>.
+func (h *harness) outcomeSubject(o record.Outcome) string {
+	switch o.Kind {
+	case record.OutcomeDispatchFailed:
+		return h.sp.RouterFailed(o.NodeID)
+	case record.OutcomeDuplicate:
+		return h.sp.ClientDuplicate(o.NodeID)
+	}
+	return h.sp.Outcome(o.NodeID)
+}
+
 func (h *harness) heartbeat(id string) {
 	h.publish(h.sp.Heartbeat(id), record.Heartbeat{NodeID: id, Time: time.Now(), MaxConcurrency: 4})
 }

@@ -44,6 +44,9 @@ type node struct {
 	tps           float64
 	draining      bool
 	activeStreams int
+	server        *record.ServerLoad // the latest heartbeat's; never mutated (records share it)
+
+	models models // per capability/model (models.go)
 
 	results outcomes // success/failure of recent requests
 	stats   counters // per-node stats; stats.lat is the health latency window
@@ -57,7 +60,7 @@ type node struct {
 	lastWrite time.Time
 }
 
-func newNode(id string, size int, now time.Time) *node {
+func newNode(id string, size, modelSize int, now time.Time) *node {
 	return &node{
 		id:          id,
 		state:       record.StateUnknown,
@@ -67,6 +70,7 @@ func newNode(id string, size int, now time.Time) *node {
 		lastOutcome: now,
 		results:     outcomes{size: size},
 		stats:       newCounters(size),
+		models:      newModels(modelSize),
 	}
 }
 
@@ -119,6 +123,8 @@ func (n *node) record() record.Health {
 		Draining:            n.draining,
 		LastHeartbeat:       n.lastHeartbeat,
 		UpdatedAt:           n.version,
+		Server:              n.server,
+		Models:              n.models.render(),
 	}
 }
 
@@ -141,7 +147,8 @@ func sameForRouting(a, b *record.Health) bool {
 		(a.Samples >= minSamplesForP99) == (b.Samples >= minSamplesForP99) &&
 		a.ThroughputTPS == b.ThroughputTPS && a.GPUUtilization == b.GPUUtilization &&
 		a.QueueDepth == b.QueueDepth && a.InFlight == b.InFlight && a.MaxConcurrency == b.MaxConcurrency &&
-		a.SuccessRate == b.SuccessRate && a.ConsecutiveFailures == b.ConsecutiveFailures
+		a.SuccessRate == b.SuccessRate && a.ConsecutiveFailures == b.ConsecutiveFailures &&
+		sameServer(a.Server, b.Server) && sameModels(a.Models, b.Models)
 }
 
 // seed adopts a record another instance (or a previous run) wrote, for a
@@ -164,6 +171,8 @@ func (n *node) seed(r *record.Health, rev uint64) {
 	n.inFlight, n.queueDepth, n.tps, n.gpu = r.InFlight, r.QueueDepth, r.ThroughputTPS, r.GPUUtilization
 	n.hbMax = r.MaxConcurrency
 	n.lastHeartbeat = r.LastHeartbeat
+	n.server = r.Server
+	n.models.seed(r.Models)
 	if r.UpdatedAt.After(n.version) {
 		n.version = r.UpdatedAt
 	}

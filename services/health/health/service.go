@@ -14,6 +14,7 @@ import (
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -66,6 +67,7 @@ type Service struct {
 	probes chan struct{} // semaphore bounding probes in flight
 	subs   []*nats.Subscription
 	svc    micro.Service
+	lag    metrics.WatchLag // fedmesh_kv_watch_lag_seconds of the fed_catalog watch (metrics.go)
 }
 
 // New fills cfg's zero fields with the defaults, validates it and returns a
@@ -116,7 +118,7 @@ func (s *Service) start(ctx context.Context) error {
 	if err := buckets.Load(ctx, s.health, seed, jetstream.IgnoreDeletes()); err != nil {
 		return fmt.Errorf("health: %w", err)
 	}
-	if err := buckets.Follow(ctx, s.group, s.catalog, s.applyCatalog); err != nil {
+	if err := buckets.Follow(ctx, s.group, s.catalog, s.lag.Wrap(s.applyCatalog)); err != nil {
 		return fmt.Errorf("health: %w", err)
 	}
 	// After the nodes are known (their stats are seeded), before any event
@@ -152,7 +154,11 @@ func (s *Service) subscribe() error {
 		h    nats.MsgHandler
 	}{
 		{sp.HeartbeatAll(), onEvent(s, record.DecodeHeartbeat, s.applyHeartbeat)},
-		{sp.OutcomeAll(), onEvent(s, record.DecodeOutcome, s.applyOutcome)},
+		// each publisher on its own subject, each subject one kind: a node
+		// cannot report a dispatch failure, a client no completion
+		{sp.OutcomeAll(), onEvent(s, outcomeOf(record.OutcomeCompleted, record.OutcomeProbe), s.applyOutcome)},
+		{sp.RouterFailedAll(), onEvent(s, outcomeOf(record.OutcomeDispatchFailed), s.applyOutcome)},
+		{sp.ClientDuplicateAll(), onEvent(s, outcomeOf(record.OutcomeDuplicate), s.applyOutcome)},
 		{sp.Unplaced(), onEvent(s, decodeUnplaced, s.applyUnplaced)},
 	} {
 		// Plain subscriptions, not a queue group: every instance must see
@@ -226,7 +232,7 @@ func (s *Service) stop() error {
 func (s *Service) node(id string, now time.Time) *node {
 	n := s.nodes[id]
 	if n == nil {
-		n = newNode(id, s.cfg.LatencyWindow, now)
+		n = newNode(id, s.cfg.LatencyWindow, s.cfg.ModelWindow, now)
 		s.nodes[id] = n
 	}
 	return n

@@ -110,7 +110,7 @@ func TestNeutralOutcomesDoNotCount(t *testing.T) {
 	for _, c := range cases {
 		c.o.NodeID = "n1"
 		for range 3 {
-			h.publish(h.sp.Outcome("n1"), c.o)
+			h.publish(h.outcomeSubject(c.o), c.o)
 		}
 	}
 	// A marker: the next real failure must be the first one.
@@ -134,7 +134,7 @@ func TestDispatchFailedCountsAsFailure(t *testing.T) {
 	h := newHarness(t)
 	h.start(testConfig())
 	for range 3 {
-		h.publish(h.sp.Outcome("n1"), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: "n1",
+		h.publish(h.sp.RouterFailed("n1"), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: "n1",
 			Code: wire.CodeNoCapacity, Error: "no responders"})
 	}
 	h.waitKV("n1", "unhealthy", stateIs(record.StateUnhealthy))

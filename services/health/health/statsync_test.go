@@ -45,7 +45,7 @@ func (h *harness) traffic(round, n int) int64 {
 		}
 		total++
 		if i%7 == 0 {
-			h.publish(h.sp.Outcome(id), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: id, Code: wire.CodeOverloaded, Error: "busy"})
+			h.publish(h.sp.RouterFailed(id), record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: id, Code: wire.CodeOverloaded, Error: "busy"})
 		}
 	}
 	return total

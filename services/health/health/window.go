@@ -35,6 +35,15 @@ func (w *window) add(v float64) {
 
 func (w *window) len() int { return len(w.buf) }
 
+// sum is the total of the window's samples.
+func (w *window) sum() float64 {
+	var t float64
+	for _, v := range w.buf {
+		t += float64(v)
+	}
+	return t
+}
+
 // percentiles returns the nearest-rank percentiles ps (0 < p <= 100) of the
 // window, 0 each when it is empty.
 func (w *window) percentiles(ps ...float64) []float64 {

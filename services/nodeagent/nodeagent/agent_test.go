@@ -47,7 +47,7 @@ func TestRegisterAndDeregister(t *testing.T) {
 	assert.Equal(t, "gpu-1", d[0].NodeID)
 	assert.Equal(t, s.InstanceID(), d[0].InstanceID)
 	// Stopped: nobody serves the node's subject any more.
-	_, err := r.nc.Request(subject.Default.NodeInfer("gpu-1"), nil, 200*time.Millisecond)
+	_, err := r.nc.Request(subject.Default.NodeInferAt("gpu-1", "internal"), nil, 200*time.Millisecond)
 	assert.ErrorIs(t, err, nats.ErrNoResponders)
 }
 
@@ -139,8 +139,12 @@ func TestDispatchRefusals(t *testing.T) {
 		{"bad capability", []dispatchOpt{capab("chat")}, 400, wire.HdrCapability},
 		{"bad deadline", []dispatchOpt{func(h nats.Header) { h.Set(wire.HdrDeadline, "soon") }}, 400, wire.HdrDeadline},
 		{"bad stream header", []dispatchOpt{func(h nats.Header) { h.Set(wire.HdrStream, "maybe") }}, 400, wire.HdrStream},
-		{"privacy above clearance", []dispatchOpt{func(h nats.Header) { h.Set(wire.HdrPrivacy, "restricted") }}, 403, "restricted"},
+		{"privacy header above the subject's level", []dispatchOpt{func(h nats.Header) { h.Set(wire.HdrPrivacy, "restricted") },
+			func(h nats.Header) { h.Set("X-Test-Level", "internal") }}, 403, "restricted"},
 	}
+	// above its clearance the node has no subject at all: nobody answers
+	_, err := r.tryDispatch("n1", "x", 200*time.Millisecond, func(h nats.Header) { h.Set(wire.HdrPrivacy, "restricted") })
+	assert.ErrorIs(t, err, nats.ErrNoResponders, "no endpoint for a level above the clearance")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := r.dispatch("n1", "x", tc.opts...)
@@ -279,7 +283,7 @@ func TestBusyUnderConcurrentLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m := nats.NewMsg(subject.Default.NodeInfer("n1"))
+			m := nats.NewMsg(subject.Default.NodeInferAt("n1", "internal"))
 			m.Header.Set(wire.HdrRequestID, nats.NewInbox()[7:])
 			m.Header.Set(wire.HdrReplyTo, nats.NewInbox())
 			m.Header.Set(wire.HdrCapability, wire.CapGenerate)

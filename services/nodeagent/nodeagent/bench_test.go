@@ -38,7 +38,7 @@ func benchDispatch(b *testing.B, tokens int, stream bool) {
 	i := 0
 	for b.Loop() {
 		i++
-		m := nats.NewMsg(subject.Default.NodeInfer("bench"))
+		m := nats.NewMsg(subject.Default.NodeInferAt("bench", "internal"))
 		m.Data = []byte("bench input")
 		m.Header.Set(wire.HdrRequestID, "b-"+strconv.Itoa(i))
 		m.Header.Set(wire.HdrReplyTo, inbox)

@@ -76,6 +76,14 @@ type Config struct {
 	ReplayBytes   int
 	ReplayStreams int
 	ReplayKeep    time.Duration
+
+	// MetricsURL is the model server's Prometheus endpoint, scraped every
+	// MetricsInterval for its own load, which heartbeats and acks carry
+	// (DESIGN §9.1, §4); "" → no scrape. Metrics names its metrics:
+	// MetricsVLLM (the default), MetricsSGLang, MetricsLlamaCpp, MetricsTGI.
+	MetricsURL      string
+	Metrics         string
+	MetricsInterval time.Duration
 }
 
 // DefaultConfig returns the defaults; NodeID, Region, Models and Backend
@@ -94,6 +102,8 @@ func DefaultConfig() Config {
 		ReplayBytes:       DefaultReplayBytes,
 		ReplayStreams:     DefaultReplayStreams,
 		ReplayKeep:        DefaultReplayKeep,
+		Metrics:           DefaultMetrics,
+		MetricsInterval:   DefaultMetricsInterval,
 	}
 }
 
@@ -108,6 +118,8 @@ func (c Config) withDefaults() Config {
 	c.ReplayBytes = cmp.Or(c.ReplayBytes, DefaultReplayBytes)
 	c.ReplayStreams = cmp.Or(c.ReplayStreams, DefaultReplayStreams)
 	c.ReplayKeep = cmp.Or(c.ReplayKeep, DefaultReplayKeep)
+	c.Metrics = cmp.Or(c.Metrics, DefaultMetrics)
+	c.MetricsInterval = cmp.Or(c.MetricsInterval, DefaultMetricsInterval)
 	return c
 }
 
@@ -153,7 +165,23 @@ func (c Config) validate() error {
 	if c.Backend == nil {
 		return errors.New("backend must be set, got nil")
 	}
-	return nil
+	return checkServerMetrics(c.MetricsURL, c.Metrics, c.MetricsInterval)
+}
+
+// checkServerMetrics checks the scrape settings; zero values are the
+// defaults (no URL: no scrape).
+func checkServerMetrics(metricsURL, metrics string, interval time.Duration) error {
+	if metricsURL != "" {
+		if err := checkMetricsURL(metricsURL); err != nil {
+			return err
+		}
+	}
+	if metrics != "" {
+		if err := checkMetrics(metrics); err != nil {
+			return err
+		}
+	}
+	return checkMetricsInterval(interval)
 }
 
 // checkDuration is shared with FileConfig.Check, so a YAML file and a Go

@@ -43,9 +43,14 @@ func (s *Service) startMicro() error {
 	}
 	s.svc = svc
 	// On an error stop() stops the service.
-	if err := svc.AddEndpoint("infer", micro.HandlerFunc(s.handleInfer),
-		micro.WithEndpointSubject(s.cfg.Subjects.NodeInfer(s.cfg.NodeID))); err != nil {
-		return fmt.Errorf("node %s: add infer endpoint: %w", s.cfg.NodeID, err)
+	// One dispatch endpoint per privacy level the node is cleared for: a
+	// request of a higher level has no subject to reach it on (in secured
+	// mode the credential allows no other, whatever a registration claims).
+	for lvl := wire.PrivacyPublic; lvl <= s.cfg.Clearance; lvl++ {
+		if err := svc.AddEndpoint("infer-"+lvl.String(), micro.HandlerFunc(s.handleInfer),
+			micro.WithEndpointSubject(s.cfg.Subjects.NodeInferAt(s.cfg.NodeID, lvl.String()))); err != nil {
+			return fmt.Errorf("node %s: add infer endpoint for %s: %w", s.cfg.NodeID, lvl, err)
+		}
 	}
 	if err := svc.AddEndpoint("probe", micro.HandlerFunc(s.handleProbe),
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeProbe(s.cfg.NodeID))); err != nil {
@@ -123,12 +128,16 @@ func (s *Service) refuse(req micro.Request, werr *wire.Error) {
 
 // ackHeaders are the headers of a dispatch ack: the status and, on
 // accepted and busy, the node's load (in flight after this admission, and
-// its limit), so the router learns it at once, not at the next heartbeat.
+// its limit, and the model server's own load while a scrape is fresh), so
+// the router learns it at once, not at the next heartbeat.
 func (s *Service) ackHeaders(st string, inFlight int) micro.RespondOpt {
 	h := micro.Headers{wire.HdrStatus: []string{st}}
 	if st == wire.StatusAccepted || st == wire.StatusBusy {
 		h[wire.HdrInFlight] = []string{strconv.Itoa(inFlight)}
 		h[wire.HdrMaxConcurrency] = []string{strconv.Itoa(s.cfg.MaxConcurrency)}
+		if v, ok := s.load.header(time.Now()); ok { // only a fresh scrape
+			h[hdrServerLoad] = []string{v}
+		}
 	}
 	return micro.WithHeaders(h)
 }
@@ -214,7 +223,7 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 			tracing.KeyRequest.String(id), tracing.KeyNode.String(s.cfg.NodeID), tracing.KeyCapability.String(capability),
 			tracing.KeyModel.String(model), tracing.KeyAttempt.Int(attempt))
 	}
-	j := &job{span: span,
+	j := &job{span: span, cancelKey: h.Get(wire.HdrCancelKey),
 		call: backend.Call{RequestID: id, Capability: capability, Model: model, Body: req.Data(),
 			Params: []byte(h.Get(wire.HdrParams)), Stream: spec.Stream, Continue: cont},
 		// A takeover of a lost node's request says so on every message.
@@ -297,7 +306,7 @@ func (s *Service) admit(j *job) (string, int) {
 	s.active++
 	s.waiting++
 	s.jobs[j.call.RequestID] = append(s.jobs[j.call.RequestID], j)
-	if s.early.take(j.call.RequestID) {
+	if s.early.take(j.call.RequestID, j.cancelKey) {
 		// Accepted all the same: refusing would make the router try
 		// another node, which the client has told to stop as well.
 		j.cancel(errCanceled)
@@ -346,17 +355,28 @@ func (s *Service) onCancel(m *nats.Msg) {
 		why = errWithdrawn
 	}
 	id := strings.TrimPrefix(m.Subject, s.cfg.Subjects.Cancel(""))
+	// The request's cancel secret (DESIGN §3.4): a cancel without the key
+	// the dispatch carried is someone who saw only the request id.
+	key := m.Header.Get(wire.HdrCancelKey)
 	s.mu.Lock()
 	js := s.jobs[id]
+	hit := 0
 	for _, j := range js {
-		j.cancel(why)
+		if j.cancelKey == key {
+			j.cancel(why)
+			hit++
+		}
 	}
-	if len(js) == 0 && target == "" {
-		s.early.remember(id, time.Now())
+	if len(js) == 0 && target == "" && len(key) <= wire.MaxCancelKeyLen {
+		s.early.remember(id, key, time.Now())
 	}
 	s.mu.Unlock()
-	if len(js) > 0 {
+	switch {
+	case hit > 0:
 		s.log.Debug().Str(logging.KeyRequest, id).Msg("canceled by client")
+	case len(js) > 0:
+		s.badCancels.Add(1)
+		s.log.Debug().Str(logging.KeyRequest, id).Msg("cancel without the request's cancel key ignored")
 	}
 }
 

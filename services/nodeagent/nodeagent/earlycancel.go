@@ -7,7 +7,13 @@ import "time"
 // cancels before the dispatch reaches the node; without this the node would
 // then run the request to completion for nobody. Guarded by Service.mu.
 type earlyCancels struct {
-	at map[string]time.Time
+	at map[string]earlyCancel
+}
+
+// earlyCancel is one remembered cancel: when, and its Fed-Cancel-Key.
+type earlyCancel struct {
+	at  time.Time
+	key string
 }
 
 const (
@@ -15,13 +21,13 @@ const (
 	earlyCancelMax = 4096            // bounds memory against a flood of cancels
 )
 
-func (e *earlyCancels) remember(id string, now time.Time) {
+func (e *earlyCancels) remember(id, key string, now time.Time) {
 	if e.at == nil {
-		e.at = map[string]time.Time{}
+		e.at = map[string]earlyCancel{}
 	}
 	if len(e.at) >= earlyCancelMax {
-		for k, t := range e.at {
-			if now.Sub(t) > earlyCancelTTL {
+		for k, c := range e.at {
+			if now.Sub(c.at) > earlyCancelTTL {
 				delete(e.at, k)
 			}
 		}
@@ -29,14 +35,16 @@ func (e *earlyCancels) remember(id string, now time.Time) {
 			return // full of fresh entries: forget this one rather than grow
 		}
 	}
-	e.at[id] = now
+	e.at[id] = earlyCancel{at: now, key: key}
 }
 
-// take reports whether id was canceled early, and forgets it.
-func (e *earlyCancels) take(id string) bool {
-	t, ok := e.at[id]
+// take reports whether id was canceled early with the dispatch's cancel
+// key, and forgets it. A remembered cancel with another key (someone who
+// does not hold the secret) does not count.
+func (e *earlyCancels) take(id, key string) bool {
+	c, ok := e.at[id]
 	if ok {
 		delete(e.at, id)
 	}
-	return ok && time.Since(t) <= earlyCancelTTL
+	return ok && time.Since(c.at) <= earlyCancelTTL && c.key == key
 }

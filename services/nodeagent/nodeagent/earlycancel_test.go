@@ -16,20 +16,25 @@ import (
 func TestEarlyCancels(t *testing.T) {
 	now := time.Now()
 	var e earlyCancels
-	assert.False(t, e.take("a"), "nothing remembered")
-	e.remember("a", now)
-	assert.True(t, e.take("a"))
-	assert.False(t, e.take("a"), "taken once")
+	assert.False(t, e.take("a", ""), "nothing remembered")
+	e.remember("a", "", now)
+	assert.True(t, e.take("a", ""))
+	assert.False(t, e.take("a", ""), "taken once")
 
-	e.remember("old", now.Add(-2*earlyCancelTTL))
-	assert.False(t, e.take("old"), "expired")
+	e.remember("k", "secret", now)
+	assert.False(t, e.take("k", "other"), "another key does not cancel")
+	e.remember("k", "secret", now)
+	assert.True(t, e.take("k", "secret"))
+
+	e.remember("old", "", now.Add(-2*earlyCancelTTL))
+	assert.False(t, e.take("old", ""), "expired")
 
 	for i := range earlyCancelMax {
-		e.remember(fmt.Sprint(i), now)
+		e.remember(fmt.Sprint(i), "", now)
 	}
-	e.remember("overflow", now)
+	e.remember("overflow", "", now)
 	assert.LessOrEqual(t, len(e.at), earlyCancelMax, "bounded")
-	assert.False(t, e.take("overflow"), "dropped when full of fresh entries")
+	assert.False(t, e.take("overflow", ""), "dropped when full of fresh entries")
 }
 
 // A cancel that reaches the node before the dispatch (the client gave up
@@ -49,4 +54,29 @@ func TestCancelBeforeDispatch(t *testing.T) {
 	require.Equal(t, wire.StatusAccepted, c.status)
 	a := c.read(t, 2*time.Second)
 	assert.Equal(t, wire.CodeCanceled, codeOf(a.final), "ended as canceled, not run for nobody")
+}
+
+// A cancel takes effect only with the request's Fed-Cancel-Key: someone who
+// saw only the request id cannot stop it (nor withdraw it, naming the node).
+func TestCancelNeedsTheKey(t *testing.T) {
+	r := newRig(t)
+	g := newGate()
+	r.agent(testConfig("n1", g))
+	const id, key = "keyed-1", "s3cret-key"
+	c := r.dispatch("n1", "x", stream, func(h nats.Header) { h.Set(wire.HdrRequestID, id); h.Set(wire.HdrCancelKey, key) })
+	c.id = id
+	require.Equal(t, wire.StatusAccepted, c.status)
+	<-g.started
+	for _, h := range []nats.Header{{}, {wire.HdrCancelKey: {"guess"}}, {wire.HdrNode: {"n1"}}, {wire.HdrNode: {"n1"}, wire.HdrCancelKey: {"guess"}}} {
+		require.NoError(t, r.nc.PublishMsg(&nats.Msg{Subject: subject.Default.Cancel(id), Header: h}))
+	}
+	require.NoError(t, r.nc.Flush())
+	select {
+	case <-g.canceled:
+		t.Fatal("a cancel without the key stopped the request")
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.NoError(t, r.nc.PublishMsg(&nats.Msg{Subject: subject.Default.Cancel(id), Header: nats.Header{wire.HdrCancelKey: {key}}}))
+	a := c.read(t, 2*time.Second)
+	assert.Equal(t, wire.CodeCanceled, codeOf(a.final), "the key holder's cancel works")
 }

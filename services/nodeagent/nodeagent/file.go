@@ -62,6 +62,13 @@ type FileBackend struct {
 	// continue_final_message), so the node takes continuations of lost
 	// streams.
 	Continue bool `yaml:"continue"`
+	// MetricsURL is the server's Prometheus endpoint, scraped for its
+	// load; unset → DefaultMetricsURL(url) for openai, none for synthetic;
+	// "" or "off" → none. Metrics picks the names (vllm, sglang,
+	// llamacpp, tgi), MetricsInterval the period (0 → 250ms).
+	MetricsURL      *string       `yaml:"metrics_url"`
+	Metrics         string        `yaml:"metrics"`
+	MetricsInterval time.Duration `yaml:"metrics_interval"`
 	// Synthetic backend knobs.
 	TTFT        time.Duration `yaml:"ttft"`
 	TokenDelay  time.Duration `yaml:"token_delay"`
@@ -215,6 +222,13 @@ func (fc *FileConfig) Check() error {
 	if b.TokensMax > 0 && b.TokensMax < b.Tokens {
 		errs = append(errs, fmt.Errorf("backend.tokens_max %d is below backend.tokens %d", b.TokensMax, b.Tokens))
 	}
+	// Only a metrics_url given here: the default one derives from
+	// backend.url, which the backend checks.
+	var givenMetricsURL string
+	if b.MetricsURL != nil {
+		givenMetricsURL = b.metricsURL()
+	}
+	errs = append(errs, checkServerMetrics(givenMetricsURL, b.Metrics, b.MetricsInterval))
 	if strings.ContainsAny(b.APIKeyEnv, "= \t") {
 		errs = append(errs, fmt.Errorf("backend.api_key_env %q is not an environment variable name", b.APIKeyEnv))
 	}
@@ -251,6 +265,9 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 	c.ReplayBytes = cmp.Or(fc.ReplayBytes, c.ReplayBytes)
 	c.ReplayStreams = cmp.Or(fc.ReplayStreams, c.ReplayStreams)
 	c.ReplayKeep = cmp.Or(fc.ReplayKeep, c.ReplayKeep)
+	c.MetricsURL = fc.Backend.metricsURL()
+	c.Metrics = cmp.Or(fc.Backend.Metrics, c.Metrics)
+	c.MetricsInterval = cmp.Or(fc.Backend.MetricsInterval, c.MetricsInterval)
 	names := map[string]string{}
 	for _, m := range fc.Models {
 		c.Models = append(c.Models, record.Model{ModelID: m.ModelID, Name: m.Name, Version: m.Version,
@@ -268,6 +285,21 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// metricsURL is the endpoint to scrape, "" for none: backend.metrics_url
+// when set ("off" → none), else the openai server's default.
+func (b *FileBackend) metricsURL() string {
+	if b.MetricsURL != nil {
+		if v := strings.TrimSpace(*b.MetricsURL); !strings.EqualFold(v, MetricsOff) {
+			return v
+		}
+		return ""
+	}
+	if b.Type == BackendOpenAI {
+		return DefaultMetricsURL(b.URL)
+	}
+	return ""
 }
 
 // maxConcurrency sizes the OpenAI backend's connection pool: one kept-alive

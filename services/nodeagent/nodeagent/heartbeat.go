@@ -19,7 +19,7 @@ func (s *Service) observe(tokens int, gen time.Duration) {
 	if tokens <= 1 || gen <= 0 {
 		return
 	}
-	tps := float64(tokens) / gen.Seconds()
+	tps := float64(tokens-1) / gen.Seconds() // tokens after the first, over the time after it
 	s.mu.Lock()
 	if s.tps == 0 {
 		s.tps = tps
@@ -34,6 +34,9 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	reconnects := s.nc.Stats().Reconnects
+	if s.load != nil {
+		s.load.start(s.loops) // the scrape runs beside the heartbeats, on the same group
+	}
 	s.publishHeartbeat()
 	for {
 		select {
@@ -100,11 +103,13 @@ func (s *Service) heartbeat() record.Heartbeat {
 	if s.cfg.GPUUtilization != nil {
 		gpu = s.cfg.GPUUtilization()
 	}
+	now := time.Now()
+	server := s.load.current(now) // nil unless scraped and fresh
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return record.Heartbeat{NodeID: s.cfg.NodeID, InstanceID: s.instance, Time: time.Now().UTC(),
+	return record.Heartbeat{NodeID: s.cfg.NodeID, InstanceID: s.instance, Time: now.UTC(),
 		InFlight: s.active, QueueDepth: s.waiting, MaxConcurrency: s.cfg.MaxConcurrency,
-		GPUUtilization: gpu, ThroughputTPS: s.tps, Draining: s.draining, ActiveStreams: s.streamsLocked()}
+		GPUUtilization: gpu, ThroughputTPS: s.tps, Draining: s.draining, ActiveStreams: s.streamsLocked(), Server: server}
 }
 
 func (s *Service) publishHeartbeat() {

@@ -203,6 +203,16 @@ func (r *rig) tryDispatch(node string, body string, wait time.Duration, opts ...
 		o(m.Header)
 	}
 	c.id = m.Header.Get(wire.HdrRequestID) // an option may set its own
+	// the subject of the request's privacy level, as a router sends it
+	level := wire.DefaultPrivacy.String()
+	if p, err := wire.ParsePrivacy(m.Header.Get(wire.HdrPrivacy)); err == nil && m.Header.Get(wire.HdrPrivacy) != "" {
+		level = p.String()
+	}
+	if l := m.Header.Get("X-Test-Level"); l != "" { // a mislabelled dispatch
+		level = l
+		m.Header.Del("X-Test-Level")
+	}
+	m.Subject = subject.Default.NodeInferAt(node, level)
 	ack, err := r.nc.RequestMsg(m, wait)
 	if err != nil {
 		return c, err

@@ -48,7 +48,7 @@ func microLateDispatches(t *testing.T, nc *nats.Conn) int64 {
 	var st micro.Stats
 	require.NoError(t, json.Unmarshal(resp.Data, &st))
 	for _, e := range st.Endpoints {
-		if e.Name == "infer" {
+		if e.Name == "infer-internal" {
 			var d nodeStats
 			require.NoError(t, json.Unmarshal(e.Data, &d))
 			return d.LateDispatches

@@ -37,6 +37,7 @@ type Service struct {
 	tps      float64 // EWMA of per-request tokens/s
 
 	replay *replays // streams' messages kept for fed.node.<id>.replay
+	load   *scraper // the model server's own load (scrape.go); nil: not scraped
 
 	svc       micro.Service
 	cancelSub *nats.Subscription
@@ -54,6 +55,9 @@ type Service struct {
 	// lateDispatches counts dispatches dropped unstarted because their
 	// Fed-Ack-Deadline had passed.
 	lateDispatches atomic.Int64
+	// badCancels counts cancels of a running request without its Fed-Cancel-Key.
+	badCancels atomic.Int64
+	metrics    *nodeMetrics // GenAI histograms, observed per outcome (metrics.go)
 }
 
 // New validates cfg and builds a Service; Start runs it.
@@ -70,10 +74,11 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		inst = nuid.Next()
 	}
 	return &Service{
-		nc: nc, cfg: cfg, instance: inst,
+		nc: nc, cfg: cfg, instance: inst, metrics: newNodeMetrics(cfg),
 		log:    log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
 		jobs:   map[string][]*job{},
 		replay: newReplays(cfg),
+		load:   newScraper(cfg, log.With().Str(logging.KeyNode, cfg.NodeID).Logger()),
 		loops:  lifecycle.NewGroup(),
 		work:   lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it
 	}, nil

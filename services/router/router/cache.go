@@ -2,8 +2,11 @@ package router
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
@@ -31,6 +34,30 @@ type cache struct {
 	byModel map[capModel][]*entry
 	models  map[string]bool // every model id any node serves
 	nodes   int             // entries with a catalog record
+
+	// fleet is the median base TTFT over nodes with data (ms, float64
+	// bits), refreshed by the sweep: the prior for nodes without data.
+	fleet atomic.Uint64
+}
+
+func (c *cache) fleetTTFT() float64 { return math.Float64frombits(c.fleet.Load()) }
+
+// refreshFleet recomputes the fleet's median TTFT (the router's 1 s sweep).
+func (c *cache) refreshFleet() {
+	c.mu.RLock()
+	vals := make([]float64, 0, len(c.entries))
+	for _, e := range c.entries {
+		if b := e.anyTTFT(); b > 0 {
+			vals = append(vals, b)
+		}
+	}
+	c.mu.RUnlock()
+	if len(vals) == 0 {
+		c.fleet.Store(0)
+		return
+	}
+	slices.Sort(vals)
+	c.fleet.Store(math.Float64bits(vals[len(vals)/2]))
 }
 
 func newCache() *cache {

@@ -41,7 +41,7 @@ type slotNode struct {
 func (e *env) slotNode(id string, slots int, hold time.Duration) *slotNode {
 	e.t.Helper()
 	n := &slotNode{id: id, slots: int32(slots), hold: hold}
-	sub, err := e.nc.Subscribe(subject.Default.NodeInfer(id), func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt(id, "*"), func(m *nats.Msg) {
 		if ms, err := strconv.ParseInt(m.Header.Get(wire.HdrAckDeadline), 10, 64); err == nil && time.Now().UnixMilli() >= ms {
 			n.late.Add(1)
 			return

@@ -70,6 +70,9 @@ type Config struct {
 	// 0 means DefaultMaxQueue.
 	MaxQueue    int
 	LostSilence time.Duration
+	// PrefixIndexBlocks bounds one generation of the prefix index
+	// (prefix.go; two are kept). 0 means DefaultPrefixIndexBlocks.
+	PrefixIndexBlocks int
 	// Buckets are the options passed to buckets.Ensure.
 	Buckets buckets.Options
 	// Middleware run around every request after the built-in logging and
@@ -80,13 +83,14 @@ type Config struct {
 // DefaultConfig returns the DESIGN defaults.
 func DefaultConfig() Config {
 	return Config{
-		Policy:         record.DefaultPolicy(),
-		MaxInFlight:    DefaultMaxInFlight,
-		OutstandingTTL: DefaultOutstandingTTL,
-		SweepInterval:  DefaultSweepInterval,
-		StopTimeout:    DefaultStopTimeout,
-		MaxQueue:       DefaultMaxQueue,
-		LostSilence:    DefaultLostSilence,
+		Policy:            record.DefaultPolicy(),
+		MaxInFlight:       DefaultMaxInFlight,
+		OutstandingTTL:    DefaultOutstandingTTL,
+		SweepInterval:     DefaultSweepInterval,
+		StopTimeout:       DefaultStopTimeout,
+		MaxQueue:          DefaultMaxQueue,
+		LostSilence:       DefaultLostSilence,
+		PrefixIndexBlocks: DefaultPrefixIndexBlocks,
 	}
 }
 
@@ -119,6 +123,9 @@ func (c Config) Validate() error {
 	if c.LostSilence < 0 {
 		return fmt.Errorf("router config: lost_silence must be >= 0, got %s", c.LostSilence)
 	}
+	if c.PrefixIndexBlocks < 0 {
+		return fmt.Errorf("router config: prefix_index_blocks must be >= 0, got %d", c.PrefixIndexBlocks)
+	}
 	return nil
 }
 
@@ -131,6 +138,7 @@ func (c Config) withDefaults() Config {
 	c.StopTimeout = cmp.Or(c.StopTimeout, DefaultStopTimeout)
 	c.MaxQueue = cmp.Or(c.MaxQueue, DefaultMaxQueue)
 	c.LostSilence = cmp.Or(c.LostSilence, DefaultLostSilence)
+	c.PrefixIndexBlocks = cmp.Or(c.PrefixIndexBlocks, DefaultPrefixIndexBlocks)
 	return c
 }
 

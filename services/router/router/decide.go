@@ -27,14 +27,15 @@ type decision struct {
 	e        *entry
 	model    string
 	total    float64
-	halfOpen bool   // the chosen node's circuit is half-open: claim its probe slot
-	subject  string // the chosen node's infer subject from its catalog record
+	halfOpen bool // the chosen node's circuit is half-open: claim its probe slot
 	// resumable: the chosen node's catalog record says resumable (a stream
 	// it accepts may be taken over by another resumable node if it is lost)
 	resumable bool
 	// decidedBy: the policy term that separated the node from the
 	// runner-up (decisions.go), for the decision event
 	decidedBy string
+	// predicted: expected_ttft's judgement of the chosen node
+	predicted prediction
 
 	code     int // 0: a node was chosen
 	serving  int // nodes serving the capability/model
@@ -59,6 +60,21 @@ type placementQuery struct {
 	// continuesOnly: a continuation (Fed-Continue-Seq), which only a node
 	// that can continue an answer from its text may take
 	continuesOnly bool
+	// blocks are the request's prefix block hashes (prefix.go), matches
+	// the nodes that were sent a leading run of them (expected_ttft).
+	blocks   []uint64
+	matches  []prefixMatch
+	matchBuf [8]prefixMatch
+}
+
+// prefixShare is the share of the request's blocks e was sent.
+func (r *placementQuery) prefixShare(e *entry) float64 {
+	for i := range r.matches {
+		if r.matches[i].e == e {
+			return float64(r.matches[i].blocks) / float64(len(r.blocks))
+		}
+	}
+	return 0
 }
 
 // decide runs one route decision against the cache: candidates, scores,
@@ -77,6 +93,13 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 	var hashBest *entry
 	var hashBestH uint64
 	var hashBestTotal float64
+	// expected_ttft: the lowest expected TTFT over every eligible node (not
+	// only the top by composite total), and the runner-up for decided_by
+	ttft := p.strategy == stratExpectedTTFT
+	fleet := c.fleetTTFT()
+	var best, second prediction
+	var bestE *entry
+	var bestTotal float64
 	for _, e := range cands {
 		total, rej := scoreFast(e, &r.q, &p.w)
 		if rej != rejClearance && rej != rejRegion {
@@ -111,10 +134,28 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 			}
 		}
 		sc.top = insertTop(sc.top, k, scored{e, total})
+		if ttft {
+			pr := predict(e, r, fleet, r.prefixShare(e))
+			switch {
+			case bestE == nil || pr.ms < best.ms:
+				if bestE != nil {
+					second = best
+				}
+				best, bestE, bestTotal = pr, e, total
+			case second.ms == 0 || pr.ms < second.ms:
+				second = pr
+			}
+		}
 	}
 	switch {
 	case len(sc.top) == 0:
 		d.code = c.failureCodeLocked(r, &d)
+	case ttft:
+		d.e, d.total, d.predicted = bestE, bestTotal, best
+		d.decidedBy = ""
+		if second.ms > 0 {
+			d.decidedBy = decidedByPrediction(&best, &second)
+		}
 	case hashBest != nil:
 		d.e, d.total = hashBest, hashBestTotal
 		d.decidedBy = decidedBy(d.e, d.total, sc.top, &r.q, &p.w, true)
@@ -126,9 +167,6 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 	if d.e != nil {
 		d.model = d.e.modelFor(r.capability, r.model)
 		d.halfOpen = d.e.circuit == circuitHalfOpen
-		if d.e.node != nil {
-			d.subject = d.e.node.Subject
-		}
 		d.resumable = d.e.resumable
 	}
 	c.mu.RUnlock()

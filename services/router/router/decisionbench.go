@@ -46,3 +46,39 @@ func newSyntheticCache(n int) *cache {
 	c.mu.RUnlock()
 	return c
 }
+
+// NewDecisionBenchPrefix is NewDecisionBench with the prefix index of
+// expected_ttft in play: each run hashes a 6 KiB prompt that shares a
+// 4 KiB system prompt with what the index holds (2,000 earlier requests
+// over the nodes), matches it and decides.
+func NewDecisionBenchPrefix(n int) func() {
+	c := newSyntheticCache(n)
+	pol := newPolicyState(record.DefaultPolicy())
+	idx := newPrefixIndex(0)
+	sys := make([]byte, 4096)
+	for i := range sys {
+		sys[i] = byte('a' + i%26)
+	}
+	ids := make([]*entry, 0, n)
+	for _, e := range c.entries {
+		ids = append(ids, e)
+	}
+	for i := 0; i < 2000; i++ {
+		prompt := append(append([]byte(nil), sys...), fmt.Sprintf("question %d %s", i, sys[:2048])...)
+		idx.add(ids[i%len(ids)], blockHashes(nil, prompt))
+	}
+	prompt := append(append([]byte(nil), sys...), fmt.Sprintf("a new question %s", sys[:2048])...)
+	spec := wire.NewSpec()
+	spec.Region = "r1"
+	r := newPlacementQuery(wire.CapGenerate, &spec, "")
+	blocks := make([]uint64, 0, maxPrefixBlocks)
+	var rr uint64
+	return func() {
+		rr++
+		r.blocks = blockHashes(blocks[:0], prompt)
+		r.matches = idx.match(r.blocks, r.matchBuf[:0])
+		if d := c.decide(&r, pol, rr); d.e == nil {
+			panic(fmt.Sprintf("decision bench: no node chosen (code %d)", d.code))
+		}
+	}
+}

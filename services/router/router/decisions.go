@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/json"
+	"math"
 	"sync"
 	"time"
 
@@ -30,10 +31,13 @@ type decisions struct {
 
 	mu  sync.Mutex
 	buf []record.Decision
+
+	counts decisionCounts // fedmesh_router_decisions_total (metrics.go)
 }
 
 // add records one placement; a full batch is sent at once.
 func (d *decisions) add(x record.Decision) {
+	d.counts.add(&x)
 	d.mu.Lock()
 	d.buf = append(d.buf, x)
 	var full []record.Decision
@@ -76,6 +80,8 @@ func (p *placement) decision(res *Result) record.Decision {
 	if res.Queued > 0 {
 		x.QueuedMs = float64(res.Queued.Microseconds()) / 1000
 	}
+	x.PredictedTTFTMs = math.Round(res.PredictedTTFTMs*10) / 10
+	x.PrefixMatch = math.Round(res.PrefixMatch*1000) / 1000
 	return x
 }
 

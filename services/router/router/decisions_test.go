@@ -33,6 +33,15 @@ func TestDecidedBy(t *testing.T) {
 		{name: "only candidate", tune: func(n []tnode) {}, want: "only"},
 		{name: "a tie: the strategy's order", tune: func(n []tnode) {}, want: "strategy"},
 		{name: "round robin picks a lower score", tune: func(n []tnode) { n[0].health = healthy(500) }, strategy: record.StrategyRoundRobin, want: "strategy-or-latency"},
+		{name: "expected_ttft: faster node", tune: func(n []tnode) { n[1].health = healthy(500) }, strategy: record.StrategyExpectedTTFT, want: "ttft"},
+		{name: "expected_ttft: cheaper node", tune: func(n []tnode) { n[1].cost = 0.9 }, strategy: record.StrategyExpectedTTFT, want: "cost"},
+		{name: "expected_ttft: healthier node", tune: func(n []tnode) {
+			h := healthy(50)
+			h.State = record.StateDegraded
+			n[1].health = h
+		}, strategy: record.StrategyExpectedTTFT, want: "health"},
+		{name: "expected_ttft: a tie", tune: func(n []tnode) {}, strategy: record.StrategyExpectedTTFT, want: "strategy"},
+		{name: "expected_ttft: only candidate", tune: func(n []tnode) {}, strategy: record.StrategyExpectedTTFT, want: "only"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -42,7 +51,7 @@ func TestDecidedBy(t *testing.T) {
 				nodes = nodes[:1]
 			}
 			c := buildCache(t, nodes...)
-			pol := defaultPolicy()
+			pol := strat(record.StrategyLeastLatency) // the composite's terms
 			if tc.strategy != "" {
 				pol = strat(tc.strategy)
 			}
@@ -74,6 +83,7 @@ func TestIntegrationDecisionEvents(t *testing.T) {
 	e.stageNode("fast", 0, false)
 	e.stageNode("slow", 0, false)
 	e.waitEligible("fast", "slow")
+	require.Eventually(t, func() bool { return e.healthLoaded("fast") && e.healthLoaded("slow") }, 3*time.Second, 10*time.Millisecond)
 	ch := make(chan *nats.Msg, 16)
 	sub, err := e.nc.ChanSubscribe(subject.Default.Decisions(), ch)
 	require.NoError(t, err)
@@ -103,7 +113,8 @@ func TestIntegrationDecisionEvents(t *testing.T) {
 	for i, d := range got {
 		assert.Equal(t, "dec-"+strconv.Itoa(i), d.RequestID)
 		assert.Equal(t, "fast", d.Node)
-		assert.Equal(t, "latency", d.DecidedBy)
+		assert.Equal(t, "ttft", d.DecidedBy, "expected_ttft, the default: 10 ms against 900 ms")
+		assert.Positive(t, d.PredictedTTFTMs)
 		assert.Equal(t, wire.CapGenerate, d.Capability)
 		assert.Equal(t, "acme", d.Tenant)
 		assert.Equal(t, 1, d.Attempts)
@@ -112,4 +123,46 @@ func TestIntegrationDecisionEvents(t *testing.T) {
 		assert.Empty(t, d.Takeover)
 		assert.WithinDuration(t, time.Now(), d.Time, 5*time.Second)
 	}
+}
+
+// On the secured subject fed.infer.<capability>.<tenant> the tenant is the
+// subject's token, whatever Fed-Tenant says; a token that is not an id is 400.
+func TestIntegrationTenantFromSubject(t *testing.T) {
+	e := newEnv(t, nil)
+	e.addNode(tnode{id: "a", region: "eu", health: healthy(10)})
+	e.stageNode("a", 0, false)
+	e.waitEligible("a")
+	ch := make(chan *nats.Msg, 4)
+	sub, err := e.nc.ChanSubscribe(subject.Default.Decisions(), ch)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, e.nc.Flush())
+
+	send := func(subj string) *nats.Msg {
+		inbox := nats.NewInbox()
+		in, err := e.nc.SubscribeSync(inbox)
+		require.NoError(t, err)
+		m := &nats.Msg{Subject: subj, Reply: inbox, Header: nats.Header{wire.HdrTenant: {"mallory"}}, Data: []byte("hi")}
+		require.NoError(t, e.nc.PublishMsg(m))
+		got, err := in.NextMsg(3 * time.Second)
+		require.NoError(t, err)
+		return got
+	}
+	final := send(subject.Default.InferAs(wire.CapGenerate, "acme"))
+	assert.Equal(t, wire.StatusDone, final.Header.Get(wire.HdrStatus))
+	select {
+	case m := <-ch:
+		b, err := record.DecodeDecisions(m.Data)
+		require.NoError(t, err)
+		require.Len(t, b.Decisions, 1)
+		assert.Equal(t, "acme", b.Decisions[0].Tenant, "the subject's tenant, not the header's")
+		assert.Equal(t, wire.CapGenerate, b.Decisions[0].Capability)
+	case <-time.After(3 * time.Second):
+		t.Fatal("no decision published")
+	}
+	bad := send("fed.infer.generate.a.b")
+	we := wire.ErrorFromHeader(bad.Header)
+	require.NotNil(t, we)
+	assert.Equal(t, wire.CodeBadRequest, we.Code)
+	assert.Contains(t, we.Description, "tenant")
 }

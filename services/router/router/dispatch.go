@@ -7,6 +7,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -71,6 +72,10 @@ type placement struct {
 	// uncertain: an attempt's ack never came (timeout, broken send), so
 	// that node may have taken the request and answered the client.
 	uncertain bool
+	// subjectTenant is the tenant token of a secured request subject
+	// (fed.infer.<capability>.<tenant>): the credential allowed only that
+	// one, so it is the request's tenant whatever Fed-Tenant says.
+	subjectTenant string
 	// trace: the request's span context (the client's traceparent, then
 	// this router's route span); each attempt is a child span. Background
 	// while tracing is off.
@@ -81,8 +86,9 @@ type placement struct {
 // route places one request: parse, admit, decide and dispatch until a node
 // accepts, finish. ctx ends when the router stops.
 func (s *Service) route(ctx context.Context, m *nats.Msg) {
+	capability, tenant := s.cfg.Subjects.InferParts(m.Subject)
 	p := &placement{s: s, msg: m, inbound: Inbound{ID: m.Header.Get(wire.HdrRequestID),
-		Capability: s.cfg.Subjects.CapabilityOf(m.Subject), Header: m.Header, Received: time.Now()}, trace: context.Background()}
+		Capability: capability, Header: m.Header, Received: time.Now()}, trace: context.Background(), subjectTenant: tenant}
 	if tracing.Enabled() {
 		p.trace, p.span = tracing.Start(tracing.Extract(p.trace, m.Header), "fedmesh.route "+p.inbound.Capability, tracing.Server,
 			tracing.KeyCapability.String(p.inbound.Capability))
@@ -96,6 +102,11 @@ func (s *Service) route(ctx context.Context, m *nats.Msg) {
 		p.fail(err)
 		return
 	}
+	if textCapability(p.inbound.Capability) {
+		bp := blockPool.Get().(*[]uint64)
+		p.query.blocks = blockHashes((*bp)[:0], m.Data)
+		defer func() { *bp = p.query.blocks[:0]; p.query.blocks = nil; blockPool.Put(bp) }()
+	}
 	ctx, cancel := context.WithDeadline(ctx, p.deadline)
 	defer cancel()
 	res, err := p.place(ctx)
@@ -107,6 +118,12 @@ func (s *Service) route(ctx context.Context, m *nats.Msg) {
 	p.finish(&res)
 }
 
+// blockPool holds the prefix block hash slices of requests being placed.
+var blockPool = sync.Pool{New: func() any { b := make([]uint64, 0, maxPrefixBlocks); return &b }}
+
+// textCapability: requests whose prompt a model server may cache.
+func textCapability(c string) bool { return c == wire.CapGenerate || c == wire.CapCode }
+
 // parse checks the capability and decodes the routing headers.
 func (p *placement) parse() error {
 	in := &p.inbound
@@ -116,6 +133,12 @@ func (p *placement) parse() error {
 	spec, err := wire.ParseSpec(in.Header)
 	if err != nil {
 		return err
+	}
+	if t := p.subjectTenant; t != "" {
+		if err := wire.ValidateID("tenant", t); err != nil {
+			return wire.Errorf(wire.CodeBadRequest, "subject %s: the token after the capability is the tenant: %v", p.msg.Subject, err)
+		}
+		spec.Tenant = t // the identity the server let publish here, not a header
 	}
 	if spec.RequestID == "" {
 		spec.RequestID = nuid.Next()
@@ -157,6 +180,7 @@ func (p *placement) place(ctx context.Context) (Result, error) {
 	s := p.s
 	for {
 		pol := s.policy.Load()
+		p.query.matches = s.prefix.match(p.query.blocks, p.query.matchBuf[:0])
 		d := s.cache.decide(&p.query, pol, s.rr.Add(1))
 		if d.e != nil && p.w == nil && s.queue.length() > 0 {
 			// room, but requests are waiting for it: queue behind them
@@ -185,7 +209,9 @@ func (p *placement) place(ctx context.Context) (Result, error) {
 		kind, why, err := p.attempt(ctx, &d)
 		switch {
 		case kind == ackAccepted:
-			res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total, DecidedBy: d.decidedBy}
+			s.prefix.add(d.e, p.query.blocks)
+			res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total, DecidedBy: d.decidedBy,
+				PredictedTTFTMs: d.predicted.ms, PrefixMatch: d.predicted.match}
 			if p.w != nil {
 				res.Queued = time.Since(p.w.since)
 			}
@@ -313,10 +339,9 @@ func (p *placement) finish(res *Result) {
 // final 413 when it would not fit the connection's max_payload.
 func (p *placement) dispatchMsg(d *decision, attempt int) (*nats.Msg, error) {
 	s := p.s
-	subj := d.subject
-	if subj == "" {
-		subj = s.cfg.Subjects.NodeInfer(d.e.id)
-	}
+	// derived from the node id and the request's privacy, never from a
+	// KV field: a catalog record cannot send data anywhere else
+	subj := s.cfg.Subjects.NodeInferAt(d.e.id, p.spec.Privacy.String())
 	h := make(nats.Header, len(p.msg.Header)+10)
 	for k, v := range p.msg.Header {
 		h[k] = v
@@ -393,12 +418,12 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 	case errors.Is(err, nats.ErrNoResponders):
 		return ackFailed, "no responders", err
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		s.cancelAttempt(p.spec.RequestID, d.e.id)
+		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
 		p.uncertain = true
 		return ackFailed, "ack timeout", err
 	case err != nil:
 		// the dispatch may be out (the connection broke after it): take it back
-		s.cancelAttempt(p.spec.RequestID, d.e.id)
+		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
 		p.uncertain = true
 		return ackLocal, "dispatch error: " + err.Error(), err
 	}
@@ -430,19 +455,23 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 // stops the request (it may have accepted with the ack lost) and another
 // node the router places it on next is not touched. A request id that is not
 // one subject token cannot be cancelled (DESIGN §2).
-func (s *Service) cancelAttempt(requestID, node string) {
-	if s.withdraw(requestID, node) {
+func (s *Service) cancelAttempt(requestID, key, node string) {
+	if s.withdraw(requestID, key, node) {
 		s.stats.cancels.Add(1)
 	}
 }
 
 // withdraw publishes the targeted cancel of requestID on node (DESIGN §3.4);
 // false when the id cannot be a subject token.
-func (s *Service) withdraw(requestID, node string) bool {
+// key is the request's Fed-Cancel-Key: the node ignores a cancel without it.
+func (s *Service) withdraw(requestID, key, node string) bool {
 	if !subjectToken(requestID) {
 		return false
 	}
 	m := &nats.Msg{Subject: s.cfg.Subjects.Cancel(requestID), Header: nats.Header{wire.HdrNode: {node}}}
+	if key != "" {
+		m.Header.Set(wire.HdrCancelKey, key)
+	}
 	if err := s.nc.PublishMsg(m); err != nil {
 		s.log.Warn().Err(err).Str(logging.KeyRequest, requestID).Str(logging.KeyNode, node).Msg("publish targeted cancel")
 	}
@@ -485,7 +514,7 @@ func (s *Service) publishNodeFailed(spec *wire.Spec, capability, node, model str
 	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: node, RequestID: spec.RequestID,
 		Code: code, Error: why, Capability: capability, Model: model, Tenant: spec.Tenant,
 		Attempt: attempt, Stream: spec.Stream, Fault: fault, Time: time.Now()}
-	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(node), ev); err != nil {
+	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.RouterFailed(node), ev); err != nil {
 		s.log.Warn().Err(err).Str(logging.KeyNode, node).Str(logging.KeyRequest, spec.RequestID).Msg("publish dispatch_failed outcome")
 	}
 }

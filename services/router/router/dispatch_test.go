@@ -65,7 +65,7 @@ func TestIntegrationDispatchTooLarge413(t *testing.T) {
 	a := e.fakeNode("a", always(wire.StatusAccepted))
 	e.waitEligible("a")
 	outcomes := make(chan record.Outcome, 8)
-	sub, err := e.nc.Subscribe(subject.Default.OutcomeAll(), func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.RouterFailedAll(), func(m *nats.Msg) {
 		var o record.Outcome
 		if json.Unmarshal(m.Data, &o) == nil && o.Kind == record.OutcomeDispatchFailed {
 			outcomes <- o
@@ -124,7 +124,7 @@ func TestIntegrationAckTimeoutCancelsThatAttempt(t *testing.T) {
 	e.addNode(tnode{id: "mute", region: "eu", health: healthy(10)})
 	e.addNode(tnode{id: "ok", region: "eu", health: healthy(300)})
 	dispatches := make(chan *nats.Msg, 4)
-	msub, err := e.nc.Subscribe(subject.Default.NodeInfer("mute"), func(m *nats.Msg) { dispatches <- m }) // never acks
+	msub, err := e.nc.Subscribe(subject.Default.NodeInferAt("mute", "*"), func(m *nats.Msg) { dispatches <- m }) // never acks
 	require.NoError(t, err)
 	defer msub.Unsubscribe()
 	okNode := e.fakeNode("ok", always(wire.StatusAccepted))
@@ -133,7 +133,7 @@ func TestIntegrationAckTimeoutCancelsThatAttempt(t *testing.T) {
 	require.NoError(t, err)
 	defer csub.Unsubscribe()
 	failed := make(chan record.Outcome, 4)
-	fsub, err := e.nc.Subscribe(subject.Default.Outcome("mute"), func(m *nats.Msg) {
+	fsub, err := e.nc.Subscribe(subject.Default.RouterFailed("mute"), func(m *nats.Msg) {
 		o, err := record.DecodeOutcome(m.Subject, m.Data)
 		if err == nil {
 			failed <- o
@@ -331,7 +331,7 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 			e.addNode(tnode{id: "lost-ack", region: "eu", health: healthy(10)})
 			// Takes the dispatch without acking, answers the client and
 			// reports its outcome, as a node whose ack got lost would.
-			sub, err := e.nc.Subscribe(subject.Default.NodeInfer("lost-ack"), func(m *nats.Msg) {
+			sub, err := e.nc.Subscribe(subject.Default.NodeInferAt("lost-ack", "*"), func(m *nats.Msg) {
 				id := m.Header.Get(wire.HdrRequestID)
 				time.Sleep(200 * time.Millisecond) // past the ack timeout
 				if !tc.silent {

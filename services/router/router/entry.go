@@ -73,6 +73,10 @@ type entry struct {
 	// lastHeartbeat as health last wrote it: the sweep finds a node that
 	// went silent while already unhealthy (health does not write again then)
 	lastHeartbeat time.Time
+	// expected_ttft inputs (predict.go): TTFT p50 per capability and model,
+	// the model server's own load
+	ttft   []ttftStat
+	server serverLoad
 }
 
 func newEntry(id string, ord int) *entry {
@@ -156,9 +160,12 @@ func (e *entry) setHealth(h *record.Health) {
 		e.load.Store(0)
 		e.circuit, e.draining = circuitClosed, false
 		e.lastHeartbeat = time.Time{}
+		e.ttft = e.ttft[:0]
+		e.server.set(nil)
 		e.refresh()
 		return
 	}
+	e.setTTFT(h)
 	e.lastHeartbeat = h.LastHeartbeat
 	e.hasHealth = true
 	e.state = h.State

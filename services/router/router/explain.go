@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -67,9 +68,18 @@ func (s *Service) explain(m *nats.Msg) (*api.CandidatesResponse, error) {
 	}
 	pol := s.policy.Load()
 	r := newPlacementQuery(capability, &spec, s.cfg.Region)
+	if m.Header.Get(wire.HdrCapability) != "" && textCapability(capability) {
+		// the body is the prompt: show each node's prefix match for it
+		r.blocks = blockHashes(nil, m.Data)
+	}
+	r.matches = s.prefix.match(r.blocks, r.matchBuf[:0])
 	// what the strategy would pick now, without taking a round-robin ticket
 	d := s.cache.decide(&r, pol, s.rr.Load()+1)
-	return s.cache.explain(&r, pol, d.e), nil
+	resp := s.cache.explain(&r, pol, d.e)
+	if pol.strategy == stratExpectedTTFT && d.e != nil {
+		resp.Decisive = d.decidedBy
+	}
+	return resp, nil
 }
 
 // explain builds the candidates answer; chosen is the decision's pick.
@@ -95,6 +105,9 @@ func (c *cache) explain(r *placementQuery, pol *policyState, chosen *entry) *api
 		if rej != rejNone {
 			cand.RejectedBy = rej.policy()
 			cand.Reason = reason(e, &r.q, rej, total, pol.MinScore)
+		} else {
+			pr := predict(e, r, c.fleetTTFT(), r.prefixShare(e))
+			cand.PredictedTTFTMs, cand.PrefixMatch = math.Round(pr.ms*10)/10, round3(pr.match)
 		}
 		switch {
 		case e == chosen:

@@ -162,7 +162,7 @@ type fakeNode struct {
 func (e *env) fakeNode(id string, ack func(attempt int) string) *fakeNode {
 	e.t.Helper()
 	f := &fakeNode{id: id}
-	sub, err := e.nc.Subscribe(subject.Default.NodeInfer(id), func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt(id, "*"), func(m *nats.Msg) {
 		f.mu.Lock()
 		f.hd = append(f.hd, m.Header)
 		f.mu.Unlock()
@@ -228,7 +228,7 @@ func TestIntegrationRetrySuccess(t *testing.T) {
 	e.waitEligible("a", "b")
 
 	failed := make(chan record.Outcome, 4)
-	sub, err := e.nc.Subscribe(subject.Default.Outcome("a"), func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.RouterFailed("a"), func(m *nats.Msg) {
 		var o record.Outcome
 		if json.Unmarshal(m.Data, &o) == nil {
 			failed <- o
@@ -366,7 +366,8 @@ func TestIntegrationLivePolicyChange(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "fast", resp.Node)
 
-	e.put(e.kv.Config, record.ConfigKeyPolicy, map[string]any{"weights": map[string]float64{"latency": 0, "cost": 5}})
+	e.put(e.kv.Config, record.ConfigKeyPolicy, map[string]any{"strategy": record.StrategyLeastLatency,
+		"weights": map[string]float64{"latency": 0, "cost": 5}})
 	require.Eventually(t, func() bool { return chosen() == "cheap" }, 3*time.Second, 20*time.Millisecond)
 	resp, err = e.infer(client.Request{})
 	require.NoError(t, err)
@@ -431,8 +432,8 @@ func TestIntegrationCandidatesEndpoint(t *testing.T) {
 	out, werr := e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}, wire.HdrPrivacy: {"confidential"}})
 	require.Nil(t, werr)
 	assert.Equal(t, wire.CapGenerate, out.Capability)
-	assert.Equal(t, record.StrategyLeastLatency, out.Strategy)
-	assert.Equal(t, "latency", out.Decisive, "50 ms beats 120 ms on latency")
+	assert.Equal(t, record.StrategyExpectedTTFT, out.Strategy)
+	assert.Equal(t, "ttft", out.Decisive, "50 ms beats 120 ms on expected TTFT")
 	byID := map[string]api.Candidate{}
 	for _, c := range out.Candidates {
 		byID[c.NodeID] = c
@@ -514,7 +515,7 @@ func TestIntegrationOverloaded429(t *testing.T) {
 	e.addNode(tnode{id: "slow", region: "eu", health: healthy(10)})
 	e.waitEligible("slow")
 	started := make(chan struct{}, 1)
-	sub, err := e.nc.Subscribe(subject.Default.NodeInfer("slow"), func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt("slow", "*"), func(m *nats.Msg) {
 		started <- struct{}{}
 		<-release // hold the ack: the router's only slot stays taken
 		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{wire.HdrStatus: {wire.StatusBusy}}})
@@ -582,7 +583,9 @@ func TestIntegrationMiddleware(t *testing.T) {
 		defer rec.mu.Unlock()
 		return len(rec.placed) == 1 && len(rec.errs) == 2
 	}, 2*time.Second, 10*time.Millisecond)
-	assert.Equal(t, Result{Node: "a", Model: "m1", Attempts: 1, Score: rec.placed[0].Score}, rec.placed[0])
+	assert.Positive(t, rec.placed[0].PredictedTTFTMs, "expected_ttft's prediction")
+	assert.Equal(t, Result{Node: "a", Model: "m1", Attempts: 1, Score: rec.placed[0].Score,
+		PredictedTTFTMs: rec.placed[0].PredictedTTFTMs}, rec.placed[0])
 	// OnError runs after the client has its answer, so the two hooks may run in either order.
 	assert.ElementsMatch(t, []int{wire.CodeUnauthorized, wire.CodeNotFound}, rec.errs)
 }

@@ -33,6 +33,11 @@ type Result struct {
 	DecidedBy string
 	// Queued is how long the request waited in the router's queue.
 	Queued time.Duration
+	// PredictedTTFTMs and PrefixMatch are expected_ttft's judgement of the
+	// node (0 under other strategies): expected time to first token, and
+	// the share of the request's prefix blocks the node was sent before.
+	PredictedTTFTMs float64
+	PrefixMatch     float64
 }
 
 // Middleware runs around every infer request. BeforeRoute may refuse a

@@ -196,4 +196,5 @@ func (s *Service) sweepOutstanding(_ context.Context, now time.Time) {
 	for _, lost := range s.cache.silentWithRequests(now, s.cfg.LostSilence) {
 		s.nodeLost(lost.e, lost.how)
 	}
+	s.cache.refreshFleet()
 }

@@ -347,6 +347,7 @@ func parseAckLoad(h nats.Header) ackLoad {
 // or a completed outcome says otherwise. An accepted ack showing room wakes
 // queued requests the node serves.
 func (s *Service) learnAck(e *entry, h nats.Header, busy bool) {
+	e.learnServerLoad(h)
 	l := parseAckLoad(h)
 	c := s.cache
 	c.mu.RLock()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/lifecycle"
+	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
 )
@@ -41,12 +42,15 @@ type Service struct {
 	answered *answered
 	// decisions batches the decision events (DESIGN §9.5)
 	decisions *decisions
-	queue     *waitQueue
-	mw        []Middleware
-	rr        atomic.Uint64 // round-robin tickets
-	sem       chan struct{} // MaxInFlight slots
+	// prefix is the prefix index of expected_ttft (prefix.go)
+	prefix *prefixIndex
+	queue  *waitQueue
+	mw     []Middleware
+	rr     atomic.Uint64 // round-robin tickets
+	sem    chan struct{} // MaxInFlight slots
 
 	stats routerStats
+	lag   metrics.WatchLag // fedmesh_kv_watch_lag_seconds of the three watches (metrics.go)
 
 	life lifecycle.Guard
 	// loops runs the KV watchers and the outstanding sweeper.
@@ -92,6 +96,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(), answered: newAnswered(), queue: newWaitQueue(cfg.MaxQueue),
 		sem:   make(chan struct{}, cfg.MaxInFlight),
 		loops: lifecycle.NewGroup(), requests: lifecycle.NewGroup()}
+	s.prefix = newPrefixIndex(cfg.PrefixIndexBlocks)
 	s.decisions = &decisions{nc: nc, subject: cfg.Subjects.Decisions(), router: cfg.InstanceID, log: log}
 	s.policy.Store(newPolicyState(cfg.Policy))
 	s.mw = append([]Middleware{logMiddleware{s.log}, limitMiddleware{s.limits}}, cfg.Middleware...)

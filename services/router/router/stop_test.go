@@ -24,7 +24,7 @@ func TestIntegrationStopCancelsAfterStopTimeout(t *testing.T) {
 	e.addNode(tnode{id: "mute", region: "eu", health: healthy(10)})
 	e.waitEligible("mute")
 	dispatched := make(chan struct{}, 1)
-	sub, err := e.nc.Subscribe(subject.Default.NodeInfer("mute"), func(*nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt("mute", "*"), func(*nats.Msg) {
 		dispatched <- struct{}{} // and never ack
 	})
 	require.NoError(t, err)

@@ -16,6 +16,8 @@ const (
 	stratWeightedRandom
 	stratConsistentHash
 	stratPowerOfTwo
+	stratExpectedTTFT
+	stratRandom
 )
 
 func strategyOf(name string) strategy {
@@ -30,8 +32,12 @@ func strategyOf(name string) strategy {
 		return stratConsistentHash
 	case record.StrategyPowerOfTwo:
 		return stratPowerOfTwo
+	case record.StrategyLeastLatency:
+		return stratLeastLatency
+	case record.StrategyRandom:
+		return stratRandom
 	}
-	return stratLeastLatency
+	return stratExpectedTTFT
 }
 
 // pick chooses one of top (non-empty, total descending). rr is this
@@ -67,6 +73,8 @@ func pick(s strategy, top []scored, rr uint64) scored {
 			x -= c.total
 		}
 		return top[len(top)-1]
+	case stratRandom:
+		return top[rand.IntN(len(top))]
 	case stratPowerOfTwo:
 		if len(top) == 1 {
 			return top[0]

@@ -108,7 +108,7 @@ func (s *Service) lostOne(r lostRec, how string, place, report bool) {
 	if h == nil {
 		return
 	}
-	s.withdraw(r.requestID, r.e.id)
+	s.withdraw(r.requestID, h.msg.Header.Get(wire.HdrCancelKey), r.e.id)
 	if report {
 		s.publishNodeFailed(&h.spec, h.capability, r.e.id, h.model, h.attempts, "node lost")
 	}

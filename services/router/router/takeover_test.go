@@ -35,7 +35,7 @@ type stageNode struct {
 func (e *env) stageNode(id string, chunks int, die bool) *stageNode {
 	e.t.Helper()
 	n := &stageNode{id: id, chunks: chunks, die: die}
-	sub, err := e.nc.Subscribe(subject.Default.NodeInfer(id), func(m *nats.Msg) {
+	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt(id, "*"), func(m *nats.Msg) {
 		if ms, err := strconv.ParseInt(m.Header.Get(wire.HdrAckDeadline), 10, 64); err == nil && time.Now().UnixMilli() >= ms {
 			return
 		}
@@ -139,7 +139,7 @@ type lossWatch struct {
 func (e *env) watchLoss(node string) *lossWatch {
 	e.t.Helper()
 	w := &lossWatch{failed: make(chan record.Outcome, 16), cancels: make(chan *nats.Msg, 16)}
-	fsub, err := e.nc.Subscribe(subject.Default.Outcome(node), func(m *nats.Msg) {
+	fsub, err := e.nc.Subscribe(subject.Default.RouterFailed(node), func(m *nats.Msg) {
 		if o, err := record.DecodeOutcome(m.Subject, m.Data); err == nil && o.Kind == record.OutcomeDispatchFailed {
 			w.failed <- o
 		}

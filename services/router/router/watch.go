@@ -19,7 +19,7 @@ func (s *Service) follow(ctx context.Context, set *buckets.Set) error {
 		kv    jetstream.KeyValue
 		apply func(jetstream.KeyValueEntry)
 	}{{set.Config, s.applyConfig}, {set.Catalog, s.applyCatalog}, {set.Health, s.applyHealth}} {
-		if err := buckets.Follow(ctx, s.loops, w.kv, w.apply); err != nil {
+		if err := buckets.Follow(ctx, s.loops, w.kv, s.lag.Wrap(w.apply)); err != nil {
 			return err
 		}
 	}

@@ -106,7 +106,7 @@ func (h *harness) inputs(n1 string) []input {
 
 	// Dispatches straight to a node, bypassing the router.
 	disp := func(name string, set map[string]string, want []int, doc string) input {
-		return input{name: "dispatch to " + n1 + ": " + name, kind: kindDispatch, subject: sp.NodeInfer(n1), header: set, body: []byte("direct"), want: want, doc: doc}
+		return input{name: "dispatch to " + n1 + ": " + name, kind: kindDispatch, subject: sp.NodeInferAt(n1, wire.DefaultPrivacy.String()), header: set, body: []byte("direct"), want: want, doc: doc}
 	}
 	in = append(in,
 		disp("no Fed-Request-Id", map[string]string{wire.HdrRequestID: ""}, []int{400}, "§3.2"),

@@ -352,7 +352,7 @@ func TestConfigSetAppliedByRouter(t *testing.T) {
 	rt, err := router.New(natsembed.ConnectForTest(t, s), router.Config{}, natsembed.Logger(t))
 	require.NoError(t, err)
 	natsembed.RunForTest(t, rt)
-	require.Equal(t, record.StrategyLeastLatency, rt.Stats().Strategy)
+	require.Equal(t, record.StrategyExpectedTTFT, rt.Stats().Strategy, "the default")
 
 	_, errOut, code := runCLI(t, s.ClientURL(), `{"strategy":"round_robin"}`, "policy", "set", "-")
 	require.Equal(t, 0, code, errOut)

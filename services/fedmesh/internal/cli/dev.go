@@ -11,6 +11,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
 	"github.com/fedmesh/fedmesh/services/gateway/gateway"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 )
 
@@ -18,8 +19,9 @@ import (
 const DevAPIKey = "fedmesh-dev-key"
 
 func newDevCmd(g *globals) *cobra.Command {
-	var listen, storeDir, httpAddr, logFormat, logLevel, region string
-	var noNodes, noGateway, serverLogs bool
+	var listen, storeDir, httpAddr, logFormat, logLevel, region, metricsListen string
+	var noNodes, noGateway, serverLogs, sim bool
+	var simSeed uint64
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "run the whole mesh in one process: embedded nats-server, catalog, health, router, 3 demo nodes, gateway",
@@ -46,11 +48,25 @@ func newDevCmd(g *globals) *cobra.Command {
 			}
 			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 
-			opts := devmesh.Options{Server: srv, Subjects: g.subjects(), Log: log}
+			opts := devmesh.Options{Server: srv, Subjects: g.subjects(), Log: log, MetricsListen: metricsListen}
 			if region != "" {
 				opts.Router = devRouterRegion(region)
 			}
-			if !noNodes {
+			switch {
+			case noNodes:
+			case sim:
+				nodes, servers, err := devmesh.SimDemoNodes(cmd.Context(), simSeed, log)
+				if err != nil {
+					return err
+				}
+				// deferred before mesh.Stop, so it runs after: the nodes drain first
+				defer func() { _ = devmesh.StopSimServers(servers) }()
+				for i, s := range servers {
+					log.Info().Str("node", nodes[i].NodeID).Str("profile", s.Profile().Name).
+						Str("metrics", s.URL()+"/metrics").Msg("simulated vLLM server")
+				}
+				opts.Nodes = nodes
+			default:
 				opts.Nodes = devmesh.DemoNodes()
 			}
 			if !noGateway {
@@ -68,6 +84,9 @@ func newDevCmd(g *globals) *cobra.Command {
 			if mesh.Gateway != nil {
 				ev = ev.Str("http", "http://"+mesh.Gateway.Addr()).Str("api_key", DevAPIKey)
 			}
+			if u := mesh.MetricsURL(); u != "" {
+				ev = ev.Str("metrics", u)
+			}
 			ev.Msg("fedmesh dev is up — try: nats req fed.infer.generate hello   (Ctrl-C to stop)")
 			<-cmd.Context().Done()
 			log.Info().Msg("shutting down: draining nodes, then services")
@@ -78,11 +97,14 @@ func newDevCmd(g *globals) *cobra.Command {
 	f.StringVar(&listen, "listen", "127.0.0.1:4222", "host:port of the embedded nats-server")
 	f.StringVar(&storeDir, "store-dir", "", "JetStream data directory (default: a temp dir removed at exit)")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the OpenAI-compatible gateway")
+	f.StringVar(&metricsListen, "metrics-listen", metrics.DevListen, "serve every part's Prometheus /metrics on this host:port; off or empty: not served")
 	f.StringVar(&logFormat, "log-format", logging.FormatConsole, "console or json")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn, error")
 	f.StringVar(&region, "router-region", "", "the router's own region (locality default)")
 	f.BoolVar(&noNodes, "no-demo-nodes", false, "start no demo nodes (bring your own node agents)")
 	f.BoolVar(&noGateway, "no-gateway", false, "do not start the HTTP gateway")
 	f.BoolVar(&serverLogs, "server-logs", false, "show the nats-server's own log lines")
+	f.BoolVar(&sim, "sim", true, "run the demo nodes on simulated vLLM servers (fedmesh simserver: h100, a10, cpu); --sim=false: synthetic backends")
+	f.Uint64Var(&simSeed, "sim-seed", 0, "seed of the simulated servers' answers (with --sim)")
 	return cmd
 }

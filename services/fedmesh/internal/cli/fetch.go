@@ -4,12 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/fedmesh/fedmesh/services/fedmesh/internal/tui"
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -52,38 +49,3 @@ func fetchStats(ctx context.Context, nc *nats.Conn, subj subject.Space) (record.
 	return s, err
 }
 
-// natsFetcher builds tui snapshots from the three micro endpoints
-// (fed.catalog.list, fed.health.list, fed.stats): no KV reads.
-type natsFetcher struct {
-	nc   *nats.Conn
-	subj subject.Space
-	url  string // shown when the connection has no server yet
-}
-
-var _ tui.Fetcher = (*natsFetcher)(nil)
-
-// Fetch implements tui.Fetcher.
-func (f *natsFetcher) Fetch(ctx context.Context) (tui.Snapshot, error) {
-	if !f.nc.IsConnected() {
-		// Requests would only wait for the deadline: say what is wrong.
-		return tui.Snapshot{}, fmt.Errorf("not connected to %s: %s", f.url, strings.ToLower(f.nc.Status().String()))
-	}
-	cat, err := fetchCatalog(ctx, f.nc, f.subj)
-	if err != nil {
-		return tui.Snapshot{}, err
-	}
-	hl, err := fetchHealth(ctx, f.nc, f.subj)
-	if err != nil {
-		return tui.Snapshot{}, err
-	}
-	st, err := fetchStats(ctx, f.nc, f.subj)
-	if err != nil {
-		return tui.Snapshot{}, err
-	}
-	s := tui.BuildSnapshot(cat, hl, st, time.Now())
-	s.NATSURL = f.nc.ConnectedUrlRedacted()
-	if s.NATSURL == "" {
-		s.NATSURL = f.url
-	}
-	return s, nil
-}

@@ -59,7 +59,7 @@ func printCandidates(w io.Writer, r *api.CandidatesResponse) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "NODE\tREGION\tMODEL\t%s\tTOTAL\tELIGIBLE\tNOTE\n", strings.ToUpper(strings.Join(policyOrder, "\t")))
+	fmt.Fprintf(tw, "NODE\tREGION\tMODEL\t%s\tTOTAL\tTTFT~MS\tPREFIX\tELIGIBLE\tNOTE\n", strings.ToUpper(strings.Join(policyOrder, "\t")))
 	for _, c := range r.Candidates {
 		scores := make([]string, len(policyOrder))
 		for i, p := range policyOrder {
@@ -72,7 +72,14 @@ func printCandidates(w io.Writer, r *api.CandidatesResponse) {
 		case !c.Eligible:
 			note = c.RejectedBy + ": " + c.Reason
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%v\t%s\n", c.NodeID, c.Region, c.ModelID, strings.Join(scores, "\t"), c.Total, c.Eligible, note)
+		ttft, prefix := "-", "-" // expected_ttft's judgement (eligible candidates only)
+		if c.PredictedTTFTMs > 0 {
+			ttft = fmt.Sprintf("%.1f", c.PredictedTTFTMs)
+		}
+		if c.Eligible {
+			prefix = fmt.Sprintf("%.2f", c.PrefixMatch)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%v\t%s\n", c.NodeID, c.Region, c.ModelID, strings.Join(scores, "\t"), c.Total, ttft, prefix, c.Eligible, note)
 	}
 	_ = tw.Flush()
 }

@@ -61,7 +61,7 @@ func NewRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.natsURL, "nats-url", defURL, "NATS server URL (env "+servicecmd.EnvNatsURL+")")
 	root.PersistentFlags().StringVar(&g.prefix, "prefix", subject.DefaultPrefix, "subject prefix")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "request deadline")
-	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newChaosCmd())
+	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newChaosCmd(), newSimserverCmd())
 	root.AddCommand(newConfigCmds(g)...)
 	return root
 }

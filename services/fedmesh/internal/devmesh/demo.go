@@ -1,10 +1,18 @@
 package devmesh
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/simserver"
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/openai"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -42,4 +50,57 @@ func DemoNodes() []nodeagent.Config {
 		node("eu-west-gpu-1", "eu-west", true, 0.8, wire.PrivacyConfidential, 40*time.Millisecond, 20*time.Millisecond, chat, embed),
 		node("ap-south-cpu-1", "ap-south", false, 0.2, wire.PrivacyInternal, 120*time.Millisecond, 30*time.Millisecond, chat, code),
 	}
+}
+
+// DemoSimTokens is the typical answer length of the simulated demo
+// servers, like the synthetic demo nodes' 24 tokens.
+const DemoSimTokens = 24
+
+// demoProfiles is each demo node's simulated server.
+var demoProfiles = map[string]simserver.Profile{
+	"us-west-gpu-1": simserver.H100, "eu-west-gpu-1": simserver.A10, "ap-south-cpu-1": simserver.CPU}
+
+// SimDemoNodes are DemoNodes in front of simulated vLLM servers
+// (simserver) instead of synthetic backends, one server per node on a
+// free loopback port, started here: us-west-gpu-1 on an h100 profile,
+// eu-west-gpu-1 on an a10, ap-south-cpu-1 on a cpu (batch of 4, about
+// 180 ms a token: its answers take seconds, so health rates it degraded
+// and its requests queue in the server, as a real CPU node's would).
+// Each node reaches its server through the OpenAI-compatible backend, as
+// it would a vLLM, and continues lost streams with continue_final_message.
+// The caller stops the servers (StopSimServers) once the mesh has stopped.
+func SimDemoNodes(ctx context.Context, seed uint64, log zerolog.Logger) ([]nodeagent.Config, []*simserver.Server, error) {
+	nodes := DemoNodes()
+	servers := make([]*simserver.Server, 0, len(nodes))
+	for i := range nodes {
+		n := &nodes[i]
+		p := demoProfiles[n.NodeID]
+		p.OutputTokens = DemoSimTokens
+		models := make([]string, len(n.Models))
+		for j, m := range n.Models {
+			models[j] = m.ModelID
+		}
+		srv, err := simserver.Start(ctx, simserver.Config{Addr: "127.0.0.1:0", Profile: p, Seed: seed, Models: models,
+			Log: logging.Component(log, "simserver").With().Str(logging.KeyNode, n.NodeID).Logger()})
+		if err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("devmesh: simserver for %s: %w", n.NodeID, err), StopSimServers(servers))
+		}
+		servers = append(servers, srv)
+		b, err := openai.New(openai.Config{BaseURL: srv.URL(), Continue: true, MaxConns: n.MaxConcurrency})
+		if err != nil {
+			return nil, nil, errors.Join(fmt.Errorf("devmesh: backend of %s: %w", n.NodeID, err), StopSimServers(servers))
+		}
+		n.Backend = b
+		n.Labels["simserver"] = p.Name
+	}
+	return nodes, servers, nil
+}
+
+// StopSimServers stops the servers SimDemoNodes started.
+func StopSimServers(servers []*simserver.Server) error {
+	var errs []error
+	for _, s := range servers {
+		errs = append(errs, s.Stop())
+	}
+	return errors.Join(errs...)
 }

@@ -2,6 +2,9 @@
 // nats-server, catalog, health, router, node agents and the gateway, each on
 // its own in-process connection as if it were its own program. `fedmesh dev`,
 // the end-to-end tests and the benchmarks all start the mesh through it.
+// One Prometheus registry holds every part's metrics, each part's series
+// labelled as its own command would label them (fedmesh_service,
+// fedmesh_instance); Options.MetricsListen serves it.
 package devmesh
 
 import (
@@ -9,12 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/services/catalog/catalog"
@@ -23,6 +28,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/services/router/router"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -44,6 +50,10 @@ type Options struct {
 	Nodes   []nodeagent.Config
 	// Gateway starts the HTTP gateway when non-nil.
 	Gateway *gateway.Config
+	// MetricsListen is where every part's Prometheus metrics are served
+	// (host:port; `fedmesh dev` defaults to metrics.DevListen); "" or "off":
+	// not served (MetricsHandler still answers).
+	MetricsListen string
 }
 
 // Service names, as their commands call themselves: the middle of each
@@ -67,9 +77,10 @@ type spec struct {
 
 // part is one running service and the connection it owns.
 type part struct {
-	name string // its connection name
-	svc  servicecmd.Service
-	nc   *nats.Conn
+	name    string // its connection name
+	svc     servicecmd.Service
+	nc      *nats.Conn
+	metrics prometheus.Collector // as registered (labelled); nil: none
 }
 
 // Mesh is a running mesh.
@@ -80,6 +91,9 @@ type Mesh struct {
 	nodes   map[string]part // node agents by id
 	gateway *part
 	Gateway *gateway.Service
+
+	reg  *prometheus.Registry // every part's metrics and the process's
+	msrv *metrics.Server      // nil without MetricsListen
 }
 
 // Start brings the mesh up in dependency order and returns once every part
@@ -88,7 +102,16 @@ func Start(ctx context.Context, o Options) (*Mesh, error) {
 	if o.Server == nil {
 		return nil, errors.New("devmesh: Options.Server is required")
 	}
-	m := &Mesh{opts: o, nodes: map[string]part{}}
+	m := &Mesh{opts: o, nodes: map[string]part{}, reg: metrics.NewRegistry()}
+	if metrics.Enabled(o.MetricsListen) {
+		// bound first: a taken port fails before any part starts
+		msrv, err := metrics.Listen(ctx, o.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("devmesh: %w", err)
+		}
+		m.msrv = msrv
+		msrv.Serve(m.reg)
+	}
 	if err := m.start(ctx); err != nil {
 		m.Stop()
 		return nil, err
@@ -192,7 +215,34 @@ func (m *Mesh) startPart(ctx context.Context, s spec) (part, error) {
 		nc.Close()
 		return part{}, fmt.Errorf("devmesh: start %s: %w", name, err)
 	}
-	return part{name: name, svc: svc, nc: nc}, nil
+	p := part{name: name, svc: svc, nc: nc}
+	if src, ok := svc.(metrics.Source); ok {
+		c := metrics.Wrap(s.service, s.id, src.Metrics())
+		if err := m.reg.Register(c); err != nil {
+			m.stopPart(p)
+			return part{}, fmt.Errorf("devmesh: metrics of %s: %w", name, err)
+		}
+		p.metrics = c
+	}
+	return p, nil
+}
+
+// MetricsHandler answers GET /metrics with every running part's series.
+func (m *Mesh) MetricsHandler() http.Handler { return metrics.Handler(m.reg) }
+
+// MetricsURL is where the metrics are served; "" without MetricsListen.
+func (m *Mesh) MetricsURL() string {
+	if m.msrv == nil {
+		return ""
+	}
+	return m.msrv.URL()
+}
+
+// forget takes a part's series out of the registry.
+func (m *Mesh) forget(p part) {
+	if p.metrics != nil {
+		m.reg.Unregister(p.metrics)
+	}
 }
 
 // AddNode starts one more node agent.
@@ -217,6 +267,7 @@ func (m *Mesh) StopNode(id string) error {
 	if err != nil {
 		return err
 	}
+	m.forget(p)
 	err = p.svc.Stop()
 	p.nc.Close()
 	if err != nil {
@@ -232,6 +283,7 @@ func (m *Mesh) KillNode(id string) error {
 	if err != nil {
 		return err
 	}
+	m.forget(p)
 	p.nc.Close()
 	_ = p.svc.Stop() // its connection is gone: nothing reaches the mesh
 	return nil
@@ -255,11 +307,17 @@ func (m *Mesh) Stop() {
 	for _, p := range slices.Backward(core) {
 		m.stopPart(p)
 	}
+	if m.msrv != nil {
+		if err := m.msrv.Close(); err != nil {
+			m.opts.Log.Warn().Err(err).Msg("stop metrics listener")
+		}
+	}
 }
 
 // stopPart stops a service, then drains its connection so what it
 // published last still reaches the server.
 func (m *Mesh) stopPart(p part) {
+	m.forget(p)
 	if err := p.svc.Stop(); err != nil {
 		m.opts.Log.Warn().Err(err).Str("part", p.name).Msg("stop")
 	}

@@ -8,188 +8,232 @@ import (
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/x/ansi"
 )
 
 // Defaults of Options, also the flags of `fedmesh top`.
 const (
 	DefaultInterval = time.Second
-	// DefaultTimeout bounds a refresh well under the CLI's 30 s request
-	// deadline, which would freeze a 1 s view.
+	// DefaultTimeout bounds a fed.stats request well under the CLI's 30 s
+	// request deadline, which would freeze a 1 s view.
 	DefaultTimeout = 2 * time.Second
+	// frameEvery caps redraws when events pour in: changes in between are
+	// shown together.
+	frameEvery = 100 * time.Millisecond
 )
 
 // Options configure the view.
 type Options struct {
-	// Interval between the end of one refresh and the start of the next
-	// (default DefaultInterval).
-	Interval time.Duration
-	// Timeout bounds one refresh (default DefaultTimeout).
-	Timeout time.Duration
-	// Sort is the initial sort column.
+	// View shown first.
+	View View
+	// Sort is the initial sort column of the node tables.
 	Sort SortKey
-	// NATSURL is shown until the first snapshot arrives.
-	NATSURL string
-}
-
-func (o *Options) defaults() {
-	if o.Interval <= 0 {
-		o.Interval = DefaultInterval
-	}
-	if o.Timeout <= 0 {
-		o.Timeout = DefaultTimeout
-	}
 }
 
 // Messages the model handles besides keys and window sizes.
 type (
-	// tickMsg: time for the next refresh.
+	// dataMsg: a fresh copy of the source's data.
+	dataMsg struct{ data Data }
+	// tickMsg: a second passed (ages and countdowns move).
 	tickMsg time.Time
-	// snapshotMsg: a refresh succeeded.
-	snapshotMsg struct{ snap Snapshot }
-	// fetchErrMsg: a refresh failed; the view keeps the last snapshot.
-	fetchErrMsg struct {
-		err error
-		at  time.Time
-	}
 )
 
-// Model is the bubbletea model of `fedmesh top`. Exactly one refresh loop
-// runs: tick → fetch → result → tick; while paused, ticks skip the fetch.
+// Model is the bubbletea model of `fedmesh top`: the source pushes
+// changes (KV watches, events), the model redraws at most every
+// frameEvery, and a one-second tick keeps ages and countdowns moving.
 type Model struct {
-	fetcher Fetcher
-	opts    Options
+	src  Source
+	stop <-chan struct{} // ends the wait for changes when the program quits
 
-	snap    Snapshot
-	hasSnap bool
-	err     error
-	errAt   time.Time
+	data Data
+	now  time.Time
 
-	paused   bool
-	fetching bool
+	view     View
+	back     View // the view help returns to
+	offsets  [numViews]int
+	filter   string
+	editing  bool
 	sortKey  SortKey
+	paused   bool
 	width    int
 	height   int
+	lastDraw time.Time
 }
 
-// New builds the model; Init starts the first refresh at once.
-func New(f Fetcher, o Options) Model {
-	o.defaults()
-	return Model{fetcher: f, opts: o, sortKey: o.Sort}
+// New builds the model on src; stop (may be nil) ends its wait for
+// changes once the program is done.
+func New(src Source, o Options, stop <-chan struct{}) Model {
+	v := o.View
+	if v < 0 || v >= numViews {
+		v = ViewCatalog
+	}
+	return Model{src: src, stop: stop, view: v, back: v, sortKey: o.Sort, data: src.Snapshot(), now: time.Now()}
 }
 
-// Init implements tea.Model: refresh right away.
-func (m Model) Init() tea.Cmd { return func() tea.Msg { return tickMsg(time.Now()) } }
+// Init implements tea.Model.
+func (m Model) Init() tea.Cmd { return tea.Batch(m.wait(), tick()) }
 
-func (m Model) fetch() tea.Cmd {
-	f, timeout := m.fetcher, m.opts.Timeout
+// wait blocks until the source changed, then hands over a fresh copy no
+// sooner than frameEvery after the previous one.
+func (m Model) wait() tea.Cmd {
+	src, stop, last := m.src, m.stop, m.lastDraw
 	return func() tea.Msg {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		s, err := f.Fetch(ctx)
-		if err != nil {
-			return fetchErrMsg{err: err, at: time.Now()}
+		select {
+		case <-src.Changed():
+		case <-stop:
+			return nil
 		}
-		return snapshotMsg{snap: s}
+		if d := frameEvery - time.Since(last); d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-stop:
+				return nil
+			}
+		}
+		return dataMsg{data: src.Snapshot()}
 	}
 }
 
-func (m Model) tick() tea.Cmd {
-	return tea.Tick(m.opts.Interval, func(t time.Time) tea.Msg { return tickMsg(t) })
-}
+func tick() tea.Cmd { return tea.Tick(time.Second, func(t time.Time) tea.Msg { return tickMsg(t) }) }
 
 // Update implements tea.Model.
 func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	switch msg := msg.(type) {
 	case tea.KeyMsg:
-		switch msg.String() {
-		case "q", "ctrl+c", "esc":
-			return m, tea.Quit
-		case "s":
-			m.sortKey = m.sortKey.Next()
-		case "p", " ":
-			m.paused = !m.paused
-		}
-		return m, nil
+		return m.key(msg)
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 		return m, nil
+	case dataMsg:
+		m.lastDraw = time.Now()
+		if !m.paused {
+			m.data = msg.data
+		}
+		return m, m.wait()
 	case tickMsg:
-		if m.paused || m.fetching {
-			return m, m.tick()
+		if !m.paused {
+			m.now = time.Time(msg)
 		}
-		m.fetching = true
-		return m, m.fetch()
-	case snapshotMsg:
-		m.fetching = false
-		s := msg.snap
-		if m.hasSnap {
-			s = s.WithRate(m.snap)
-		}
-		m.snap, m.hasSnap, m.err = s, true, nil
-		return m, m.tick()
-	case fetchErrMsg:
-		m.fetching = false
-		m.err, m.errAt = msg.err, msg.at
-		return m, m.tick()
+		return m, tick()
 	}
 	return m, nil
 }
 
-// Snapshot is the last snapshot received and whether there is one.
-func (m Model) Snapshot() (Snapshot, bool) { return m.snap, m.hasSnap }
+func (m Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	if m.editing {
+		switch k.Type {
+		case tea.KeyEnter:
+			m.editing = false
+		case tea.KeyEsc:
+			m.editing, m.filter = false, ""
+		case tea.KeyBackspace:
+			if r := []rune(m.filter); len(r) > 0 {
+				m.filter = string(r[:len(r)-1])
+			}
+		case tea.KeyCtrlC:
+			return m, tea.Quit
+		case tea.KeySpace:
+			m.filter += " "
+		case tea.KeyRunes:
+			m.filter += string(k.Runes)
+		}
+		m.offsets[m.view] = 0
+		return m, nil
+	}
+	page := max(1, m.height-4)
+	switch s := k.String(); s {
+	case "q", "ctrl+c":
+		return m, tea.Quit
+	case "1", "2", "3", "4", "5", "6", "7":
+		m.show(View(s[0] - '1'))
+	case "tab", "right":
+		m.show((m.view + 1) % numViews)
+	case "shift+tab", "left":
+		m.show((m.view + numViews - 1) % numViews)
+	case "?", "h":
+		if m.view == ViewHelp {
+			m.show(m.back)
+		} else {
+			m.show(ViewHelp)
+		}
+	case "esc":
+		switch {
+		case m.filter != "":
+			m.filter = ""
+		case m.view == ViewHelp:
+			m.show(m.back)
+		}
+	case "/":
+		m.editing = true
+	case "up", "k":
+		m.scroll(-1)
+	case "down", "j":
+		m.scroll(1)
+	case "pgup", "ctrl+u":
+		m.scroll(-page)
+	case "pgdown", "ctrl+d":
+		m.scroll(page)
+	case "home", "g":
+		m.offsets[m.view] = 0
+	case "end", "G":
+		m.offsets[m.view] = 1 << 30 // clamped when drawn
+	case "s":
+		m.sortKey = m.sortKey.Next()
+	case "p", " ":
+		m.paused = !m.paused
+		if !m.paused {
+			m.data, m.now = m.src.Snapshot(), time.Now()
+		}
+	}
+	return m, nil
+}
 
-// Paused reports whether refreshes are paused.
+func (m *Model) show(v View) {
+	if v != ViewHelp {
+		m.back = v
+	}
+	m.view = v
+}
+
+// scroll moves the current view's first line by n, within the body as
+// the last frame laid it out.
+func (m *Model) scroll(n int) {
+	_, off := m.frame().render(&m.data)
+	m.offsets[m.view] = max(0, off+n)
+}
+
+func (m Model) frame() frame {
+	return frame{view: m.view, width: m.width, height: m.height, sort: m.sortKey, filter: m.filter,
+		editing: m.editing, offset: m.offsets[m.view], paused: m.paused, footer: true, now: m.now, th: colorTheme}
+}
+
+// View implements tea.Model.
+func (m Model) View() string {
+	s, _ := m.frame().render(&m.data)
+	return s
+}
+
+// Current is the view shown.
+func (m Model) Current() View { return m.view }
+
+// Filter is the row filter ("" for none) and whether it is being typed.
+func (m Model) Filter() (string, bool) { return m.filter, m.editing }
+
+// Paused reports whether the display is frozen.
 func (m Model) Paused() bool { return m.paused }
 
 // SortKey is the current sort column.
 func (m Model) SortKey() SortKey { return m.sortKey }
 
-// StatusLine says what the view is doing: the last fetch error, paused,
-// waiting for the first answer, or live.
-func (m Model) StatusLine() string {
-	var s string
-	switch {
-	case m.err != nil:
-		s = fmt.Sprintf("error %s: %v (retrying every %s", m.errAt.Format("15:04:05"), m.err, m.opts.Interval)
-		if m.hasSnap {
-			s += ", showing data from " + m.snap.Time.Format("15:04:05")
-		}
-		s += ")"
-	case !m.hasSnap:
-		s = "connecting to " + m.opts.NATSURL + "…"
-	default:
-		s = "live, every " + m.opts.Interval.String()
-	}
-	if m.paused {
-		s = "PAUSED · " + s
-	}
-	return s
-}
-
-// View implements tea.Model.
-func (m Model) View() string {
-	snap := m.snap
-	if !m.hasSnap {
-		snap = Snapshot{NATSURL: m.opts.NATSURL}
-	}
-	body := renderWith(snap, m.width, m.sortKey, colorTheme)
-	status := m.StatusLine()
-	class := "dim"
-	if m.err != nil {
-		class = "error"
-	}
-	help := fmt.Sprintf("q quit · s sort (%s) · p %s", m.sortKey, map[bool]string{false: "pause", true: "resume"}[m.paused])
-	if m.width > 0 {
-		status = ansi.Truncate(status, m.width, "…")
-		help = ansi.Truncate(help, m.width, "…")
-	}
-	return body + "\n" + colorTheme(class, status) + "\n" + colorTheme("dim", help)
-}
+// Data is the copy of the source's data the view shows.
+func (m Model) Data() Data { return m.data }
 
 // Run shows the live view until the user quits or ctx ends.
-func Run(ctx context.Context, f Fetcher, o Options, in io.Reader, out io.Writer) error {
-	p := tea.NewProgram(New(f, o), tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out), tea.WithAltScreen())
+func Run(ctx context.Context, src Source, o Options, in io.Reader, out io.Writer) error {
+	stop := make(chan struct{})
+	defer close(stop)
+	p := tea.NewProgram(New(src, o, stop), tea.WithContext(ctx), tea.WithInput(in), tea.WithOutput(out), tea.WithAltScreen())
 	_, err := p.Run()
 	if ctx.Err() != nil && errors.Is(err, tea.ErrProgramKilled) {
 		return nil // the caller's context ended (SIGINT/SIGTERM): a normal way out
@@ -200,15 +244,39 @@ func Run(ctx context.Context, f Fetcher, o Options, in io.Reader, out io.Writer)
 	return err
 }
 
-// Once fetches one snapshot and writes it as a plain-text frame.
-func Once(ctx context.Context, f Fetcher, o Options, w io.Writer, width int) error {
-	o.defaults()
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	s, err := f.Fetch(ctx)
-	if err != nil {
+// ReadySource is a source that can say when it has loaded the mesh.
+type ReadySource interface {
+	Source
+	Ready(ctx context.Context) error
+}
+
+// OnceOptions configure Once.
+type OnceOptions struct {
+	View  View
+	Sort  SortKey
+	Width int // 0: no limit, every column
+	// Collect is how long to gather events after the mesh is loaded
+	// (the routing tail only has what arrives while top runs).
+	Collect time.Duration
+}
+
+// Once waits until src has loaded the mesh (ctx bounds the wait), gathers
+// events for Collect, and writes one plain-text frame of the view.
+func Once(ctx context.Context, src ReadySource, o OnceOptions, w io.Writer) error {
+	if err := src.Ready(ctx); err != nil {
 		return err
 	}
-	_, err = io.WriteString(w, render(s, width, o.Sort))
+	if o.Collect > 0 {
+		t := time.NewTimer(o.Collect)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("collecting events: %w", ctx.Err())
+		}
+	}
+	d := src.Snapshot()
+	s, _ := frame{view: o.View, width: o.Width, sort: o.Sort, now: d.Taken, th: plainTheme}.render(&d)
+	_, err := io.WriteString(w, s)
 	return err
 }

@@ -1,10 +1,7 @@
 package tui
 
 import (
-	"context"
-	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,48 +9,53 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/fedmesh/fedmesh/shared/record"
 )
 
-// fakeFetcher answers every Fetch with snap or err and counts the calls.
-type fakeFetcher struct {
-	snap  Snapshot
-	err   error
-	calls atomic.Int32
+// staticSource hands out one Data; Changed never fires unless poked.
+type staticSource struct {
+	d       Data
+	changed chan struct{}
 }
 
-func (f *fakeFetcher) Fetch(ctx context.Context) (Snapshot, error) {
-	f.calls.Add(1)
-	if err := ctx.Err(); err != nil {
-		return Snapshot{}, err
-	}
-	return f.snap, f.err
-}
+func newStatic(d Data) *staticSource { return &staticSource{d: d, changed: make(chan struct{}, 1)} }
 
-func newTestModel(f Fetcher) Model {
-	return New(f, Options{Interval: time.Millisecond, Timeout: time.Second, NATSURL: "nats://test:4222"})
-}
+func (s *staticSource) Snapshot() Data           { return s.d }
+func (s *staticSource) Changed() <-chan struct{} { return s.changed }
 
 func key(s string) tea.KeyMsg {
-	switch s {
-	case "ctrl+c":
-		return tea.KeyMsg{Type: tea.KeyCtrlC}
-	case "esc":
-		return tea.KeyMsg{Type: tea.KeyEsc}
+	types := map[string]tea.KeyType{
+		"tab": tea.KeyTab, "shift+tab": tea.KeyShiftTab, "up": tea.KeyUp, "down": tea.KeyDown,
+		"left": tea.KeyLeft, "right": tea.KeyRight, "pgup": tea.KeyPgUp, "pgdown": tea.KeyPgDown,
+		"home": tea.KeyHome, "end": tea.KeyEnd, "enter": tea.KeyEnter, "esc": tea.KeyEsc,
+		"backspace": tea.KeyBackspace, "ctrl+c": tea.KeyCtrlC, "space": tea.KeySpace,
+	}
+	if kt, ok := types[s]; ok {
+		return tea.KeyMsg{Type: kt}
 	}
 	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)}
 }
 
-func update(t *testing.T, m Model, msg tea.Msg) (Model, tea.Cmd) {
+func update(t *testing.T, m Model, msgs ...tea.Msg) (Model, tea.Cmd) {
 	t.Helper()
-	next, cmd := m.Update(msg)
-	mm, ok := next.(Model)
-	require.True(t, ok, "Update returns a Model")
-	return mm, cmd
+	var cmd tea.Cmd
+	for _, msg := range msgs {
+		var next tea.Model
+		next, cmd = m.Update(msg)
+		mm, ok := next.(Model)
+		require.True(t, ok, "Update returns a Model")
+		m = mm
+	}
+	return m, cmd
 }
 
-// isQuit runs cmd and reports whether it asks the program to quit.
+func keys(ks ...string) []tea.Msg {
+	out := make([]tea.Msg, len(ks))
+	for i, k := range ks {
+		out[i] = key(k)
+	}
+	return out
+}
+
 func isQuit(cmd tea.Cmd) bool {
 	if cmd == nil {
 		return false
@@ -62,143 +64,225 @@ func isQuit(cmd tea.Cmd) bool {
 	return ok
 }
 
-func TestModelStoresSnapshot(t *testing.T) {
-	m := newTestModel(&fakeFetcher{})
-	_, has := m.Snapshot()
-	assert.False(t, has)
-	assert.Contains(t, m.View(), "connecting to nats://test:4222")
-
-	s := sample()
-	m, cmd := update(t, m, snapshotMsg{snap: s})
-	got, has := m.Snapshot()
-	require.True(t, has)
-	assert.Equal(t, s.Nodes, got.Nodes)
-	assert.Equal(t, s.Mesh, got.Mesh)
-	assert.NotNil(t, cmd, "the next tick is scheduled")
-	view := m.View()
-	for _, n := range s.Nodes {
-		assert.Contains(t, view, n.ID)
-	}
-	assert.Contains(t, m.StatusLine(), "live")
-
-	// A second snapshot gets the request rate from the first.
-	s2 := s
-	s2.Time = s.Time.Add(2 * time.Second)
-	s2.Totals.TotalRequests += 10
-	m, _ = update(t, m, snapshotMsg{snap: s2})
-	got, _ = m.Snapshot()
-	assert.True(t, got.RateKnown)
-	assert.InDelta(t, 5.0, got.ReqPerSec, 1e-9)
+func fixtureModel(t *testing.T, o Options) Model {
+	t.Helper()
+	now := time.Now()
+	m := New(newStatic(newMeshFixture(now).data(now)), o, nil)
+	m, _ = update(t, m, tea.WindowSizeMsg{Width: 80, Height: 24})
+	return m
 }
 
-func TestModelKeys(t *testing.T) {
+func TestTUIModelSwitchesViews(t *testing.T) {
 	tests := []struct {
-		key   string
-		quits bool
+		name  string
+		start View
+		keys  []string
+		want  View
 	}{
-		{"q", true}, {"ctrl+c", true}, {"esc", true}, {"s", false}, {"p", false}, {"x", false},
+		{"tab", ViewCatalog, []string{"tab"}, ViewHealth},
+		{"tab wraps", ViewHelp, []string{"tab"}, ViewCatalog},
+		{"shift+tab wraps", ViewCatalog, []string{"shift+tab"}, ViewHelp},
+		{"arrows", ViewCatalog, []string{"right", "right", "left"}, ViewHealth},
+		{"number keys", ViewCatalog, []string{"3"}, ViewRouting},
+		{"7 is help", ViewStats, []string{"7"}, ViewHelp},
+		{"? opens help", ViewCircuits, []string{"?"}, ViewHelp},
+		{"? again goes back", ViewCircuits, []string{"?", "?"}, ViewCircuits},
+		{"h opens help", ViewStats, []string{"h"}, ViewHelp},
+		{"esc leaves help", ViewPolicies, []string{"h", "esc"}, ViewPolicies},
+		{"help from a number goes back to the last view", ViewCatalog, []string{"5", "7", "?"}, ViewStats},
+		{"every number", ViewCatalog, []string{"1", "2", "3", "4", "5", "6"}, ViewPolicies},
 	}
 	for _, tt := range tests {
-		t.Run(tt.key, func(t *testing.T) {
-			_, cmd := update(t, newTestModel(&fakeFetcher{}), key(tt.key))
-			assert.Equal(t, tt.quits, isQuit(cmd))
+		t.Run(tt.name, func(t *testing.T) {
+			m, _ := update(t, fixtureModel(t, Options{View: tt.start}), keys(tt.keys...)...)
+			assert.Equal(t, tt.want, m.Current())
+			assert.Contains(t, m.View(), "["+string(rune('1'+tt.want))+" "+tt.want.Title()+"]")
 		})
 	}
 }
 
-func TestModelSortKeyCycles(t *testing.T) {
-	m := newTestModel(&fakeFetcher{})
-	assert.Equal(t, SortNode, m.SortKey())
-	m, _ = update(t, m, key("s"))
-	assert.Equal(t, SortRegion, m.SortKey())
-	for range numSortKeys - 1 {
-		m, _ = update(t, m, key("s"))
+func TestTUIModelQuits(t *testing.T) {
+	for _, k := range []string{"q", "ctrl+c"} {
+		_, cmd := update(t, fixtureModel(t, Options{}), key(k))
+		assert.True(t, isQuit(cmd), k)
 	}
-	assert.Equal(t, SortNode, m.SortKey(), "wraps around")
+	for _, k := range []string{"esc", "x", "tab", "s", "p"} {
+		_, cmd := update(t, fixtureModel(t, Options{}), key(k))
+		assert.False(t, isQuit(cmd), k)
+	}
+	// While typing a filter, q is a letter of it.
+	m, cmd := update(t, fixtureModel(t, Options{}), keys("/", "q")...)
+	assert.False(t, isQuit(cmd))
+	f, editing := m.Filter()
+	assert.Equal(t, "q", f)
+	assert.True(t, editing)
 }
 
-func TestModelTickFetches(t *testing.T) {
-	f := &fakeFetcher{snap: sample()}
-	m := newTestModel(f)
-	m, cmd := update(t, m, m.Init()())
-	require.NotNil(t, cmd)
-	msg := cmd()
-	assert.Equal(t, int32(1), f.calls.Load())
-	require.IsType(t, snapshotMsg{}, msg)
+func TestTUIModelFilter(t *testing.T) {
+	m, _ := update(t, fixtureModel(t, Options{View: ViewCatalog}), keys("/", "e", "u", "-")...)
+	f, editing := m.Filter()
+	assert.Equal(t, "eu-", f)
+	assert.True(t, editing)
+	view := m.View()
+	assert.Contains(t, view, nodeEU)
+	assert.NotContains(t, view, nodeAP+"  ", "rows without the text are hidden")
+	assert.Contains(t, view, "filter /eu-_")
 
-	// While a fetch is in flight another tick does not start a second one.
-	_, cmd = update(t, m, tickMsg(time.Now()))
-	assert.IsType(t, tickMsg{}, cmd(), "only the next tick")
-	assert.Equal(t, int32(1), f.calls.Load())
+	m, _ = update(t, m, key("enter"))
+	f, editing = m.Filter()
+	assert.Equal(t, "eu-", f)
+	assert.False(t, editing, "enter keeps the filter")
+	assert.Contains(t, m.View(), "filter /eu- (")
 
-	m, cmd = update(t, m, msg)
-	_, has := m.Snapshot()
-	assert.True(t, has)
-	assert.IsType(t, tickMsg{}, cmd(), "after a result, the next tick")
+	// It applies to every view: the routing tail keeps the eu-west row.
+	m, _ = update(t, m, key("3"))
+	assert.Contains(t, m.View(), "req-probe")
+	assert.NotContains(t, m.View(), "req-ok")
+
+	m, _ = update(t, m, key("esc"))
+	f, _ = m.Filter()
+	assert.Empty(t, f, "esc clears it")
+	assert.Contains(t, m.View(), "req-ok")
+
+	m, _ = update(t, m, keys("/", "x", "y", "backspace", "space")...)
+	f, _ = m.Filter()
+	assert.Equal(t, "x ", f)
+	m, _ = update(t, m, key("esc"))
+	f, editing = m.Filter()
+	assert.Empty(t, f)
+	assert.False(t, editing)
 }
 
-func TestModelPauseSkipsFetch(t *testing.T) {
-	f := &fakeFetcher{snap: sample()}
-	m := newTestModel(f)
+func TestTUIModelScrollKeepsTheTableHead(t *testing.T) {
+	m := fixtureModel(t, Options{View: ViewPolicies})
+	m, _ = update(t, m, tea.WindowSizeMsg{Width: 80, Height: 12})
+	top := m.View()
+	assert.Contains(t, top, "router.policy")
+	m, _ = update(t, m, keys("down", "down", "down", "down", "down", "down", "down")...)
+	scrolled := m.View()
+	assert.NotContains(t, scrolled, "router.policy", "scrolled past the title")
+	assert.Contains(t, scrolled, "FIELD", "the head of the rows shown stays")
+	assert.Contains(t, scrolled, "lines 8-")
+
+	m, _ = update(t, m, key("end"))
+	assert.Contains(t, m.View(), "acme", "end shows the last rows")
+	m, _ = update(t, m, key("home"))
+	assert.Equal(t, top, m.View())
+	m, _ = update(t, m, key("pgdown"))
+	assert.NotEqual(t, top, m.View())
+	m, _ = update(t, m, key("pgup"))
+	assert.Equal(t, top, m.View())
+	m, _ = update(t, m, key("up"))
+	assert.Equal(t, top, m.View(), "no scrolling above the top")
+
+	// Each view keeps its own position.
+	m, _ = update(t, m, keys("end", "1", "6")...)
+	assert.Contains(t, m.View(), "acme")
+}
+
+func TestTUIModelPauseAndSort(t *testing.T) {
+	now := time.Now()
+	src := newStatic(newMeshFixture(now).data(now))
+	m := New(src, Options{View: ViewHealth}, nil)
 	m, _ = update(t, m, key("p"))
 	require.True(t, m.Paused())
-	assert.Contains(t, m.StatusLine(), "PAUSED")
-	assert.Contains(t, m.View(), "p resume")
+	assert.Contains(t, m.View(), "PAUSED")
+	m, cmd := update(t, m, dataMsg{data: Data{}})
+	assert.NotEmpty(t, m.Data().Nodes, "paused: the display keeps its data")
+	assert.NotNil(t, cmd, "and keeps listening")
+	m, _ = update(t, m, key("space"))
+	assert.False(t, m.Paused())
+	m, _ = update(t, m, dataMsg{data: Data{}})
+	assert.Empty(t, m.Data().Nodes)
 
-	m, cmd := update(t, m, tickMsg(time.Now()))
-	require.NotNil(t, cmd)
-	assert.IsType(t, tickMsg{}, cmd(), "a paused tick only schedules the next tick")
-	assert.Equal(t, int32(0), f.calls.Load(), "a paused tick does not fetch")
-
-	m, _ = update(t, m, key("p"))
-	require.False(t, m.Paused())
-	_, cmd = update(t, m, tickMsg(time.Now()))
-	assert.IsType(t, snapshotMsg{}, cmd())
-	assert.Equal(t, int32(1), f.calls.Load(), "resumed: the tick fetches")
+	m = New(src, Options{View: ViewHealth}, nil)
+	assert.Contains(t, m.View(), "NODE▼")
+	m, _ = update(t, m, keys("s", "s", "s")...)
+	assert.Equal(t, SortP50, m.SortKey())
+	assert.Contains(t, m.View(), "P50 MS▼")
 }
 
-func TestModelFetchErrorInStatusLine(t *testing.T) {
-	f := &fakeFetcher{err: errors.New("request fed.catalog.list: nats: no responders available for request")}
-	m := newTestModel(f)
-	m, cmd := update(t, m, tickMsg(time.Now()))
-	msg := cmd()
-	require.IsType(t, fetchErrMsg{}, msg)
-	m, cmd = update(t, m, msg)
-	assert.NotNil(t, cmd, "keeps retrying")
-	assert.IsType(t, tickMsg{}, cmd())
-	assert.Contains(t, m.StatusLine(), "no responders")
-	assert.Contains(t, m.StatusLine(), "retrying")
-	assert.Contains(t, m.View(), "no responders")
+func TestTUIModelRedrawsOnChange(t *testing.T) {
+	now := time.Now()
+	src := newStatic(Data{})
+	stop := make(chan struct{})
+	m := New(src, Options{}, stop)
+	assert.Contains(t, m.View(), "no nodes registered")
+	src.d = newMeshFixture(now).data(now)
+	src.changed <- struct{}{}
+	msg := m.wait()()
+	require.IsType(t, dataMsg{}, msg)
+	m, cmd := update(t, m, msg)
+	assert.Contains(t, m.View(), nodeUS)
+	assert.NotNil(t, cmd, "waits for the next change")
 
-	// With an earlier snapshot, the view keeps it and says how old it is.
-	m = newTestModel(f)
-	m, _ = update(t, m, snapshotMsg{snap: sample()})
-	m, _ = update(t, m, fetchErrMsg{err: f.err, at: time.Now()})
-	assert.Contains(t, m.View(), "a-healthy")
-	assert.Contains(t, m.StatusLine(), "showing data from")
-
-	// The next good answer clears the error.
-	m, _ = update(t, m, snapshotMsg{snap: sample()})
-	assert.NotContains(t, m.StatusLine(), "no responders")
-	assert.Equal(t, record.MeshDegraded, m.snap.Mesh)
+	close(stop)
+	assert.Nil(t, m.wait()(), "the wait ends with the program")
 }
 
-func TestModelWindowSize(t *testing.T) {
-	m := newTestModel(&fakeFetcher{})
-	m, _ = update(t, m, snapshotMsg{snap: sample()})
-	m, _ = update(t, m, tea.WindowSizeMsg{Width: 50, Height: 20})
-	m, _ = update(t, m, fetchErrMsg{err: errors.New(strings.Repeat("very long error ", 10)), at: time.Now()})
-	for _, l := range strings.Split(m.View(), "\n") {
-		assert.LessOrEqual(t, lipgloss.Width(l), 50, "line %q", l)
+func TestTUIModelWindowSizes(t *testing.T) {
+	for _, size := range []struct{ w, h int }{{80, 24}, {60, 20}, {120, 40}} {
+		for v := range numViews {
+			m, _ := update(t, fixtureModel(t, Options{View: v}), tea.WindowSizeMsg{Width: size.w, Height: size.h})
+			out := m.View()
+			lines := strings.Split(out, "\n")
+			assert.Len(t, lines, size.h, "%s at %dx%d: exactly the screen, or bubbletea drops the header", v, size.w, size.h)
+			assert.Contains(t, lines[0], "fedmesh top")
+			for _, l := range lines {
+				assert.LessOrEqual(t, lipgloss.Width(l), size.w, "%s: %q", v, l)
+			}
+			assert.NotContains(t, out, "…")
+		}
 	}
 }
 
-func TestOnceWritesPlainFrame(t *testing.T) {
-	var b strings.Builder
-	require.NoError(t, Once(context.Background(), &fakeFetcher{snap: sample()}, Options{Sort: SortFailures}, &b, 0))
-	assert.Equal(t, render(sample(), 0, SortFailures), b.String())
-	assert.NotContains(t, b.String(), "\x1b[", "no escape codes")
-
-	err := Once(context.Background(), &fakeFetcher{err: errors.New("boom")}, Options{}, &b, 0)
-	assert.EqualError(t, err, "boom")
+// Every key the model acts on is in the help, and every key the help
+// lists does something.
+func TestTUIHelpListsEveryKey(t *testing.T) {
+	m := fixtureModel(t, Options{View: ViewHelp})
+	help := m.View()
+	tests := []struct {
+		key    string
+		inHelp string // how the help spells it
+	}{
+		{"1", "1-7"}, {"2", "1-7"}, {"3", "1-7"}, {"4", "1-7"}, {"5", "1-7"}, {"6", "1-7"}, {"7", "1-7"},
+		{"tab", "tab"}, {"shift+tab", "shift+tab"}, {"right", "→"}, {"left", "←"},
+		{"up", "↑"}, {"down", "↓"}, {"k", "k"}, {"j", "j"},
+		{"pgup", "pgup"}, {"pgdown", "pgdown"}, {"ctrl+u", "ctrl+u"}, {"ctrl+d", "ctrl+d"},
+		{"home", "home"}, {"end", "end"}, {"g", "g"}, {"G", "G"},
+		{"/", "/"}, {"s", "s"}, {"p", "p"}, {"space", "space"}, {"?", "?"}, {"h", "h"},
+		{"esc", "esc"}, {"q", "q"}, {"ctrl+c", "ctrl+c"},
+	}
+	ctrl := map[string]tea.KeyType{"ctrl+u": tea.KeyCtrlU, "ctrl+d": tea.KeyCtrlD}
+	keyCol := map[string]bool{}
+	for _, k := range helpKeys {
+		for _, f := range strings.Fields(strings.NewReplacer("(", " ", ")", " ", "/", " / ").Replace(k[0])) {
+			keyCol[f] = true
+		}
+	}
+	keyCol["/"] = true
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			assert.Contains(t, help, tt.inHelp)
+			if tt.inHelp != "1-7" {
+				assert.True(t, keyCol[tt.inHelp], "%q in the KEY column", tt.inHelp)
+			}
+			msg := key(tt.key)
+			if kt, ok := ctrl[tt.key]; ok {
+				msg = tea.KeyMsg{Type: kt}
+			}
+			// From a scrolled, filtered Policies view on a short screen, so
+			// that every key has something to change.
+			start := fixtureModel(t, Options{View: ViewPolicies})
+			start, _ = update(t, start, tea.WindowSizeMsg{Width: 80, Height: 12}, key("down"), key("down"))
+			start.filter = "a"
+			if tt.key == "6" { // already there: come from elsewhere
+				start, _ = update(t, start, key("1"))
+			}
+			next, cmd := update(t, start, msg)
+			changed := cmd != nil || next.View() != start.View() || next.Paused() != start.Paused() ||
+				next.SortKey() != start.SortKey() || next.editing != start.editing
+			assert.True(t, changed, "key %s does something", tt.key)
+		})
+	}
 }

@@ -4,19 +4,20 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/lipgloss"
-	"github.com/charmbracelet/x/ansi"
 
 	"github.com/fedmesh/fedmesh/shared/record"
 )
 
-// SortKey is the column the nodes table is sorted by.
+// SortKey is the column the node tables (catalog, health, circuits, stats
+// per node) are sorted by.
 type SortKey int
 
 // Sort keys in the order `s` cycles through them. Text columns sort
-// ascending; state sorts worst first; numbers sort largest first. Ties go
-// by node id.
+// ascending; state sorts worst first; numbers sort largest first; a node
+// without the value comes last. Ties go by node id.
 const (
 	SortNode SortKey = iota
 	SortRegion
@@ -65,41 +66,73 @@ func rankOf(state string) int {
 	return len(stateRank)
 }
 
-// sortNodes returns a sorted copy of nodes.
-func sortNodes(nodes []Node, key SortKey) []Node {
-	out := append([]Node(nil), nodes...)
-	less := func(a, b *Node) int { // <0: a first, >0: b first, 0: tie
-		desc := func(x, y float64) int {
-			switch {
-			case x > y:
-				return -1
-			case x < y:
-				return 1
-			}
-			return 0
+// sortValue is a node's value for a numeric key, and whether it has one.
+func sortValue(n *NodeData, key SortKey) (float64, bool) {
+	h, c := n.Health, n.Counters
+	switch key {
+	case SortP50:
+		if h != nil && h.LatencyP50Ms > 0 {
+			return h.LatencyP50Ms, true
 		}
+	case SortP99:
+		if h != nil && h.LatencyP99Ms > 0 {
+			return h.LatencyP99Ms, true
+		}
+	case SortInFlight:
+		if hb := n.Heartbeat; hb != nil {
+			return float64(hb.InFlight), true
+		}
+		if h != nil {
+			return float64(h.InFlight), true
+		}
+	case SortThroughput:
+		if hb := n.Heartbeat; hb != nil && hb.ThroughputTPS > 0 {
+			return hb.ThroughputTPS, true
+		}
+		if h != nil && h.ThroughputTPS > 0 {
+			return h.ThroughputTPS, true
+		}
+	case SortRequests:
+		if c != nil {
+			return float64(c.TotalRequests), true
+		}
+	case SortFailures:
+		if c != nil {
+			return float64(c.FailedRequests), true
+		}
+	}
+	return 0, false
+}
+
+// sortNodes returns a sorted copy of nodes.
+func sortNodes(nodes []NodeData, key SortKey) []NodeData {
+	out := append([]NodeData(nil), nodes...)
+	cmp := func(a, b *NodeData) int { // <0: a first
 		switch key {
 		case SortRegion:
-			return strings.Compare(a.Region, b.Region)
+			return strings.Compare(regionOf(a), regionOf(b))
 		case SortState:
-			return rankOf(a.State) - rankOf(b.State)
-		case SortP50:
-			return desc(a.P50Ms, b.P50Ms)
-		case SortP99:
-			return desc(a.P99Ms, b.P99Ms)
-		case SortInFlight:
-			return desc(float64(a.InFlight), float64(b.InFlight))
-		case SortThroughput:
-			return desc(a.ThroughputTPS, b.ThroughputTPS)
-		case SortRequests:
-			return desc(float64(a.Requests), float64(b.Requests))
-		case SortFailures:
-			return desc(float64(a.Failures), float64(b.Failures))
+			return rankOf(stateOf(a)) - rankOf(stateOf(b))
+		case SortNode:
+			return 0
+		}
+		x, okx := sortValue(a, key)
+		y, oky := sortValue(b, key)
+		switch {
+		case okx != oky:
+			if okx {
+				return -1
+			}
+			return 1
+		case x > y:
+			return -1
+		case x < y:
+			return 1
 		}
 		return 0
 	}
 	sort.SliceStable(out, func(i, j int) bool {
-		if c := less(&out[i], &out[j]); c != 0 {
+		if c := cmp(&out[i], &out[j]); c != 0 {
 			return c < 0
 		}
 		return out[i].ID < out[j].ID
@@ -107,8 +140,32 @@ func sortNodes(nodes []Node, key SortKey) []Node {
 	return out
 }
 
+func regionOf(n *NodeData) string {
+	if n.Catalog != nil {
+		return n.Catalog.Region
+	}
+	return "\uffff" // unregistered nodes last
+}
+
+// stateOf is the node's health state; unknown without a health record.
+func stateOf(n *NodeData) string {
+	if n.Health != nil && n.Health.State != "" {
+		return n.Health.State
+	}
+	return record.StateUnknown
+}
+
+// circuitOf is the node's circuit; closed without a health record.
+func circuitOf(n *NodeData) string {
+	if n.Health != nil && n.Health.Circuit != "" {
+		return n.Health.Circuit
+	}
+	return record.CircuitClosed
+}
+
 // theme colours a piece of text by its class ("title", "label", "head",
-// "dim", "mesh:<state>", "state:<state>", "circuit:<circuit>").
+// "dim", "error", "tab", "tab:on", "mesh:<state>", "state:<state>",
+// "circuit:<circuit>", "conn:<state>", "ok", "bad").
 type theme func(class, text string) string
 
 func plainTheme(_, text string) string { return text }
@@ -116,12 +173,20 @@ func plainTheme(_, text string) string { return text }
 var colorStyles = map[string]lipgloss.Style{
 	"title":                             lipgloss.NewStyle().Bold(true),
 	"label":                             lipgloss.NewStyle().Faint(true),
-	"head":                              lipgloss.NewStyle().Bold(true).Underline(true),
+	"head":                              lipgloss.NewStyle().Bold(true),
 	"dim":                               lipgloss.NewStyle().Faint(true),
 	"error":                             lipgloss.NewStyle().Foreground(lipgloss.Color("9")),
+	"bad":                               lipgloss.NewStyle().Foreground(lipgloss.Color("9")),
+	"ok":                                lipgloss.NewStyle().Foreground(lipgloss.Color("10")),
+	"tab:on":                            lipgloss.NewStyle().Bold(true).Reverse(true),
+	"tab":                               lipgloss.NewStyle().Faint(true),
 	"mesh:" + record.MeshReady:          lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("10")),
 	"mesh:" + record.MeshDegraded:       lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("11")),
 	"mesh:" + record.MeshInitializing:   lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("12")),
+	"conn:" + ConnConnected:             lipgloss.NewStyle().Foreground(lipgloss.Color("10")),
+	"conn:" + ConnReconnecting:          lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9")),
+	"conn:" + ConnClosed:                lipgloss.NewStyle().Bold(true).Foreground(lipgloss.Color("9")),
+	"conn:" + ConnConnecting:            lipgloss.NewStyle().Foreground(lipgloss.Color("11")),
 	"state:" + record.StateHealthy:      lipgloss.NewStyle().Foreground(lipgloss.Color("10")),
 	"state:" + record.StateDegraded:     lipgloss.NewStyle().Foreground(lipgloss.Color("11")),
 	"state:" + record.StateUnhealthy:    lipgloss.NewStyle().Foreground(lipgloss.Color("9")),
@@ -137,166 +202,44 @@ func colorTheme(class, text string) string {
 	return text
 }
 
-// render is one plain-text frame: header with the mesh state and totals,
-// then the nodes table sorted by key. width > 0 cuts longer lines.
-func render(s Snapshot, width int, key SortKey) string {
-	return renderWith(s, width, key, plainTheme)
-}
+// Cell formats. Every one gives "-" for missing data, never a made-up 0.
 
-func renderWith(s Snapshot, width int, key SortKey, th theme) string {
-	var b strings.Builder
-	line := func(parts ...string) {
-		l := strings.Join(parts, "  ")
-		if width > 0 {
-			l = ansi.Truncate(l, width, "…")
-		}
-		b.WriteString(l)
-		b.WriteByte('\n')
-	}
-	kv := func(label, value string) string { return th("label", label) + " " + value }
-
-	mesh := s.Mesh
-	if mesh == "" {
-		mesh = "unknown"
-	}
-	when := ""
-	if !s.Time.IsZero() {
-		when = th("dim", s.Time.Format("15:04:05"))
-	}
-	line(th("title", "fedmesh top"), kv("mesh", th("mesh:"+mesh, mesh)), kv("nats", s.NATSURL), when)
-
-	t := s.Totals
-	unplaced := fmt.Sprint(s.UnplacedTotal())
-	if len(s.Unplaced) > 0 {
-		codes := make([]string, 0, len(s.Unplaced))
-		for c := range s.Unplaced {
-			codes = append(codes, c)
-		}
-		sort.Strings(codes)
-		for i, c := range codes {
-			codes[i] = fmt.Sprintf("%s:%d", c, s.Unplaced[c])
-		}
-		unplaced += " (" + strings.Join(codes, " ") + ")"
-	}
-	rate := "-"
-	if s.RateKnown {
-		rate = fmt.Sprintf("%.1f", s.ReqPerSec)
-	}
-	line(kv("requests", fmt.Sprint(t.TotalRequests)), kv("success", fmt.Sprint(t.SuccessfulRequests)),
-		kv("failed", fmt.Sprint(t.FailedRequests)), kv("tokens", fmt.Sprint(t.TotalTokens)), kv("req/s", rate))
-	line(kv("retries", fmt.Sprint(t.Retries)), kv("dispatch failures", fmt.Sprint(t.DispatchFailures)),
-		kv("unplaced", unplaced), kv("active streams", fmt.Sprint(t.ActiveStreams)))
-	line(kv("latency p50", ms(t.LatencyP50Ms)+" ms"), kv("p99", ms(t.LatencyP99Ms)+" ms"), kv("ttft p50", ms(t.TTFTP50Ms)+" ms"))
-	b.WriteByte('\n')
-
-	if len(s.Nodes) == 0 {
-		line(th("dim", "no nodes registered"))
-		return b.String()
-	}
-	renderTable(&b, sortNodes(s.Nodes, key), key, th, line)
-	return b.String()
-}
-
-// column of the nodes table; sortBy marks the column a key sorts.
-type column struct {
-	head   string
-	right  bool
-	sortBy SortKey
-	class  func(*Node) string // colour class of the cell, "" for none
-	cell   func(*Node) string
-}
-
-var noSort SortKey = -1
-
-var columns = []column{
-	{head: "NODE", sortBy: SortNode, cell: func(n *Node) string {
-		if !n.Registered {
-			return n.ID + "?"
-		}
-		return n.ID
-	}},
-	{head: "REGION", sortBy: SortRegion, cell: func(n *Node) string { return dash(n.Region) }},
-	{head: "GPU", sortBy: noSort, cell: func(n *Node) string {
-		if !n.Registered {
-			return "-"
-		}
-		if n.GPU {
-			return "yes"
-		}
-		return "no"
-	}},
-	{head: "CLEARANCE", sortBy: noSort, cell: func(n *Node) string { return dash(n.Clearance) }},
-	{head: "STATE", sortBy: SortState, class: func(n *Node) string { return "state:" + n.State }, cell: func(n *Node) string { return n.State }},
-	{head: "CIRCUIT", sortBy: noSort, class: func(n *Node) string { return "circuit:" + n.Circuit }, cell: func(n *Node) string { return n.Circuit }},
-	{head: "P50 MS", right: true, sortBy: SortP50, cell: func(n *Node) string { return ms(n.P50Ms) }},
-	{head: "P99 MS", right: true, sortBy: SortP99, cell: func(n *Node) string { return ms(n.P99Ms) }},
-	{head: "IN FLIGHT", right: true, sortBy: SortInFlight, cell: func(n *Node) string {
-		if n.MaxInFlight > 0 {
-			return fmt.Sprintf("%d/%d", n.InFlight, n.MaxInFlight)
-		}
-		return fmt.Sprint(n.InFlight)
-	}},
-	{head: "TOK/S", right: true, sortBy: SortThroughput, cell: func(n *Node) string { return fmt.Sprintf("%.1f", n.ThroughputTPS) }},
-	{head: "REQS", right: true, sortBy: SortRequests, cell: func(n *Node) string { return fmt.Sprint(n.Requests) }},
-	{head: "FAILS", right: true, sortBy: SortFailures, cell: func(n *Node) string { return fmt.Sprint(n.Failures) }},
-	{head: "MODELS", sortBy: noSort, cell: func(n *Node) string { return dash(strings.Join(n.Models, ",")) }},
-}
-
-func renderTable(b *strings.Builder, nodes []Node, key SortKey, th theme, line func(...string)) {
-	heads := make([]string, len(columns))
-	widths := make([]int, len(columns))
-	cells := make([][]string, len(nodes))
-	for c, col := range columns {
-		heads[c] = col.head
-		if col.sortBy == key {
-			heads[c] += "▼"
-		}
-		widths[c] = lipgloss.Width(heads[c])
-	}
-	for r := range nodes {
-		cells[r] = make([]string, len(columns))
-		for c, col := range columns {
-			cells[r][c] = col.cell(&nodes[r])
-			widths[c] = max(widths[c], lipgloss.Width(cells[r][c]))
-		}
-	}
-	pad := func(c int, text string) string {
-		gap := strings.Repeat(" ", widths[c]-lipgloss.Width(text))
-		if columns[c].right {
-			return gap + text
-		}
-		return text + gap
-	}
-	row := make([]string, len(columns))
-	for c := range columns {
-		text := heads[c]
-		if c < len(columns)-1 {
-			text = pad(c, text)
-		}
-		row[c] = th("head", text)
-	}
-	line(row...)
-	for r := range nodes {
-		row := make([]string, len(columns))
-		for c, col := range columns {
-			text := cells[r][c] // the last column gets no trailing spaces
-			if c < len(columns)-1 {
-				text = pad(c, text)
-			}
-			if col.class != nil {
-				text = th(col.class(&nodes[r]), text)
-			}
-			row[c] = text
-		}
-		line(row...)
-	}
-}
-
+// ms is a latency in milliseconds; 0 or less means none measured.
 func ms(v float64) string {
 	switch {
-	case v <= 0:
+	case v <= 0 || isNaN(v):
 		return "-"
 	case v < 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// msUnit is ms with its unit, or "-" alone.
+func msUnit(v float64) string {
+	if s := ms(v); s != "-" {
+		return s + " ms"
+	}
+	return "-"
+}
+
+// num is a positive measurement (tokens/s, req/s); 0 or less means none.
+func num(v float64) string {
+	if v <= 0 || isNaN(v) {
+		return "-"
+	}
+	if v < 10 {
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// rate is a request rate that may really be 0.
+func rate(v float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	if v < 10 {
 		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
@@ -307,4 +250,38 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// count formats a counter of a record that may be missing.
+func count[T ~int | ~int64](v T, have bool) string {
+	if !have {
+		return "-"
+	}
+	return fmt.Sprint(v)
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.0f%%", v*100) }
+
+// age is how long ago t was, in the largest unit that matters.
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return dur(now.Sub(t))
+}
+
+// dur is d rounded for a table cell: "850ms", "12s", "4m10s", "3h".
+func dur(d time.Duration) string {
+	switch {
+	case d < 0:
+		d = 0
+		fallthrough
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 }

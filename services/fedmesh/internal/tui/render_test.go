@@ -1,202 +1,345 @@
 package tui
 
 import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/x/ansi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/fedmesh/fedmesh/shared/api"
-	"github.com/fedmesh/fedmesh/shared/record"
-	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// sample has one node in each state; every numeric column has distinct
-// values so each sort key gives its own order.
-func sample() Snapshot {
-	return Snapshot{
-		Time:    time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
-		NATSURL: "nats://127.0.0.1:4222",
-		Mesh:    record.MeshDegraded,
-		Totals: record.Counters{TotalRequests: 1234, SuccessfulRequests: 1200, FailedRequests: 34,
-			TotalTokens: 98765, Retries: 7, DispatchFailures: 3, LatencyP50Ms: 41, LatencyP99Ms: 512, TTFTP50Ms: 23},
-		Unplaced:  map[string]int64{"503": 2, "404": 1},
-		ReqPerSec: 12.5, RateKnown: true,
-		Nodes: []Node{
-			{ID: "a-healthy", Region: "us-west", GPU: true, Clearance: "internal", Models: []string{"llama-3-8b"}, Registered: true,
-				State: record.StateHealthy, Circuit: record.CircuitClosed, P50Ms: 45, P99Ms: 230, InFlight: 3, MaxInFlight: 16,
-				ThroughputTPS: 50, Requests: 400, Failures: 2},
-			{ID: "b-degraded", Region: "eu-west", GPU: true, Clearance: "confidential", Models: []string{"bge-small"}, Registered: true,
-				State: record.StateDegraded, Circuit: record.CircuitHalfOpen, P50Ms: 1500, P99Ms: 2600, InFlight: 9, MaxInFlight: 16,
-				ThroughputTPS: 10, Requests: 300, Failures: 5},
-			{ID: "c-unhealthy", Region: "ap-south", Clearance: "internal", Models: []string{"qwen-coder-7b"}, Registered: true,
-				State: record.StateUnhealthy, Circuit: record.CircuitOpen, P50Ms: 800, P99Ms: 9100, InFlight: 0, MaxInFlight: 8,
-				ThroughputTPS: 0.5, Requests: 200, Failures: 30},
-			{ID: "d-unknown", Region: "af-south", Registered: true,
-				State: record.StateUnknown, Circuit: record.CircuitClosed, P50Ms: 0, P99Ms: 0, InFlight: 1,
-				ThroughputTPS: 5, Requests: 1, Failures: 0},
-		},
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
 	}
+	return b
 }
 
-// rowOrder returns the node ids in the order the table lists them.
-func rowOrder(t *testing.T, frame string, ids []string) []string {
+// rowOf returns the line of frame that starts with prefix.
+func rowOf(t *testing.T, frame, prefix string) string {
 	t.Helper()
-	type pos struct {
-		id string
-		at int
-	}
-	var found []pos
-	for _, id := range ids {
-		at := strings.Index(frame, "\n"+id+" ")
-		require.GreaterOrEqual(t, at, 0, "row of %s missing in\n%s", id, frame)
-		found = append(found, pos{id, at})
-	}
-	for i := range found {
-		for j := i + 1; j < len(found); j++ {
-			if found[j].at < found[i].at {
-				found[i], found[j] = found[j], found[i]
-			}
+	for _, l := range strings.Split(frame, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
 		}
 	}
-	out := make([]string, len(found))
-	for i, p := range found {
-		out[i] = p.id
-	}
-	return out
+	t.Fatalf("no line starting with %q in\n%s", prefix, frame)
+	return ""
 }
 
-func TestRenderShowsMeshAndEveryNode(t *testing.T) {
-	frame := render(sample(), 0, SortNode)
-	for _, want := range []string{
-		"mesh degraded", "nats://127.0.0.1:4222",
-		"requests 1234", "success 1200", "failed 34", "tokens 98765", "retries 7", "dispatch failures 3",
-		"unplaced 3 (404:1 503:2)", "req/s 12.5", "latency p50 41", "p99 512", "ttft p50 23",
-		"NODE▼", "STATE", "CIRCUIT", "P50 MS", "P99 MS",
-	} {
-		assert.Contains(t, frame, want)
-	}
-	lines := strings.Split(frame, "\n")
-	rowOf := func(id string) string {
-		for _, l := range lines {
-			if strings.HasPrefix(l, id+" ") {
-				return l
+// rowWith returns the line of frame that contains every part.
+func rowWith(t *testing.T, frame string, parts ...string) string {
+	t.Helper()
+next:
+	for _, l := range strings.Split(frame, "\n") {
+		for _, p := range parts {
+			if !strings.Contains(l, p) {
+				continue next
 			}
 		}
-		t.Fatalf("no row for %s in\n%s", id, frame)
-		return ""
+		return l
+	}
+	t.Fatalf("no line with %q in\n%s", parts, frame)
+	return ""
+}
+
+// viewWants is what each view must show of the fixture, whatever the
+// width: the columns that matter and the rows' key cells.
+var viewWants = map[View]struct {
+	heads []string
+	rows  [][]string // each: cells that must share one line
+	text  []string
+}{
+	ViewCatalog: {
+		heads: []string{"NODE", "REGION", "CLEARANCE", "COST", "GPU", "MODELS"},
+		rows: [][]string{{nodeUS, "us-west", "yes", "internal", "0.60"}, {nodeEU, "eu-west", "internal*", "0.80"},
+			{nodeAP, "ap-south", "no", "0.30*"}, {"qwen-coder-7b", "code,generate"}},
+		text: []string{"set by fed_config regions"},
+	},
+	ViewHealth: {
+		heads: []string{"NODE", "STATE", "P50 MS", "P99 MS", "IN FLIGHT", "TTFT MS", "TPOT MS"},
+		rows: [][]string{{nodeUS, "healthy", "45", "230", "4/16"}, {nodeEU, "degraded", "1500", "2600", "0/16", "5/2"},
+			{nodeAP, "unhealthy", "800", "9100"}, {nodeUS, "llama-3-8b", "120", "20", "10"},
+			{nodeEU, "bge-small", "31", "77", "12", "3.5"}},
+	},
+	ViewRouting: {
+		heads: []string{"REQUEST", "NODE", "SCORE", "DECIDED BY", "ATT", "OUTCOME"},
+		rows: [][]string{{"req-ok", nodeUS, "1.065", "latency", "ok 120ms"}, {"req-probe", nodeEU, "0.701", "health"},
+			{"req-fail", nodeUS, "only", "err 500"}, {"req-lost", "unplaced 503"}},
+	},
+	ViewCircuits: {
+		heads: []string{"NODE", "CIRCUIT", "FAILS", "HALF-OPEN IN", "PROBE"},
+		rows:  [][]string{{nodeUS, "closed"}, {nodeEU, "half_open", "yes"}, {nodeAP, "open", " 5 ", "20s"}},
+	},
+	ViewStats: {
+		heads: []string{"NODE", "TENANT", "REQS", "FAILS", "REQ/S", "P99 MS"},
+		rows: [][]string{{nodeUS, "100", "20", "250"}, {nodeAP, "15", "9", "0.0", "9100"}, {"acme", "90", "20"},
+			{"beta", "30", "9"}},
+		text: []string{"requests 120", "unplaced 5 (403:1 503:4)", "req/s 20"},
+	},
+	ViewPolicies: {
+		heads: []string{"FIELD", "IN FORCE", "REGION", "PRIVACY", "TENANT", "REQ/S LIMIT"},
+		rows: [][]string{{"strategy", "round_robin"}, {"eu-west", "internal"}, {"ap-south", "0.30"},
+			{"acme", "5", "90"}, {"*", "100", "200"}},
+		text: []string{"REJECTED: routers keep rev 1", badPolicyReason, "rejected value " + badPolicy},
+	},
+	ViewHelp: {heads: []string{"KEY", "ACTION"}, rows: [][]string{{"tab / shift+tab"}, {"/", "filter"}, {"?", "help"}}},
+}
+
+func TestTUIRenderEveryViewAtEveryWidth(t *testing.T) {
+	now := time.Now()
+	d := newMeshFixture(now).data(now)
+	for v := range numViews {
+		for _, size := range []struct{ w, h int }{{0, 0}, {200, 60}, {80, 24}} {
+			t.Run(v.String()+"/"+sizeName(size.w, size.h), func(t *testing.T) {
+				want := viewWants[v]
+				f := frame{view: v, width: size.w, now: now, th: plainTheme}
+				out, _ := f.render(&d)
+				assert.Contains(t, out, fmt.Sprintf("[%d %s]", v+1, v.Title()), "the tab bar marks the view")
+				assert.NotContains(t, out, "…", "cells are never cut short")
+				for _, h := range want.heads {
+					assert.Regexp(t, `(^|\s)`+regexp.QuoteMeta(h)+`(▼)?(\s|$)`, out, "column %s", h)
+				}
+				for _, cells := range want.rows {
+					rowWith(t, out, cells...)
+				}
+				for _, s := range want.text {
+					assert.Contains(t, strings.Join(strings.Fields(out), " "), s)
+				}
+				if size.w > 0 {
+					b := &body{width: size.w, sort: SortNode, th: plainTheme}
+					renderBody(&d, v, b, now)
+					for _, l := range b.lines {
+						assert.LessOrEqual(t, ansi.StringWidth(l.text), size.w, "a line the layout did not fit: %q", l.text)
+					}
+				}
+			})
+		}
+	}
+}
+
+func sizeName(w, h int) string {
+	if w == 0 {
+		return "unlimited"
+	}
+	return strings.Join([]string{itoa(w), itoa(h)}, "x")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// The live frame at 80×24: 24 lines of at most 80 columns, the header, the
+// tab bar and the status line, whichever view.
+func TestTUIFrame80x24(t *testing.T) {
+	now := time.Now()
+	d := newMeshFixture(now).data(now)
+	for v := range numViews {
+		t.Run(v.String(), func(t *testing.T) {
+			out, _ := frame{view: v, width: 80, height: 24, footer: true, now: now, th: plainTheme}.render(&d)
+			lines := strings.Split(out, "\n")
+			assert.Len(t, lines, 24)
+			for _, l := range lines {
+				assert.LessOrEqual(t, ansi.StringWidth(l), 80, "line %q", l)
+			}
+			assert.Contains(t, lines[0], "connected")
+			assert.Contains(t, lines[0], "mesh degraded")
+			assert.Contains(t, lines[1], "1 Catalog")
+			assert.Contains(t, lines[1], "7 Help")
+			assert.Contains(t, lines[23], "? help")
+			assert.NotContains(t, out, "…")
+		})
+	}
+}
+
+func TestTUINarrowLayoutDropsWholeColumns(t *testing.T) {
+	tb := func() *table {
+		t := &table{cols: []column{{head: "ID", sortBy: noSort}, {head: "LOW", prio: 3, sortBy: noSort},
+			{head: "KEEP", sortBy: noSort}, {head: "MID", prio: 1, sortBy: noSort}}}
+		t.add("node-1", "low-priority-value", "important", "mid-value")
+		return t
 	}
 	tests := []struct {
-		id    string
-		cells []string
+		width   int
+		present []string
+		absent  []string
 	}{
-		{"a-healthy", []string{"us-west", "yes", "internal", "healthy", "closed", " 45 ", " 230 ", "3/16", "50.0", " 400 ", "llama-3-8b"}},
-		{"b-degraded", []string{"eu-west", "confidential", "degraded", "half_open", " 1500 ", " 2600 ", "9/16", "bge-small"}},
-		{"c-unhealthy", []string{"ap-south", " no ", "unhealthy", "open", " 800 ", " 9100 ", "0/8", " 30 ", "qwen-coder-7b"}},
-		{"d-unknown", []string{"af-south", "unknown", "closed", " - "}},
+		{0, []string{"ID", "LOW", "KEEP", "MID"}, nil},
+		{80, []string{"ID", "LOW", "KEEP", "MID"}, nil},
+		{40, []string{"ID", "KEEP", "MID", "mid-value"}, []string{"LOW", "low-priority"}},
+		{20, []string{"ID", "KEEP", "important"}, []string{"LOW", "MID", "mid"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.id, func(t *testing.T) {
-			row := rowOf(tt.id)
-			for _, c := range tt.cells {
-				assert.Contains(t, row, c, "row %q", row)
+		t.Run(itoa(tt.width), func(t *testing.T) {
+			head, lines := tb().render(tt.width, SortNode, plainTheme)
+			all := head + "\n" + strings.Join(lines, "\n")
+			for _, p := range tt.present {
+				assert.Contains(t, all, p)
+			}
+			for _, a := range tt.absent {
+				assert.NotContains(t, all, a)
 			}
 		})
 	}
 }
 
-func TestRenderSortKeys(t *testing.T) {
-	ids := []string{"a-healthy", "b-degraded", "c-unhealthy", "d-unknown"}
-	tests := []struct {
-		key  SortKey
-		head string
-		want []string
-	}{
-		{SortNode, "NODE▼", []string{"a-healthy", "b-degraded", "c-unhealthy", "d-unknown"}},
-		{SortRegion, "REGION▼", []string{"d-unknown", "c-unhealthy", "b-degraded", "a-healthy"}},
-		{SortState, "STATE▼", []string{"c-unhealthy", "b-degraded", "d-unknown", "a-healthy"}},
-		{SortP50, "P50 MS▼", []string{"b-degraded", "c-unhealthy", "a-healthy", "d-unknown"}},
-		{SortP99, "P99 MS▼", []string{"c-unhealthy", "b-degraded", "a-healthy", "d-unknown"}},
-		{SortInFlight, "IN FLIGHT▼", []string{"b-degraded", "a-healthy", "d-unknown", "c-unhealthy"}},
-		{SortThroughput, "TOK/S▼", []string{"a-healthy", "b-degraded", "d-unknown", "c-unhealthy"}},
-		{SortRequests, "REQS▼", []string{"a-healthy", "b-degraded", "c-unhealthy", "d-unknown"}},
-		{SortFailures, "FAILS▼", []string{"c-unhealthy", "b-degraded", "a-healthy", "d-unknown"}},
+func TestTUIWrappingLastColumn(t *testing.T) {
+	tb := &table{cols: []column{{head: "KEY", sortBy: noSort}, {head: "TEXT", sortBy: noSort, wrap: true}}}
+	long := "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+	tb.add("k1", long)
+	head, lines := tb.render(30, SortNode, plainTheme)
+	assert.True(t, strings.HasPrefix(head, "KEY  TEXT"))
+	require.Greater(t, len(lines), 1, "the long cell continues below")
+	var words []string
+	for _, l := range lines {
+		assert.LessOrEqual(t, ansi.StringWidth(l), 30, "line %q", l)
+		words = append(words, strings.Fields(l)...)
 	}
-	require.Len(t, tests, int(numSortKeys), "every sort key is covered")
+	assert.Equal(t, append([]string{"k1"}, strings.Fields(long)...), words, "every word, in order")
+	assert.True(t, strings.HasPrefix(lines[1], "     "), "continuations stay in the column")
+}
+
+func TestTUIFlowAndFitLine(t *testing.T) {
+	items := []string{"requests 10", "ok 9", "failed 1", "tokens 100"}
+	assert.Equal(t, []string{"requests 10  ok 9  failed 1  tokens 100"}, flow(items, 0))
+	assert.Equal(t, []string{"requests 10  ok 9", "failed 1  tokens 100"}, flow(items, 20))
+	line := fitLine([]item{{"title", 0}, {"state", 0}, {"long-url-here", 2}, {"12:00:00", 3}}, 24)
+	assert.Equal(t, "title  state  12:00:00", line, "the lowest priority that still fits stays")
+	assert.Equal(t, "title  state", fitLine([]item{{"title", 0}, {"state", 0}, {"long-url-here", 2}}, 14))
+}
+
+func TestTUISparkline(t *testing.T) {
+	nan := math.NaN
+	tests := []struct {
+		in   []float64
+		want string
+	}{
+		{nil, "-"},
+		{[]float64{nan(), nan()}, "-"},
+		{[]float64{0, 0}, "▁▁"},
+		{[]float64{nan(), 1, 2, 4, 8}, " ▁▂▄█"},
+		{[]float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, "▄▅▅▆▇█"}, // the last 6, scaled to their maximum
+	}
 	for _, tt := range tests {
-		t.Run(tt.key.String(), func(t *testing.T) {
-			frame := render(sample(), 0, tt.key)
-			assert.Contains(t, frame, tt.head)
-			assert.Equal(t, tt.want, rowOrder(t, frame, ids))
-			assert.Equal(t, 1, strings.Count(frame, "▼"), "one sorted column")
-		})
+		assert.Equal(t, tt.want, sparkline(tt.in, 6), "%v", tt.in)
 	}
 }
 
-func TestSortKeyCyclesAndParses(t *testing.T) {
-	k := SortNode
-	seen := map[SortKey]bool{}
-	for range numSortKeys {
-		seen[k] = true
-		parsed, err := ParseSortKey(k.String())
+func TestTUICellsUseOneMissingPlaceholder(t *testing.T) {
+	assert.Equal(t, "-", ms(0))
+	assert.Equal(t, "-", num(0))
+	assert.Equal(t, "-", rate(0, false))
+	assert.Equal(t, "0.0", rate(0, true), "a measured zero rate is data")
+	assert.Equal(t, "-", sparkline(nil, 4))
+	assert.Equal(t, "-", age(time.Now(), time.Time{}))
+
+	// A node with no health record and no stats shows "-", never 0.0.
+	d := Data{Nodes: []NodeData{{ID: "bare"}}, Stats: StatsData{Have: true}}
+	for _, v := range []View{ViewHealth, ViewCircuits} {
+		out, _ := frame{view: v, th: plainTheme}.render(&d)
+		row := rowOf(t, out, "bare ")
+		assert.NotContains(t, row, "0.0", "%s: %q", v, row)
+		assert.Contains(t, row, " - ", "%s: %q", v, row)
+	}
+}
+
+func TestTUIParseViewAndSortKey(t *testing.T) {
+	for i, n := range ViewNames() {
+		v, err := ParseView(n)
 		require.NoError(t, err)
-		assert.Equal(t, k, parsed)
-		k = k.Next()
+		assert.Equal(t, View(i), v)
+		v, err = ParseView(itoa(i + 1))
+		require.NoError(t, err)
+		assert.Equal(t, View(i), v)
 	}
-	assert.Equal(t, SortNode, k, "s wraps around")
-	assert.Len(t, seen, int(numSortKeys))
-	_, err := ParseSortKey("bogus")
+	_, err := ParseView("bogus")
+	assert.ErrorContains(t, err, "catalog, health, routing, circuits, stats, policies, help")
+	for i, n := range SortKeyNames() {
+		k, err := ParseSortKey(n)
+		require.NoError(t, err)
+		assert.Equal(t, SortKey(i), k)
+	}
+	_, err = ParseSortKey("bogus")
 	assert.Error(t, err)
 }
 
-func TestRenderWidthCutsLines(t *testing.T) {
-	for _, l := range strings.Split(strings.TrimRight(render(sample(), 60, SortNode), "\n"), "\n") {
-		assert.LessOrEqual(t, len([]rune(l)), 60, "line %q", l)
+func TestTUISortNodes(t *testing.T) {
+	now := time.Now()
+	d := newMeshFixture(now).data(now)
+	ids := func(ns []NodeData) []string {
+		var out []string
+		for _, n := range ns {
+			out = append(out, n.ID)
+		}
+		return out
+	}
+	tests := []struct {
+		key  SortKey
+		want []string
+	}{
+		{SortNode, []string{nodeAP, nodeEU, nodeUS}},
+		{SortRegion, []string{nodeAP, nodeEU, nodeUS}},
+		{SortState, []string{nodeAP, nodeEU, nodeUS}},
+		{SortP50, []string{nodeEU, nodeAP, nodeUS}},
+		{SortP99, []string{nodeAP, nodeEU, nodeUS}},
+		{SortInFlight, []string{nodeUS, nodeAP, nodeEU}},
+		{SortRequests, []string{nodeUS, nodeAP, nodeEU}},
+		{SortFailures, []string{nodeAP, nodeUS, nodeEU}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key.String(), func(t *testing.T) {
+			assert.Equal(t, tt.want, ids(sortNodes(d.Nodes, tt.key)))
+			out, _ := frame{view: ViewHealth, sort: tt.key, th: plainTheme}.render(&d)
+			if tt.key != SortRequests && tt.key != SortFailures && tt.key != SortRegion {
+				assert.Equal(t, 1, strings.Count(out, "▼"), "the sorted column is marked")
+			}
+		})
 	}
 }
 
-func TestRenderNoNodes(t *testing.T) {
-	frame := render(Snapshot{Mesh: record.MeshInitializing}, 80, SortNode)
-	assert.Contains(t, frame, "mesh initializing")
-	assert.Contains(t, frame, "no nodes registered")
-	assert.Contains(t, frame, "req/s -")
+// Per-model rows come from fed_health where health keeps them, else from
+// the outcomes this top saw; a node's own row says which.
+func TestTUIHealthPerModelSources(t *testing.T) {
+	now := time.Now()
+	d := newMeshFixture(now).data(now)
+	out, _ := frame{view: ViewHealth, now: now, th: plainTheme}.render(&d)
+	rowWith(t, out, nodeEU, "bge-small", "embed", "fed_health")
+	rowWith(t, out, nodeUS, "llama-3-8b", "outcomes")
+	row := rowWith(t, out, nodeUS, "qwen-coder-7b", "outcomes")
+	assert.Contains(t, row, " 1 ", "its one failure")
+	assert.Contains(t, out, "the model server's own load")
+	rowWith(t, out, nodeEU, "5/2", "75%", "40%")
 }
 
-func TestBuildSnapshotJoinsTheThreeAnswers(t *testing.T) {
+func TestTUIRoutingShowsExpectedTTFTJudgement(t *testing.T) {
 	now := time.Now()
-	cat := api.ListResponse{Nodes: []record.Node{
-		{NodeID: "n2", Region: "eu", GPU: true, Clearance: wire.PrivacyConfidential, MaxConcurrency: 4,
-			Models: []record.Model{{ModelID: "m1"}, {ModelID: "m2"}}},
-		{NodeID: "n1", Region: "us", MaxConcurrency: 8},
-	}}
-	hl := api.HealthListResponse{Nodes: []record.Health{
-		{NodeID: "n2", State: record.StateHealthy, Circuit: record.CircuitClosed, LatencyP50Ms: 10, LatencyP99Ms: 20,
-			InFlight: 2, MaxConcurrency: 6, ThroughputTPS: 33},
-		{NodeID: "gone", State: record.StateUnhealthy, Circuit: record.CircuitOpen},
-	}}
-	st := record.Stats{State: record.MeshReady, Counters: record.Counters{TotalRequests: 5},
-		Nodes: map[string]record.Counters{"n2": {TotalRequests: 4, FailedRequests: 1}}}
-	s := BuildSnapshot(cat, hl, st, now)
-	assert.Equal(t, record.MeshReady, s.Mesh)
-	assert.Equal(t, int64(5), s.Totals.TotalRequests)
-	require.Len(t, s.Nodes, 3)
-	assert.Equal(t, []string{"gone", "n1", "n2"}, []string{s.Nodes[0].ID, s.Nodes[1].ID, s.Nodes[2].ID})
-	gone, n1, n2 := s.Nodes[0], s.Nodes[1], s.Nodes[2]
-	assert.False(t, gone.Registered)
-	assert.Equal(t, record.CircuitOpen, gone.Circuit)
-	assert.Equal(t, record.StateUnknown, n1.State, "no health record yet")
-	assert.Equal(t, 8, n1.MaxInFlight)
-	assert.Equal(t, Node{ID: "n2", Region: "eu", GPU: true, Clearance: "confidential", Models: []string{"m1", "m2"},
-		Registered: true, State: record.StateHealthy, Circuit: record.CircuitClosed, P50Ms: 10, P99Ms: 20,
-		InFlight: 2, MaxInFlight: 6, ThroughputTPS: 33, Requests: 4, Failures: 1}, n2)
+	d := newMeshFixture(now).data(now)
+	out, _ := frame{view: ViewRouting, now: now, th: plainTheme}.render(&d)
+	assert.Contains(t, out, "PRED TTFT")
+	rowWith(t, out, "req-ok", "42", "50%", "router-1")
+	row := rowWith(t, out, "req-fail")
+	assert.NotContains(t, row, "%", "no judgement under other strategies: -")
+}
 
-	next := s
-	next.Time = now.Add(2 * time.Second)
-	next.Totals.TotalRequests = 25
-	next = next.WithRate(s)
-	assert.True(t, next.RateKnown)
-	assert.InDelta(t, 10.0, next.ReqPerSec, 1e-9)
-	assert.False(t, s.WithRate(Snapshot{}).RateKnown, "no previous snapshot")
+func TestTUIWrapBreaksAtSeparators(t *testing.T) {
+	tests := []struct {
+		text  string
+		width int
+		want  []string
+	}{
+		{"llama-3-8b,qwen-coder-7b,bge-small", 24, []string{"llama-3-8b,", "qwen-coder-7b,bge-small"}},
+		{"llama-3-8b,qwen-coder-7b,bge-small", 25, []string{"llama-3-8b,qwen-coder-7b,", "bge-small"}},
+		{"one two three", 8, []string{"one two", "three"}},
+		{"abcdefghij", 4, []string{"abcd", "efgh", "ij"}},
+		{"short", 0, []string{"short"}},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, wrap(tt.text, tt.width), "%q at %d", tt.text, tt.width)
+	}
 }

@@ -161,6 +161,12 @@ var settings = []setting{
 	}},
 	{"backend", "backend type: synthetic or openai", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.Type })},
 	{"backend-url", "OpenAI-compatible server URL (http://host:port[/v1])", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.URL })},
+	{"backend-metrics-url", `the model server's Prometheus endpoint, scraped for its load (default for openai: the backend URL without /v1, plus /metrics; "" or off: none)`, func(fc *nodeagent.FileConfig, v string) error {
+		fc.Backend.MetricsURL = &v
+		return nil
+	}},
+	{"backend-metrics", "the model server's metric names: vllm (default), sglang, llamacpp, tgi", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.Metrics })},
+	{"backend-metrics-interval", "scrape period of the model server's metrics, 50ms to 5s (default 250ms)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.Backend.MetricsInterval })},
 	{"api-key-env", "name of the env var holding the backend API key (default FEDMESH_BACKEND_API_KEY)", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.APIKeyEnv })},
 	{"heartbeat-interval", "heartbeat period (default 1s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.HeartbeatInterval })},
 	{"drain-timeout", "grace period for requests in flight on SIGTERM (default 30s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.DrainTimeout })},

@@ -88,6 +88,35 @@ func TestNatsURLAndConfigFilePrecedence(t *testing.T) {
 	}
 }
 
+// The model server's metrics: openai's default URL, overridden or turned
+// off by the file, the environment or a flag.
+func TestBackendMetricsSettings(t *testing.T) {
+	path := writeFile(t, "node_id: n1\nregion: r1\nmodels: [{model_id: m1, capabilities: [generate]}]\n"+
+		"backend: {type: openai, url: 'http://127.0.0.1:8000/v1', metrics: sglang}\n")
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		url      string
+		metrics  string
+		interval time.Duration
+	}{
+		{"file and defaults", []string{"--config", path}, nil, "http://127.0.0.1:8000/metrics", "sglang", nodeagent.DefaultMetricsInterval},
+		{"env off", []string{"--config", path}, map[string]string{"FEDMESH_BACKEND_METRICS_URL": "off"}, "", "sglang", nodeagent.DefaultMetricsInterval},
+		{"flags", []string{"--config", path, "--backend-metrics-url", "http://h:9/metrics", "--backend-metrics", "tgi", "--backend-metrics-interval", "1s"},
+			nil, "http://h:9/metrics", "tgi", time.Second},
+		{"synthetic", []string{"--node-id", "n1", "--region", "r1", "--models", "m:generate"}, nil, "", "vllm", nodeagent.DefaultMetricsInterval},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _, err := load(tc.args, env(tc.env), io.Discard)
+			require.NoError(t, err)
+			assert.Equal(t, tc.url, cfg.MetricsURL)
+			assert.Equal(t, tc.metrics, cfg.Metrics)
+			assert.Equal(t, tc.interval, cfg.MetricsInterval)
+		})
+	}
+}
+
 func TestBadConfigNamesTheField(t *testing.T) {
 	base := []string{"--node-id", "n1", "--region", "r1", "--models", "m:generate"}
 	cases := []struct {
@@ -103,6 +132,8 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"bad models", []string{"--node-id", "n1", "--region", "r1", "--models", "m:chat"}, nil, "capabilities"},
 		{"openai without url", append(base, "--backend", "openai"), nil, "backend.url"},
 		{"bad clearance", append(base, "--clearance", "top"), nil, "clearance"},
+		{"bad metrics names", append(base, "--backend-metrics", "triton"), nil, "backend.metrics"},
+		{"bad metrics interval", append(base, "--backend-metrics-interval", "1ms"), nil, "backend.metrics_interval"},
 		{"bad file", []string{"--config", "/nonexistent/node.yaml"}, nil, "node.yaml"},
 	}
 	for _, tc := range cases {
@@ -153,7 +184,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		return natsembed.Check(len(registered) == 1, "registrations: %v", registered)
 	})
 	// It serves.
-	m := nats.NewMsg(subject.Default.NodeInfer("cli-1"))
+	m := nats.NewMsg(subject.Default.NodeInferAt("cli-1", "internal"))
 	m.Header.Set(wire.HdrRequestID, "r1")
 	m.Header.Set(wire.HdrReplyTo, nats.NewInbox())
 	ack, err := nc.RequestMsg(m, 2*time.Second)

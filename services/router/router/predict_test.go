@@ -1,0 +1,183 @@
+package router
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// Each input moves the expected TTFT the way it should, and cost tolerance
+// is a continuous scale.
+func TestPredict(t *testing.T) {
+	base := func() *entry {
+		c := buildCache(t, tnode{id: "n", region: "r", cost: 0.5, maxConc: 10, health: healthy(100)})
+		return c.lookup("n")
+	}
+	q := newPlacementQuery(wire.CapGenerate, specWith(nil), "")
+	q.q.callerID = -1
+	ref := predict(base(), &q, 0, 0).ms
+	require.Positive(t, ref)
+
+	cases := []struct {
+		name   string
+		change func(e *entry, q *placementQuery) float64 // the match to use
+		want   string                                    // "more" or "less" than ref
+	}{
+		{"in flight", func(e *entry, _ *placementQuery) float64 { e.load.Store(5); return 0 }, "more"},
+		{"server queue", func(e *entry, _ *placementQuery) float64 {
+			e.server.set(&record.ServerLoad{Running: 4, Waiting: 6})
+			return 0
+		}, "more"},
+		{"KV cache nearly full", func(e *entry, _ *placementQuery) float64 {
+			e.server.set(&record.ServerLoad{Running: 4, KVUsage: 0.98})
+			return 0
+		}, "more"},
+		{"prefix cached", func(*entry, *placementQuery) float64 { return 1 }, "less"},
+		{"degraded", func(e *entry, _ *placementQuery) float64 { e.state = record.StateDegraded; return 0 }, "more"},
+		{"own TTFT for the model", func(e *entry, _ *placementQuery) float64 {
+			e.ttft = []ttftStat{{capability: wire.CapGenerate, model: "m1", ms: 20}}
+			return 0
+		}, "less"},
+		{"other region than the caller", func(e *entry, q *placementQuery) float64 { q.q.callerID = e.regionID + 1; return 0 }, "more"},
+		{"cheaper", func(e *entry, _ *placementQuery) float64 { e.cost = 0.1; return 0 }, "less"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, q2 := base(), q
+			got := predict(e, &q2, 0, tc.change(e, &q2)).ms
+			if tc.want == "more" {
+				assert.Greater(t, got, ref)
+			} else {
+				assert.Less(t, got, ref)
+			}
+		})
+	}
+
+	// cost tolerance 0 … 100 weighs cost less and less, continuously
+	var last float64
+	for i, tol := range []int{0, 25, 50, 75, 100} {
+		q := newPlacementQuery(wire.CapGenerate, specWith(func(s *wire.Spec) { s.CostTolerance = tol; s.PreferGPU = false }), "")
+		q.q.callerID = -1
+		got := predict(base(), &q, 0, 0).ms
+		if i > 0 {
+			assert.Less(t, got, last, "tolerance %d", tol)
+		}
+		last = got
+	}
+	assert.InDelta(t, 100, last, 0.01, "at 100 cost does not count")
+
+	// a node without data is expected a little faster than the fleet, so it gets traffic
+	fresh := buildCache(t, tnode{id: "new", region: "r", maxConc: 10, health: &record.Health{State: record.StateHealthy}}).lookup("new")
+	assert.InDelta(t, 400*newNodeOptimism, predict(fresh, &q, 400, 0).base, 0.01)
+}
+
+// Chained block hashes make equal hashes mean equal prefixes; the index
+// finds the nodes sent a leading run of blocks and stays bounded.
+func TestPrefixIndex(t *testing.T) {
+	sys := strings.Repeat("You are a helpful assistant. ", 40) // ≈ 1.1 KB
+	a := blockHashes(nil, []byte(sys+"What is the capital of France?"+strings.Repeat(" pad", 40)))
+	b := blockHashes(nil, []byte(sys+"Name three rivers in Spain, please."+strings.Repeat(" pad", 40)))
+	shared := 0
+	for shared < len(a) && shared < len(b) && a[shared] == b[shared] {
+		shared++
+	}
+	assert.Equal(t, len(sys)/prefixBlockBytes, shared, "hashes agree exactly over the shared blocks")
+	assert.Len(t, blockHashes(nil, make([]byte, prefixBlockBytes*(maxPrefixBlocks+5))), maxPrefixBlocks)
+	assert.Empty(t, blockHashes(nil, []byte("short")))
+
+	c := buildCache(t, tnode{id: "x", region: "r"}, tnode{id: "y", region: "r"})
+	x, y := c.lookup("x"), c.lookup("y")
+	idx := newPrefixIndex(0)
+	idx.add(x, a)
+	var buf [8]prefixMatch
+	got := idx.match(b, buf[:0])
+	require.Len(t, got, 1)
+	assert.Equal(t, x, got[0].e)
+	assert.Equal(t, shared, got[0].blocks)
+	idx.add(y, b)
+	got = idx.match(b, buf[:0])
+	require.Len(t, got, 2)
+	byNode := map[*entry]int{got[0].e: got[0].blocks, got[1].e: got[1].blocks}
+	assert.Equal(t, len(b), byNode[y], "y was sent all of b")
+	assert.Equal(t, shared, byNode[x])
+
+	small := newPrefixIndex(64)
+	for i := range 100 {
+		small.add(x, blockHashes(nil, []byte(strings.Repeat(string(rune('a'+i%26)), 200)+strings.Repeat("z", i*prefixBlockBytes%4000))))
+	}
+	assert.LessOrEqual(t, small.size(), 2*64, "two generations at most")
+}
+
+// Requests that share a long prefix go where the first of them went (its
+// server has the prefix cached), and a node whose server reports a queue
+// in its ack stops getting new work.
+func TestIntegrationPrefixAffinityAndServerLoad(t *testing.T) {
+	e := newEnv(t, nil)
+	for _, id := range []string{"a", "b", "c"} {
+		e.addNode(tnode{id: id, region: "eu", maxConc: 16, health: healthy(50)})
+		e.fakeNode(id, always(wire.StatusAccepted))
+	}
+	e.waitEligible("a", "b", "c")
+	require.Eventually(t, func() bool { return e.healthLoaded("a") && e.healthLoaded("b") && e.healthLoaded("c") }, 3*time.Second, 10*time.Millisecond)
+	prompt := func(group, i int) []byte {
+		return []byte(strings.Repeat("system prompt of group "+strconv.Itoa(group)+". ", 60) + "question " + strconv.Itoa(i))
+	}
+	served := map[int]map[string]int{}
+	for i := range 4 {
+		for g := range 3 {
+			resp, err := e.infer(client.Request{Body: prompt(g, i)})
+			require.NoError(t, err)
+			if served[g] == nil {
+				served[g] = map[string]int{}
+			}
+			served[g][resp.Node]++
+		}
+	}
+	for g, nodes := range served {
+		assert.Len(t, nodes, 1, "group %d was spread over %v", g, nodes)
+	}
+	out, werr := e.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}})
+	require.Nil(t, werr)
+	assert.Equal(t, record.StrategyExpectedTTFT, out.Strategy)
+
+	// the server behind b reports a long queue in its acks: b stops getting work
+	e2 := newEnv(t, nil)
+	e2.addNode(tnode{id: "busy", region: "eu", maxConc: 16, health: healthy(20)})
+	e2.addNode(tnode{id: "idle", region: "eu", maxConc: 16, health: healthy(60)})
+	e2.loadedNode("busy", record.ServerLoad{Running: 16, Waiting: 40, KVUsage: 0.97})
+	e2.fakeNode("idle", always(wire.StatusAccepted))
+	e2.waitEligible("busy", "idle")
+	require.Eventually(t, func() bool { return e2.healthLoaded("busy") && e2.healthLoaded("idle") }, 3*time.Second, 10*time.Millisecond)
+	first, err := e2.infer(client.Request{})
+	require.NoError(t, err)
+	assert.Equal(t, "busy", first.Node, "faster on paper until its server says otherwise")
+	for range 3 {
+		resp, err := e2.infer(client.Request{})
+		require.NoError(t, err)
+		assert.Equal(t, "idle", resp.Node)
+	}
+}
+
+// loadedNode is a node agent whose acks carry its server's load.
+func (e *env) loadedNode(id string, l record.ServerLoad) {
+	e.t.Helper()
+	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt(id, "*"), func(m *nats.Msg) {
+		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{wire.HdrStatus: {wire.StatusAccepted}, record.HdrServerLoad: {l.Header()}}})
+		rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: id}
+		_ = e.nc.PublishMsg(rep.Done([]byte("ok"), wire.DoneInfo{Tokens: 1, LatencyMs: 1}))
+		e.publishOutcome(record.Outcome{Kind: record.OutcomeCompleted, NodeID: id, RequestID: m.Header.Get(wire.HdrRequestID), OK: true, Time: time.Now()})
+	})
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(e.t, e.nc.Flush())
+}
