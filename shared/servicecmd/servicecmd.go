@@ -24,6 +24,7 @@ import (
 
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/metrics"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 )
 
 // EnvPrefix starts the environment variable of every flag: --nats-url is
@@ -199,6 +200,18 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 		}
 		defer closeMetrics(msrv, log) // last: a scrape still sees the final counts while stopping
 	}
+	// spans go out over OTLP only when the standard OTEL_EXPORTER_OTLP_*
+	// environment names an endpoint (DESIGN §13)
+	endTracing, err := tracing.Setup(ctx, "fedmesh-"+c.Name)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return err
+	}
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		_ = endTracing(tctx) // flushes the last spans
+	}()
 	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/tracing"
 )
 
 // DevAPIKey is the gateway key `fedmesh dev` accepts (tenant "dev").
@@ -28,6 +30,12 @@ func newDevCmd(g *globals) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := logging.New(os.Stderr, logFormat, logLevel)
+			// OTLP spans of every part when OTEL_EXPORTER_OTLP_ENDPOINT is set (DESIGN §13)
+			endTracing, err := tracing.Setup(cmd.Context(), "fedmesh-dev")
+			if err != nil {
+				return err
+			}
+			defer func() { _ = endTracing(context.Background()) }()
 			host, portStr, err := net.SplitHostPort(listen)
 			if err != nil {
 				return fmt.Errorf("--listen %q: want host:port: %w", listen, err)

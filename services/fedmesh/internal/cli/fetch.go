@@ -48,4 +48,3 @@ func fetchStats(ctx context.Context, nc *nats.Conn, subj subject.Space) (record.
 	err := ask(ctx, nc, nats.NewMsg(subj.Stats()), &s)
 	return s, err
 }
-
