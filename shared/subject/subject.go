@@ -91,6 +91,19 @@ func (s Space) ClientDuplicateAll() string           { return s.join("client", "
 // no node, so they do not go on an outcome subject. (Addition to DESIGN §2.)
 func (s Space) Unplaced() string { return s.join("router", "unplaced") }
 
+// CatalogRegisterAs is a node's bound register subject: its id, region
+// and clearance as tokens, which a node credential pins (DESIGN §10.1, §13),
+// so the catalog takes them from what the server let through, not from the
+// body alone. CatalogRegisterBound matches every node's.
+func (s Space) CatalogRegisterAs(nodeID, region, clearance string) string {
+	return s.join("catalog", "register", nodeID, region, clearance)
+}
+func (s Space) CatalogRegisterBound() string { return s.join("catalog", "register", "*", "*", "*") }
+
+// CatalogDeregisterAs is a node's bound deregister subject.
+func (s Space) CatalogDeregisterAs(nodeID string) string { return s.join("catalog", "deregister", nodeID) }
+func (s Space) CatalogDeregisterBound() string            { return s.join("catalog", "deregister", "*") }
+
 // Catalog endpoints (micro service fed-catalog).
 func (s Space) CatalogRegister() string   { return s.join("catalog", "register") }
 func (s Space) CatalogDeregister() string { return s.join("catalog", "deregister") }

@@ -514,3 +514,31 @@ func TestUndecodableRecordIsSkippedAndLogged(t *testing.T) {
 	})
 	assert.Equal(t, []string{"good"}, e.listIDs())
 }
+
+// On the bound subjects (fed.catalog.register.<node>.<region>.<clearance>,
+// fed.catalog.deregister.<node>) the subject decides: a body naming
+// another node or region, or a clearance above the subject's, is refused.
+func TestBoundRegisterAndDeregister(t *testing.T) {
+	e := newEnv(t, nil)
+	cases := []struct {
+		name, subj string
+		code       int
+	}{
+		{"as itself", e.sp.CatalogRegisterAs("b1", "eu-west-1", "confidential"), 0},
+		{"a lower clearance than allowed", e.sp.CatalogRegisterAs("b1", "eu-west-1", "restricted"), 0},
+		{"another node's subject", e.sp.CatalogRegisterAs("b2", "eu-west-1", "confidential"), wire.CodePrivacy},
+		{"another region", e.sp.CatalogRegisterAs("b1", "us-east-1", "confidential"), wire.CodePrivacy},
+		{"a higher clearance than allowed", e.sp.CatalogRegisterAs("b1", "eu-west-1", "internal"), wire.CodePrivacy},
+		{"not a level", e.sp.CatalogRegisterAs("b1", "eu-west-1", "cosmic"), wire.CodeBadRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, code, desc := e.call(tc.subj, node("b1", "i-b1"))
+			assert.Equal(t, tc.code, code, desc)
+		})
+	}
+	_, code, _ := e.call(e.sp.CatalogDeregisterAs("someone"), api.DeregisterRequest{NodeID: "b1", InstanceID: "i-b1"})
+	assert.Equal(t, wire.CodePrivacy, code, "deregistering another node on one's own subject")
+	_, code, desc := e.call(e.sp.CatalogDeregisterAs("b1"), api.DeregisterRequest{NodeID: "b1", InstanceID: "i-b1"})
+	assert.Zero(t, code, desc)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/buckets"
@@ -44,6 +45,11 @@ func (s *Service) handleDeregister(ctx context.Context, req micro.Request) {
 	r, err := decodeRequest(req.Data(), "deregister", func(r *api.DeregisterRequest) error {
 		return wire.ValidateID("node_id", r.NodeID)
 	})
+	if pre := s.cfg.Subjects.CatalogDeregister() + "."; err == nil && strings.HasPrefix(req.Subject(), pre) &&
+		req.Subject()[len(pre):] != r.NodeID {
+		// the bound form: only the node the subject names (its credential's)
+		err = wire.Errorf(wire.CodePrivacy, "deregister subject names node %s, the body %s", req.Subject()[len(pre):], r.NodeID)
+	}
 	if err != nil {
 		s.respondErr(req, err)
 		return

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/api"
@@ -58,6 +59,34 @@ func decodeRegister(data []byte, sp subjectSpace, now time.Time) (record.Node, e
 	n.Subject = sp.NodeInfer(n.NodeID)
 	n.RegisteredAt = now.UTC()
 	return n, nil
+}
+
+// boundRegister checks a register that came on the bound subject
+// fed.catalog.register.<node>.<region>.<clearance>: the body must name that
+// node and region, and may not claim a clearance above the subject's (in
+// secured mode the node's credential allows only its own such subject).
+func (s *Service) boundRegister(subj string, n *record.Node) error {
+	pre := s.cfg.Subjects.CatalogRegister() + "."
+	if !strings.HasPrefix(subj, pre) {
+		return nil // the open form: the body alone
+	}
+	parts := strings.Split(subj[len(pre):], ".")
+	if len(parts) != 3 {
+		return wire.Errorf(wire.CodeBadRequest, "register subject %s: want %snode.region.clearance", subj, pre)
+	}
+	level, err := wire.ParsePrivacy(parts[2])
+	if err != nil {
+		return wire.Errorf(wire.CodeBadRequest, "register subject %s: %v", subj, err)
+	}
+	switch {
+	case n.NodeID != parts[0]:
+		return wire.Errorf(wire.CodePrivacy, "register subject names node %s, the body %s", parts[0], n.NodeID)
+	case n.Region != parts[1]:
+		return wire.Errorf(wire.CodePrivacy, "node %s: register subject names region %s, the body %s", n.NodeID, parts[1], n.Region)
+	case n.Clearance > level:
+		return wire.Errorf(wire.CodePrivacy, "node %s: clearance %s claimed, its register subject allows %s", n.NodeID, n.Clearance, level)
+	}
+	return nil
 }
 
 // subjectSpace is the part of subject.Space the decoder needs (keeps the fuzz
@@ -136,6 +165,9 @@ func (s *Service) register(ctx context.Context, n record.Node) (api.RegisterResp
 
 func (s *Service) handleRegister(ctx context.Context, req micro.Request) {
 	n, err := decodeRegister(req.Data(), s.cfg.Subjects, time.Now())
+	if err == nil {
+		err = s.boundRegister(req.Subject(), &n)
+	}
 	if err != nil {
 		s.respondErr(req, err)
 		return

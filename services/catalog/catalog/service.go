@@ -143,6 +143,9 @@ func (s *Service) addMicro() error {
 	}{
 		{"register", sp.CatalogRegister(), s.offload(s.handleRegister)},
 		{"deregister", sp.CatalogDeregister(), s.offload(s.handleDeregister)},
+		// the bound forms a node credential allows (DESIGN §10.1, §13)
+		{"register-bound", sp.CatalogRegisterBound(), s.offload(s.handleRegister)},
+		{"deregister-bound", sp.CatalogDeregisterBound(), s.offload(s.handleDeregister)},
 		{"find", sp.CatalogFind(), s.handleFind},
 		{"list", sp.CatalogList(), s.handleList},
 		{"get", sp.CatalogGet(), s.handleGet},

@@ -99,7 +99,7 @@ func startFakeCatalog(t testing.TB, nc *nats.Conn, f *fakeCatalog) *fakeCatalog 
 			}
 		}
 		_ = r.RespondJSON(api.RegisterResponse{NodeID: n.NodeID, Subject: n.Subject})
-	}), micro.WithEndpointSubject(subject.Default.CatalogRegister())))
+	}), micro.WithEndpointSubject(subject.Default.CatalogRegisterBound())))
 	require.NoError(t, svc.AddEndpoint("deregister", micro.HandlerFunc(func(r micro.Request) {
 		var d api.DeregisterRequest
 		_ = json.Unmarshal(r.Data(), &d)
@@ -107,7 +107,7 @@ func startFakeCatalog(t testing.TB, nc *nats.Conn, f *fakeCatalog) *fakeCatalog 
 		f.deregistered = append(f.deregistered, d)
 		f.mu.Unlock()
 		_ = r.Respond([]byte("{}"))
-	}), micro.WithEndpointSubject(subject.Default.CatalogDeregister())))
+	}), micro.WithEndpointSubject(subject.Default.CatalogDeregisterBound())))
 	return f
 }
 

@@ -28,7 +28,7 @@ func (s *Service) register(ctx context.Context) error {
 	}
 	waiting := false // a 409 was logged
 	for attempt := 1; ; attempt++ {
-		resp, err := s.request(ctx, s.cfg.Subjects.CatalogRegister(), body)
+		resp, err := s.request(ctx, s.cfg.Subjects.CatalogRegisterAs(s.cfg.NodeID, s.cfg.Region, s.cfg.Clearance.String()), body)
 		if err == nil {
 			var out api.RegisterResponse
 			if jerr := json.Unmarshal(resp.Data, &out); jerr != nil {
@@ -87,7 +87,7 @@ func nodeTTLHint(desc string) (time.Duration, bool) {
 // deregister removes the node's record; "not registered" counts as done.
 func (s *Service) deregister() error {
 	body, _ := json.Marshal(api.DeregisterRequest{NodeID: s.cfg.NodeID, InstanceID: s.instance}) // two strings: cannot fail
-	_, err := s.request(context.Background(), s.cfg.Subjects.CatalogDeregister(), body)
+	_, err := s.request(context.Background(), s.cfg.Subjects.CatalogDeregisterAs(s.cfg.NodeID), body)
 	var we *wire.Error
 	if err == nil || errors.As(err, &we) && we.Code == wire.CodeNotFound {
 		s.log.Info().Msg("deregistered from catalog")

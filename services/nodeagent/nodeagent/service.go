@@ -102,7 +102,7 @@ func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
 	// Cancels first, so no accepted request can miss its cancel.
-	sub, err := s.nc.Subscribe(s.cfg.Subjects.Cancel(">"), s.onCancel)
+	sub, err := s.nc.Subscribe(s.cfg.Subjects.Cancel("*"), s.onCancel)
 	if err != nil {
 		return fmt.Errorf("node %s: subscribe to cancels: %w", s.cfg.NodeID, err)
 	}

@@ -63,5 +63,6 @@ func NewRoot() *cobra.Command {
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", 30*time.Second, "request deadline")
 	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newChaosCmd(), newSimserverCmd())
 	root.AddCommand(newConfigCmds(g)...)
+	root.AddCommand(newAuthCmd(g))
 	return root
 }

@@ -162,7 +162,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		registered = append(registered, n.NodeID)
 		mu.Unlock()
 		_ = r.RespondJSON(api.RegisterResponse{NodeID: n.NodeID})
-	}), micro.WithEndpointSubject(subject.Default.CatalogRegister())))
+	}), micro.WithEndpointSubject(subject.Default.CatalogRegisterBound())))
 	require.NoError(t, svc.AddEndpoint("deregister", micro.HandlerFunc(func(r micro.Request) {
 		var d api.DeregisterRequest
 		_ = json.Unmarshal(r.Data(), &d)
@@ -170,7 +170,7 @@ func TestSIGTERMDrainsAndExitsZero(t *testing.T) {
 		deregistered = append(deregistered, d.NodeID)
 		mu.Unlock()
 		_ = r.Respond([]byte("{}"))
-	}), micro.WithEndpointSubject(subject.Default.CatalogDeregister())))
+	}), micro.WithEndpointSubject(subject.Default.CatalogDeregisterBound())))
 
 	done := make(chan int, 1)
 	logs, _ := natsembed.NewLogBuffer(t)

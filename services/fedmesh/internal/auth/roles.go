@@ -1,0 +1,221 @@
+// Package auth makes fedmesh's NATS decentralized-auth material: an
+// operator, the FEDMESH account (JetStream on, unlimited) with one scoped
+// signing key per permission set, the system account, the nats-server
+// config that trusts them, and user credentials for each role.
+//
+// Every permission lives in the account JWT, as the template of a scoped
+// signing key; a user JWT carries only its name and tags. So a role's
+// permissions are what the table below says whoever issued the user, and a
+// key that leaks can only mint users of its own role.
+package auth
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/fedmesh/fedmesh/shared/buckets"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// Roles, as `fedmesh auth issue DIR <role>` names them.
+const (
+	RoleClient   = "client"
+	RoleGateway  = "gateway"
+	RoleRouter   = "router"
+	RoleCatalog  = "catalog"
+	RoleHealth   = "health"
+	RoleNode     = "node"
+	RoleOperator = "operator"
+)
+
+// RoleNames lists every role in the order the table shows them.
+var RoleNames = []string{RoleClient, RoleGateway, RoleRouter, RoleCatalog, RoleHealth, RoleNode, RoleOperator}
+
+// Tags a user JWT carries. NATS lowercases tags, so values read by a
+// template (tenant, region) must be lowercase to expand to the same token.
+const (
+	TagRole      = "role"
+	TagTenant    = "tenant"
+	TagRegion    = "region"
+	TagClearance = "clearance"
+)
+
+// Template placeholders the server expands when a user connects.
+const (
+	tmplName   = "{{name()}}"
+	tmplTenant = "{{tag(" + TagTenant + ")}}"
+	tmplRegion = "{{tag(" + TagRegion + ")}}"
+)
+
+// InboxRoot starts every inbox in the mesh. Each role subscribes only below
+// its own prefix (InboxPrefix); replies are published on InboxRoot + ">".
+const InboxRoot = "_INBOX"
+
+// Perm is the permission set of one scoped signing key: default deny, these
+// subjects allowed.
+//
+// No role gets allow_responses: it lets a connection publish once to the
+// reply subject of any message it received, whatever its deny list says,
+// and the requester picks that subject. A client asking a node for a replay
+// with reply "$KV.fed_catalog.nodes.<other>" would have the node write the
+// catalog. Every requester in the mesh uses an inbox under _INBOX, so
+// responders publish on _INBOX.> instead, and JetStream watchers answer
+// flow control on $JS.FC.<stream>.> (see kvRead).
+type Perm struct {
+	// Key is the signing key's name: the role, or node-<clearance>.
+	Key  string
+	Role string
+	// Clearance of node keys.
+	Clearance wire.Privacy
+	Pub, Sub  []string
+	// SubDeny overrides Sub (clients: the services' inbox prefixes).
+	SubDeny []string
+}
+
+// InboxPrefix is what a role's connection passes to nats.CustomInboxPrefix:
+// _INBOX.<tenant> for a client, _INBOX.node.<id> for a node,
+// _INBOX.<role> for a service, _INBOX for the operator.
+func InboxPrefix(role, tenantOrNode string) string {
+	switch role {
+	case RoleClient:
+		return InboxRoot + "." + tenantOrNode
+	case RoleNode:
+		return InboxRoot + ".node." + tenantOrNode
+	case RoleOperator:
+		return InboxRoot
+	}
+	return InboxRoot + "." + role
+}
+
+// serviceInboxes are the second tokens of the services' and nodes' inbox
+// prefixes; no tenant may be named like one (its inbox would be theirs).
+var serviceInboxes = []string{RoleGateway, RoleRouter, RoleCatalog, RoleHealth, RoleNode}
+
+// JetStream API subjects of one KV bucket. These are exactly what
+// buckets.EnsureConn/Open, KeyValue.Get and a KeyValue.Watch(All) of
+// nats.go's jetstream package need (found by running them under these
+// permissions, see the tests); nothing lets a role create, update or
+// delete a stream.
+func kvOpen(bucket string) []string {
+	return []string{"$JS.API.STREAM.INFO.KV_" + bucket}
+}
+
+func kvRead(bucket string) []string {
+	s := "KV_" + bucket
+	return append(kvOpen(bucket),
+		"$JS.API.CONSUMER.CREATE."+s+".>", // the watch's ordered consumer (name.filter)
+		"$JS.API.CONSUMER.DELETE."+s+".*", // stopping (or resetting) the watch
+		"$JS.API.DIRECT.GET."+s+".>",      // Get, and Create's look-up of a deleted key
+		"$JS.FC."+s+".>",                  // flow-control replies of the ordered consumer
+	)
+}
+
+func kvWrite(bucket string) []string {
+	return []string{"$KV." + bucket + ".>"} // Put, Create, Update, Delete, Purge; the ack comes to the inbox
+}
+
+// kvWatchKey is read access to one key (a node's own catalog record): the
+// consumer filter is part of the create subject and the server checks it
+// against the consumer config, so no other key can be watched.
+func kvWatchKey(bucket, key string) []string {
+	s := "KV_" + bucket
+	return append(kvOpen(bucket),
+		"$JS.API.CONSUMER.CREATE."+s+".*.$KV."+bucket+"."+key,
+		"$JS.API.CONSUMER.DELETE."+s+".*",
+		"$JS.FC."+s+".>",
+	)
+}
+
+func cat(lists ...[]string) []string {
+	var out []string
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	return out
+}
+
+// NodeKey names the signing key of nodes cleared to level c.
+func NodeKey(c wire.Privacy) string { return RoleNode + "-" + c.String() }
+
+// Levels is every privacy level, lowest first.
+var Levels = []wire.Privacy{wire.PrivacyPublic, wire.PrivacyInternal, wire.PrivacyConfidential, wire.PrivacyRestricted}
+
+// Perms is the role table for subject prefix prefix ("" = "fed"): one
+// entry per scoped signing key, node keys one per clearance level.
+func Perms(prefix string) []Perm {
+	if prefix == "" {
+		prefix = "fed"
+	}
+	p := func(s ...string) string { return prefix + "." + strings.Join(s, ".") }
+	replies := InboxRoot + ".>"
+	inbox := func(role string) string { return InboxPrefix(role, "") + ".>" }
+	// A client's inbox is _INBOX.<tenant>: never one of the services'.
+	svcInboxes := make([]string, 0, len(serviceInboxes))
+	for _, r := range serviceInboxes {
+		svcInboxes = append(svcInboxes, InboxRoot+"."+r+".>")
+	}
+	perms := []Perm{
+		{Key: RoleClient, Role: RoleClient,
+			Pub: []string{p("infer", "*", tmplTenant), p("infer", "custom", "*", tmplTenant), p("cancel", "*"),
+				p("client", "duplicate", "*"), p("node", "*", "replay")},
+			Sub:     []string{InboxRoot + "." + tmplTenant + ".>"},
+			SubDeny: svcInboxes},
+		{Key: RoleGateway, Role: RoleGateway,
+			Pub: []string{p("infer", ">"), p("cancel", "*"), p("client", "duplicate", "*"), p("node", "*", "replay"),
+				p("catalog", "list"), p("catalog", "get"), p("catalog", "find")},
+			Sub: []string{inbox(RoleGateway)}},
+		{Key: RoleRouter, Role: RoleRouter,
+			Pub: cat([]string{p("node", "*", "infer", "*"), p("cancel", "*"), p("router", "unplaced"), p("router", "decisions"),
+				p("router", "failed", "*"), replies},
+				kvRead(buckets.Catalog), kvRead(buckets.Health), kvRead(buckets.Config)),
+			Sub: []string{p("infer", ">"), p("outcome", "*"), p("router", "candidates"), "$SRV.>", inbox(RoleRouter)}},
+		{Key: RoleCatalog, Role: RoleCatalog,
+			Pub: cat([]string{replies}, kvRead(buckets.Catalog), kvWrite(buckets.Catalog),
+				kvOpen(buckets.Health), kvOpen(buckets.Config)),
+			Sub: []string{p("catalog", "register", "*", "*", "*"), p("catalog", "deregister", "*"), p("catalog", "find"),
+				p("catalog", "list"), p("catalog", "get"), p("heartbeat", "*"), "$SRV.>", inbox(RoleCatalog)}},
+		{Key: RoleHealth, Role: RoleHealth,
+			Pub: cat([]string{p("node", "*", "probe"), replies}, kvRead(buckets.Catalog), kvRead(buckets.Health),
+				kvWrite(buckets.Health), kvOpen(buckets.Config)),
+			Sub: []string{p("heartbeat", "*"), p("outcome", "*"), p("router", "failed", "*"), p("router", "unplaced"),
+				p("client", "duplicate", "*"), p("health", "get"), p("health", "list"), p("stats"), "$SRV.>", inbox(RoleHealth)}},
+	}
+	for _, c := range Levels {
+		sub := make([]string, 0, 8)
+		for _, l := range Levels[:c+1] {
+			sub = append(sub, p("node", tmplName, "infer", l.String()))
+		}
+		sub = append(sub, p("node", tmplName, "probe"), p("node", tmplName, "replay"), p("cancel", "*"), "$SRV.>",
+			InboxPrefix(RoleNode, tmplName)+".>")
+		perms = append(perms, Perm{Key: NodeKey(c), Role: RoleNode, Clearance: c,
+			Pub: cat([]string{p("heartbeat", tmplName), p("outcome", tmplName),
+				p("catalog", "register", tmplName, tmplRegion, c.String()), p("catalog", "deregister", tmplName), replies},
+				kvWatchKey(buckets.Catalog, buckets.NodeKey(tmplName))),
+			Sub: sub})
+	}
+	return append(perms, Perm{Key: RoleOperator, Role: RoleOperator, Pub: []string{">"}, Sub: []string{">"}})
+}
+
+// Table renders perms as Markdown (README/DESIGN, `fedmesh auth roles`).
+func Table(perms []Perm) string {
+	var b strings.Builder
+	b.WriteString("| role | signing key | publish | subscribe |\n|---|---|---|---|\n")
+	code := func(l []string) string {
+		if len(l) == 0 {
+			return "—"
+		}
+		q := make([]string, len(l))
+		for i, s := range l {
+			q[i] = "`" + s + "`"
+		}
+		return strings.Join(q, ", ")
+	}
+	for _, p := range perms {
+		sub := code(p.Sub)
+		if len(p.SubDeny) > 0 {
+			sub += "; denied: " + code(p.SubDeny)
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", p.Role, p.Key, code(p.Pub), sub)
+	}
+	return b.String()
+}
