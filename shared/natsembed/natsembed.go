@@ -21,6 +21,9 @@ type Options struct {
 	Logs bool
 	// MaxPayload in bytes; 0 keeps the server default (1 MiB).
 	MaxPayload int32
+	// ConfigFile is a nats-server config read first (operator mode: the
+	// server.conf of `fedmesh auth init`); the fields above then apply.
+	ConfigFile string
 }
 
 // Start runs a server and waits until it accepts connections.
@@ -36,15 +39,17 @@ func Start(o Options) (*server.Server, error) {
 	if name == "" {
 		name = "fedmesh-dev"
 	}
-	opts := &server.Options{
-		ServerName: name,
-		Host:       host,
-		Port:       o.Port,
-		JetStream:  true,
-		StoreDir:   o.StoreDir,
-		NoSigs:     true,
-		NoLog:      !o.Logs,
-		MaxPayload: o.MaxPayload,
+	opts := &server.Options{}
+	if o.ConfigFile != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(o.ConfigFile); err != nil {
+			return nil, fmt.Errorf("natsembed: nats-server config %s: %w", o.ConfigFile, err)
+		}
+	}
+	opts.ServerName, opts.Host, opts.Port = name, host, o.Port
+	opts.JetStream, opts.StoreDir, opts.NoSigs, opts.NoLog = true, o.StoreDir, true, !o.Logs
+	if o.MaxPayload != 0 {
+		opts.MaxPayload = o.MaxPayload
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {

@@ -3,7 +3,6 @@ package natsembed
 import (
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
@@ -17,25 +16,9 @@ import (
 func StartOperatorForTest(t testing.TB, dir string) *server.Server {
 	t.Helper()
 	conf := filepath.Join(dir, "server.conf")
-	opts, err := server.ProcessConfigFile(conf)
+	s, err := Start(Options{Name: "fedmesh-test", Port: -1, StoreDir: t.TempDir(), ConfigFile: conf})
 	if err != nil {
-		t.Fatalf("nats-server config %s: %v", conf, err)
-	}
-	opts.ServerName = "fedmesh-test"
-	opts.Host = "127.0.0.1"
-	opts.Port = -1
-	opts.JetStream = true
-	opts.StoreDir = t.TempDir()
-	opts.NoSigs = true
-	opts.NoLog = true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("operator-mode nats-server from %s: %v", conf, err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatalf("operator-mode nats-server from %s not ready after 10s", conf)
+		t.Fatalf("operator-mode nats-server: %v", err)
 	}
 	t.Cleanup(func() {
 		s.Shutdown()

@@ -54,6 +54,47 @@ type Common struct {
 	// MetricsListen is where Prometheus /metrics is served (host:port);
 	// "" or "off": nowhere.
 	MetricsListen string
+	// Credentials and TLS (DESIGN §13): a .creds file (user JWT + seed,
+	// from `fedmesh auth issue`), or an nkey seed file; a CA to trust, and a
+	// client certificate and key for mutual TLS.
+	Creds, NKey, TLSCA, TLSCert, TLSKey string
+}
+
+// ConnOptions are the NATS options the credential and TLS flags ask for.
+func (c *Common) ConnOptions() ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case c.Creds != "" && c.NKey != "":
+		return nil, errors.New("--creds and --nkey: give one")
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKey != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKey)
+		if err != nil {
+			return nil, fmt.Errorf("--nkey %s: %w", c.NKey, err)
+		}
+		opts = append(opts, o)
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	return opts, nil
+}
+
+// InboxPrefix is the inbox prefix of a service's connection: its own, so
+// that in secured mode no service reads another's replies (a node's is
+// _INBOX.node.<id>, the others' _INBOX.<service>; DESIGN §13).
+func InboxPrefix(service, id string) string {
+	if service == "nodeagent" {
+		return "_INBOX.node." + id
+	}
+	return "_INBOX." + service
 }
 
 // Register adds --nats-url, --log-format, --log-level, --prefix and
@@ -64,6 +105,11 @@ func (c *Common) Register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug|info|warn|error")
 	fs.StringVar(&c.Prefix, "prefix", "", "subject prefix (default fed)")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus /metrics on this host:port (e.g. 127.0.0.1:9464); empty or off: not served")
+	fs.StringVar(&c.Creds, "creds", "", "NATS credentials file (fedmesh auth issue)")
+	fs.StringVar(&c.NKey, "nkey", "", "NATS nkey seed file (instead of --creds)")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "CA certificate(s) to trust for the NATS connection (PEM)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "client certificate for mutual TLS (PEM; with --tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "client key for mutual TLS (PEM; with --tls-cert)")
 }
 
 // Command is one service program.
@@ -212,7 +258,13 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 		defer cancel()
 		_ = endTracing(tctx) // flushes the last spans
 	}()
-	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log)
+	opts, err := common.ConnOptions()
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
+		return err
+	}
+	opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(c.Name, id)))
+	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return err
@@ -279,6 +331,15 @@ func Connect(urls, name string, log zerolog.Logger, opts ...nats.Option) (*nats.
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("url", Redact(nc.ConnectedUrl())).Msg("reconnected to NATS")
+		}),
+		// async errors (a permission violation in secured mode, a slow
+		// consumer) are otherwise silent
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Warn().Err(err)
+			if sub != nil {
+				ev = ev.Str(logging.KeySubject, sub.Subject)
+			}
+			ev.Msg("nats async error")
 		})}, opts...)
 	nc, err := nats.Connect(urls, all...)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -196,4 +197,26 @@ func (d *Dir) Issue(u User) ([]byte, error) {
 		return nil, fmt.Errorf("issue %s %s: %w", u.Role, uc.Name, err)
 	}
 	return jwt.FormatUserConfig(token, seed)
+}
+
+// ConnOption issues u and returns the NATS option that connects as it,
+// without a file (fedmesh dev --secure gives every part its own user).
+func (d *Dir) ConnOption(u User) (nats.Option, error) {
+	creds, err := d.Issue(u)
+	if err != nil {
+		return nil, err
+	}
+	token, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return nil, fmt.Errorf("issued %s: %w", u.Role, err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(creds)
+	if err != nil {
+		return nil, fmt.Errorf("issued %s: %w", u.Role, err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		return nil, fmt.Errorf("issued %s: %w", u.Role, err)
+	}
+	return nats.UserJWTAndSeed(token, string(seed)), nil
 }

@@ -172,7 +172,9 @@ func Perms(prefix string) []Perm {
 		{Key: RoleCatalog, Role: RoleCatalog,
 			Pub: cat([]string{replies}, kvRead(buckets.Catalog), kvWrite(buckets.Catalog),
 				kvOpen(buckets.Health), kvOpen(buckets.Config)),
-			Sub: []string{p("catalog", "register", "*", "*", "*"), p("catalog", "deregister", "*"), p("catalog", "find"),
+			// the open register forms too: only the operator may publish there
+			Sub: []string{p("catalog", "register", "*", "*", "*"), p("catalog", "deregister", "*"),
+				p("catalog", "register"), p("catalog", "deregister"), p("catalog", "find"),
 				p("catalog", "list"), p("catalog", "get"), p("heartbeat", "*"), "$SRV.>", inbox(RoleCatalog)}},
 		{Key: RoleHealth, Role: RoleHealth,
 			Pub: cat([]string{p("node", "*", "probe"), replies}, kvRead(buckets.Catalog), kvRead(buckets.Health),

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/spf13/cobra"
 
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/auth"
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
 	"github.com/fedmesh/fedmesh/services/gateway/gateway"
+	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
@@ -23,6 +26,7 @@ const DevAPIKey = "fedmesh-dev-key"
 func newDevCmd(g *globals) *cobra.Command {
 	var listen, storeDir, httpAddr, logFormat, logLevel, region, metricsListen string
 	var noNodes, noGateway, serverLogs, sim bool
+	var secure string
 	var simSeed uint64
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -50,13 +54,31 @@ func newDevCmd(g *globals) *cobra.Command {
 				}
 				defer os.RemoveAll(storeDir)
 			}
-			srv, err := natsembed.Start(natsembed.Options{Host: host, Port: port, StoreDir: storeDir, Logs: serverLogs})
+			var authDir *auth.Dir
+			sopts := natsembed.Options{Host: host, Port: port, StoreDir: storeDir, Logs: serverLogs}
+			if secure != "" {
+				// operator mode: every part on its own credential (DESIGN §13)
+				if _, err := auth.Init(secure, g.prefix); err != nil {
+					return err
+				}
+				if authDir, err = auth.Open(secure); err != nil {
+					return err
+				}
+				sopts.ConfigFile = filepath.Join(secure, "server.conf")
+			}
+			srv, err := natsembed.Start(sopts)
 			if err != nil {
 				return err
 			}
 			defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
 
 			opts := devmesh.Options{Server: srv, Subjects: g.subjects(), Log: log, MetricsListen: metricsListen}
+			if authDir != nil {
+				if err := devmesh.SetupSecured(cmd.Context(), srv, authDir, secure, devTenant, buckets.Options{}); err != nil {
+					return err
+				}
+				opts.Credentials = devmesh.Credentials(authDir)
+			}
 			if region != "" {
 				opts.Router = devRouterRegion(region)
 			}
@@ -95,7 +117,13 @@ func newDevCmd(g *globals) *cobra.Command {
 			if u := mesh.MetricsURL(); u != "" {
 				ev = ev.Str("metrics", u)
 			}
-			ev.Msg("fedmesh dev is up — try: nats req fed.infer.generate hello   (Ctrl-C to stop)")
+			if secure != "" {
+				ev = ev.Str("client_creds", filepath.Join(secure, "dev-client.creds")).Str("operator_creds", filepath.Join(secure, "operator.creds"))
+				ev.Msg("fedmesh dev is up, secured — try: nats --creds " + filepath.Join(secure, "dev-client.creds") +
+					" --inbox-prefix _INBOX." + devTenant + " req fed.infer.generate." + devTenant + " hello   (Ctrl-C to stop)")
+			} else {
+				ev.Msg("fedmesh dev is up — try: nats req fed.infer.generate hello   (Ctrl-C to stop)")
+			}
 			<-cmd.Context().Done()
 			log.Info().Msg("shutting down: draining nodes, then services")
 			return nil
@@ -112,6 +140,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	f.BoolVar(&noNodes, "no-demo-nodes", false, "start no demo nodes (bring your own node agents)")
 	f.BoolVar(&noGateway, "no-gateway", false, "do not start the HTTP gateway")
 	f.BoolVar(&serverLogs, "server-logs", false, "show the nats-server's own log lines")
+	f.StringVar(&secure, "secure", "", "run in operator mode from this auth dir (made with fedmesh auth init when empty): every part on its own credential; writes DIR/dev-client.creds (tenant dev) and DIR/operator.creds")
 	f.BoolVar(&sim, "sim", true, "run the demo nodes on simulated vLLM servers (fedmesh simserver: h100, a10, cpu); --sim=false: synthetic backends")
 	f.Uint64Var(&simSeed, "sim-seed", 0, "seed of the simulated servers' answers (with --sim)")
 	return cmd

@@ -15,5 +15,9 @@ func devRouterRegion(region string) func(*router.Config) {
 // tenant "dev", internal privacy, any region, no rate limit. It is a demo
 // credential; real deployments load keys from a file (gateway --keys).
 func devKeys() map[string]gateway.Tenant {
-	return map[string]gateway.Tenant{DevAPIKey: {ID: "dev", Privacy: "internal"}}
+	return map[string]gateway.Tenant{DevAPIKey: {ID: devTenant, Privacy: "internal"}}
 }
+
+// devTenant is the dev mesh's tenant: the gateway key's, and the secured
+// dev client's (DIR/dev-client.creds).
+const devTenant = "dev"

@@ -50,6 +50,13 @@ type Options struct {
 	Nodes   []nodeagent.Config
 	// Gateway starts the HTTP gateway when non-nil.
 	Gateway *gateway.Config
+	// Credentials, when set, gives the connection options of each part
+	// (service name as its command calls itself, instance id; node agents
+	// by node config): secured mode, every part on its own user.
+	Credentials func(service, id string, node *nodeagent.Config) ([]nats.Option, error)
+	// AsyncError, when set, also hears every part's async NATS error
+	// (permission violations among them), by the part's connection name.
+	AsyncError func(part string, err error)
 	// MetricsListen is where every part's Prometheus metrics are served
 	// (host:port; `fedmesh dev` defaults to metrics.DevListen); "" or "off":
 	// not served (MetricsHandler still answers).
@@ -73,6 +80,7 @@ const coreID = "1"
 type spec struct {
 	service, id string
 	build       func(nc *nats.Conn, log zerolog.Logger) (servicecmd.Service, error)
+	node        *nodeagent.Config // a node agent's config (its credential names it)
 }
 
 // part is one running service and the connection it owns.
@@ -137,8 +145,8 @@ func (o Options) specs() []spec {
 	tune(o.Catalog, &ccfg)
 	tune(o.Health, &hcfg)
 	specs := []spec{
-		{svcCatalog, coreID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return catalog.New(nc, ccfg, l) }},
-		{svcHealth, coreID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return health.New(nc, hcfg, l) }},
+		{svcCatalog, coreID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return catalog.New(nc, ccfg, l) }, nil},
+		{svcHealth, coreID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return health.New(nc, hcfg, l) }, nil},
 	}
 	for i := range max(o.Routers, 1) {
 		// A config of its own per replica: none shares another's maps.
@@ -147,7 +155,7 @@ func (o Options) specs() []spec {
 		rcfg.Subjects, rcfg.InstanceID = o.Subjects, id // micro metadata names it as the logs do
 		tune(o.Router, &rcfg)
 		specs = append(specs, spec{svcRouter, id,
-			func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return router.New(nc, rcfg, l) }})
+			func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return router.New(nc, rcfg, l) }, nil})
 	}
 	for _, n := range o.Nodes {
 		specs = append(specs, o.nodeSpec(n))
@@ -156,7 +164,7 @@ func (o Options) specs() []spec {
 		gcfg := *o.Gateway
 		gcfg.Subjects = o.Subjects
 		specs = append(specs, spec{svcGateway, coreID,
-			func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return gateway.New(nc, gcfg, l) }})
+			func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) { return gateway.New(nc, gcfg, l) }, nil})
 	}
 	return specs
 }
@@ -164,7 +172,7 @@ func (o Options) specs() []spec {
 // nodeSpec is a node agent, its instance id the node id (as its command has it).
 func (o Options) nodeSpec(cfg nodeagent.Config) spec {
 	cfg.Subjects = o.Subjects
-	return spec{svcNodeAgent, cfg.NodeID, func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) {
+	return spec{service: svcNodeAgent, id: cfg.NodeID, node: &cfg, build: func(nc *nats.Conn, l zerolog.Logger) (servicecmd.Service, error) {
 		return nodeagent.New(nc, cfg, l)
 	}}
 }
@@ -201,7 +209,15 @@ func (m *Mesh) run(ctx context.Context, s spec) error {
 func (m *Mesh) startPart(ctx context.Context, s spec) (part, error) {
 	name := servicecmd.ConnName(s.service, s.id)
 	log := logging.Component(m.opts.Log, s.service).With().Str(logging.KeyInstance, s.id).Logger()
-	nc, err := natsembed.ConnectInProcess(m.opts.Server, name, nats.ErrorHandler(asyncErrors(log)))
+	opts := []nats.Option{nats.ErrorHandler(asyncErrors(log, name, m.opts.AsyncError)), nats.CustomInboxPrefix(servicecmd.InboxPrefix(s.service, s.id))}
+	if m.opts.Credentials != nil {
+		co, err := m.opts.Credentials(s.service, s.id, s.node)
+		if err != nil {
+			return part{}, fmt.Errorf("devmesh: credentials of %s: %w", name, err)
+		}
+		opts = append(opts, co...)
+	}
+	nc, err := natsembed.ConnectInProcess(m.opts.Server, name, opts...)
 	if err != nil {
 		return part{}, err
 	}
@@ -329,8 +345,11 @@ func (m *Mesh) stopPart(p part) {
 // asyncErrors logs a connection's asynchronous errors (slow consumers, a
 // pipe closed by the server's shutdown) instead of nats.go's default of
 // printing them to stderr.
-func asyncErrors(l zerolog.Logger) nats.ErrHandler {
+func asyncErrors(l zerolog.Logger, part string, hear func(string, error)) nats.ErrHandler {
 	return func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if hear != nil {
+			hear(part, err)
+		}
 		ev := l.Warn()
 		if errors.Is(err, io.ErrClosedPipe) {
 			ev = l.Debug() // the embedded server is shutting down
