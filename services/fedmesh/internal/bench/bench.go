@@ -42,7 +42,7 @@ type Options struct {
 	Streams    int           // streams per side and concurrency level (default DefaultStreams)
 	ScaleNodes int           // simulated nodes for the scale run (0 skips it)
 	BinDir     string        // where the router/health binaries are for the scale run
-	Only       string        // run one part: reqreply, stream, cancel, decisions or scale ("" = all)
+	Only       string        // run one part: reqreply, stream, secure, cancel, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
 }
 
@@ -83,6 +83,8 @@ type rig struct {
 	mesh *devmesh.Mesh
 	raw  *nats.Conn // raw responders, on an in-process connection like the node's
 	dir  string
+	// authDir: a secured rig's auth material (newSecureRig); "" when open
+	authDir string
 }
 
 func newRig(ctx context.Context) (*rig, error) {
@@ -201,6 +203,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.runs("stream") {
 		if err := r.streamTable(ctx, w, o); err != nil {
+			return err
+		}
+	}
+	if o.runs("secure") {
+		if err := r.secureTable(ctx, w, o.Samples); err != nil {
 			return err
 		}
 	}
