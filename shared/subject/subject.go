@@ -101,8 +101,10 @@ func (s Space) CatalogRegisterAs(nodeID, region, clearance string) string {
 func (s Space) CatalogRegisterBound() string { return s.join("catalog", "register", "*", "*", "*") }
 
 // CatalogDeregisterAs is a node's bound deregister subject.
-func (s Space) CatalogDeregisterAs(nodeID string) string { return s.join("catalog", "deregister", nodeID) }
-func (s Space) CatalogDeregisterBound() string            { return s.join("catalog", "deregister", "*") }
+func (s Space) CatalogDeregisterAs(nodeID string) string {
+	return s.join("catalog", "deregister", nodeID)
+}
+func (s Space) CatalogDeregisterBound() string { return s.join("catalog", "deregister", "*") }
 
 // Catalog endpoints (micro service fed-catalog).
 func (s Space) CatalogRegister() string   { return s.join("catalog", "register") }
