@@ -534,10 +534,14 @@ func TestAuthKVWatch(t *testing.T) {
 		got := x.violations(func() {
 			js, err := jetstream.New(x.nc)
 			require.NoError(t, err)
+			// opening is allowed: not under opCtx, which a late denial of an
+			// earlier step could cancel
+			octx, ocancel := context.WithTimeout(context.Background(), natsembed.WaitFor)
+			defer ocancel()
+			kv, err := js.KeyValue(octx, buckets.Catalog)
+			require.NoError(t, err, "node opens fed_catalog")
 			wctx, cancel := x.opCtx(natsembed.WaitFor)
 			defer cancel()
-			kv, err := js.KeyValue(wctx, buckets.Catalog)
-			require.NoError(t, err, "node opens fed_catalog")
 			w, err := kv.Watch(wctx, tc.key)
 			if err != nil {
 				werr = err
