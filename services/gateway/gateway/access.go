@@ -12,7 +12,7 @@ const (
 	keyTokens   = "tokens" // output tokens the node reported
 	keyTTFT     = "ttft"   // streams: request to first chunk; omitted otherwise
 	keyCode     = "code"   // failures: the fedmesh error code
-	keyError    = "error"  // failures: its description
+	keyError    = "error"  // failures: its whole description (the caller saw a generic text unless it was about its own request)
 )
 
 // done ends one authenticated request: its metrics and its one access-log
@@ -25,13 +25,13 @@ func (s *Service) done(o observation, requestID string, we *wire.Error) {
 		ev = s.log.Warn() // a bug or a broken node, not a busy mesh or a bad request
 	}
 	ev.Str(logging.KeyRequest, requestID).Str(keyEndpoint, o.endpoint).Str(logging.KeyTenant, o.tenant).
-		Str(logging.KeyModel, o.model).Str(logging.KeyNode, o.node).Int(keyStatus, o.status).Int(keyTokens, o.tokens)
+		Str(logging.KeyModel, clip(o.model, wire.MaxIDLen)).Str(logging.KeyNode, o.node).Int(keyStatus, o.status).Int(keyTokens, o.tokens)
 	if o.ttft > 0 {
 		ev.Dur(keyTTFT, o.ttft)
 	}
 	ev.Dur(logging.KeyElapsed, o.elapsed)
 	if we != nil {
-		ev.Int(keyCode, we.Code).Str(keyError, we.Description)
+		ev.Int(keyCode, we.Code).Str(keyError, clip(we.Description, maxLoggedLen))
 	}
 	ev.Msg("request")
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 
@@ -14,24 +13,19 @@ import (
 // the file is the body, the other fields travel in Fed-Params.
 func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c caller) {
 	if err := r.ParseMultipartForm(8 << 20); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.fail(w, c, fallbackReq(r), "", &wire.Error{Code: http.StatusRequestEntityTooLarge, Description: "audio upload is larger than the gateway's limit"})
-			return
-		}
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "request is not multipart/form-data: %v", err))
+		s.fail(w, c, c.request(), "", bodyError("multipart/form-data request body", err))
 		return
 	}
 	defer func() { _ = r.MultipartForm.RemoveAll() }()
 	f, fh, err := r.FormFile("file")
 	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "form field file: %v", err))
+		s.fail(w, c, c.request(), "", invalid(wire.CodeBadRequest, "form field file: %v", err))
 		return
 	}
 	audio, err := io.ReadAll(f)
 	_ = f.Close()
-	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", wire.Errorf(wire.CodeBadRequest, "read form field file: %v", err))
+	if err != nil { // the upload is in memory or a temporary file by now: the gateway's fault
+		s.fail(w, c, c.request(), "", wire.Errorf(wire.CodeInternal, "read form field file: %v", err))
 		return
 	}
 	p := wire.TranscribeParams{Model: r.FormValue("model"), Language: r.FormValue("language"), Prompt: r.FormValue("prompt"),

@@ -25,7 +25,7 @@ type textRequest struct {
 func parseTextRequest(b []byte) (textRequest, error) {
 	var tr textRequest
 	if err := json.Unmarshal(b, &tr); err != nil {
-		return tr, wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err)
+		return tr, invalid(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err)
 	}
 	return tr, nil
 }
@@ -39,7 +39,7 @@ func textCapability(r *http.Request) (string, error) {
 	case wire.CapCode:
 		return wire.CapCode, nil
 	default:
-		return "", wire.Errorf(wire.CodeBadRequest, "header X-Fed-Capability: %q is not generate or code", v)
+		return "", invalid(wire.CodeBadRequest, "header X-Fed-Capability: %q is not generate or code", clip(v, wire.MaxIDLen))
 	}
 }
 
@@ -114,17 +114,17 @@ func (s *Service) completions(w http.ResponseWriter, r *http.Request, c caller) 
 func (s *Service) text(w http.ResponseWriter, r *http.Request, c caller, f textFormat) {
 	body, err := readBody(r)
 	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
+		s.fail(w, c, c.request(), "", err)
 		return
 	}
 	tr, err := parseTextRequest(body)
 	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
+		s.fail(w, c, c.request(), "", err)
 		return
 	}
 	capability, err := textCapability(r)
 	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
+		s.fail(w, c, c.request(), "", err)
 		return
 	}
 	x := s.begin(w, r, c, tr.Model, capability)
@@ -234,17 +234,16 @@ func (ts *textStream) fail(err error) {
 	}
 	ts.ended = true
 	x := ts.x
-	we := toWire(err, x.req.RequestID)
-	if x.s.streams.Err() != nil && we.Code == wire.CodeCanceled {
-		we = shuttingDown(x.req.RequestID)
-		we.Node = ts.node
+	f := classify(err, x.c.requestID)
+	if x.s.streams.Err() != nil && f.Code == wire.CodeCanceled {
+		f = classify(shuttingDown(), x.c.requestID)
 	}
 	if !ts.sse.started {
-		x.s.fail(ts.w, x.c, x.req, ts.node, we)
+		x.s.fail(ts.w, x.c, x.req, ts.node, f.Error)
 		return
 	}
-	_ = ts.sse.data(errorBody(we))
-	x.s.record(x.c, x.req, ts.node, we, x.ttft)
+	_ = ts.sse.data(x.s.errorBody(f, x.req.Model))
+	x.s.record(x.c, x.req, ts.node, f.Error, x.ttft)
 }
 
 // finish writes what is left after the last chunk: held-back bytes, the

@@ -175,7 +175,8 @@ func TestStreamSplitRuneAndMidStreamError(t *testing.T) {
 	var ae apiError
 	require.NoError(t, json.Unmarshal([]byte(last), &ae))
 	assert.Equal(t, "internal_error", ae.Error.Code)
-	assert.Contains(t, ae.Error.Message, "backend crashed")
+	assert.Equal(t, "internal error (request "+resp.Header.Get(hdrRequestID)+")", ae.Error.Message,
+		"the node's own words stay in the log")
 }
 
 func TestClientDisconnectCancelsInMesh(t *testing.T) {

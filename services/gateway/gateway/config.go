@@ -28,6 +28,23 @@ const (
 	DefaultMaxBodyBytes = 32 << 20
 	// DefaultShutdownGrace is how long Stop lets non-streamed requests finish.
 	DefaultShutdownGrace = 5 * time.Second
+	// DefaultReadHeaderTimeout bounds how long a client may take to send a
+	// request's headers (slowloris).
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultReadTimeout bounds how long a client may take to send a whole
+	// request, headers and body: room for a long audio upload on a slow link.
+	DefaultReadTimeout = time.Minute
+	// DefaultWriteTimeout bounds each write to the client (a whole answer, or
+	// one SSE event), not the response: a stream may last as long as it needs.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultIdleTimeout is how long an idle keep-alive connection stays open.
+	DefaultIdleTimeout = 30 * time.Second
+	// DefaultMaxHeaderBytes bounds a request's headers (431 over it): API
+	// keys, X-Fed-* overrides and an SDK's own headers fit many times over.
+	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxConcurrent is how many requests a tenant may have in flight
+	// at once (a key's max_concurrent overrides it).
+	DefaultMaxConcurrent = 64
 )
 
 // Config of a gateway. The zero value is DefaultConfig() without keys.
@@ -51,6 +68,27 @@ type Config struct {
 	// ShutdownGrace is how long Stop lets non-streamed requests finish; 0
 	// means DefaultShutdownGrace.
 	ShutdownGrace time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers; 0 means
+	// DefaultReadHeaderTimeout. The connection is closed when it passes.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, headers and body, from its
+	// first byte; 0 means DefaultReadTimeout. A body not in by then is a 408.
+	// It ends with the body: an answer or stream may take longer.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write to the client (a whole answer or one SSE
+	// event reaching the connection); 0 means DefaultWriteTimeout. A client
+	// that stops reading is cut off; a stream that keeps flowing is not.
+	WriteTimeout time.Duration
+	// IdleTimeout is how long a keep-alive connection may wait for its next
+	// request; 0 means DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (431 over it); 0 means
+	// DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxConcurrent is how many requests a tenant may have in flight at once
+	// when its keys do not say (Tenant.MaxConcurrent); 0 means
+	// DefaultMaxConcurrent. Over it: 429 with Retry-After.
+	MaxConcurrent int
 }
 
 // Tenant is what an API key grants.
@@ -66,6 +104,10 @@ type Tenant struct {
 	RequestsPerSecond float64 `json:"requests_per_second,omitempty" yaml:"requests_per_second,omitempty"`
 	// Burst is how many requests may come at once; 0 means ceil(RequestsPerSecond).
 	Burst int `json:"burst,omitempty" yaml:"burst,omitempty"`
+	// MaxConcurrent is how many requests the tenant may have in flight at
+	// once, over all its keys; 0 means Config.MaxConcurrent. Every key of a
+	// tenant must come to the same value.
+	MaxConcurrent int `json:"max_concurrent,omitempty" yaml:"max_concurrent,omitempty"`
 }
 
 // DefaultConfig returns DESIGN §6's gateway defaults.
@@ -77,6 +119,13 @@ func DefaultConfig() Config {
 		CatalogTimeout: DefaultCatalogTimeout,
 		MaxBodyBytes:   DefaultMaxBodyBytes,
 		ShutdownGrace:  DefaultShutdownGrace,
+
+		ReadHeaderTimeout: DefaultReadHeaderTimeout,
+		ReadTimeout:       DefaultReadTimeout,
+		WriteTimeout:      DefaultWriteTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
+		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		MaxConcurrent:     DefaultMaxConcurrent,
 	}
 }
 
@@ -90,6 +139,12 @@ func (c Config) withDefaults() Config {
 	c.CatalogTimeout = cmp.Or(c.CatalogTimeout, DefaultCatalogTimeout)
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, DefaultMaxBodyBytes)
 	c.ShutdownGrace = cmp.Or(c.ShutdownGrace, DefaultShutdownGrace)
+	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, DefaultIdleTimeout)
+	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, DefaultMaxConcurrent)
 	return c
 }
 
@@ -105,13 +160,41 @@ func (c Config) Validate() error {
 		return fmt.Errorf("gateway config: max_body_bytes must be >= 0, got %d", c.MaxBodyBytes)
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("gateway config: shutdown_grace must be >= 0, got %s", c.ShutdownGrace)
+	case c.ReadHeaderTimeout < 0:
+		return fmt.Errorf("gateway config: read_header_timeout must be >= 0, got %s", c.ReadHeaderTimeout)
+	case c.ReadTimeout < 0:
+		return fmt.Errorf("gateway config: read_timeout must be >= 0, got %s", c.ReadTimeout)
+	case c.WriteTimeout < 0:
+		return fmt.Errorf("gateway config: write_timeout must be >= 0, got %s", c.WriteTimeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("gateway config: idle_timeout must be >= 0, got %s", c.IdleTimeout)
+	case c.MaxHeaderBytes < 0:
+		return fmt.Errorf("gateway config: max_header_bytes must be >= 0, got %d", c.MaxHeaderBytes)
+	case c.MaxConcurrent < 0:
+		return fmt.Errorf("gateway config: max_concurrent must be >= 0, got %d", c.MaxConcurrent)
 	}
-	for _, key := range slices.Sorted(maps.Keys(c.Keys)) { // sorted: the same key is reported every time
-		if err := c.Keys[key].validate(); err != nil {
+	// sorted: the same key is reported every time
+	caps := map[string]string{} // tenant → the first key that set its concurrency cap
+	for _, key := range slices.Sorted(maps.Keys(c.Keys)) {
+		t := c.Keys[key]
+		if err := t.validate(); err != nil {
 			return fmt.Errorf("gateway config: keys: key %s: %w", redact(key), err)
+		}
+		// One counter per tenant: its keys must agree on the cap, or which
+		// key came first would decide it.
+		if first, seen := caps[t.ID]; !seen {
+			caps[t.ID] = key
+		} else if a, b := c.maxConcurrent(c.Keys[first]), c.maxConcurrent(t); a != b {
+			return fmt.Errorf("gateway config: keys: key %s: tenant %s: max_concurrent %d, but key %s has %d "+
+				"(a tenant's keys share one cap)", redact(key), t.ID, b, redact(first), a)
 		}
 	}
 	return nil
+}
+
+// maxConcurrent is t's cap on requests in flight.
+func (c Config) maxConcurrent(t Tenant) int {
+	return cmp.Or(t.MaxConcurrent, c.MaxConcurrent, DefaultMaxConcurrent)
 }
 
 func (t Tenant) validate() error {
@@ -132,6 +215,9 @@ func (t Tenant) validate() error {
 	}
 	if t.RequestsPerSecond < 0 || t.Burst < 0 {
 		return fmt.Errorf("tenant %s: requests_per_second and burst must not be negative", t.ID)
+	}
+	if t.MaxConcurrent < 0 {
+		return fmt.Errorf("tenant %s: max_concurrent must not be negative, got %d", t.ID, t.MaxConcurrent)
 	}
 	return nil
 }

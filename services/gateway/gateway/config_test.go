@@ -58,6 +58,25 @@ func TestConfigValidate(t *testing.T) {
 		{"negative shutdown grace", func(c *Config) { c.ShutdownGrace = -time.Second }, "shutdown_grace"},
 		{"invalid tenant", func(c *Config) { c.Keys = map[string]Tenant{"sk-bad-key": {ID: "t", Burst: -1}} }, "keys: key sk-b…"},
 		{"tenant too long", func(c *Config) { c.Keys = map[string]Tenant{"k": {ID: strings.Repeat("t", wire.MaxTenantLen+1)}} }, "keys"},
+		{"negative read header timeout", func(c *Config) { c.ReadHeaderTimeout = -1 }, "read_header_timeout"},
+		{"negative read timeout", func(c *Config) { c.ReadTimeout = -1 }, "read_timeout"},
+		{"negative write timeout", func(c *Config) { c.WriteTimeout = -1 }, "write_timeout"},
+		{"negative idle timeout", func(c *Config) { c.IdleTimeout = -1 }, "idle_timeout"},
+		{"negative max header bytes", func(c *Config) { c.MaxHeaderBytes = -1 }, "max_header_bytes"},
+		{"negative max concurrent", func(c *Config) { c.MaxConcurrent = -1 }, "max_concurrent"},
+		{"negative tenant max concurrent", func(c *Config) { c.Keys = map[string]Tenant{"sk-neg-1": {ID: "t", MaxConcurrent: -1}} }, "keys: key sk-n…"},
+		{"a tenant's keys agree on the cap", func(c *Config) {
+			c.Keys = map[string]Tenant{"sk-one-1": {ID: "t", MaxConcurrent: 8}, "sk-two-2": {ID: "t", MaxConcurrent: 8}}
+		}, ""},
+		{"an explicit cap equal to the default agrees with none", func(c *Config) {
+			c.Keys = map[string]Tenant{"sk-one-1": {ID: "t", MaxConcurrent: DefaultMaxConcurrent}, "sk-two-2": {ID: "t"}}
+		}, ""},
+		{"a tenant's keys disagree on the cap", func(c *Config) {
+			c.Keys = map[string]Tenant{"sk-one-1": {ID: "t", MaxConcurrent: 8}, "sk-two-2": {ID: "t"}}
+		}, "keys: key sk-t…: tenant t: max_concurrent 64, but key sk-o… has 8"},
+		{"other tenants may differ", func(c *Config) {
+			c.Keys = map[string]Tenant{"sk-one-1": {ID: "t", MaxConcurrent: 8}, "sk-two-2": {ID: "u"}}
+		}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,7 +20,7 @@ type embeddingsRequest struct {
 
 func (er *embeddingsRequest) validate() error {
 	if er.EncodingFormat != "" && er.EncodingFormat != "float" && er.EncodingFormat != "base64" {
-		return wire.Errorf(wire.CodeBadRequest, "encoding_format %q: want float or base64", er.EncodingFormat)
+		return invalid(wire.CodeBadRequest, "encoding_format %q: want float or base64", clip(er.EncodingFormat, wire.MaxIDLen))
 	}
 	return nil
 }

@@ -34,11 +34,22 @@ const (
 	modelLateRouter  = "late-router-model"  // n1 answers, then a router 504
 	modelRouterFirst = "router-first-model" // a router 504, then n1 answers
 	modelTwoNodes    = "two-nodes-model"    // n1 answers, then n2 answers too
-	modelChat        = "chat-1"
-	modelEmbed       = "emb-1"
+	// Failures whose descriptions name internals the caller must not see.
+	modelLeaky503 = "leaky-503-model" // node gpu-secret-7: 503 naming its backend URL
+	modelLeaky500 = "leaky-500-model" // node gpu-secret-7: 500 with a backend traceback
+	modelBadJSON  = "bad-json-model"  // node n1 answers images output that is not JSON
+	modelChat     = "chat-1"
+	modelEmbed    = "emb-1"
 )
 
 var streamTokens = []string{"Hello", ", ", "world", "!"}
+
+// What the leaky models' nodes say: a node id, a backend URL, a NATS error.
+const (
+	leakyNode      = "gpu-secret-7"
+	leakyDetail503 = "backend http://10.1.2.3:8000/v1/chat/completions unreachable: dial tcp 10.1.2.3:8000: connect: connection refused"
+	leakyDetail500 = "backend http://10.1.2.3:8000 answered 500: Traceback (most recent call last): File \"/srv/vllm/engine.py\""
+)
 
 type seen struct {
 	subject string
@@ -110,6 +121,15 @@ func (f *fakeMesh) serve(m *nats.Msg) {
 		pub(router.Fail(wire.CodeNoCapacity, "all nodes unhealthy"))
 		return
 	case modelSilent:
+		return
+	case modelLeaky503:
+		pub((&wire.Reply{Inbox: m.Reply, RequestID: id, Node: leakyNode}).Fail(wire.CodeNoCapacity, leakyDetail503))
+		return
+	case modelLeaky500:
+		pub((&wire.Reply{Inbox: m.Reply, RequestID: id, Node: leakyNode}).Fail(wire.CodeInternal, leakyDetail500))
+		return
+	case modelBadJSON:
+		pub(node.Done([]byte("<html>502 from http://10.1.2.3:8000</html>"), wire.DoneInfo{}))
 		return
 	case modelHang:
 		pub(node.Chunk([]byte("first")))

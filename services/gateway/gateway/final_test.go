@@ -136,8 +136,8 @@ func TestRequestTooLargeForNATS(t *testing.T) {
 			ae := onlyJSON[apiError](t, resp)
 			assert.Equal(t, "request_too_large", ae.Error.Code)
 			assert.Equal(t, "invalid_request_error", ae.Error.Type)
-			assert.Contains(t, ae.Error.Message, fmt.Sprintf("max_payload of %d bytes", limit))
-			assert.Contains(t, ae.Error.Message, resp.Header.Get(hdrRequestID))
+			assert.Equal(t, fmt.Sprintf("request too large: headers and body must fit in %d bytes (request %s)",
+				limit, resp.Header.Get(hdrRequestID)), ae.Error.Message, "the limit, not NATS's words")
 		})
 	}
 	require.Equal(t, http.StatusOK, e.do(t, "POST", "/v1/chat/completions", keyAcme, chatBody, nil).StatusCode)

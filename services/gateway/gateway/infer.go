@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -29,13 +28,12 @@ type exchange struct {
 // deadline. On error it has answered the HTTP request already and returns nil.
 func (s *Service) begin(w http.ResponseWriter, r *http.Request, c caller, model, capability string) *exchange {
 	if model != "" {
-		if err := wire.ValidateID("model", model); err != nil {
-			s.fail(w, c, client.Request{Model: model}, "", &wire.Error{Code: wire.CodeNotFound,
-				Description: "model " + model + " does not exist: " + err.Error()})
+		if err := modelError(model); err != nil {
+			s.fail(w, c, client.Request{RequestID: c.requestID, Model: model}, "", err)
 			return nil
 		}
 	}
-	req, timeout, err := routing(r, c.tenant, model, capability, s.cfg.Timeout)
+	req, timeout, err := routing(r, c.tenant, c.requestID, model, capability, s.cfg.Timeout)
 	if err != nil {
 		s.fail(w, c, req, "", err)
 		return nil
@@ -54,6 +52,18 @@ func (s *Service) begin(w http.ResponseWriter, r *http.Request, c caller, model,
 		cancel = func() { end(); span.End() }
 	}
 	return &exchange{s: s, c: c, req: req, ctx: ctx, cancel: cancel}
+}
+
+// modelError is the 404 of a model id no node can have (DESIGN §2 ids);
+// the caller's own string, clipped (it may be the whole body long).
+func modelError(model string) error {
+	if len(model) > wire.MaxIDLen {
+		return invalid(wire.CodeNotFound, "model %s does not exist: longer than %d characters", clip(model, 32), wire.MaxIDLen)
+	}
+	if err := wire.ValidateID("model", model); err != nil {
+		return invalid(wire.CodeNotFound, "model %s does not exist: %v", model, err)
+	}
+	return nil
 }
 
 // modelRequest is what the gateway reads of a pass-through JSON body: the
@@ -82,13 +92,13 @@ func (s *Service) passThrough(w http.ResponseWriter, r *http.Request, c caller, 
 	body, err := readBody(r)
 	if err == nil {
 		if jerr := json.Unmarshal(body, v); jerr != nil {
-			err = wire.Errorf(wire.CodeBadRequest, "request body is not a valid JSON object: %v", jerr)
+			err = invalid(wire.CodeBadRequest, "request body is not a valid JSON object: %v", jerr)
 		} else {
 			err = v.validate()
 		}
 	}
 	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
+		s.fail(w, c, c.request(), "", err)
 		return
 	}
 	x := s.begin(w, r, c, v.model(), capability)
@@ -144,32 +154,28 @@ func (x *exchange) badOutput(w http.ResponseWriter, resp *client.Response, descr
 }
 
 // fail answers with the OpenAI error for err and records it. node is the
-// node that served it when known.
+// node that served it when known. The caller sees a generic text unless
+// err is a publicError; the access log gets the whole description.
 func (s *Service) fail(w http.ResponseWriter, c caller, req client.Request, node string, err error) {
-	we := toWire(err, req.RequestID)
+	f := classify(err, c.requestID)
 	if node == "" {
-		node = we.Node
+		node = f.Node
 	}
-	writeError(w, we)
-	s.record(c, req, node, we, 0)
+	s.writeError(w, f, req.Model)
+	s.record(c, req, node, f.Error, 0)
 }
 
 // record ends a failed request (see done).
 func (s *Service) record(c caller, req client.Request, node string, we *wire.Error, ttft time.Duration) {
 	s.done(observation{endpoint: c.endpoint, model: req.Model, tenant: c.tenant.ID, node: node,
-		status: kindOf(we.Code).status, code: we.Code, elapsed: time.Since(c.start), ttft: ttft}, req.RequestID, we)
+		status: kindOf(we.Code).status, code: we.Code, elapsed: time.Since(c.start), ttft: ttft}, c.requestID, we)
 }
 
-// readBody reads a whole request body; too large is 413, a broken read 400.
+// readBody reads a whole request body (see bodyError).
 func readBody(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, &wire.Error{Code: http.StatusRequestEntityTooLarge,
-				Description: "request body is larger than the gateway's limit"}
-		}
-		return nil, wire.Errorf(wire.CodeBadRequest, "read request body: %v", err)
+		return nil, bodyError("request body", err)
 	}
 	return b, nil
 }

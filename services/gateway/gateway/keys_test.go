@@ -39,6 +39,8 @@ keys:
 		{"bad privacy", `{"keys":[{"key":"k","tenant":"t","privacy":"secret"}]}`, nil, "privacy"},
 		{"bad region", `{"keys":[{"key":"k","tenant":"t","regions":["eu.west"]}]}`, nil, "region"},
 		{"negative rate", `{"keys":[{"key":"k","tenant":"t","requests_per_second":-1}]}`, nil, "negative"},
+		{"max concurrent", `{"keys":[{"key":"k","tenant":"t","max_concurrent":3}]}`, map[string]Tenant{"k": {ID: "t", MaxConcurrent: 3}}, ""},
+		{"negative max concurrent", `{"keys":[{"key":"k","tenant":"t","max_concurrent":-3}]}`, nil, "max_concurrent"},
 		{"not a document", `[1,2`, nil, "decode"},
 	}
 	for _, tc := range cases {

@@ -36,12 +36,12 @@ func (s *Service) models(w http.ResponseWriter, r *http.Request, c caller) {
 	defer cancel()
 	list, err := s.catalogList(ctx)
 	if err != nil {
-		s.fail(w, c, fallbackReq(r), "", err)
+		s.fail(w, c, c.request(), "", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, catalogModels(list))
 	s.done(observation{endpoint: c.endpoint, tenant: c.tenant.ID, status: http.StatusOK, elapsed: time.Since(c.start)},
-		fallbackReq(r).RequestID, nil)
+		c.requestID, nil)
 }
 
 func (s *Service) catalogList(ctx context.Context) (*api.ListResponse, error) {

@@ -2,13 +2,13 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nuid"
 
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -36,25 +36,28 @@ var overridable = []string{
 // clamped: the caller asked for something it may not have, and silently
 // changing a data-residency choice would hide that). A longer timeout than
 // the gateway's is shortened to it.
-func routing(r *http.Request, t Tenant, model, capability string, maxTimeout time.Duration) (client.Request, time.Duration, error) {
+//
+// requestID is the request's id (caller.requestID): the caller's
+// X-Fed-Request-Id when valid; an invalid one is a 400.
+func routing(r *http.Request, t Tenant, requestID, model, capability string, maxTimeout time.Duration) (client.Request, time.Duration, error) {
 	asked := nats.Header{}
 	for _, name := range overridable {
 		if v := r.Header.Get("X-" + name); v != "" {
 			asked.Set(name, v)
 		}
 	}
+	// Model also names the request in logs and metrics.
+	req := client.Request{Capability: capability, RequestID: requestID, Model: model}
 	spec, err := wire.ParseSpec(asked)
 	if err != nil {
-		return client.Request{}, 0, callerHeaderError(err)
+		return req, 0, callerHeaderError(err)
 	}
-	if spec.RequestID == "" {
-		spec.RequestID = nuid.Next()
-	} else if err := wire.ValidateID("request id", spec.RequestID); err != nil {
+	if spec.RequestID != "" && spec.RequestID != requestID {
 		// It becomes a subject token (fed.cancel.<id>): no dots or wildcards.
-		return client.Request{}, 0, wire.Errorf(wire.CodeBadRequest, "header X-Fed-Request-Id: %v", err)
+		err := wire.ValidateID("request id", spec.RequestID)
+		return req, 0, invalid(wire.CodeBadRequest, "header X-Fed-Request-Id: %s", clip(fmt.Sprint(err), maxShownLen))
 	}
-	// Model also names the request in logs and metrics.
-	req := client.Request{Capability: capability, RequestID: spec.RequestID, Model: model}
+	spec.RequestID = requestID
 	if err := withinTenant(&spec, asked, t); err != nil {
 		return req, 0, err
 	}
@@ -73,13 +76,13 @@ func routing(r *http.Request, t Tenant, model, capability string, maxTimeout tim
 }
 
 // callerHeaderError is ParseSpec's error naming the header the caller sent,
-// not its mesh twin.
-func callerHeaderError(err error) *wire.Error {
+// not its mesh twin: about the caller's own header, so it is shown.
+func callerHeaderError(err error) error {
 	var pe *wire.Error
 	if !errors.As(err, &pe) {
-		return &wire.Error{Code: wire.CodeBadRequest, Description: err.Error()}
+		return invalid(wire.CodeBadRequest, "%s", clip(err.Error(), maxShownLen))
 	}
-	return &wire.Error{Code: pe.Code, Description: strings.Replace(pe.Description, "header Fed-", "header X-Fed-", 1)}
+	return invalid(pe.Code, "%s", clip(strings.Replace(pe.Description, "header Fed-", "header X-Fed-", 1), maxShownLen))
 }
 
 // withinTenant applies t's privacy floor and region allow-list to spec:
@@ -90,8 +93,7 @@ func withinTenant(spec *wire.Spec, asked nats.Header, t Tenant) error {
 	if asked.Get(wire.HdrPrivacy) == "" {
 		spec.Privacy = floor
 	} else if spec.Privacy < floor {
-		return &wire.Error{Code: wire.CodePrivacy, RequestID: spec.RequestID,
-			Description: "X-Fed-Privacy " + spec.Privacy.String() + " is weaker than tenant " + t.ID + "'s level " + floor.String()}
+		return invalid(wire.CodePrivacy, "X-Fed-Privacy %s is weaker than tenant %s's level %s", spec.Privacy, t.ID, floor)
 	}
 	if spec.Regions == nil {
 		spec.Regions = t.Regions
@@ -102,8 +104,8 @@ func withinTenant(spec *wire.Spec, asked nats.Header, t Tenant) error {
 	}
 	for _, reg := range spec.Regions {
 		if !slices.Contains(t.Regions, reg) {
-			return &wire.Error{Code: wire.CodePrivacy, RequestID: spec.RequestID,
-				Description: "X-Fed-Regions: region " + reg + " is not allowed for tenant " + t.ID + " (allowed: " + strings.Join(t.Regions, ",") + ")"}
+			return invalid(wire.CodePrivacy, "X-Fed-Regions: region %s is not allowed for tenant %s (allowed: %s)",
+				reg, t.ID, strings.Join(t.Regions, ","))
 		}
 	}
 	return nil

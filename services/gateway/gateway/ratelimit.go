@@ -3,6 +3,7 @@ package gateway
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,4 +50,46 @@ func (l *limiter) allow(t Tenant) (bool, time.Duration) {
 	}
 	wait := time.Duration((1 - b.tokens) / t.RequestsPerSecond * float64(time.Second))
 	return false, wait
+}
+
+// slots caps the requests each tenant has in flight, over all its keys. The
+// map is built once from the configured keys and never grows: its memory is
+// bounded by the keys file, whatever callers send.
+type slots struct {
+	tenants map[string]*tenantSlots
+}
+
+type tenantSlots struct {
+	limit int64
+	used  atomic.Int64
+}
+
+func newSlots(cfg Config) *slots {
+	s := &slots{tenants: map[string]*tenantSlots{}}
+	for _, t := range cfg.Keys {
+		if s.tenants[t.ID] == nil {
+			s.tenants[t.ID] = &tenantSlots{limit: int64(cfg.maxConcurrent(t))} // Validate: the same for all its keys
+		}
+	}
+	return s
+}
+
+// acquire takes one of tenant's slots; false when all limit are taken. A
+// taken slot is given back with release.
+func (s *slots) acquire(tenant string) (limit int64, ok bool) {
+	ts := s.tenants[tenant]
+	if ts == nil {
+		return 0, true // not a configured tenant: authed never asks
+	}
+	if ts.used.Add(1) > ts.limit {
+		ts.used.Add(-1)
+		return ts.limit, false
+	}
+	return ts.limit, true
+}
+
+func (s *slots) release(tenant string) {
+	if ts := s.tenants[tenant]; ts != nil {
+		ts.used.Add(-1)
+	}
 }

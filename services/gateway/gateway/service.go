@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/shared/client"
@@ -19,10 +20,6 @@ import (
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
-
-// readHeaderTimeout bounds how long a client may take to send its request
-// headers (slowloris); bodies are bounded by each request's deadline.
-const readHeaderTimeout = 10 * time.Second
 
 var _ servicecmd.Service = (*Service)(nil)
 
@@ -34,6 +31,7 @@ type Service struct {
 	keys    map[[sha256.Size]byte]Tenant // API keys by keyHash
 	metrics *metrics
 	limits  *limiter
+	slots   *slots // requests in flight per tenant
 
 	life  lifecycle.Guard
 	group *lifecycle.Group // the HTTP serve loop
@@ -60,7 +58,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	}
 	streams, endStreams := context.WithCancel(context.Background())
 	return &Service{nc: nc, cfg: cfg, log: log, keys: hashKeys(cfg.Keys),
-		metrics: newMetrics(), limits: newLimiter(), group: lifecycle.NewGroup(),
+		metrics: newMetrics(), limits: newLimiter(), slots: newSlots(cfg), group: lifecycle.NewGroup(),
 		streams: streams, endStreams: endStreams}, nil
 }
 
@@ -85,7 +83,11 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("gateway: listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.ln = ln
-	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: readHeaderTimeout}
+	// No WriteTimeout: it would bound a whole stream; each write has its
+	// own deadline instead (timeouts.go). ReadTimeout ends with the body:
+	// the server clears it when the handler has read the body to its end.
+	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, ReadTimeout: s.cfg.ReadTimeout,
+		IdleTimeout: s.cfg.IdleTimeout, MaxHeaderBytes: s.cfg.MaxHeaderBytes}
 	s.srv = srv
 	s.group.Go(func(context.Context) { s.serveErr = srv.Serve(ln) })
 	s.followModels(ctx) // the model ids metrics may label (metrics.go)
@@ -156,39 +158,64 @@ func (s *Service) readyz(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write([]byte("ready\n"))
 }
 
-// caller is an authenticated request.
+// caller is a request to an API endpoint: authenticated once authed let
+// it through.
 type caller struct {
 	endpoint string
-	tenant   Tenant
+	tenant   Tenant // ID "unauthenticated" until the key is checked
 	start    time.Time
+	// requestID names the request in every answer, log line and mesh
+	// message: the caller's X-Fed-Request-Id when it is a valid id, else a
+	// new one (an invalid one is then a 400 naming this id).
+	requestID string
 }
+
+// request is the mesh request as far as it is known before the body is read.
+func (c caller) request() client.Request { return client.Request{RequestID: c.requestID} }
 
 type handler func(w http.ResponseWriter, r *http.Request, c caller)
 
-// authed checks the Bearer key and the tenant's rate limit before h runs.
+// authed checks the Bearer key, the tenant's rate limit and its cap on
+// requests in flight before h runs, and holds one of the tenant's slots
+// until h returns (for a stream: until it ends).
 func (s *Service) authed(endpoint string, h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		c := caller{endpoint: endpoint, start: time.Now()}
+		c := caller{endpoint: endpoint, tenant: Tenant{ID: "unauthenticated"}, start: time.Now(), requestID: requestIDOf(r)}
+		// the server's own writer: over the limit it closes the connection
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		w = withWriteDeadlines(w, s.cfg.WriteTimeout)
+		w.Header().Set(hdrRequestID, c.requestID) // on every answer, errors too
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		t, known := s.keys[keyHash(strings.TrimSpace(key))]
 		if !ok || !known {
-			we := &wire.Error{Code: wire.CodeUnauthorized, Description: "missing or invalid API key (Authorization: Bearer <key>)"}
-			s.done(observation{endpoint: endpoint, tenant: "unauthenticated", status: http.StatusUnauthorized,
-				code: wire.CodeUnauthorized, elapsed: time.Since(c.start)}, fallbackReq(r).RequestID, we)
-			writeError(w, we)
+			s.fail(w, c, c.request(), "", invalid(wire.CodeUnauthorized, "missing or invalid API key (Authorization: Bearer <key>)"))
 			return
 		}
 		c.tenant = t
 		if allowed, wait := s.limits.allow(t); !allowed {
-			we := &wire.Error{Code: wire.CodeOverloaded, Description: "tenant " + t.ID + " is over its rate limit of " +
-				strconv.FormatFloat(t.RequestsPerSecond, 'g', -1, 64) + " requests/s"}
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-			s.done(observation{endpoint: endpoint, tenant: t.ID, status: http.StatusTooManyRequests,
-				code: wire.CodeOverloaded, elapsed: time.Since(c.start)}, fallbackReq(r).RequestID, we)
-			writeError(w, we)
+			s.fail(w, c, c.request(), "", invalid(wire.CodeOverloaded, "tenant %s is over its rate limit of %s requests/s",
+				t.ID, strconv.FormatFloat(t.RequestsPerSecond, 'g', -1, 64)))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		limit, ok := s.slots.acquire(t.ID)
+		if !ok {
+			// No way to know when a slot frees up: retry soon.
+			w.Header().Set("Retry-After", "1")
+			s.fail(w, c, c.request(), "", invalid(wire.CodeOverloaded,
+				"too many concurrent requests: tenant %s may have %d in flight", t.ID, limit))
+			return
+		}
+		defer s.slots.release(t.ID)
 		h(w, r, c)
 	}
+}
+
+// requestIDOf is the caller's X-Fed-Request-Id when it is a valid id (it
+// becomes the subject token of fed.cancel.<id>), else a new one.
+func requestIDOf(r *http.Request) string {
+	if id := r.Header.Get(hdrRequestID); id != "" && wire.ValidateID("request id", id) == nil {
+		return id
+	}
+	return nuid.Next()
 }

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/fedmesh/fedmesh/shared/client"
 )
 
 // sseWriter writes Server-Sent Events, flushing each one as it is written
@@ -74,9 +72,3 @@ func splitIncompleteUTF8(b []byte) (complete, rest []byte) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-// fallbackReq is the request as far as it is known before the body parses,
-// for logs and metrics of early errors.
-func fallbackReq(r *http.Request) client.Request {
-	return client.Request{RequestID: r.Header.Get(hdrRequestID)}
-}

@@ -28,6 +28,17 @@ func (o *options) command() servicecmd.Command {
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.cfg.Addr, "addr", o.cfg.Addr, "HTTP listen address")
 			fs.DurationVar(&o.cfg.Timeout, "timeout", o.cfg.Timeout, "end-to-end request timeout")
+			fs.Int64Var(&o.cfg.MaxBodyBytes, "max-body-bytes", o.cfg.MaxBodyBytes, "largest request body (413 over it)")
+			fs.DurationVar(&o.cfg.ReadHeaderTimeout, "read-header-timeout", o.cfg.ReadHeaderTimeout,
+				"longest a client may take to send a request's headers (then the connection is closed)")
+			fs.DurationVar(&o.cfg.ReadTimeout, "read-timeout", o.cfg.ReadTimeout,
+				"longest a client may take to send a whole request, headers and body (408 when the body is late)")
+			fs.DurationVar(&o.cfg.WriteTimeout, "write-timeout", o.cfg.WriteTimeout,
+				"longest one write to the client (an answer, or one SSE event) may take; streams may last longer")
+			fs.DurationVar(&o.cfg.IdleTimeout, "idle-timeout", o.cfg.IdleTimeout, "how long an idle keep-alive connection stays open")
+			fs.IntVar(&o.cfg.MaxHeaderBytes, "max-header-bytes", o.cfg.MaxHeaderBytes, "largest request headers (431 over it)")
+			fs.IntVar(&o.cfg.MaxConcurrent, "max-concurrent", o.cfg.MaxConcurrent,
+				"requests a tenant may have in flight when its keys do not set max_concurrent (429 over it)")
 			fs.StringVar(&o.keysFile, "api-keys-file", "", "API keys file, YAML or JSON")
 			fs.StringVar(&o.keys, "api-keys", "", "more API keys: a keys document in JSON, or key1=tenant1,key2=tenant2")
 		},
