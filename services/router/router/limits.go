@@ -40,6 +40,31 @@ func (l *tenantLimits) configure(t record.Tenants) {
 	l.buckets = map[string]*tokenBucket{}
 }
 
+// maxTenantBuckets bounds the buckets one router keeps (issue 13: every
+// new tenant name used to add one that was never removed).
+const maxTenantBuckets = 10000
+
+// overflowTenant is the bucket unknown tenants share once the map is full.
+const overflowTenant = "\x00overflow"
+
+// forgetIdle drops the buckets that have refilled: an idle tenant's full
+// bucket holds nothing a new one would not. l.mu is held.
+func (l *tenantLimits) forgetIdle(now time.Time) {
+	for name, b := range l.buckets {
+		t, ok := l.cfg[name]
+		if !ok {
+			t = l.cfg[DefaultTenant]
+		}
+		burst := float64(t.Burst)
+		if burst <= 0 {
+			burst = math.Ceil(t.RequestsPerSecond)
+		}
+		if t.RequestsPerSecond <= 0 || b.tokens+now.Sub(b.last).Seconds()*t.RequestsPerSecond >= burst {
+			delete(l.buckets, name)
+		}
+	}
+}
+
 // allow takes one token from tenant's bucket; false means over its limit.
 func (l *tenantLimits) allow(tenant string) bool {
 	l.mu.Lock()
@@ -60,9 +85,21 @@ func (l *tenantLimits) allow(tenant string) bool {
 	now := l.now()
 	b := l.buckets[tenant]
 	if b == nil {
+		if len(l.buckets) >= maxTenantBuckets {
+			l.forgetIdle(now)
+		}
+		if len(l.buckets) >= maxTenantBuckets {
+			// still full of busy tenants: unknown names share one bucket,
+			// so a flood of made-up tenants costs no memory
+			tenant = overflowTenant
+			if b = l.buckets[tenant]; b != nil {
+				goto take
+			}
+		}
 		b = &tokenBucket{tokens: burst, last: now}
 		l.buckets[tenant] = b
 	}
+take:
 	if el := now.Sub(b.last).Seconds(); el > 0 {
 		b.tokens = math.Min(burst, b.tokens+el*t.RequestsPerSecond)
 	}
