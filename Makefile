@@ -14,8 +14,9 @@ FUZZTIME ?= 20s
 RUN_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
+BENCH_ROUTING_ARGS ?=
 
-.PHONY: run build test lint unit smoke chaos chaos-short cluster tools bench bench-router fuzz tidy clean
+.PHONY: run build test lint unit smoke chaos chaos-short cluster tools bench bench-router bench-routing bench-routing-quick fuzz tidy clean
 
 ## run: the whole mesh on an embedded nats-server (127.0.0.1:4222) with 3 demo nodes and the gateway (127.0.0.1:8080)
 run:
@@ -58,6 +59,14 @@ chaos-short: tools build
 ## cluster: a real 3-server NATS cluster, every service twice as its own process, nodes on different servers
 cluster: tools build
 	scripts/cluster.sh
+
+## bench-routing: every routing strategy on 8 simulated servers (3 h100, 3 a10, 2 cpu), 3 workloads × 3 loads, targets of issue 14; tables in bench-routing.md (≈ 6–7 min on 2 cores)
+bench-routing: build
+	$(BIN)/fedmesh bench-routing --out bench-routing.md $(BENCH_ROUTING_ARGS)
+
+## bench-routing-quick: the same at 90 % load only, 40 s simulated per run (≤ 90 s)
+bench-routing-quick: build
+	$(BIN)/fedmesh bench-routing --quick --out bench-routing-quick.md $(BENCH_ROUTING_ARGS)
 
 ## tools: the nats CLI and a nats-server binary, pinned, into ./bin
 tools: $(BIN)/nats $(BIN)/nats-server

@@ -64,5 +64,6 @@ func NewRoot() *cobra.Command {
 	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newChaosCmd(), newSimserverCmd())
 	root.AddCommand(newConfigCmds(g)...)
 	root.AddCommand(newAuthCmd(g))
+	root.AddCommand(newBenchRoutingCmd())
 	return root
 }
