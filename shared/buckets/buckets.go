@@ -1,8 +1,9 @@
-// Package buckets creates and opens fedmesh's JetStream KV buckets
-// (DESIGN §5) and names their keys.
+// Package buckets creates and opens fedmesh's JetStream KV buckets and
+// its blob store (DESIGN §5) and names their keys.
 package buckets
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,7 +19,17 @@ const (
 	Catalog = "fed_catalog"
 	Health  = "fed_health"
 	Config  = "fed_config"
+	// Blobs is the JetStream Object Store of out-of-band bodies: request
+	// bodies and answers too large for one NATS message (DESIGN §3.7,
+	// shared/blobs).
+	Blobs = "fed_blobs"
 )
+
+// DefaultBlobTTL is how long an object lives in fed_blobs when nobody
+// deletes it: long enough for the longest request (wire.MaxTimeout is 1 h,
+// but a body is read at its start and an answer right after its end), short
+// enough that what a crashed client or node leaves goes soon.
+const DefaultBlobTTL = 10 * time.Minute
 
 // NodePrefix starts the key of every per-node record.
 const NodePrefix = "nodes."
@@ -40,17 +51,23 @@ func NodeIDOfKey(key string) string {
 	return id
 }
 
-// Set is the three opened buckets.
+// Set is the three opened KV buckets and the blob store.
 type Set struct {
 	Catalog jetstream.KeyValue
 	Health  jetstream.KeyValue
 	Config  jetstream.KeyValue
+	Blobs   jetstream.ObjectStore
 }
 
 // Options tune bucket creation.
 type Options struct {
-	// Replicas for clustered JetStream; 0 means 1.
+	// Replicas for clustered JetStream; 0 means 1. fed_blobs has as many
+	// as the KV buckets.
 	Replicas int
+	// BlobTTL is fed_blobs' max age (an object not deleted by then
+	// expires); 0 means DefaultBlobTTL. It applies when Ensure creates the
+	// bucket; an existing bucket keeps its own.
+	BlobTTL time.Duration
 }
 
 // Ensure creates the buckets when missing and opens them. Any service may
@@ -74,7 +91,39 @@ func Ensure(ctx context.Context, js jetstream.JetStream, opt Options) (*Set, err
 		}
 		kvs[i] = kv
 	}
-	return &Set{Catalog: kvs[0], Health: kvs[1], Config: kvs[2]}, nil
+	obs, err := ensureBlobs(ctx, js, BlobConfig(opt))
+	if err != nil {
+		return nil, err
+	}
+	return &Set{Catalog: kvs[0], Health: kvs[1], Config: kvs[2], Blobs: obs}, nil
+}
+
+// BlobConfig is the fed_blobs configuration Ensure creates: file storage,
+// opt's replicas and TTL. No per-object limit exists in JetStream: the
+// writers enforce the body cap (shared/blobs) before they upload.
+func BlobConfig(opt Options) jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{Bucket: Blobs,
+		Description: "fedmesh: out-of-band request bodies and answers, deleted when their request ends",
+		TTL:         cmp.Or(opt.BlobTTL, DefaultBlobTTL), Replicas: max(opt.Replicas, 1), Storage: jetstream.FileStorage}
+}
+
+func ensureBlobs(ctx context.Context, js jetstream.JetStream, c jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	obs, err := js.ObjectStore(ctx, c.Bucket)
+	if err == nil {
+		return obs, nil
+	}
+	if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, fmt.Errorf("open bucket %s: %w", c.Bucket, err)
+	}
+	obs, err = js.CreateObjectStore(ctx, c)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		// Another instance created it between our lookup and create.
+		return js.ObjectStore(ctx, c.Bucket)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create bucket %s: %w", c.Bucket, err)
+	}
+	return obs, nil
 }
 
 // EnsureConn is Ensure on nc's JetStream: what every service calls at start.
@@ -179,5 +228,10 @@ func openAll(ctx context.Context, js jetstream.JetStream) (*Set, error) {
 		}
 		*b.dst = kv
 	}
+	obs, err := js.ObjectStore(ctx, Blobs)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", Blobs, err)
+	}
+	s.Blobs = obs
 	return &s, nil
 }

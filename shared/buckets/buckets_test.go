@@ -44,6 +44,22 @@ func TestEnsureIsIdempotentUnderRace(t *testing.T) {
 		_, err := js.KeyValue(ctx, name)
 		assert.NoError(t, err, name)
 	}
+	require.NotNil(t, set.Blobs)
+	st, err := set.Blobs.Status(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, buckets.Blobs, st.Bucket())
+	assert.Equal(t, buckets.DefaultBlobTTL, st.TTL(), "blobs expire when nobody deletes them")
+	assert.Equal(t, 1, st.Replicas())
+}
+
+func TestBlobConfig(t *testing.T) {
+	c := buckets.BlobConfig(buckets.Options{})
+	assert.Equal(t, buckets.DefaultBlobTTL, c.TTL)
+	assert.Equal(t, 1, c.Replicas)
+	c = buckets.BlobConfig(buckets.Options{Replicas: 3, BlobTTL: time.Minute})
+	assert.Equal(t, time.Minute, c.TTL)
+	assert.Equal(t, 3, c.Replicas, "replicated like the KV buckets")
+	assert.Equal(t, jetstream.FileStorage, c.Storage)
 }
 
 func TestOpenWaitsForCreator(t *testing.T) {
@@ -60,6 +76,7 @@ func TestOpenWaitsForCreator(t *testing.T) {
 	set, err := buckets.Open(ctx, js, 5*time.Second)
 	require.NoError(t, err)
 	assert.NotNil(t, set.Config)
+	assert.NotNil(t, set.Blobs)
 }
 
 func TestNodeKey(t *testing.T) {

@@ -41,6 +41,9 @@ type call struct {
 	capability string
 	tenant     string
 	deadline   time.Time
+	// bodyBlob is the request's body in fed_blobs ("" when inline):
+	// deleted when the call closes, so a continuation can still send it.
+	bodyBlob string
 	// timer fires at the deadline. It is made once, on the reader's first
 	// wait, and used only by the reader: a timer per chunk cost a fifth of
 	// a stream's decode rate. An unstopped timer is collected (Go ≥ 1.23).
@@ -160,7 +163,7 @@ func (cl *call) push(m *nats.Msg) {
 		// cancels nothing anyone needs.
 		cancel := !final && node != "" && !cl.cancelled && cl.firstCancel(node)
 		cl.mu.Unlock()
-		cl.c.drop(cl, d, cancel)
+		cl.c.drop(cl, d, cancel, m)
 		return
 	case node != "" && cl.node == "":
 		cl.node = node
@@ -171,7 +174,7 @@ func (cl *call) push(m *nats.Msg) {
 		d := Dropped{RequestID: cl.id, Node: node, Final: final, Duplicate: cl.noteDuplicate(node)}
 		cancel := !final && cl.firstCancel(node)
 		cl.mu.Unlock()
-		cl.c.drop(cl, d, cancel)
+		cl.c.drop(cl, d, cancel, m)
 		return
 	}
 	cl.queue = append(cl.queue, m)
@@ -310,6 +313,9 @@ func (cl *call) close() {
 	cl.mu.Unlock()
 	if cl.timer != nil { // the call is remembered a while: free the runtime timer now
 		cl.timer.Stop()
+	}
+	if cl.bodyBlob != "" { // the request has ended for the caller: no node needs the body any more
+		cl.c.deleteBlob(cl.bodyBlob)
 	}
 	cl.c.retire(cl)
 	for _, m := range left {

@@ -4,12 +4,14 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/textproto"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
 
+	"github.com/fedmesh/fedmesh/shared/blobs"
+	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -52,6 +56,14 @@ type Client struct {
 	late       atomic.Int64
 	resumed    atomic.Int64
 	replayed   atomic.Int64
+
+	// Out-of-band bodies (blob.go): the body cap, fed_blobs (opened on
+	// first use), the deletes of answer blobs nobody reads, and the blobs
+	// that could not be deleted.
+	maxBody   int64
+	blobs     *blobs.Opener
+	bg        *lifecycle.Group
+	blobLeaks atomic.Int64
 }
 
 // RememberFinished is how many finished requests a Client remembers (by
@@ -107,7 +119,8 @@ type Dropped struct {
 // New starts a Client on nc. Close it to drop its reply subscription.
 func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	c := &Client{nc: nc, subj: subject.Default, pending: make(map[string]*call),
-		finished: make(map[string]*call), ring: make([]string, RememberFinished)}
+		finished: make(map[string]*call), ring: make([]string, RememberFinished),
+		maxBody: blobs.DefaultMaxBytes, blobs: blobs.NewOpener(nc), bg: lifecycle.NewGroup()}
 	for _, o := range opts {
 		o(c)
 	}
@@ -125,7 +138,8 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
-// Close drops the reply subscription; requests in flight end with ErrClosed.
+// Close drops the reply subscription; requests in flight end with
+// ErrClosed. It waits for the deletes of answer blobs nobody read.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -139,6 +153,7 @@ func (c *Client) Close() error {
 	for _, cl := range calls {
 		cl.fail(ErrClosed)
 	}
+	c.bg.Drain(blobDeleteGrace)
 	// a closed connection has dropped the subscription already
 	if err := c.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("fedmesh client: drop reply subscription: %w", err)
@@ -180,9 +195,20 @@ func (c *Client) Replayed() int64 { return c.replayed.Load() }
 
 // Request is one inference request. Empty fields take the defaults of
 // DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).
+//
+// A body of any size up to the Client's cap (WithMaxBody, 64 MiB) is
+// carried: one that does not fit a NATS message goes out of band through
+// fed_blobs (DESIGN §3.7).
 type Request struct {
-	Capability    string
-	Body          []byte
+	Capability string
+	Body       []byte
+	// BodyReader, instead of Body, streams the body: a large one is
+	// uploaded a chunk at a time, never held whole. BodySize is its length
+	// when known (0: unknown; then up to about one max_payload is read
+	// first to tell whether it fits inline, and the cap is checked as it
+	// is read). The Client reads it during Infer / InferStream only.
+	BodyReader    io.Reader
+	BodySize      int64
 	RequestID     string // assigned when empty
 	Tenant        string
 	Model         string
@@ -207,6 +233,9 @@ type Response struct {
 	LatencyMs float64 // as the node measured it
 	TTFTMs    float64
 	Header    nats.Header // of the final message
+	// Size is the answer's length in bytes (also when InferTo wrote it
+	// elsewhere and Body is nil).
+	Size int64
 }
 
 // Chunk is one piece of a streamed answer.
@@ -239,6 +268,7 @@ func (c *Client) header(r *Request, stream bool, timeout time.Duration) (nats.He
 		h[k] = append([]string(nil), v...)
 	}
 	spec.Encode(h)
+	h.Set(blobs.HdrAccept, "true") // a large answer may come through fed_blobs
 	if h.Get(wire.HdrCancelKey) == "" {
 		h.Set(wire.HdrCancelKey, cancelKey()) // the cancel secret: nobody else may stop it
 	}
@@ -287,19 +317,25 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	if err != nil {
 		return nil, err
 	}
+	b, err := c.prepareBody(ctx, r, hdr, deadline)
+	if err != nil {
+		return nil, err
+	}
 	if limit := c.nc.MaxPayload(); limit > 0 { // 0: not connected yet, nats.go does not check either
-		if size := msgSize(hdr, r.Body); size > limit {
+		if size := msgSize(hdr, b.data); size > limit { // the headers alone are too large
+			c.dropBlob(b.blob)
 			return nil, tooLarge(r.RequestID, size, limit)
 		}
 	}
 	token := nuid.Next()
 	cl := newCall(c, token, r, deadline)
 	cl.cancelKey = hdr.Get(wire.HdrCancelKey)
+	cl.bodyBlob = b.blob
 	msg := &nats.Msg{
 		Subject: subj,
 		Reply:   c.prefix + token,
 		Header:  hdr,
-		Data:    r.Body,
+		Data:    b.data,
 	}
 	cl.stream = stream
 	if stream && hdr.Get(wire.HdrNoResume) != "true" {
@@ -308,18 +344,27 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		c.dropBlob(b.blob)
 		return nil, ErrClosed
 	}
 	c.pending[token] = cl
 	c.mu.Unlock()
 	if err := c.nc.PublishMsg(msg); err != nil {
 		c.forget(token)
+		c.dropBlob(b.blob)
 		if errors.Is(err, nats.ErrMaxPayload) { // the limit changed under us (a reconnect)
-			return nil, tooLarge(r.RequestID, msgSize(hdr, r.Body), c.nc.MaxPayload())
+			return nil, tooLarge(r.RequestID, msgSize(hdr, b.data), c.nc.MaxPayload())
 		}
 		return nil, fmt.Errorf("fedmesh client: publish request %s: %w", r.RequestID, err)
 	}
 	return cl, nil
+}
+
+// dropBlob deletes the body blob of a request that was never sent.
+func (c *Client) dropBlob(name string) {
+	if name != "" {
+		c.deleteBlob(name)
+	}
 }
 
 // msgSize is what NATS counts against max_payload for a message: its
@@ -387,7 +432,10 @@ func (c *Client) deliver(m *nats.Msg) {
 // drop counts and reports a message the caller does not get: late, a
 // second node's (its first message publishes a duplicate outcome), and for
 // a late chunk from a node the first time, a cancel naming that node.
-func (c *Client) drop(cl *call, d Dropped, cancel bool) {
+func (c *Client) drop(cl *call, d Dropped, cancel bool, m *nats.Msg) {
+	if d.Final {
+		c.deleteLater(m) // an answer blob nobody will read
+	}
 	if d.Late {
 		c.late.Add(1)
 	}
@@ -443,7 +491,7 @@ func (c *Client) reportDuplicate(cl *call, node string) {
 
 // Infer sends a request and returns the whole answer. A failed request gives
 // a *wire.Error (errors.As) with the mesh's code: 503 no capacity, 504
-// timeout, 403 privacy, …
+// timeout, 403 privacy, …; a body over the cap a *BodyTooLargeError (413).
 func (c *Client) Infer(ctx context.Context, r Request) (*Response, error) {
 	cl, err := c.start(ctx, &r, false)
 	if err != nil {
@@ -460,14 +508,58 @@ func (c *Client) Infer(ctx context.Context, r Request) (*Response, error) {
 			if m.err != nil {
 				return nil, m.err
 			}
-			if body == nil {
-				body = m.data
+			if _, ok, _ := blobs.AnswerRef(m.hdr); ok || body != nil {
+				buf := bytes.NewBuffer(body)
+				if _, err := c.answerTo(ctx, cl, m, buf); err != nil {
+					return nil, err
+				}
+				body = buf.Bytes()
 			} else {
-				body = append(body, m.data...)
+				body = m.data // the usual whole answer: no copy
 			}
 			return cl.response(m, body), nil
 		}
 		body = append(body, m.data...)
+	}
+}
+
+// InferTo is Infer writing the answer to w as it comes (chunks, or a large
+// answer fetched from fed_blobs a chunk at a time) instead of holding it:
+// the Response's Body is nil, its Size what was written. An error writing
+// to w ends the request (cancelled in the mesh).
+func (c *Client) InferTo(ctx context.Context, r Request, w io.Writer) (*Response, error) {
+	cl, err := c.start(ctx, &r, false)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.close()
+	var size int64
+	for {
+		m, err := cl.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if m.final && m.err != nil {
+			return nil, m.err
+		}
+		var n int64
+		if m.final {
+			n, err = c.answerTo(ctx, cl, m, w)
+		} else {
+			var k int
+			k, err = w.Write(m.data)
+			n = int64(k)
+		}
+		size += n
+		if err != nil {
+			cl.cancel()
+			return nil, err
+		}
+		if m.final {
+			resp := cl.response(m, nil)
+			resp.Size = size
+			return resp, nil
+		}
 	}
 }
 
@@ -525,8 +617,19 @@ func (s *Stream) Chunks() func(yield func(Chunk, error) bool) {
 					yield(Chunk{}, m.err)
 					return
 				}
-				if len(m.data) > 0 { // a node that answered whole despite Fed-Stream
-					if !yield(Chunk{Seq: m.seq, Node: m.node, Data: m.data}, nil) {
+				data := m.data
+				if _, ok, _ := blobs.AnswerRef(m.hdr); ok { // a whole answer in fed_blobs despite Fed-Stream
+					var buf bytes.Buffer
+					if _, err := s.cl.c.answerTo(s.ctx, s.cl, m, &buf); err != nil {
+						s.err = err
+						yield(Chunk{}, err)
+						return
+					}
+					data = buf.Bytes()
+					s.cl.text = append(s.cl.text, data...)
+				}
+				if len(data) > 0 { // a node that answered whole despite Fed-Stream
+					if !yield(Chunk{Seq: m.seq, Node: m.node, Data: data}, nil) {
 						s.result = s.cl.response(m, s.cl.text)
 						return
 					}

@@ -557,8 +557,10 @@ func nilIfEmpty[T any](s []T) []T {
 	return s
 }
 
-// A request that cannot fit one NATS message is a typed 413 naming the
-// limit, and nothing is published.
+// A request whose headers alone cannot fit one NATS message is a typed
+// 413 naming the limit, and nothing is published; a body that does not
+// fit goes out of band (blob_test.go), and without a blob store it is a
+// 503 naming it.
 func TestRequestTooLarge(t *testing.T) {
 	srv, c := setup(t)
 	got := make(chan int, 4)
@@ -571,15 +573,17 @@ func TestRequestTooLarge(t *testing.T) {
 	cases := []struct {
 		name   string
 		stream bool
+		header int // bytes of an extra header
 		body   int
 	}{
-		{"body alone over the limit", false, int(limit) + 1},
-		{"body fits, headers do not", false, int(limit) - 10},
-		{"streamed", true, int(limit) - 10},
+		{"headers alone over the limit", false, int(limit) + 1, 0},
+		{"headers fit max_payload, not its inline part", false, int(limit) - 200, 0},
+		{"streamed", true, int(limit) + 1, 10},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req := client.Request{Capability: wire.CapGenerate, Body: make([]byte, tc.body), RequestID: "big-1"}
+			req := client.Request{Capability: wire.CapGenerate, Body: make([]byte, tc.body), RequestID: "big-1",
+				Header: nats.Header{"X-Big": {strings.Repeat("h", tc.header)}}}
 			var err error
 			if tc.stream {
 				_, err = c.InferStream(context.Background(), req)
@@ -594,10 +598,16 @@ func TestRequestTooLarge(t *testing.T) {
 			assert.NotContains(t, err.Error(), nats.ErrMaxPayload.Error())
 		})
 	}
+	// A body too large for one message with no blob store to carry it.
+	_, err := c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: make([]byte, limit+1), RequestID: "big-2"})
+	var we *wire.Error
+	require.ErrorAs(t, err, &we)
+	assert.Equal(t, wire.CodeNoCapacity, we.Code)
+	assert.Contains(t, we.Description, "blob store is not available")
 	// The next request that fits is the first the mesh sees.
-	_, err := c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: make([]byte, limit-4096)})
+	_, err = c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: make([]byte, limit-16384)})
 	require.NoError(t, err)
-	assert.EqualValues(t, limit-4096, <-got, "no oversized request was published")
+	assert.EqualValues(t, limit-16384, <-got, "no oversized request was published")
 }
 
 func lose(from, data string) step { return step{from: from, kind: "lose", data: data} }

@@ -147,31 +147,38 @@ func DecodeOutcome(subj string, data []byte) (Outcome, error) {
 	if err := json.Unmarshal(data, &o); err != nil {
 		return o, fmt.Errorf("outcome on %s: %w", subj, err)
 	}
+	err := o.check(subj) // sets o.NodeID: before o is returned
+	return o, err
+}
+
+// check judges a decoded outcome published on subj (DecodeOutcome,
+// DecodeOutcomes) and takes its node id from the subject.
+func (o *Outcome) check(subj string) error {
 	id, err := nodeOfSubject(subj, o.NodeID)
 	if err != nil {
-		return o, err
+		return err
 	}
 	o.NodeID = id
 	switch o.Kind {
 	case OutcomeCompleted, OutcomeDispatchFailed, OutcomeDuplicate, OutcomeProbe:
 	default:
-		return o, fmt.Errorf("outcome of node %s (request %s): unknown kind %q", id, o.RequestID, o.Kind)
+		return fmt.Errorf("outcome of node %s (request %s): unknown kind %q", id, o.RequestID, o.Kind)
 	}
 	if !validCode(o.Code) || o.Attempt < 0 || o.Tokens < 0 || len(o.Tenant) > MaxTenantLen || len(o.RequestID) > MaxRequestIDLen {
-		return o, fmt.Errorf("outcome of node %s (request %.64s): bad code/attempt/tokens/tenant/request_id", id, o.RequestID)
+		return fmt.Errorf("outcome of node %s (request %.64s): bad code/attempt/tokens/tenant/request_id", id, o.RequestID)
 	}
 	switch o.Fault {
 	case "", FaultNode, FaultClient:
 	default:
-		return o, fmt.Errorf("outcome of node %s (request %s): unknown fault %q", id, o.RequestID, o.Fault)
+		return fmt.Errorf("outcome of node %s (request %s): unknown fault %q", id, o.RequestID, o.Fault)
 	}
 	if err := inRange("latency_ms", o.LatencyMs, MaxLatencyMs); err != nil {
-		return o, fmt.Errorf("outcome of node %s (request %s): %w", id, o.RequestID, err)
+		return fmt.Errorf("outcome of node %s (request %s): %w", id, o.RequestID, err)
 	}
 	if err := inRange("ttft_ms", o.TTFTMs, MaxLatencyMs); err != nil {
-		return o, fmt.Errorf("outcome of node %s (request %s): %w", id, o.RequestID, err)
+		return fmt.Errorf("outcome of node %s (request %s): %w", id, o.RequestID, err)
 	}
-	return o, nil
+	return nil
 }
 
 // DecodeUnplaced decodes an event on fed.router.unplaced.

@@ -22,12 +22,7 @@ func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c calle
 		s.fail(w, c, c.request(), "", invalid(wire.CodeBadRequest, "form field file: %v", err))
 		return
 	}
-	audio, err := io.ReadAll(f)
-	_ = f.Close()
-	if err != nil { // the upload is in memory or a temporary file by now: the gateway's fault
-		s.fail(w, c, c.request(), "", wire.Errorf(wire.CodeInternal, "read form field file: %v", err))
-		return
-	}
+	defer func() { _ = f.Close() }() // in memory up to 8 MiB, else a temporary file
 	p := wire.TranscribeParams{Model: r.FormValue("model"), Language: r.FormValue("language"), Prompt: r.FormValue("prompt"),
 		Filename: fh.Filename, ResponseFormat: r.FormValue("response_format"), Temperature: r.FormValue("temperature")}
 	x := s.begin(w, r, c, p.Model, wire.CapTranscribe)
@@ -36,7 +31,8 @@ func (s *Service) transcriptions(w http.ResponseWriter, r *http.Request, c calle
 	}
 	defer x.cancel()
 	params, _ := json.Marshal(p)
-	x.req.Body = audio
+	// streamed to the mesh (out of band when large), never read whole
+	x.req.BodyReader, x.req.BodySize = f, fh.Size
 	x.req.Header.Set(wire.HdrParams, string(params))
 	resp := x.infer(w)
 	if resp == nil {

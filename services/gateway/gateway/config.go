@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -24,8 +25,10 @@ const (
 	DefaultTimeout = wire.DefaultTimeout
 	// DefaultCatalogTimeout bounds the fed.catalog.list request behind GET /v1/models.
 	DefaultCatalogTimeout = 5 * time.Second
-	// DefaultMaxBodyBytes bounds a request body: room for a long audio upload.
-	DefaultMaxBodyBytes = 32 << 20
+	// DefaultMaxBodyBytes bounds a request body: the mesh's body cap
+	// (blobs.DefaultMaxBytes, 64 MiB); a body too large for one NATS
+	// message goes out of band through fed_blobs (DESIGN §3.7).
+	DefaultMaxBodyBytes = blobs.DefaultMaxBytes
 	// DefaultShutdownGrace is how long Stop lets non-streamed requests finish.
 	DefaultShutdownGrace = 5 * time.Second
 	// DefaultReadHeaderTimeout bounds how long a client may take to send a

@@ -109,6 +109,10 @@ type failure struct {
 // the mesh's own, 499 when the HTTP client went away, 504 on deadline, 503
 // while the gateway stops. The request id is always the gateway's.
 func classify(err error, requestID string) failure {
+	var tl *client.BodyTooLargeError
+	if errors.As(err, &tl) { // the body cap: the caller's own numbers
+		return classify(invalid(wire.CodeTooLarge, "request body of %d bytes is larger than the limit of %d bytes", tl.Size, tl.Limit), requestID)
+	}
 	var pe *publicError
 	if errors.As(err, &pe) {
 		we := *pe.we

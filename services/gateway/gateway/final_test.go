@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 )
 
@@ -122,26 +123,32 @@ func onlyJSON[T any](t *testing.T, resp *http.Response) T {
 	return v
 }
 
-// A request that does not fit one NATS message is a 413 in the OpenAI
-// format, from the SDK, before anything is published.
-func TestRequestTooLargeForNATS(t *testing.T) {
-	e := newEnv(t)
-	limit := e.gwConn.MaxPayload()
-	content := strings.Repeat("x", int(limit))
-	for _, stream := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stream=%t", stream), func(t *testing.T) {
-			body := fmt.Sprintf(`{"model":"chat-1","stream":%t,"messages":[{"role":"user","content":%q}]}`, stream, content)
-			resp := e.do(t, "POST", "/v1/chat/completions", keyAcme, body, nil)
-			require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
-			ae := onlyJSON[apiError](t, resp)
-			assert.Equal(t, "request_too_large", ae.Error.Code)
-			assert.Equal(t, "invalid_request_error", ae.Error.Type)
-			assert.Equal(t, fmt.Sprintf("request too large: headers and body must fit in %d bytes (request %s)",
-				limit, resp.Header.Get(hdrRequestID)), ae.Error.Message, "the limit, not NATS's words")
-		})
-	}
-	require.Equal(t, http.StatusOK, e.do(t, "POST", "/v1/chat/completions", keyAcme, chatBody, nil).StatusCode)
-	assert.JSONEq(t, chatBody, string(e.mesh.next(t).body), "no oversized request reached the mesh")
+// A body too large for one NATS message goes to the mesh out of band
+// (fed_blobs, DESIGN §3.7): the request reaching the mesh names the blob
+// and carries no body; the blob holds the body, sealed with the key the
+// headers carry. A body over the cap (MaxBodyBytes, the SDK's cap too) is
+// a 413 in the OpenAI format before anything is uploaded.
+func TestLargeBodyOutOfBand(t *testing.T) {
+	const limit = 3 << 20
+	e := newEnv(t, func(c *Config) { c.MaxBodyBytes = limit })
+	natsembed.BucketsForTest(t, e.gwConn)
+	content := strings.Repeat("x", int(e.gwConn.MaxPayload()))
+	body := fmt.Sprintf(`{"model":"chat-1","messages":[{"role":"user","content":%q}]}`, content)
+	resp := e.do(t, "POST", "/v1/chat/completions", keyAcme, body, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	got := e.mesh.next(t)
+	assert.Empty(t, got.body, "the body is not in the message")
+	ref, ok, err := blobs.BodyRef(got.header)
+	require.NoError(t, err)
+	require.True(t, ok, "the message names its blob")
+	assert.EqualValues(t, len(body), ref.Size)
+
+	over := fmt.Sprintf(`{"model":"chat-1","messages":[{"role":"user","content":%q}]}`, strings.Repeat("x", limit))
+	resp = e.do(t, "POST", "/v1/chat/completions", keyAcme, over, nil)
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	ae := onlyJSON[apiError](t, resp)
+	assert.Equal(t, "request_too_large", ae.Error.Code)
+	assert.Contains(t, ae.Error.Message, "larger than the gateway's limit of 3145728 bytes")
 	m := readAll(t, e.scrape(t))
-	assert.Contains(t, m, `fedmesh_gateway_errors_total{code="413",endpoint="chat",model="chat-1",node="none",tenant="acme"} 2`)
+	assert.Contains(t, m, `fedmesh_gateway_errors_total{code="413",endpoint="chat",model="any",node="none",tenant="acme"} 1`)
 }

@@ -72,7 +72,9 @@ func (s *Service) Start(ctx context.Context) error { return s.life.Start(ctx, s.
 func (s *Service) Stop() error { return s.life.Stop(s.stop) }
 
 func (s *Service) start(ctx context.Context) error {
-	cl, err := client.New(s.nc, client.WithSubjects(s.cfg.Subjects), client.WithDropped(s.metrics.dropped))
+	// one cap: what the HTTP body may be is what the SDK uploads
+	cl, err := client.New(s.nc, client.WithSubjects(s.cfg.Subjects), client.WithDropped(s.metrics.dropped),
+		client.WithMaxBody(s.cfg.MaxBodyBytes))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}

@@ -1,6 +1,7 @@
 package health
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -34,6 +35,36 @@ func onEvent[E any](s *Service, decode func(subj string, data []byte) (E, error)
 // (fed.router.unplaced) names no node.
 func decodeUnplaced(_ string, data []byte) (record.Unplaced, error) {
 	return record.DecodeUnplaced(data)
+}
+
+// onOutcomes is onEvent for fed.outcome.*, where a node agent sends one
+// outcome or a batch of them (record.DecodeOutcomes): each outcome is
+// judged on its own, exactly as a single one (kinds: those its subject
+// carries), and the good ones are applied in order under one lock.
+func onOutcomes(s *Service, kinds ...string) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		outs, err := record.DecodeOutcomes(m.Subject, m.Data)
+		good := outs[:0]
+		for i := range outs {
+			if !slices.Contains(kinds, outs[i].Kind) {
+				err = errors.Join(err, fmt.Errorf("outcome of kind %q on %s: that subject carries %v", outs[i].Kind, m.Subject, kinds))
+				continue
+			}
+			good = append(good, outs[i])
+		}
+		if err != nil {
+			s.badMsgs.DroppedMessage(&s.log, err, m.Subject)
+		}
+		if len(good) == 0 {
+			return
+		}
+		now := time.Now()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i := range good {
+			s.applyOutcome(&good[i], now)
+		}
+	}
 }
 
 // outcomeOf decodes outcomes of the kinds its subject carries (§9.2: node

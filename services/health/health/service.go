@@ -156,7 +156,7 @@ func (s *Service) subscribe() error {
 		{sp.HeartbeatAll(), onEvent(s, record.DecodeHeartbeat, s.applyHeartbeat)},
 		// each publisher on its own subject, each subject one kind: a node
 		// cannot report a dispatch failure, a client no completion
-		{sp.OutcomeAll(), onEvent(s, outcomeOf(record.OutcomeCompleted, record.OutcomeProbe), s.applyOutcome)},
+		{sp.OutcomeAll(), onOutcomes(s, record.OutcomeCompleted, record.OutcomeProbe)}, // one outcome or a batch
 		{sp.RouterFailedAll(), onEvent(s, outcomeOf(record.OutcomeDispatchFailed), s.applyOutcome)},
 		{sp.ClientDuplicateAll(), onEvent(s, outcomeOf(record.OutcomeDuplicate), s.applyOutcome)},
 		{sp.Unplaced(), onEvent(s, decodeUnplaced, s.applyUnplaced)},

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -36,6 +37,9 @@ const (
 	DefaultReplayBytes   = 4 << 20
 	DefaultReplayStreams = 256
 	DefaultReplayKeep    = 30 * time.Second
+	// DefaultMaxBlobBytes caps an out-of-band request body the node
+	// fetches and an answer it stores in fed_blobs (DESIGN §3.7).
+	DefaultMaxBlobBytes = blobs.DefaultMaxBytes
 )
 
 // Config of one node agent. Zero durations and MaxConcurrency mean their
@@ -77,6 +81,11 @@ type Config struct {
 	ReplayStreams int
 	ReplayKeep    time.Duration
 
+	// MaxBlobBytes caps the request bodies the node fetches from
+	// fed_blobs (a larger one ends in a final 413) and the whole answers
+	// it stores there; 0 → DefaultMaxBlobBytes.
+	MaxBlobBytes int64
+
 	// MetricsURL is the model server's Prometheus endpoint, scraped every
 	// MetricsInterval for its own load, which heartbeats and acks carry
 	// (DESIGN §9.1, §4); "" → no scrape. Metrics names its metrics:
@@ -102,6 +111,7 @@ func DefaultConfig() Config {
 		ReplayBytes:       DefaultReplayBytes,
 		ReplayStreams:     DefaultReplayStreams,
 		ReplayKeep:        DefaultReplayKeep,
+		MaxBlobBytes:      DefaultMaxBlobBytes,
 		Metrics:           DefaultMetrics,
 		MetricsInterval:   DefaultMetricsInterval,
 	}
@@ -118,6 +128,7 @@ func (c Config) withDefaults() Config {
 	c.ReplayBytes = cmp.Or(c.ReplayBytes, DefaultReplayBytes)
 	c.ReplayStreams = cmp.Or(c.ReplayStreams, DefaultReplayStreams)
 	c.ReplayKeep = cmp.Or(c.ReplayKeep, DefaultReplayKeep)
+	c.MaxBlobBytes = cmp.Or(c.MaxBlobBytes, DefaultMaxBlobBytes)
 	c.Metrics = cmp.Or(c.Metrics, DefaultMetrics)
 	c.MetricsInterval = cmp.Or(c.MetricsInterval, DefaultMetricsInterval)
 	return c
@@ -161,6 +172,9 @@ func (c Config) validate() error {
 		if n.v < 0 {
 			return fmt.Errorf("%s must be >= 0, got %d", n.name, n.v)
 		}
+	}
+	if c.MaxBlobBytes < 0 {
+		return fmt.Errorf("max_blob_bytes must be >= 0, got %d", c.MaxBlobBytes)
 	}
 	if c.Backend == nil {
 		return errors.New("backend must be set, got nil")

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/tracing"
@@ -232,6 +233,13 @@ func (s *Service) decode(req micro.Request) (*job, *wire.Error) {
 		start: now, ctx: ctx,
 	}
 	j.cancel = func(cause error) { cancel(cause); stopDeadline() }
+	// A bad body reference is the request's final 400, not a refusal: the
+	// router does not read these headers, so every node would refuse alike.
+	j.body, j.bodyOut, j.bodyErr = blobs.BodyRef(h)
+	if j.bodyOut && len(req.Data()) > 0 {
+		j.bodyErr = wire.Errorf(wire.CodeBadRequest, "request has both a body and header %s", blobs.HdrBody)
+	}
+	j.acceptBlob = h.Get(blobs.HdrAccept) == "true"
 	if cont != nil {
 		j.reply.StartAt(cont.Seq) // the client has chunks 0…Seq-1
 	}

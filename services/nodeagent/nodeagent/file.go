@@ -41,13 +41,15 @@ type FileConfig struct {
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	DrainTimeout      time.Duration `yaml:"drain_timeout"`
 	// The replay buffer (fed.node.<id>.replay); 0 → the Default*.
-	ReplayChunks  int               `yaml:"replay_chunks"`
-	ReplayBytes   int               `yaml:"replay_bytes"`
-	ReplayStreams int               `yaml:"replay_streams"`
-	ReplayKeep    time.Duration     `yaml:"replay_keep"`
-	Labels        map[string]string `yaml:"labels"`
-	Backend       FileBackend       `yaml:"backend"`
-	Models        []FileModel       `yaml:"models"`
+	ReplayChunks  int           `yaml:"replay_chunks"`
+	ReplayBytes   int           `yaml:"replay_bytes"`
+	ReplayStreams int           `yaml:"replay_streams"`
+	ReplayKeep    time.Duration `yaml:"replay_keep"`
+	// MaxBlobBytes caps out-of-band bodies and answers; 0 → 64 MiB.
+	MaxBlobBytes int64             `yaml:"max_blob_bytes"`
+	Labels       map[string]string `yaml:"labels"`
+	Backend      FileBackend       `yaml:"backend"`
+	Models       []FileModel       `yaml:"models"`
 }
 
 // FileBackend configures the node's model server.
@@ -203,6 +205,9 @@ func (fc *FileConfig) Check() error {
 			errs = append(errs, fmt.Errorf("%s must be >= 0, got %d", n.name, n.v))
 		}
 	}
+	if fc.MaxBlobBytes < 0 {
+		errs = append(errs, fmt.Errorf("max_blob_bytes must be >= 0, got %d", fc.MaxBlobBytes))
+	}
 	b := &fc.Backend
 	switch b.Type {
 	case "", BackendSynthetic:
@@ -265,6 +270,7 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 	c.ReplayBytes = cmp.Or(fc.ReplayBytes, c.ReplayBytes)
 	c.ReplayStreams = cmp.Or(fc.ReplayStreams, c.ReplayStreams)
 	c.ReplayKeep = cmp.Or(fc.ReplayKeep, c.ReplayKeep)
+	c.MaxBlobBytes = cmp.Or(fc.MaxBlobBytes, c.MaxBlobBytes)
 	c.MetricsURL = fc.Backend.metricsURL()
 	c.Metrics = cmp.Or(fc.Backend.Metrics, c.Metrics)
 	c.MetricsInterval = cmp.Or(fc.Backend.MetricsInterval, c.MetricsInterval)

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/tracing"
@@ -28,6 +29,13 @@ type job struct {
 	started    bool // first token emitted; guarded by Service.mu
 	span       tracing.Span
 	cancelKey  string // Fed-Cancel-Key: a cancel without it is ignored
+	// The request's body in fed_blobs (Fed-Body-Blob; bodyOut false: the
+	// body came inline), or why its reference is bad; acceptBlob: the
+	// client reads a large answer from fed_blobs (Fed-Accept-Blob). See blob.go.
+	body       blobs.Ref
+	bodyOut    bool
+	bodyErr    error
+	acceptBlob bool
 }
 
 // run executes an accepted request on the backend and ends it with exactly
@@ -40,7 +48,7 @@ func (s *Service) run(j *job) {
 	if j.call.Stream {
 		out.kept = s.replay.begin(j.call.RequestID, j.reply.Seq())
 	}
-	res, err := s.cfg.Backend.Generate(j.ctx, j.call, out.emit)
+	res, err := s.generate(j, out) // the backend, and the body and answer out of band (blob.go)
 	latency := time.Since(j.start)
 	var werr *wire.Error
 	fault := ""
@@ -60,6 +68,8 @@ func (s *Service) run(j *job) {
 		m := out.final(res, werr, latency)
 		out.keep(m)
 		s.sendFinal(j, m)
+	} else if out.answer != nil {
+		s.deleteAnswer(j, out.answer.Name) // nobody will be told where it is
 	}
 	if out.kept != nil {
 		if withdrawn {
@@ -84,6 +94,12 @@ type output struct {
 	// kept is the stream's replay buffer entry; nil for a whole answer,
 	// which is not kept.
 	kept *replayStream
+	// answer is the blob holding the whole answer (body is then nil); nil
+	// when the answer goes inline.
+	answer *blobs.Ref
+	// pieceMax bounds one chunk message's payload (the inline limit of
+	// max_payload); 0 until the first chunk.
+	pieceMax int
 }
 
 // keep puts m in the replay buffer before it is sent, so a client that
@@ -116,17 +132,27 @@ func (o *output) emit(chunk []byte) error {
 		o.body = append(o.body, chunk...)
 		return nil
 	}
-	m := j.reply.Chunk(chunk)
-	o.keep(m)
-	if err := o.s.nc.PublishMsg(m); err != nil {
-		o.sendErr = err
-		j.cancel(errLost)
-		return errLost
+	if o.pieceMax == 0 {
+		o.pieceMax = int(blobs.InlineLimit(o.s.nc.MaxPayload()))
 	}
-	if first {
-		// The first token's latency is what users feel: push it out now
-		// rather than when the write buffer fills.
-		_ = o.s.nc.FlushTimeout(time.Second)
+	// A piece larger than one message (an audio answer in one emit) goes
+	// as several chunks, each cut on a UTF-8 boundary when it is text.
+	for len(chunk) > 0 {
+		n := pieceLen(chunk, o.pieceMax)
+		m := j.reply.Chunk(chunk[:n])
+		chunk = chunk[n:]
+		o.keep(m)
+		if err := o.s.nc.PublishMsg(m); err != nil {
+			o.sendErr = err
+			j.cancel(errLost)
+			return errLost
+		}
+		if first {
+			// The first token's latency is what users feel: push it out now
+			// rather than when the write buffer fills.
+			_ = o.s.nc.FlushTimeout(time.Second)
+			first = false
+		}
 	}
 	return nil
 }
@@ -146,6 +172,9 @@ func (o *output) final(res backend.Result, werr *wire.Error, latency time.Durati
 	if res.ContentType != "" {
 		m.Header.Set(wire.HdrContentType, res.ContentType)
 	}
+	if o.answer != nil {
+		o.answer.SetAnswer(m.Header) // Fed-Answer-Blob, Fed-Answer-Size, Fed-Answer-Key
+	}
 	return m
 }
 
@@ -155,7 +184,8 @@ func (s *Service) sendFinal(j *job, m *nats.Msg) {
 	}
 }
 
-// publishOutcome sends the finished request's event for health.
+// publishOutcome sends the finished request's event for health and the
+// routers.
 // silent: the client got no final from this node.
 func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, fault string, silent bool, latency, ttft time.Duration) {
 	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.call.RequestID, OK: werr == nil, Silent: silent,

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
@@ -36,8 +37,9 @@ type Service struct {
 	draining bool
 	tps      float64 // EWMA of per-request tokens/s
 
-	replay *replays // streams' messages kept for fed.node.<id>.replay
-	load   *scraper // the model server's own load (scrape.go); nil: not scraped
+	replay *replays      // streams' messages kept for fed.node.<id>.replay
+	load   *scraper      // the model server's own load (scrape.go); nil: not scraped
+	blobs  *blobs.Opener // fed_blobs, opened on the first out-of-band body or answer (blob.go)
 
 	svc       micro.Service
 	cancelSub *nats.Subscription
@@ -78,6 +80,7 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		log:    log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
 		jobs:   map[string][]*job{},
 		replay: newReplays(cfg),
+		blobs:  blobs.NewOpener(nc),
 		load:   newScraper(cfg, log.With().Str(logging.KeyNode, cfg.NodeID).Logger()),
 		loops:  lifecycle.NewGroup(),
 		work:   lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it

@@ -126,6 +126,33 @@ func kvWatchKey(bucket, key string) []string {
 	)
 }
 
+// objOpen is opening fed_blobs (buckets.EnsureConn/Open): catalog,
+// health and routers open it with the other buckets and never read it.
+func objOpen(bucket string) []string {
+	return []string{"$JS.API.STREAM.INFO.OBJ_" + bucket}
+}
+
+// objUse is reading and writing blobs of fed_blobs (shared/blobs): the
+// requesters (their request bodies, their answers) and nodes (the bodies
+// they serve, their answers). Listing is not allowed: the meta records
+// are reached only by a direct get naming one subject (a name), chunks
+// only by a consumer whose filter names one object's chunk subject (known
+// from its meta). Neither confines a reader to its own request (a subject
+// token may be a wildcard): blobs are sealed with a per-request key that
+// travels only in the request's headers (shared/blobs/seal.go).
+func objUse(bucket string) []string {
+	s := "OBJ_" + bucket
+	return append(objOpen(bucket),
+		"$O."+bucket+".C.*",                                 // Put: chunks
+		"$O."+bucket+".M.*",                                 // Put: the meta record
+		"$JS.API.DIRECT.GET."+s+".$O."+bucket+".M.*",        // GetInfo of one name
+		"$JS.API.CONSUMER.CREATE."+s+".*.$O."+bucket+".C.*", // Get: the ordered consumer on one object's chunks
+		"$JS.API.CONSUMER.DELETE."+s+".*",
+		"$JS.FC."+s+".>",
+		"$JS.API.STREAM.PURGE."+s, // Delete, and a failed Put's cleanup
+	)
+}
+
 func cat(lists ...[]string) []string {
 	var out []string
 	for _, l := range lists {
@@ -156,29 +183,29 @@ func Perms(prefix string) []Perm {
 	}
 	perms := []Perm{
 		{Key: RoleClient, Role: RoleClient,
-			Pub: []string{p("infer", "*", tmplTenant), p("infer", "custom", "*", tmplTenant), p("cancel", "*"),
-				p("client", "duplicate", "*"), p("node", "*", "replay")},
+			Pub: cat([]string{p("infer", "*", tmplTenant), p("infer", "custom", "*", tmplTenant), p("cancel", "*"),
+				p("client", "duplicate", "*"), p("node", "*", "replay")}, objUse(buckets.Blobs)),
 			Sub:     []string{InboxRoot + "." + tmplTenant + ".>"},
 			SubDeny: svcInboxes},
 		{Key: RoleGateway, Role: RoleGateway,
-			Pub: []string{p("infer", ">"), p("cancel", "*"), p("client", "duplicate", "*"), p("node", "*", "replay"),
-				p("catalog", "list"), p("catalog", "get"), p("catalog", "find")},
+			Pub: cat([]string{p("infer", ">"), p("cancel", "*"), p("client", "duplicate", "*"), p("node", "*", "replay"),
+				p("catalog", "list"), p("catalog", "get"), p("catalog", "find")}, objUse(buckets.Blobs)),
 			Sub: []string{inbox(RoleGateway)}},
 		{Key: RoleRouter, Role: RoleRouter,
 			Pub: cat([]string{p("node", "*", "infer", "*"), p("cancel", "*"), p("router", "unplaced"), p("router", "decisions"),
 				p("router", "failed", "*"), replies},
-				kvRead(buckets.Catalog), kvRead(buckets.Health), kvRead(buckets.Config)),
+				kvRead(buckets.Catalog), kvRead(buckets.Health), kvRead(buckets.Config), objOpen(buckets.Blobs)),
 			Sub: []string{p("infer", ">"), p("outcome", "*"), p("router", "candidates"), "$SRV.>", inbox(RoleRouter)}},
 		{Key: RoleCatalog, Role: RoleCatalog,
 			Pub: cat([]string{replies}, kvRead(buckets.Catalog), kvWrite(buckets.Catalog),
-				kvOpen(buckets.Health), kvOpen(buckets.Config)),
+				kvOpen(buckets.Health), kvOpen(buckets.Config), objOpen(buckets.Blobs)),
 			// the open register forms too: only the operator may publish there
 			Sub: []string{p("catalog", "register", "*", "*", "*"), p("catalog", "deregister", "*"),
 				p("catalog", "register"), p("catalog", "deregister"), p("catalog", "find"),
 				p("catalog", "list"), p("catalog", "get"), p("heartbeat", "*"), "$SRV.>", inbox(RoleCatalog)}},
 		{Key: RoleHealth, Role: RoleHealth,
 			Pub: cat([]string{p("node", "*", "probe"), replies}, kvRead(buckets.Catalog), kvRead(buckets.Health),
-				kvWrite(buckets.Health), kvOpen(buckets.Config)),
+				kvWrite(buckets.Health), kvOpen(buckets.Config), objOpen(buckets.Blobs)),
 			Sub: []string{p("heartbeat", "*"), p("outcome", "*"), p("router", "failed", "*"), p("router", "unplaced"),
 				p("client", "duplicate", "*"), p("health", "get"), p("health", "list"), p("stats"), "$SRV.>", inbox(RoleHealth)}},
 	}
@@ -192,7 +219,7 @@ func Perms(prefix string) []Perm {
 		perms = append(perms, Perm{Key: NodeKey(c), Role: RoleNode, Clearance: c,
 			Pub: cat([]string{p("heartbeat", tmplName), p("outcome", tmplName),
 				p("catalog", "register", tmplName, tmplRegion, c.String()), p("catalog", "deregister", tmplName), replies},
-				kvWatchKey(buckets.Catalog, buckets.NodeKey(tmplName))),
+				kvWatchKey(buckets.Catalog, buckets.NodeKey(tmplName)), objUse(buckets.Blobs)),
 			Sub: sub})
 	}
 	return append(perms, Perm{Key: RoleOperator, Role: RoleOperator, Pub: []string{">"}, Sub: []string{">"}})

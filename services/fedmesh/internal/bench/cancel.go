@@ -28,8 +28,11 @@ func (r *rig) cancelTable(ctx context.Context, w io.Writer) error {
 	nc, c := sess.nc, sess.c
 	ended := make(chan record.Outcome, 16)
 	sub, err := nc.Subscribe(subject.Default.Outcome(slowNode), func(m *nats.Msg) {
-		if o, err := record.DecodeOutcome(m.Subject, m.Data); err == nil && o.Kind == record.OutcomeCompleted {
-			ended <- o
+		outs, _ := record.DecodeOutcomes(m.Subject, m.Data) // one outcome or a batch
+		for _, o := range outs {
+			if o.Kind == record.OutcomeCompleted {
+				ended <- o
+			}
 		}
 	})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -72,55 +73,95 @@ func (f *requestFlags) spec() (wire.Spec, error) {
 func newInferCmd(g *globals) *cobra.Command {
 	var rf requestFlags
 	var stream, verbose bool
+	var outFile string
+	var maxBody int64
 	cmd := &cobra.Command{
 		Use:   "infer [flags] INPUT  (or - for standard input)",
 		Short: "send one inference request into the mesh",
-		Args:  cobra.ExactArgs(1),
+		Long: "Sends INPUT (or standard input, streamed, with -) as one request. A body too large for one NATS message\n" +
+			"goes out of band through the fed_blobs object store, up to --max-body; so does a large answer.\n" +
+			"--out writes the answer to a file as it arrives (binary answers: synthesize audio, images).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body := []byte(args[0])
+			req := rf.request([]byte(args[0]))
 			if args[0] == "-" {
-				b, err := io.ReadAll(cmd.InOrStdin())
-				if err != nil {
-					return fmt.Errorf("read input: %w", err)
-				}
-				body = b
+				req.Body, req.BodyReader = nil, cmd.InOrStdin()
+				req.BodySize = sizeOf(cmd.InOrStdin())
 			}
 			return g.withConn(cmd, "fedmesh-infer", func(ctx context.Context, nc *nats.Conn) error {
-				c, err := client.New(nc, client.WithSubjects(g.subjects()))
+				c, err := client.New(nc, client.WithSubjects(g.subjects()), client.WithMaxBody(maxBody))
 				if err != nil {
 					return err
 				}
 				defer c.Close()
-				out, summary := cmd.OutOrStdout(), io.Discard
+				summary := io.Discard
 				if verbose {
 					summary = cmd.ErrOrStderr()
 				}
-				if stream {
-					return inferStream(ctx, c, rf.request(body), out, summary)
+				out, newline := cmd.OutOrStdout(), true
+				if outFile != "" {
+					f, err := os.Create(outFile)
+					if err != nil {
+						return fmt.Errorf("--out: %w", err)
+					}
+					defer f.Close()
+					out, newline = f, false // the answer's bytes as they are
 				}
-				return inferWhole(ctx, c, rf.request(body), out, summary)
+				if stream {
+					err = inferStream(ctx, c, req, out, summary, newline)
+				} else {
+					err = inferWhole(ctx, c, req, out, summary, newline)
+				}
+				if f, ok := out.(*os.File); ok && outFile != "" {
+					if cerr := f.Close(); err == nil && cerr != nil {
+						err = fmt.Errorf("--out: %w", cerr)
+					}
+				}
+				return err
 			})
 		},
 	}
 	rf.add(cmd)
 	cmd.Flags().BoolVarP(&stream, "stream", "s", false, "print tokens as they arrive")
 	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print which node answered, tokens and latency to stderr")
+	cmd.Flags().StringVarP(&outFile, "out", "o", "", "write the answer to this file (as it arrives, no newline added) instead of standard output")
+	cmd.Flags().Int64Var(&maxBody, "max-body", blobs.DefaultMaxBytes, "largest request body (and answer) in bytes; a larger one is refused before anything is sent")
 	return cmd
 }
 
-// inferWhole prints the whole answer, then who answered to summary.
-func inferWhole(ctx context.Context, c *client.Client, req client.Request, out, summary io.Writer) error {
-	resp, err := c.Infer(ctx, req)
+// sizeOf is r's size when it is a regular file (stdin redirected from a
+// file), else 0 (unknown: the SDK reads it as it goes).
+func sizeOf(r io.Reader) int64 {
+	f, ok := r.(*os.File)
+	if !ok {
+		return 0
+	}
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		return 0
+	}
+	if off, err := f.Seek(0, io.SeekCurrent); err == nil {
+		return st.Size() - off
+	}
+	return st.Size()
+}
+
+// inferWhole writes the whole answer (streamed from the blob store when it
+// came out of band), then who answered to summary.
+func inferWhole(ctx context.Context, c *client.Client, req client.Request, out, summary io.Writer, newline bool) error {
+	resp, err := c.InferTo(ctx, req, out)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(out, string(resp.Body))
-	fmt.Fprintf(summary, "request %s: node %s, %d tokens, %.1f ms\n", resp.RequestID, resp.Node, resp.Tokens, resp.LatencyMs)
+	if newline {
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintf(summary, "request %s: node %s, %d tokens, %d bytes, %.1f ms\n", resp.RequestID, resp.Node, resp.Tokens, resp.Size, resp.LatencyMs)
 	return nil
 }
 
-// inferStream prints tokens as they arrive, then who answered to summary.
-func inferStream(ctx context.Context, c *client.Client, req client.Request, out, summary io.Writer) error {
+// inferStream writes tokens as they arrive, then who answered to summary.
+func inferStream(ctx context.Context, c *client.Client, req client.Request, out, summary io.Writer, newline bool) error {
 	st, err := c.InferStream(ctx, req)
 	if err != nil {
 		return err
@@ -128,15 +169,21 @@ func inferStream(ctx context.Context, c *client.Client, req client.Request, out,
 	defer st.Close()
 	for ch, err := range st.Chunks() {
 		if err != nil {
-			fmt.Fprintln(out)
+			if newline {
+				fmt.Fprintln(out)
+			}
 			return err
 		}
-		fmt.Fprint(out, string(ch.Data))
-		if f, ok := out.(*os.File); ok {
+		if _, err := out.Write(ch.Data); err != nil {
+			return fmt.Errorf("write the answer: %w", err)
+		}
+		if f, ok := out.(*os.File); ok && newline {
 			_ = f.Sync()
 		}
 	}
-	fmt.Fprintln(out)
+	if newline {
+		fmt.Fprintln(out)
+	}
 	res, err := st.Result()
 	if err != nil {
 		return err

@@ -383,16 +383,16 @@ func (l *Live) onDecisions(m *nats.Msg) {
 }
 
 func (l *Live) onOutcome(m *nats.Msg) {
-	o, err := record.DecodeOutcome(m.Subject, m.Data)
-	if err == nil && o.Kind != record.OutcomeCompleted {
-		return // only a node's completed outcome ends a placement
-	}
+	outs, err := record.DecodeOutcomes(m.Subject, m.Data) // one outcome or a batch (DESIGN §9.2)
 	l.update(func(s *state) {
 		if err != nil {
 			s.ignore(srcOutcomes, err)
-			return
 		}
-		s.applyOutcome(o)
+		for _, o := range outs {
+			if o.Kind == record.OutcomeCompleted { // only a node's completed outcome ends a placement
+				s.applyOutcome(o)
+			}
+		}
 	})
 }
 

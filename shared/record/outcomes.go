@@ -1,0 +1,77 @@
+package record
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// MaxOutcomesBatch bounds the outcomes one batch on fed.outcome.<node_id>
+// may hold; readers refuse a bigger batch whole. Node agents send at most
+// 32 (nodeagent: outcomes batched per few ms).
+const MaxOutcomesBatch = 256
+
+// DecodeOutcomes decodes what a node agent publishes on
+// fed.outcome.<node_id>: one outcome (a JSON object, as DecodeOutcome
+// takes) or a batch of them (a JSON array of such objects, oldest first).
+// Each outcome of a batch is judged on its own, exactly as DecodeOutcome
+// judges a single one: it returns the outcomes that pass, and an error
+// naming each that did not (then the caller uses the good ones and logs the
+// error). A body that is neither, or a batch of more than
+// MaxOutcomesBatch, yields no outcome.
+func DecodeOutcomes(subj string, data []byte) ([]Outcome, error) {
+	if !isArray(data) {
+		o, err := DecodeOutcome(subj, data)
+		if err != nil {
+			return nil, err
+		}
+		return []Outcome{o}, nil
+	}
+	var all []Outcome
+	if err := json.Unmarshal(data, &all); err == nil {
+		if len(all) > MaxOutcomesBatch {
+			return nil, batchTooLarge(subj, len(all))
+		}
+		good := all[:0]
+		var errs []error
+		for i := range all {
+			if err := all[i].check(subj); err != nil {
+				errs = append(errs, fmt.Errorf("outcome %d of the batch on %s: %w", i, subj, err))
+				continue
+			}
+			good = append(good, all[i])
+		}
+		return good, errors.Join(errs...)
+	}
+	// Some element does not even decode (a wrong type somewhere): judge the
+	// elements one by one so the others still count.
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("outcome batch on %s: %w", subj, err)
+	}
+	if len(raw) > MaxOutcomesBatch {
+		return nil, batchTooLarge(subj, len(raw))
+	}
+	good := make([]Outcome, 0, len(raw))
+	var errs []error
+	for i, r := range raw {
+		o, err := DecodeOutcome(subj, r)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("outcome %d of the batch: %w", i, err))
+			continue
+		}
+		good = append(good, o)
+	}
+	return good, errors.Join(errs...)
+}
+
+func batchTooLarge(subj string, n int) error {
+	return fmt.Errorf("outcome batch on %s: %d outcomes, more than %d", subj, n, MaxOutcomesBatch)
+}
+
+// isArray reports whether data's first JSON token opens an array.
+func isArray(data []byte) bool {
+	data = bytes.TrimLeft(data, " \t\r\n")
+	return len(data) > 0 && data[0] == '['
+}
