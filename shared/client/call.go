@@ -61,7 +61,8 @@ type call struct {
 	// Continuation of a lost stream (reader only, but req is set before
 	// the call is shared): req is the request as published, kept for a
 	// stream without Fed-No-Resume (nil otherwise); text the chunks read so
-	// far, joined; continues how many continuations were sent.
+	// far, joined; continues how many continuations were sent (under mu:
+	// push reads it).
 	req       *nats.Msg
 	stream    bool
 	text      []byte
@@ -452,8 +453,8 @@ func (cl *call) continueLost() bool {
 	if cl.c.nc.PublishMsg(m) != nil {
 		return false
 	}
-	cl.continues++
 	cl.mu.Lock()
+	cl.continues++ // push reads it (mayContinue) under cl.mu
 	if !cl.resumed {
 		cl.resumed = true
 		cl.c.resumed.Add(1)
