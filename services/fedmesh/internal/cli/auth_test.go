@@ -97,14 +97,16 @@ func (m *authMesh) connect(name, inbox string, args ...string) *roleConn {
 				m.t.Logf("%s: async error: %v", name, err)
 				return
 			}
-			if v := violationRe.FindStringSubmatch(err.Error()); v != nil {
-				c.viol <- violation{strings.ToLower(v[1]), v[2]}
-			}
+			// cancel the current operation before reporting the violation:
+			// once reported, the test may already have started the next one
 			c.mu.Lock()
 			if c.onDeny != nil {
 				c.onDeny()
 			}
 			c.mu.Unlock()
+			if v := violationRe.FindStringSubmatch(err.Error()); v != nil {
+				c.viol <- violation{strings.ToLower(v[1]), v[2]}
+			}
 		}))
 	return c
 }
