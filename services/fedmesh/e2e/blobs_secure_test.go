@@ -11,17 +11,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fedmesh/fedmesh/services/catalog/catalog"
-	"github.com/fedmesh/fedmesh/services/fedmesh/internal/auth"
-	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
-	"github.com/fedmesh/fedmesh/services/health/health"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
-	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
-	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -29,33 +23,10 @@ import (
 // answer travel with zero permission violations; another tenant can
 // neither list fed_blobs nor read a blob, even knowing its name.
 func TestSecuredBlobs(t *testing.T) {
-	dir := t.TempDir()
-	_, err := auth.Init(dir, "")
-	require.NoError(t, err)
-	d, err := auth.Open(dir)
-	require.NoError(t, err)
-	s := natsembed.StartOperatorForTest(t, dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	require.NoError(t, devmesh.SetupSecured(ctx, s, d, dir, "acme", buckets.Options{}))
 	sc := mediaConfig(synthetic.Config{})
 	media := node("media", "us", wire.PrivacyInternal, sc, mediaModels...)
-	media.HeartbeatInterval = hbInterval
-	var v violations
-	startMesh(t, devmesh.Options{Server: s, Log: natsembed.Logger(t), Nodes: []nodeagent.Config{media},
-		Credentials: devmesh.Credentials(d), AsyncError: v.hear,
-		Catalog: func(c *catalog.Config) { c.NodeTTL = 10 * hbInterval },
-		Health:  func(c *health.Config) { c.HeartbeatInterval = hbInterval }})
-
-	connect := func(tenant string) *nats.Conn {
-		o, err := d.ConnOption(auth.User{Role: auth.RoleClient, Tenant: tenant})
-		require.NoError(t, err)
-		nc, err := nats.Connect(s.ClientURL(), o, nats.CustomInboxPrefix("_INBOX."+tenant),
-			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { v.hear("client-"+tenant, err) }))
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		return nc
-	}
+	sm := startSecured(t, nil, media)
+	v, connect := sm.v, func(tenant string) *nats.Conn { return sm.client(t, tenant) }
 	nc := connect("acme")
 	c, err := client.New(nc, client.WithTenant("acme"))
 	require.NoError(t, err)

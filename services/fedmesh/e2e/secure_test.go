@@ -11,10 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fedmesh/fedmesh/services/catalog/catalog"
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/auth"
-	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
-	"github.com/fedmesh/fedmesh/services/health/health"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/shared/buckets"
@@ -59,38 +56,22 @@ func (v *violations) snapshot() (int, map[string][]string) {
 // no confidential request (its server refuses the subscriptions and the
 // registration, whatever its config says).
 func TestSecuredMesh(t *testing.T) {
-	dir := t.TempDir()
-	_, err := auth.Init(dir, "")
-	require.NoError(t, err)
-	d, err := auth.Open(dir)
-	require.NoError(t, err)
-	s := natsembed.StartOperatorForTest(t, dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	require.NoError(t, devmesh.SetupSecured(ctx, s, d, dir, "acme", buckets.Options{}))
-
 	cleared := node("eu-conf", "eu", wire.PrivacyConfidential, synthetic.Config{Tokens: 4})
 	plain := node("us-int", "us", wire.PrivacyInternal, synthetic.Config{Tokens: 4})
-	var v violations
-	base := devmesh.Credentials(d)
 	// the rogue's credential says internal, whatever its agent claims
-	creds := func(service, id string, n *nodeagent.Config) ([]nats.Option, error) {
-		if n != nil && n.NodeID == "rogue" {
-			o, err := d.ConnOption(auth.User{Role: auth.RoleNode, NodeID: "rogue", Region: "us", Clearance: wire.PrivacyInternal})
-			return []nats.Option{o}, err
+	rogueCreds := func(base func(string, string, *nodeagent.Config) ([]nats.Option, error), d *auth.Dir) func(string, string, *nodeagent.Config) ([]nats.Option, error) {
+		return func(service, id string, n *nodeagent.Config) ([]nats.Option, error) {
+			if n != nil && n.NodeID == "rogue" {
+				o, err := d.ConnOption(auth.User{Role: auth.RoleNode, NodeID: "rogue", Region: "us", Clearance: wire.PrivacyInternal})
+				return []nats.Option{o}, err
+			}
+			return base(service, id, n)
 		}
-		return base(service, id, n)
 	}
-	opts := devmesh.Options{
-		Server: s, Log: natsembed.Logger(t), Nodes: []nodeagent.Config{cleared, plain},
-		Credentials: creds, AsyncError: v.hear,
-		Catalog: func(c *catalog.Config) { c.NodeTTL = 10 * hbInterval },
-		Health:  func(c *health.Config) { c.HeartbeatInterval = hbInterval },
-	}
-	mesh := startMesh(t, opts) // the first requests below wait until the nodes are routable
-
+	sm := startSecured(t, rogueCreds, cleared, plain) // the first requests below wait until the nodes are routable
+	mesh, d, s, v := sm.mesh, sm.d, sm.s, sm.v
 	// a client of tenant acme, as DIR/dev-client.creds would connect
-	nc, err := nats.Connect(s.ClientURL(), nats.UserCredentials(dir+"/dev-client.creds"),
+	nc, err := nats.Connect(s.ClientURL(), nats.UserCredentials(sm.dir+"/dev-client.creds"),
 		nats.CustomInboxPrefix("_INBOX.acme"), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { v.hear("client", err) }))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)

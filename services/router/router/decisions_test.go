@@ -110,8 +110,14 @@ func TestIntegrationDecisionEvents(t *testing.T) {
 		}
 	}
 	assert.Less(t, len(got), n+1, "one decision per request")
-	for i, d := range got {
-		assert.Equal(t, "dec-"+strconv.Itoa(i), d.RequestID)
+	seen := map[string]bool{}
+	for _, d := range got {
+		seen[d.RequestID] = true
+	}
+	for i := range n {
+		assert.True(t, seen["dec-"+strconv.Itoa(i)], "decision of dec-%d (batches may arrive in any order)", i)
+	}
+	for _, d := range got {
 		assert.Equal(t, "fast", d.Node)
 		assert.Equal(t, "ttft", d.DecidedBy, "expected_ttft, the default: 10 ms against 900 ms")
 		assert.Positive(t, d.PredictedTTFTMs)

@@ -92,7 +92,11 @@ func (e *entry) setTTFT(h *record.Health) {
 			}
 		}
 	}
-	e.server.set(h.Server)
+	if h.Server != nil {
+		// a record without one (a health write that raced an ack) keeps
+		// what the latest ack said; the load is dropped with the record
+		e.server.set(h.Server)
+	}
 }
 
 // baseTTFT is the node's TTFT for the request's capability and model: its
