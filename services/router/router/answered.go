@@ -26,6 +26,9 @@ const answeredKeep = 8192
 // to show that it answered, before sending its own final error.
 const finalGrace = 300 * time.Millisecond
 
+// minFinalGrace is the wait even when the request's deadline has passed.
+const minFinalGrace = 50 * time.Millisecond
+
 func newAnswered() *answered {
 	return &answered{ids: map[string]struct{}{}, order: make([]string, answeredKeep), waiters: map[string][]chan struct{}{}}
 }

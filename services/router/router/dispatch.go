@@ -640,6 +640,9 @@ func (p *placement) fail(err error) {
 // nodeAnswered waits up to finalGrace (less when the deadline is nearer) for
 // a non-silent completion outcome of p's request.
 func (s *Service) nodeAnswered(p *placement) bool {
-	grace := min(finalGrace, max(time.Until(p.deadline), 0))
+	// never less than minFinalGrace: past the deadline the node may still
+	// have started the attempt (Fed-Ack-Deadline is inclusive of its own
+	// clock) and be sending its final; a 1 ms Fed-Timeout-Ms got two finals
+	grace := min(finalGrace, max(time.Until(p.deadline), minFinalGrace))
 	return s.answered.wait(context.Background(), p.spec.RequestID, grace)
 }
