@@ -42,7 +42,11 @@ func TestMetricsCatalog(t *testing.T) {
 	natsembed.Eventually(t, 0, func() error {
 		m = scrape(t, s)
 		got := m.Value("fedmesh_catalog_heartbeats_received_total", nil)
-		return natsembed.Check(got == 3, "heartbeats %v", got)
+		// micro counts a request after its handler has replied: the
+		// caller can have the answer before the count moves.
+		finds := m.Value("fedmesh_catalog_requests_total", metricstest.Labels{"endpoint": "find"})
+		regs := m.Value("fedmesh_catalog_requests_total", metricstest.Labels{"endpoint": "register"})
+		return natsembed.Check(got == 3 && finds > 0 && regs >= 2, "heartbeats %v, finds %v, registers %v", got, finds, regs)
 	})
 	model := func(id, op string) metricstest.Labels {
 		return metricstest.Labels{metrics.LabelModel: id, metrics.LabelOperation: op}

@@ -64,19 +64,23 @@ func (s *Service) run(j *job) {
 		s.observe(res.Tokens, latency-out.ttft)
 	}
 	withdrawn := context.Cause(j.ctx) == errWithdrawn
+	if out.kept != nil && withdrawn {
+		s.replay.drop(out.kept)
+	}
 	if out.sendErr == nil && !withdrawn {
 		m := out.final(res, werr, latency)
 		out.keep(m)
+		// Finished before it is sent: a client that has the final sees
+		// the buffer as it will stay (its bounds counted with this stream).
+		if out.kept != nil {
+			s.replay.finish(out.kept)
+		}
 		s.sendFinal(j, m)
 	} else if out.answer != nil {
 		s.deleteAnswer(j, out.answer.Name) // nobody will be told where it is
 	}
-	if out.kept != nil {
-		if withdrawn {
-			s.replay.drop(out.kept)
-		} else {
-			s.replay.finish(out.kept)
-		}
+	if out.kept != nil && !withdrawn {
+		s.replay.finish(out.kept) // no final sent (a failed publish): still done
 	}
 	s.publishOutcome(j, res, werr, fault, out.sendErr != nil || withdrawn, latency, out.ttft)
 	s.logFinished(j, res, werr, latency)

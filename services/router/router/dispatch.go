@@ -69,9 +69,9 @@ type placement struct {
 	// lostResumable: the lost node's catalog record said resumable when
 	// the request was placed on it (the record may be gone by now)
 	lostResumable bool
-	// uncertain: an attempt's ack never came (timeout, broken send), so
-	// that node may have taken the request and answered the client.
-	uncertain bool
+	// uncertain: the nodes of attempts whose ack never came (timeout,
+	// broken send): each may have taken the request and answered the client.
+	uncertain []string
 	// subjectTenant is the tenant token of a secured request subject
 	// (fed.infer.<capability>.<tenant>): the credential allowed only that
 	// one, so it is the request's tenant whatever Fed-Tenant says.
@@ -419,12 +419,12 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 		return ackFailed, "no responders", err
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
 		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
-		p.uncertain = true
+		p.uncertain = append(p.uncertain, d.e.id)
 		return ackFailed, "ack timeout", err
 	case err != nil:
 		// the dispatch may be out (the connection broke after it): take it back
 		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
-		p.uncertain = true
+		p.uncertain = append(p.uncertain, d.e.id)
 		return ackLocal, "dispatch error: " + err.Error(), err
 	}
 	switch st := resp.Header.Get(wire.HdrStatus); st {
@@ -597,7 +597,7 @@ func rejectSummary(r reject) string {
 // error, micro error headers) and reports the request as unplaced.
 func (p *placement) fail(err error) {
 	s, in := p.s, &p.inbound
-	if p.uncertain && s.nodeAnswered(p) {
+	if len(p.uncertain) > 0 && s.nodeAnswered(p) {
 		// A node whose ack was lost took the request and answered it (its
 		// completion outcome says so): a final from the router would be a
 		// second one.
@@ -638,11 +638,12 @@ func (p *placement) fail(err error) {
 }
 
 // nodeAnswered waits up to finalGrace (less when the deadline is nearer) for
-// a non-silent completion outcome of p's request.
+// a non-silent completion outcome of p's request, or for every uncertain
+// node to report silent.
 func (s *Service) nodeAnswered(p *placement) bool {
 	// never less than minFinalGrace: past the deadline the node may still
 	// have started the attempt (Fed-Ack-Deadline is inclusive of its own
 	// clock) and be sending its final; a 1 ms Fed-Timeout-Ms got two finals
 	grace := min(finalGrace, max(time.Until(p.deadline), minFinalGrace))
-	return s.answered.wait(context.Background(), p.spec.RequestID, grace)
+	return s.answered.wait(context.Background(), p.spec.RequestID, p.uncertain, grace)
 }

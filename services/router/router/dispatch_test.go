@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -316,15 +317,24 @@ func TestQueueIsFairAndKeepsTurns(t *testing.T) {
 // A node whose ack is lost may still take the request and answer the client
 // itself. When the router then gives up, it sends no final of its own if the
 // node's completion outcome says it answered; when the outcome is silent (the
-// attempt was withdrawn), the router's error is the client's one final.
+// attempt was withdrawn), the router's error is the client's one final, sent
+// at once; a node that reports nothing is waited for up to finalGrace. An
+// outcome published for the node by another one is not believed.
 func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		silent bool
-		want   []string // the finals the client gets, by sender
+		name    string
+		answer  bool   // the node answers the client
+		outcome string // the node the outcome names ("" none), published on lost-ack's subject
+		silent  bool   // the outcome says the client got nothing
+		read    time.Duration
+		want    []string // the finals the client gets, by sender
 	}{
-		{"the node answered", false, []string{"lost-ack:done"}},
-		{"the node was withdrawn", true, []string{"router:error"}},
+		// read bounds the wait for the next reply: under finalGrace unless
+		// the router must wait it out
+		{"the node answered", true, "lost-ack", false, time.Second, []string{"lost-ack:done"}},
+		{"the node was withdrawn", false, "lost-ack", true, time.Second, []string{"router:error"}},
+		{"the node said nothing", false, "", false, finalGrace + 500*time.Millisecond, []string{"router:error"}},
+		{"another node spoke for it", false, "someone-else", true, finalGrace + 500*time.Millisecond, []string{"router:error"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Policy.AckTimeoutMs = 150; c.Policy.MaxRetries = 0 })
@@ -334,12 +344,14 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 			sub, err := e.nc.Subscribe(subject.Default.NodeInferAt("lost-ack", "*"), func(m *nats.Msg) {
 				id := m.Header.Get(wire.HdrRequestID)
 				time.Sleep(200 * time.Millisecond) // past the ack timeout
-				if !tc.silent {
+				if tc.answer {
 					rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: id, Node: "lost-ack"}
 					_ = e.nc.PublishMsg(rep.Done([]byte("hi"), wire.DoneInfo{Tokens: 1}))
 				}
-				_ = wire.PublishJSON(e.nc, subject.Default.Outcome("lost-ack"), record.Outcome{Kind: record.OutcomeCompleted,
-					NodeID: "lost-ack", RequestID: id, OK: !tc.silent, Silent: tc.silent, Time: time.Now()})
+				if tc.outcome != "" {
+					_ = wire.PublishJSON(e.nc, subject.Default.Outcome("lost-ack"), record.Outcome{Kind: record.OutcomeCompleted,
+						NodeID: tc.outcome, RequestID: id, OK: tc.answer, Silent: tc.silent, Time: time.Now()})
+				}
 			})
 			require.NoError(t, err)
 			defer sub.Unsubscribe()
@@ -350,11 +362,12 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 			require.NoError(t, err)
 			m := nats.NewMsg(subject.Default.Infer(wire.CapGenerate))
 			m.Reply = inbox
-			m.Header.Set(wire.HdrRequestID, "req-lost-ack-"+strconv.FormatBool(tc.silent))
+			m.Header.Set(wire.HdrRequestID, "req-lost-ack-"+strings.ReplaceAll(tc.name, " ", "-"))
+			m.Header.Set(wire.HdrTimeoutMs, "10000")
 			require.NoError(t, e.nc.PublishMsg(m))
 			var got []string
 			for {
-				r, err := replies.NextMsg(time.Second)
+				r, err := replies.NextMsg(tc.read)
 				if err != nil {
 					break
 				}
@@ -367,7 +380,7 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 				}
 			}
 			assert.Equal(t, tc.want, got, "exactly one final")
-			if !tc.silent {
+			if tc.answer {
 				assert.Equal(t, int64(1), e.svc.Stats().FinalsSuppressed)
 			}
 		})

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -175,10 +176,16 @@ func (s *Service) onOutcome(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &h); err != nil || h.Kind != record.OutcomeCompleted || h.RequestID == "" {
 		return
 	}
-	s.out.done(h.RequestID, h.NodeID)
-	if !h.Silent {
-		s.answered.mark(h.RequestID)
+	// The subject names the node (in secured mode only that node may
+	// publish on it): an outcome speaking for another node is ignored, so
+	// no node can end another's dispatch or report it silent.
+	if node := subject.LastToken(m.Subject); h.NodeID == "" {
+		h.NodeID = node
+	} else if h.NodeID != node {
+		return
 	}
+	s.out.done(h.RequestID, h.NodeID)
+	s.answered.mark(h.RequestID, h.NodeID, h.Silent)
 	if e := s.cache.lookup(h.NodeID); e != nil {
 		e.completed()
 		s.wakeFor(e, 1)
