@@ -82,6 +82,14 @@ func IsResumable(b Backend) bool {
 	return ok && r.Resumable()
 }
 
+// ConnStats is implemented by backends that reach their model server over
+// pooled connections: how many requests got a newly opened connection and
+// how many reused one (the agent exports them as a metric; issue 16 asks
+// for ≈ 0 new connections per request after warm-up).
+type ConnStats interface {
+	Stats() (newConns, reused uint64)
+}
+
 // Errorf builds a backend error with a wire code.
 func Errorf(code int, format string, args ...any) error {
 	return wire.Errorf(code, format, args...)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend"
 	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -70,18 +71,21 @@ func (s *Service) Metrics() prometheus.Collector {
 		tps:      desc("throughput_tokens_per_second", "EWMA of per-request decode speed (the heartbeat's throughput_tps)."),
 		late:     desc("late_dispatches_total", "Dispatches dropped unstarted because their Fed-Ack-Deadline had passed."),
 		dispatch: desc("dispatches_total", "Dispatches received on fed.node.<id>.infer, accepted or not."),
+		conns: prometheus.NewDesc("fedmesh_node_backend_connections_total",
+			"Backend requests by how they got their connection to the model server: reused=\"true\" from the keep-alive pool, \"false\" newly opened.",
+			[]string{"reused"}, node),
 	}}
 }
 
 // nodeCollector reads what the heartbeat reports, under the lock the
 // heartbeat takes.
 type nodeCollector struct {
-	s                                                                *Service
-	inFlight, maxConc, queue, streams, draining, tps, late, dispatch *prometheus.Desc
+	s                                                                       *Service
+	inFlight, maxConc, queue, streams, draining, tps, late, dispatch, conns *prometheus.Desc
 }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inFlight, c.maxConc, c.queue, c.streams, c.draining, c.tps, c.late, c.dispatch} {
+	for _, d := range []*prometheus.Desc{c.inFlight, c.maxConc, c.queue, c.streams, c.draining, c.tps, c.late, c.dispatch, c.conns} {
 		ch <- d
 	}
 }
@@ -98,6 +102,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	metrics.Gauge(ch, c.draining, metrics.Bool(draining))
 	metrics.Gauge(ch, c.tps, tps)
 	metrics.Counter(ch, c.late, float64(s.lateDispatches.Load()))
+	if cs, ok := s.cfg.Backend.(backend.ConnStats); ok {
+		opened, reused := cs.Stats()
+		metrics.Counter(ch, c.conns, float64(opened), "false")
+		metrics.Counter(ch, c.conns, float64(reused), "true")
+	}
 	if s.svc != nil {
 		var n float64
 		for _, ep := range s.svc.Stats().Endpoints {

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/openai"
+	"github.com/fedmesh/fedmesh/shared/metrics/metricstest"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -118,4 +119,28 @@ func TestOpenAIBackendOverNATS(t *testing.T) {
 		assert.Equal(t, wire.StatusDone, a.final.Header.Get(wire.HdrStatus))
 	}
 	require.NoError(t, <-stopped)
+}
+
+// Requests one after the other reuse the backend's keep-alive connection,
+// and the agent's metrics say so (issue 16: ≈ 0 new connections per request
+// after warm-up).
+func TestOpenAIBackendConnectionReuse(t *testing.T) {
+	r := newRig(t)
+	be, err := openai.New(openai.Config{BaseURL: vllm(t, make(chan time.Time, 1))})
+	require.NoError(t, err)
+	s, _ := r.agent(testConfig("oa", be))
+	const n = 6
+	for i := range n {
+		opts := []dispatchOpt{}
+		if i%2 == 0 {
+			opts = append(opts, stream) // streamed and whole answers share the pool
+		}
+		c := r.dispatch("oa", "ok", opts...)
+		require.Equal(t, wire.StatusAccepted, c.status)
+		require.Equal(t, wire.StatusDone, c.read(t, 3*time.Second).final.Header.Get(wire.HdrStatus))
+	}
+	m := scrape(t, s)
+	const name = "fedmesh_node_backend_connections_total"
+	assert.Equal(t, 1.0, m.Value(name, metricstest.Labels{"reused": "false"}), "one connection opened")
+	assert.Equal(t, float64(n-1), m.Value(name, metricstest.Labels{"reused": "true"}), "every later request reused it")
 }
