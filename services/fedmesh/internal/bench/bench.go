@@ -42,7 +42,7 @@ type Options struct {
 	Streams    int           // streams per side and concurrency level (default DefaultStreams)
 	ScaleNodes int           // simulated nodes for the scale run (0 skips it)
 	BinDir     string        // where the router/health binaries are for the scale run
-	Only       string        // run one part: reqreply, stream, secure, cancel, decisions or scale ("" = all)
+	Only       string        // run one part: reqreply, stream, secure, cancel, gateway, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
 }
 
@@ -213,6 +213,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.runs("cancel") {
 		if err := r.cancelTable(ctx, w); err != nil {
+			return err
+		}
+	}
+	if o.runs("gateway") {
+		if err := gatewayTable(ctx, w, o); err != nil {
 			return err
 		}
 	}

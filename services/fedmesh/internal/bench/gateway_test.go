@@ -1,0 +1,35 @@
+package bench
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The gateway part runs the three paths on a real mesh; after warm-up the
+// openai node opens no new upstream connections, and the table shows it.
+func TestGatewayPart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	g, err := newGatewayRig(ctx)
+	require.NoError(t, err)
+	defer g.close()
+	r, err := g.measure(ctx, 30)
+	require.NoError(t, err)
+	for _, d := range []dist{r.direct, r.viaSynth, r.viaUpstream} {
+		assert.Equal(t, 30, d.n)
+		assert.Positive(t, d.p50)
+	}
+	assert.Zero(t, r.newConnsPerReq, "requests one at a time reuse one upstream connection")
+	assert.Zero(t, r.upstreamOpened)
+
+	var out strings.Builder
+	require.NoError(t, gatewayTable(ctx, &out, Options{Samples: 10}))
+	for _, row := range []string{"| direct to the upstream |", "| gateway → synthetic node |", "| gateway → openai node → the upstream |", "new connections per request"} {
+		assert.Contains(t, out.String(), row)
+	}
+}
