@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"time"
 
@@ -89,27 +88,37 @@ type jsonRequest interface {
 // answers the client itself.
 func (s *Service) passThrough(w http.ResponseWriter, r *http.Request, c caller, capability string, v jsonRequest,
 	answer func(x *exchange, resp *client.Response)) {
-	body, err := readBody(r)
-	if err == nil {
-		if jerr := json.Unmarshal(body, v); jerr != nil {
-			err = invalid(wire.CodeBadRequest, "request body is not a valid JSON object: %v", jerr)
-		} else {
-			err = v.validate()
-		}
-	}
-	if err != nil {
-		s.fail(w, c, c.request(), "", err)
-		return
-	}
-	x := s.begin(w, r, c, v.model(), capability)
+	x := s.receiveJSON(w, r, c, capability, v)
 	if x == nil {
 		return
 	}
 	defer x.cancel()
-	x.req.Body = body
 	if resp := x.infer(w); resp != nil {
 		answer(x, resp)
 	}
+}
+
+// receiveJSON reads r's JSON body into v, checks it and opens its exchange
+// (the body in x.req, which deletes a stored one when it ends). On error it
+// has answered the client and returns nil.
+func (s *Service) receiveJSON(w http.ResponseWriter, r *http.Request, c caller, capability string, v jsonRequest) *exchange {
+	body, err := s.readJSON(r, c, v)
+	if err == nil {
+		if err = v.validate(); err != nil {
+			body.discard()
+		}
+	}
+	if err != nil {
+		s.fail(w, c, c.request(), "", err)
+		return nil
+	}
+	x := s.begin(w, r, c, v.model(), capability)
+	if x == nil {
+		body.discard()
+		return nil
+	}
+	body.into(&x.req)
+	return x
 }
 
 // infer runs a non-streamed request; on error it has answered already.
@@ -169,13 +178,4 @@ func (s *Service) fail(w http.ResponseWriter, c caller, req client.Request, node
 func (s *Service) record(c caller, req client.Request, node string, we *wire.Error, ttft time.Duration) {
 	s.done(observation{endpoint: c.endpoint, model: req.Model, tenant: c.tenant.ID, node: node,
 		status: kindOf(we.Code).status, code: we.Code, elapsed: time.Since(c.start), ttft: ttft}, c.requestID, we)
-}
-
-// readBody reads a whole request body (see bodyError).
-func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		return nil, bodyError("request body", err)
-	}
-	return b, nil
 }
