@@ -65,19 +65,23 @@ type speechRequest struct {
 var speechTypes = map[string]string{"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
 	"flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
 
+// speech answers with the node's audio as it comes: a large answer is
+// copied from fed_blobs to the response a segment at a time, never held.
 func (s *Service) speech(w http.ResponseWriter, r *http.Request, c caller) {
 	var sr speechRequest
-	s.passThrough(w, r, c, wire.CapSynthesize, &sr, func(x *exchange, resp *client.Response) {
-		ct := resp.Header.Get(wire.HdrContentType)
-		if ct == "" {
-			ct = speechTypes[sr.ResponseFormat]
+	x := s.receiveJSON(w, r, c, wire.CapSynthesize, &sr)
+	if x == nil {
+		return
+	}
+	defer x.cancel()
+	x.relayAnswer(w, func(resp *client.Response) string {
+		if ct := resp.Header.Get(wire.HdrContentType); ct != "" {
+			return ct
 		}
-		if ct == "" {
-			ct = "audio/mpeg"
+		if ct := speechTypes[sr.ResponseFormat]; ct != "" {
+			return ct
 		}
-		w.Header().Set("Content-Type", ct)
-		_, _ = w.Write(resp.Body)
-		x.ok(http.StatusOK, resp.Node, resp.Tokens)
+		return "audio/mpeg"
 	})
 }
 

@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -130,6 +132,55 @@ func (x *exchange) infer(w http.ResponseWriter) *client.Response {
 	}
 	w.Header().Set(hdrNode, resp.Node)
 	return resp
+}
+
+// relayAnswer runs a whole request and writes its answer to the client as
+// it is read (client.InferAnswer): headers from the final, Content-Length
+// its size, then the bytes, from fed_blobs a segment at a time when large.
+// An error before the first byte is the usual error answer; after it the
+// status is out, so the connection is cut and the client sees a body
+// shorter than its Content-Length.
+func (x *exchange) relayAnswer(w http.ResponseWriter, contentType func(*client.Response) string) {
+	out := &countingWriter{w: w}
+	resp, err := x.s.cl.InferAnswer(x.ctx, x.req, func(resp *client.Response) (io.Writer, error) {
+		h := w.Header()
+		h.Set(hdrNode, resp.Node)
+		h.Set("Content-Type", contentType(resp))
+		if resp.Size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(resp.Size, 10))
+		}
+		return out, nil
+	})
+	switch {
+	case err == nil:
+		x.ok(http.StatusOK, resp.Node, resp.Tokens)
+	case out.n == 0 && out.err == nil:
+		w.Header().Del("Content-Length")
+		x.s.fail(w, x.c, x.req, "", err)
+	case out.err != nil: // the client is gone
+		x.s.record(x.c, x.req, w.Header().Get(hdrNode), &wire.Error{Code: wire.CodeCanceled, RequestID: x.req.RequestID,
+			Description: "write to client: " + out.err.Error()}, 0)
+	default:
+		f := classify(err, x.c.requestID)
+		x.s.record(x.c, x.req, w.Header().Get(hdrNode), f.Error, 0)
+		panic(http.ErrAbortHandler) // the server closes the connection without a log line
+	}
+}
+
+// countingWriter counts what reached w, and keeps w's error.
+type countingWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // ok ends a successful request (see done).
