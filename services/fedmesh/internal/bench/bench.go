@@ -42,7 +42,7 @@ type Options struct {
 	Streams    int           // streams per side and concurrency level (default DefaultStreams)
 	ScaleNodes int           // simulated nodes for the scale run (0 skips it)
 	BinDir     string        // where the router/health binaries are for the scale run
-	Only       string        // run one part: reqreply, stream, secure, cancel, decisions or scale ("" = all)
+	Only       string        // run one part: reqreply, stream, blobs, secure, cancel, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
 }
 
@@ -107,7 +107,7 @@ func (r *rig) start(ctx context.Context) error {
 	if r.srv, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: r.dir, Name: "fedmesh-bench"}); err != nil {
 		return err
 	}
-	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: benchNodes()}); err != nil {
+	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: benchNodes(), Gateway: benchGateway()}); err != nil {
 		return err
 	}
 	if r.raw, err = natsembed.ConnectInProcess(r.srv, "bench-raw"); err != nil {
@@ -131,7 +131,7 @@ func benchNodes() []nodeagent.Config {
 	slow.NodeID, slow.Region, slow.MaxConcurrency = slowNode, "local", 64
 	slow.Models = []record.Model{{ModelID: modelSlow, Capabilities: []string{wire.CapGenerate}}}
 	slow.Backend = synthetic.New(synthetic.Config{Tokens: 1 << 20, TokenDelay: 5 * time.Millisecond})
-	return []nodeagent.Config{n, slow}
+	return []nodeagent.Config{n, slow, blobNodeConfig()}
 }
 
 func (r *rig) close() {
@@ -203,6 +203,11 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.runs("stream") {
 		if err := r.streamTable(ctx, w, o); err != nil {
+			return err
+		}
+	}
+	if o.runs("blobs") {
+		if err := r.blobTable(ctx, w); err != nil {
 			return err
 		}
 	}
