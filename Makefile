@@ -75,7 +75,7 @@ $(BIN)/nats:
 $(BIN)/nats-server:
 	GOBIN=$(BIN) go install github.com/nats-io/nats-server/v2@$(NATS_SERVER_VERSION)
 
-## bench: routed vs raw NATS side by side, route decisions, streaming, scale; prints a Markdown table
+## bench: routed vs raw NATS side by side, streaming, large bodies (8 and 64 MiB vs raw Object Store), route decisions, scale; prints Markdown tables
 bench: build
 	$(BIN)/fedmesh bench --bin-dir $(BIN) $(BENCH_ARGS)
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,6 +88,9 @@ func (c *Client) prepareBody(ctx context.Context, r *Request, hdr nats.Header, d
 	if rd != nil && r.Body != nil {
 		return body{}, &wire.Error{Code: wire.CodeBadRequest, RequestID: r.RequestID, Description: "request has both Body and BodyReader"}
 	}
+	if r.Upload != nil {
+		return c.uploadedBody(r, hdr, deadline)
+	}
 	size, known := int64(len(r.Body)), true
 	if rd != nil {
 		size, known = r.BodySize, r.BodySize > 0
@@ -135,6 +139,83 @@ func (c *Client) prepareBody(ctx context.Context, r *Request, hdr nats.Header, d
 	// the upload took some of the time: the router's deadline is what is left
 	hdr.Set(wire.HdrTimeoutMs, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
 	return body{blob: ref.Name}, nil
+}
+
+// Upload is a request body stored in fed_blobs before its request is made
+// (Client.Upload), for a caller that knows how to route a body only once it
+// has read all of it: the gateway reads model and stream of a JSON body as
+// it uploads it, so it never holds the body whole. Give it to one Request
+// (Request.Upload): that request deletes it when it ends for the caller,
+// or at once when it fails before it is sent. Discard deletes one that no
+// request took; it is safe to call in any case (a deferred Discard).
+type Upload struct {
+	c     *Client
+	ref   blobs.Ref
+	taken atomic.Bool // a request or Discard has it
+}
+
+// Size is the body's length in bytes.
+func (u *Upload) Size() int64 { return u.ref.Size }
+
+// Discard deletes the blob unless a request took it (or it was discarded).
+func (u *Upload) Discard() {
+	if u != nil && u.taken.CompareAndSwap(false, true) {
+		u.c.deleteBlob(u.ref.Name)
+	}
+}
+
+// Upload seals and stores what rd yields as the body of request requestID,
+// streaming (a chunk in memory at a time), whatever its size (a small body
+// is stored too; Request.Body is the way for one that fits a message). More
+// than the Client's cap ends it with a *BodyTooLargeError (Partial); an
+// error reading rd is returned wrapped (errors.As finds it); either way,
+// and on any other failure, what was sent is purged.
+func (c *Client) Upload(ctx context.Context, requestID string, rd io.Reader) (*Upload, error) {
+	src := &errReader{r: rd}
+	ref, err := c.upload(ctx, requestID, src)
+	if src.err != nil { // the caller's reader failed: its error, not the store's
+		return nil, fmt.Errorf("fedmesh client: read the body of request %s: %w", requestID, src.err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Upload{c: c, ref: ref}, nil
+}
+
+// errReader keeps the error of its reader other than io.EOF.
+type errReader struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// uploadedBody is prepareBody for a body uploaded already (Request.Upload):
+// the request takes the blob over, or deletes it when it cannot.
+func (c *Client) uploadedBody(r *Request, hdr nats.Header, deadline time.Time) (body, error) {
+	u := r.Upload
+	if r.Body != nil || r.BodyReader != nil {
+		return body{}, &wire.Error{Code: wire.CodeBadRequest, RequestID: r.RequestID, Description: "request has both an Upload and a Body or BodyReader"}
+	}
+	if u.c != c {
+		return body{}, &wire.Error{Code: wire.CodeBadRequest, RequestID: r.RequestID, Description: "request's Upload belongs to another Client"}
+	}
+	if !u.taken.CompareAndSwap(false, true) {
+		return body{}, &wire.Error{Code: wire.CodeBadRequest, RequestID: r.RequestID, Description: "request's Upload was used or discarded already"}
+	}
+	if time.Until(deadline) <= 0 {
+		c.deleteBlob(u.ref.Name)
+		return body{}, &wire.Error{Code: wire.CodeTimeout, RequestID: r.RequestID, Description: "deadline passed before the request was sent"}
+	}
+	u.ref.SetBody(hdr) // Fed-Body-Blob, Fed-Body-Size, Fed-Body-Key
+	// start checks that the headers alone fit, and deletes the blob if not
+	return body{blob: u.ref.Name}, nil
 }
 
 // upload seals and stores rd as a new request blob (at most the cap),

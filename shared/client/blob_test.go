@@ -333,3 +333,109 @@ func (s *slowReader) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
 }
+
+// A body uploaded before its request (Client.Upload) arrives byte for byte
+// and is deleted when its request ends; one no request took is deleted by
+// Discard, and one a request could not take (a bad request) at once.
+func TestUpload(t *testing.T) {
+	e := newBlobEnv(t, client.WithMaxBody(4<<20))
+	e.node(t, wire.CapTranscribe, func(m *nats.Msg, body []byte, r *wire.Reply) {
+		_ = e.srv.PublishMsg(r.Done([]byte(digest(body)), wire.DoneInfo{Tokens: 1}))
+	})
+	ctx := context.Background()
+	body := randomBytes(t, 3<<20)
+	up, err := e.c.Upload(ctx, "up-1", bytes.NewReader(body))
+	require.NoError(t, err)
+	assert.EqualValues(t, len(body), up.Size())
+	assert.NotZero(t, e.msgs(t), "stored before the request")
+	resp, err := e.c.Infer(ctx, client.Request{Capability: wire.CapTranscribe, RequestID: "up-1", Upload: up})
+	require.NoError(t, err)
+	assert.Equal(t, digest(body), string(resp.Body))
+	hdr, _ := e.last()
+	assert.Equal(t, strconv.Itoa(len(body)), hdr.Get(blobs.HdrBodySize))
+	assert.Zero(t, e.msgs(t), "deleted when the request ended")
+
+	t.Run("used twice", func(t *testing.T) {
+		_, err := e.c.Infer(ctx, client.Request{Capability: wire.CapTranscribe, Upload: up})
+		assert.Equal(t, wire.CodeBadRequest, wire.CodeOf(err))
+		assert.Contains(t, err.Error(), "used or discarded already")
+	})
+	t.Run("discarded", func(t *testing.T) {
+		up, err := e.c.Upload(ctx, "up-2", bytes.NewReader(body[:5000]))
+		require.NoError(t, err)
+		assert.NotZero(t, e.msgs(t))
+		up.Discard()
+		up.Discard() // idempotent
+		assert.Zero(t, e.msgs(t))
+	})
+	t.Run("request refused before it is sent", func(t *testing.T) {
+		up, err := e.c.Upload(ctx, "up-3", bytes.NewReader(body))
+		require.NoError(t, err)
+		_, err = e.c.Infer(ctx, client.Request{Capability: "no such capability", Upload: up})
+		assert.Equal(t, wire.CodeBadRequest, wire.CodeOf(err))
+		assert.Zero(t, e.msgs(t), "the request deleted the upload it could not send")
+	})
+	t.Run("over the cap", func(t *testing.T) {
+		_, err := e.c.Upload(ctx, "up-4", io.LimitReader(zeros{}, 6<<20))
+		var tl *client.BodyTooLargeError
+		require.ErrorAs(t, err, &tl)
+		assert.True(t, tl.Partial)
+		natsembed.Eventually(t, 2*time.Second, func() error {
+			return natsembed.Check(e.msgs(t) == 0, "%d messages in fed_blobs", e.msgs(t))
+		})
+	})
+	t.Run("reader fails", func(t *testing.T) {
+		boom := errors.New("connection reset by caller")
+		_, err := e.c.Upload(ctx, "up-5", io.MultiReader(bytes.NewReader(body), errorReader{boom}))
+		require.ErrorIs(t, err, boom, "the reader's own error, for the caller to classify")
+		natsembed.Eventually(t, 2*time.Second, func() error {
+			return natsembed.Check(e.msgs(t) == 0, "%d messages in fed_blobs", e.msgs(t))
+		})
+	})
+	assert.Zero(t, e.c.BlobLeaks())
+}
+
+type errorReader struct{ err error }
+
+func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
+
+// InferAnswer shows the final (headers, size) before the first byte is
+// written, inline or out of band, and deletes an answer blob whether or not
+// it was read.
+func TestInferAnswer(t *testing.T) {
+	e := newBlobEnv(t)
+	e.node(t, wire.CapSynthesize, func(m *nats.Msg, body []byte, r *wire.Reply) {
+		n, _ := strconv.Atoi(string(body))
+		answer := bytes.Repeat([]byte("w"), n)
+		if n <= 1000 {
+			d := r.Done(answer, wire.DoneInfo{Tokens: 1})
+			d.Header.Set(wire.HdrContentType, "audio/wav")
+			_ = e.srv.PublishMsg(d)
+			return
+		}
+		d := e.putAnswer(t, r, answer)
+		d.Header.Set(wire.HdrContentType, "audio/wav")
+		_ = e.srv.PublishMsg(d)
+	})
+	ctx := context.Background()
+	for _, n := range []int{10, 8 << 20} {
+		var w bytes.Buffer
+		resp, err := e.c.InferAnswer(ctx, client.Request{Capability: wire.CapSynthesize, Body: []byte(strconv.Itoa(n))},
+			func(r *client.Response) (io.Writer, error) {
+				assert.Equal(t, "audio/wav", r.Header.Get(wire.HdrContentType))
+				assert.EqualValues(t, n, r.Size, "the size before the first byte")
+				assert.Zero(t, w.Len())
+				return &w, nil
+			})
+		require.NoError(t, err)
+		assert.EqualValues(t, n, resp.Size)
+		assert.Equal(t, bytes.Repeat([]byte("w"), n), w.Bytes())
+		assert.Zero(t, e.msgs(t), "the answer's blob is deleted once read")
+	}
+	refuse := errors.New("client went away")
+	_, err := e.c.InferAnswer(ctx, client.Request{Capability: wire.CapSynthesize, Body: []byte(strconv.Itoa(3 << 20))},
+		func(*client.Response) (io.Writer, error) { return nil, refuse })
+	require.ErrorIs(t, err, refuse)
+	assert.Zero(t, e.msgs(t), "an answer blob nobody reads is deleted")
+	assert.Zero(t, e.c.BlobLeaks())
+}

@@ -207,8 +207,12 @@ type Request struct {
 	// when known (0: unknown; then up to about one max_payload is read
 	// first to tell whether it fits inline, and the cap is checked as it
 	// is read). The Client reads it during Infer / InferStream only.
-	BodyReader    io.Reader
-	BodySize      int64
+	BodyReader io.Reader
+	BodySize   int64
+	// Upload, instead of Body or BodyReader, is a body stored already
+	// (Client.Upload); the request owns it from then on and deletes it
+	// when it ends, or when it fails before it is sent.
+	Upload        *Upload
 	RequestID     string // assigned when empty
 	Tenant        string
 	Model         string
@@ -285,6 +289,8 @@ func cancelKey() string {
 
 // start registers a call and publishes the request.
 func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, error) {
+	// a stored body the request does not take (it failed first) is deleted
+	defer r.Upload.Discard()
 	if r.Capability == "" {
 		return nil, wire.Errorf(wire.CodeBadRequest, "request has no capability")
 	}
@@ -560,6 +566,64 @@ func (c *Client) InferTo(ctx context.Context, r Request, w io.Writer) (*Response
 			resp.Size = size
 			return resp, nil
 		}
+	}
+}
+
+// InferAnswer is InferTo for a relay that must see the final message
+// before the answer's first byte (the gateway sets HTTP headers from it):
+// open gets the Response (Body nil; Size the answer's length as the final
+// says it) once the final is in, and returns where the answer goes; its
+// error ends the request. A large answer is then copied from fed_blobs a
+// segment at a time. The Response returned has Size the bytes written. An
+// error after open returned may come with part of the answer written.
+func (c *Client) InferAnswer(ctx context.Context, r Request, open func(*Response) (io.Writer, error)) (*Response, error) {
+	cl, err := c.start(ctx, &r, false)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.close()
+	var held []byte // chunks before the final: none from today's nodes for a whole answer
+	for {
+		m, err := cl.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if !m.final {
+			held = append(held, m.data...)
+			continue
+		}
+		if m.err != nil {
+			return nil, m.err
+		}
+		resp := cl.response(m, nil)
+		resp.Size = int64(len(held) + len(m.data))
+		ref, blob, _ := blobs.AnswerRef(m.hdr)
+		if blob {
+			resp.Size = -1
+			if ref.Size >= 0 {
+				resp.Size = int64(len(held)) + ref.Size
+			}
+		}
+		w, err := open(resp)
+		if err != nil {
+			if blob {
+				c.deleteBlob(ref.Name)
+			}
+			return nil, err
+		}
+		n, err := w.Write(held)
+		if err == nil {
+			var k int64
+			k, err = c.answerTo(ctx, cl, m, w)
+			n += int(k)
+		} else if blob {
+			c.deleteBlob(ref.Name)
+		}
+		resp.Size = int64(n)
+		if err != nil {
+			return resp, err
+		}
+		return resp, nil
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -460,70 +459,4 @@ func TestDemoServesEveryCapability(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestBlobThroughput is the bench (FEDMESH_BLOB_BENCH=1): request
-// bodies of 8 and 64 MB end to end through the mesh (SDK upload, routing,
-// node download, delete) against raw Object Store put+get of the same size
-// on the same server, interleaved in one run. The node's backend only
-// counts the bytes, so the figure is the mesh's, not a model's.
-func TestBlobThroughput(t *testing.T) {
-	if os.Getenv("FEDMESH_BLOB_BENCH") == "" {
-		t.Skip("FEDMESH_BLOB_BENCH=1 runs the blob throughput bench")
-	}
-	cfg := nodeagent.DefaultConfig()
-	cfg.NodeID, cfg.Region, cfg.MaxConcurrency = "bench", "us", 4
-	cfg.Models = []record.Model{{ModelID: "counter", Capabilities: []string{wire.CapTranscribe}}}
-	cfg.Backend = lengthBackend{}
-	m := startBlobMesh(t, 0, cfg)
-	// raw: nats.go's object store on the same bucket, unsealed, chunks as
-	// fedmesh cuts them
-	js, err := jetstream.New(m.nc)
-	require.NoError(t, err)
-	obs, err := js.ObjectStore(ctxFor(t, 5*time.Second), buckets.Blobs)
-	require.NoError(t, err)
-	chunk := uint32(min(int64(blobs.ChunkSize), blobs.InlineLimit(m.nc.MaxPayload())))
-	rounds := 5
-	if v, err := strconv.Atoi(os.Getenv("FEDMESH_BLOB_BENCH_ROUNDS")); err == nil && v > 0 {
-		rounds = v
-	}
-	t.Logf("| size | raw put+get MB/s | mesh end to end MB/s | ratio (target ≥ 0.7) |")
-	t.Logf("|---|---|---|---|")
-	for _, size := range []int{8 << 20, 64 << 20} {
-		body := randomBody(t, size)
-		var raw, mesh time.Duration
-		for range rounds {
-			start := time.Now()
-			ctx := ctxFor(t, time.Minute)
-			name := blobs.NewName(blobs.RequestPrefix)
-			_, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunk}}, bytes.NewReader(body))
-			require.NoError(t, err)
-			res, err := obs.Get(ctx, name)
-			require.NoError(t, err)
-			got := make([]byte, size) // as the node reads: into a buffer of the known size
-			_, err = io.ReadFull(res, got)
-			require.NoError(t, err)
-			require.NoError(t, res.Close())
-			raw += time.Since(start)
-			require.NoError(t, obs.Delete(ctx, name))
-
-			start = time.Now()
-			resp, err := m.c.Infer(ctx, client.Request{Capability: wire.CapTranscribe, Body: body})
-			mesh += time.Since(start)
-			require.NoError(t, err)
-			require.Equal(t, strconv.Itoa(size), string(resp.Body))
-		}
-		mbs := func(d time.Duration) float64 { return float64(size*rounds) / 1e6 / d.Seconds() }
-		t.Logf("| %d MB | %.0f | %.0f | %.2f× |", size>>20, mbs(raw), mbs(mesh), mbs(mesh)/mbs(raw))
-	}
-	require.NoError(t, m.stream.Purge(context.Background())) // the raw side's delete markers
-}
-
-// lengthBackend answers with the body's length.
-type lengthBackend struct{}
-
-func (lengthBackend) Name() string { return "length" }
-
-func (lengthBackend) Generate(_ context.Context, call backend.Call, emit func([]byte) error) (backend.Result, error) {
-	return backend.Result{Tokens: 1}, emit([]byte(strconv.Itoa(len(call.Body))))
 }

@@ -43,7 +43,8 @@ func needNode(t *testing.T) string {
 
 // TestOpenAINodeClient runs the official openai client (Node.js) against a
 // real gateway in front of a real mesh: chat, streamed chat, embeddings, the
-// models list, 401 for a bad key and 404 for an unknown model.
+// models list, 401 for a bad key, 404 for an unknown model and an 8 MB audio
+// file to /v1/audio/transcriptions.
 func TestOpenAINodeClient(t *testing.T) {
 	node := needNode(t)
 	s := natsembed.StartForTest(t)
@@ -69,8 +70,10 @@ func TestOpenAINodeClient(t *testing.T) {
 		"OPENAI_API_KEY=e2e-key",
 		"FED_MODEL="+devmesh.DemoChatModel,
 		"FED_EMBED_MODEL="+devmesh.DemoEmbedModel,
+		"FED_AUDIO_MODEL="+devmesh.DemoTranscribeModel, // an 8 MB file, through fed_blobs
 	)
 	out, err := cmd.CombinedOutput()
 	t.Logf("client.mjs:\n%s", out)
 	require.NoError(t, err, "the openai client script failed")
+	require.Contains(t, string(out), "all 7 checks passed")
 }

@@ -112,27 +112,24 @@ func (s *Service) completions(w http.ResponseWriter, r *http.Request, c caller) 
 }
 
 func (s *Service) text(w http.ResponseWriter, r *http.Request, c caller, f textFormat) {
-	body, err := readBody(r)
-	if err != nil {
-		s.fail(w, c, c.request(), "", err)
-		return
-	}
-	tr, err := parseTextRequest(body)
-	if err != nil {
-		s.fail(w, c, c.request(), "", err)
-		return
-	}
 	capability, err := textCapability(r)
 	if err != nil {
 		s.fail(w, c, c.request(), "", err)
 		return
 	}
+	var tr textRequest
+	body, err := s.readJSON(r, c, &tr)
+	if err != nil {
+		s.fail(w, c, c.request(), "", err)
+		return
+	}
+	defer body.discard()
 	x := s.begin(w, r, c, tr.Model, capability)
 	if x == nil {
 		return
 	}
 	defer x.cancel()
-	x.req.Body = body
+	body.into(&x.req)
 	if tr.Stream {
 		s.streamText(w, x, f, tr.Model, tr.StreamOptions != nil && tr.StreamOptions.IncludeUsage)
 		return

@@ -274,7 +274,7 @@ func TestHealthReadyAndMetrics(t *testing.T) {
 	_ = e.gw.Stop()
 }
 
-func readAll(t *testing.T, resp *http.Response) string {
+func readAll(t testing.TB, resp *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)

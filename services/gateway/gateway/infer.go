@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel/propagation"
@@ -89,27 +90,37 @@ type jsonRequest interface {
 // answers the client itself.
 func (s *Service) passThrough(w http.ResponseWriter, r *http.Request, c caller, capability string, v jsonRequest,
 	answer func(x *exchange, resp *client.Response)) {
-	body, err := readBody(r)
-	if err == nil {
-		if jerr := json.Unmarshal(body, v); jerr != nil {
-			err = invalid(wire.CodeBadRequest, "request body is not a valid JSON object: %v", jerr)
-		} else {
-			err = v.validate()
-		}
-	}
-	if err != nil {
-		s.fail(w, c, c.request(), "", err)
-		return
-	}
-	x := s.begin(w, r, c, v.model(), capability)
+	x := s.receiveJSON(w, r, c, capability, v)
 	if x == nil {
 		return
 	}
 	defer x.cancel()
-	x.req.Body = body
 	if resp := x.infer(w); resp != nil {
 		answer(x, resp)
 	}
+}
+
+// receiveJSON reads r's JSON body into v, checks it and opens its exchange
+// (the body in x.req, which deletes a stored one when it ends). On error it
+// has answered the client and returns nil.
+func (s *Service) receiveJSON(w http.ResponseWriter, r *http.Request, c caller, capability string, v jsonRequest) *exchange {
+	body, err := s.readJSON(r, c, v)
+	if err == nil {
+		if err = v.validate(); err != nil {
+			body.discard()
+		}
+	}
+	if err != nil {
+		s.fail(w, c, c.request(), "", err)
+		return nil
+	}
+	x := s.begin(w, r, c, v.model(), capability)
+	if x == nil {
+		body.discard()
+		return nil
+	}
+	body.into(&x.req)
+	return x
 }
 
 // infer runs a non-streamed request; on error it has answered already.
@@ -121,6 +132,55 @@ func (x *exchange) infer(w http.ResponseWriter) *client.Response {
 	}
 	w.Header().Set(hdrNode, resp.Node)
 	return resp
+}
+
+// relayAnswer runs a whole request and writes its answer to the client as
+// it is read (client.InferAnswer): headers from the final, Content-Length
+// its size, then the bytes, from fed_blobs a segment at a time when large.
+// An error before the first byte is the usual error answer; after it the
+// status is out, so the connection is cut and the client sees a body
+// shorter than its Content-Length.
+func (x *exchange) relayAnswer(w http.ResponseWriter, contentType func(*client.Response) string) {
+	out := &countingWriter{w: w}
+	resp, err := x.s.cl.InferAnswer(x.ctx, x.req, func(resp *client.Response) (io.Writer, error) {
+		h := w.Header()
+		h.Set(hdrNode, resp.Node)
+		h.Set("Content-Type", contentType(resp))
+		if resp.Size >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(resp.Size, 10))
+		}
+		return out, nil
+	})
+	switch {
+	case err == nil:
+		x.ok(http.StatusOK, resp.Node, resp.Tokens)
+	case out.n == 0 && out.err == nil:
+		w.Header().Del("Content-Length")
+		x.s.fail(w, x.c, x.req, "", err)
+	case out.err != nil: // the client is gone
+		x.s.record(x.c, x.req, w.Header().Get(hdrNode), &wire.Error{Code: wire.CodeCanceled, RequestID: x.req.RequestID,
+			Description: "write to client: " + out.err.Error()}, 0)
+	default:
+		f := classify(err, x.c.requestID)
+		x.s.record(x.c, x.req, w.Header().Get(hdrNode), f.Error, 0)
+		panic(http.ErrAbortHandler) // the server closes the connection without a log line
+	}
+}
+
+// countingWriter counts what reached w, and keeps w's error.
+type countingWriter struct {
+	w   io.Writer
+	n   int64
+	err error
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
 }
 
 // ok ends a successful request (see done).
@@ -169,13 +229,4 @@ func (s *Service) fail(w http.ResponseWriter, c caller, req client.Request, node
 func (s *Service) record(c caller, req client.Request, node string, we *wire.Error, ttft time.Duration) {
 	s.done(observation{endpoint: c.endpoint, model: req.Model, tenant: c.tenant.ID, node: node,
 		status: kindOf(we.Code).status, code: we.Code, elapsed: time.Since(c.start), ttft: ttft}, c.requestID, we)
-}
-
-// readBody reads a whole request body (see bodyError).
-func readBody(r *http.Request) ([]byte, error) {
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		return nil, bodyError("request body", err)
-	}
-	return b, nil
 }

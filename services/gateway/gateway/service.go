@@ -194,6 +194,10 @@ func (s *Service) authed(endpoint string, h handler) http.HandlerFunc {
 			return
 		}
 		c.tenant = t
+		if err := s.tooLargeBody(r); err != nil { // before anything is read or uploaded
+			s.fail(w, c, c.request(), "", err)
+			return
+		}
 		if allowed, wait := s.limits.allow(t); !allowed {
 			w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 			s.fail(w, c, c.request(), "", invalid(wire.CodeOverloaded, "tenant %s is over its rate limit of %s requests/s",

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
+	"github.com/fedmesh/fedmesh/services/nodeagent/backend/openai"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/shared/client"
@@ -42,7 +43,7 @@ type Options struct {
 	Streams    int           // streams per side and concurrency level (default DefaultStreams)
 	ScaleNodes int           // simulated nodes for the scale run (0 skips it)
 	BinDir     string        // where the router/health binaries are for the scale run
-	Only       string        // run one part: reqreply, stream, secure, cancel, gateway, decisions or scale ("" = all)
+	Only       string        // run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
 }
 
@@ -85,6 +86,10 @@ type rig struct {
 	dir  string
 	// authDir: a secured rig's auth material (newSecureRig); "" when open
 	authDir string
+	// up is a tiny OpenAI-compatible server, upstream its openai node's
+	// backend (the gateway part); nil on a secured rig
+	up       *tinyUpstream
+	upstream *openai.Backend
 }
 
 func newRig(ctx context.Context) (*rig, error) {
@@ -104,10 +109,14 @@ func newRig(ctx context.Context) (*rig, error) {
 // whatever of it exists.
 func (r *rig) start(ctx context.Context) error {
 	var err error
+	if err := r.startUpstream(); err != nil {
+		return err
+	}
 	if r.srv, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: r.dir, Name: "fedmesh-bench"}); err != nil {
 		return err
 	}
-	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: benchNodes()}); err != nil {
+	nodes := append(benchNodes(), upstreamNode(r.upstream))
+	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: nodes, Gateway: benchGateway()}); err != nil {
 		return err
 	}
 	if r.raw, err = natsembed.ConnectInProcess(r.srv, "bench-raw"); err != nil {
@@ -131,7 +140,7 @@ func benchNodes() []nodeagent.Config {
 	slow.NodeID, slow.Region, slow.MaxConcurrency = slowNode, "local", 64
 	slow.Models = []record.Model{{ModelID: modelSlow, Capabilities: []string{wire.CapGenerate}}}
 	slow.Backend = synthetic.New(synthetic.Config{Tokens: 1 << 20, TokenDelay: 5 * time.Millisecond})
-	return []nodeagent.Config{n, slow}
+	return []nodeagent.Config{n, slow, blobNodeConfig()}
 }
 
 func (r *rig) close() {
@@ -144,6 +153,9 @@ func (r *rig) close() {
 	if r.srv != nil {
 		r.srv.Shutdown()
 		r.srv.WaitForShutdown()
+	}
+	if r.up != nil {
+		r.up.close()
 	}
 	os.RemoveAll(r.dir)
 }
@@ -206,6 +218,11 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	if o.runs("blobs") {
+		if err := r.blobTable(ctx, w); err != nil {
+			return err
+		}
+	}
 	if o.runs("secure") {
 		if err := r.secureTable(ctx, w, o.Samples); err != nil {
 			return err
@@ -217,7 +234,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	if o.runs("gateway") {
-		if err := gatewayTable(ctx, w, o); err != nil {
+		if err := r.gatewayTable(ctx, w, o); err != nil {
 			return err
 		}
 	}

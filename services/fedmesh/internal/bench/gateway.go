@@ -3,24 +3,15 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/rs/zerolog"
-
-	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
-	"github.com/fedmesh/fedmesh/services/gateway/gateway"
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/openai"
-	"github.com/fedmesh/fedmesh/services/nodeagent/backend/synthetic"
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
-	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
@@ -28,11 +19,9 @@ import (
 // The gateway part (issue 16): what the HTTP gateway and the mesh add over
 // calling an OpenAI-compatible server directly, one client at a time, and
 // whether the node agent keeps its upstream connections.
-const (
-	gwKey         = "bench-key"
-	gwModelSynth  = "bench-gw-synth"    // a zero-delay synthetic node
-	gwModelRemote = "bench-gw-upstream" // an openai node in front of the tiny upstream
-)
+// gwModelRemote is served by an openai node in front of the tiny upstream;
+// the synthetic side uses modelEcho of the zero-delay node.
+const gwModelRemote = "bench-upstream"
 
 // upstreamAnswer is the tiny upstream's whole chat answer.
 var upstreamAnswer = []byte(`{"id":"chatcmpl-bench","object":"chat.completion","created":0,"model":"m",` +
@@ -74,74 +63,24 @@ func (u *tinyUpstream) url() string { return "http://" + u.ln.Addr().String() }
 
 func (u *tinyUpstream) close() { _ = u.srv.Close() }
 
-// gatewayRig is a mesh of its own with the gateway, a synthetic node and an
-// openai node in front of the tiny upstream.
-type gatewayRig struct {
-	srv      *server.Server
-	mesh     *devmesh.Mesh
-	up       *tinyUpstream
-	upstream *openai.Backend
-	dir      string
+// upstreamNode is an openai node in front of the tiny upstream.
+func upstreamNode(be *openai.Backend) nodeagent.Config {
+	n := nodeagent.DefaultConfig()
+	n.NodeID, n.Region, n.MaxConcurrency = "bench-upstream-node", "local", 64
+	n.Models = []record.Model{{ModelID: gwModelRemote, Capabilities: []string{wire.CapGenerate}}}
+	n.Backend = be
+	return n
 }
 
-func newGatewayRig(ctx context.Context) (*gatewayRig, error) {
-	g := &gatewayRig{}
+// startUpstream starts the rig's tiny upstream and the openai backend of
+// its node.
+func (r *rig) startUpstream() error {
 	var err error
-	if g.dir, err = os.MkdirTemp("", "fedmesh-bench-gw-*"); err != nil {
-		return nil, err
-	}
-	if err := g.start(ctx); err != nil {
-		g.close()
-		return nil, err
-	}
-	return g, nil
-}
-
-func (g *gatewayRig) start(ctx context.Context) error {
-	var err error
-	if g.up, err = startUpstream(); err != nil {
+	if r.up, err = startUpstream(); err != nil {
 		return err
 	}
-	if g.upstream, err = openai.New(openai.Config{BaseURL: g.up.url(), MaxConns: 64}); err != nil {
-		return err
-	}
-	synth := nodeagent.DefaultConfig()
-	synth.NodeID, synth.Region, synth.MaxConcurrency = "bench-gw-synth-node", "local", 256
-	synth.Models = []record.Model{{ModelID: gwModelSynth, Capabilities: []string{wire.CapGenerate}}}
-	synth.Backend = synthetic.New(synthetic.Config{Tokens: 1})
-	remote := nodeagent.DefaultConfig()
-	remote.NodeID, remote.Region, remote.MaxConcurrency = "bench-gw-upstream-node", "local", 64
-	remote.Models = []record.Model{{ModelID: gwModelRemote, Capabilities: []string{wire.CapGenerate}}}
-	remote.Backend = g.upstream
-
-	if g.srv, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: g.dir, Name: "fedmesh-bench-gw"}); err != nil {
-		return err
-	}
-	gcfg := gateway.DefaultConfig()
-	gcfg.Addr = "127.0.0.1:0"
-	gcfg.Keys = map[string]gateway.Tenant{gwKey: {ID: "bench"}}
-	g.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: g.srv, Log: zerolog.Nop(), Nodes: []nodeagent.Config{synth, remote}, Gateway: &gcfg})
-	if err != nil {
-		return err
-	}
-	if g.mesh.Gateway == nil {
-		return errors.New("bench: the mesh started no gateway")
-	}
-	return nil
-}
-
-func (g *gatewayRig) close() {
-	if g.mesh != nil {
-		g.mesh.Stop()
-	}
-	if g.srv != nil {
-		g.srv.Shutdown()
-		g.srv.WaitForShutdown()
-	}
-	if g.up != nil {
-		g.up.close()
-	}
-	os.RemoveAll(g.dir)
+	r.upstream, err = openai.New(openai.Config{BaseURL: r.up.url(), MaxConns: 64})
+	return err
 }
 
 // chat posts one whole chat completion to base and reads the answer to EOF.
@@ -153,7 +92,7 @@ func chat(ctx context.Context, hc *http.Client, base, model string, auth bool) e
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if auth {
-		req.Header.Set("Authorization", "Bearer "+gwKey)
+		req.Header.Set("Authorization", "Bearer "+benchKey)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -178,16 +117,16 @@ type gatewayResult struct {
 
 // measure sends n requests per path, one at a time, the three paths
 // interleaved request by request so they see the same machine.
-func (g *gatewayRig) measure(ctx context.Context, n int) (gatewayResult, error) {
+func (r *rig) gatewayMeasure(ctx context.Context, n int) (gatewayResult, error) {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: time.Minute}}
 	defer hc.CloseIdleConnections()
-	gw := "http://" + g.mesh.Gateway.Addr()
+	gw := "http://" + r.mesh.Gateway.Addr()
 	type path struct {
 		base, model string
 		auth        bool
 		samples     []time.Duration
 	}
-	paths := []*path{{base: g.up.url(), model: "m"}, {base: gw, model: gwModelSynth, auth: true}, {base: gw, model: gwModelRemote, auth: true}}
+	paths := []*path{{base: r.up.url(), model: "m"}, {base: gw, model: modelEcho, auth: true}, {base: gw, model: gwModelRemote, auth: true}}
 	for range 200 { // warm: connections, the nodes' health records
 		for _, p := range paths {
 			if err := chat(ctx, hc, p.base, p.model, p.auth); err != nil {
@@ -195,8 +134,8 @@ func (g *gatewayRig) measure(ctx context.Context, n int) (gatewayResult, error) 
 			}
 		}
 	}
-	opened0, reused0 := g.upstream.Stats()
-	accepted0 := g.up.opened.Load()
+	opened0, reused0 := r.upstream.Stats()
+	accepted0 := r.up.opened.Load()
 	for range n {
 		for _, p := range paths {
 			t0 := time.Now()
@@ -206,22 +145,17 @@ func (g *gatewayRig) measure(ctx context.Context, n int) (gatewayResult, error) 
 			p.samples = append(p.samples, time.Since(t0))
 		}
 	}
-	opened1, reused1 := g.upstream.Stats()
+	opened1, reused1 := r.upstream.Stats()
 	res := gatewayResult{direct: summarise(paths[0].samples), viaSynth: summarise(paths[1].samples),
-		viaUpstream: summarise(paths[2].samples), upstreamOpened: g.up.opened.Load() - accepted0}
+		viaUpstream: summarise(paths[2].samples), upstreamOpened: r.up.opened.Load() - accepted0}
 	if reqs := (opened1 - opened0) + (reused1 - reused0); reqs > 0 {
 		res.newConnsPerReq = float64(opened1-opened0) / float64(reqs)
 	}
 	return res, nil
 }
 
-func gatewayTable(ctx context.Context, w io.Writer, o Options) error {
-	g, err := newGatewayRig(ctx)
-	if err != nil {
-		return fmt.Errorf("bench gateway: %w", err)
-	}
-	defer g.close()
-	r, err := g.measure(ctx, o.Samples)
+func (rg *rig) gatewayTable(ctx context.Context, w io.Writer, o Options) error {
+	r, err := rg.gatewayMeasure(ctx, o.Samples)
 	if err != nil {
 		return err
 	}

@@ -15,10 +15,10 @@ import (
 func TestGatewayPart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	g, err := newGatewayRig(ctx)
+	rg, err := newRig(ctx)
 	require.NoError(t, err)
-	defer g.close()
-	r, err := g.measure(ctx, 30)
+	defer rg.close()
+	r, err := rg.gatewayMeasure(ctx, 30)
 	require.NoError(t, err)
 	for _, d := range []dist{r.direct, r.viaSynth, r.viaUpstream} {
 		assert.Equal(t, 30, d.n)
@@ -28,7 +28,7 @@ func TestGatewayPart(t *testing.T) {
 	assert.Zero(t, r.upstreamOpened)
 
 	var out strings.Builder
-	require.NoError(t, gatewayTable(ctx, &out, Options{Samples: 10}))
+	require.NoError(t, rg.gatewayTable(ctx, &out, Options{Samples: 10}))
 	for _, row := range []string{"| direct to the upstream |", "| gateway → synthetic node |", "| gateway → openai node → the upstream |", "new connections per request"} {
 		assert.Contains(t, out.String(), row)
 	}

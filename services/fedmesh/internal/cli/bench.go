@@ -24,7 +24,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&o.Streams, "streams", bench.DefaultStreams, "streams per side and concurrency level")
 	f.IntVar(&o.ScaleNodes, "scale-nodes", bench.DefaultScaleNodes, "simulated nodes for the scale run (0 skips it)")
 	f.StringVar(&o.BinDir, "bin-dir", "bin", "where `make build` put the catalog, health and router binaries")
-	f.StringVar(&o.Only, "only", "", "run one part: reqreply, stream, secure, cancel, gateway, decisions or scale")
+	f.StringVar(&o.Only, "only", "", "run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	return cmd
 }

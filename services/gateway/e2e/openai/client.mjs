@@ -5,9 +5,12 @@
 //   FED_MODEL         chat model (default: the first model with "generate" in /v1/models)
 //   FED_EMBED_MODEL   embeddings model (default: the first model with "embed")
 //   FED_UNKNOWN_MODEL a model no node serves (default: no-such-model)
+//   FED_AUDIO_MODEL   a transcription model: adds a check that sends an 8 MB
+//                     audio file (out of band through fed_blobs)
 //
-// Runs six checks and exits non-zero with a message naming the first failure.
-import OpenAI from 'openai';
+// Runs six checks (seven with FED_AUDIO_MODEL) and exits non-zero with a
+// message naming the first failure.
+import OpenAI, { toFile } from 'openai';
 
 const baseURL = process.env.OPENAI_BASE_URL;
 const apiKey = process.env.OPENAI_API_KEY;
@@ -100,6 +103,14 @@ const checks = [
     assert(err instanceof OpenAI.NotFoundError, `not a NotFoundError: ${err.constructor.name}`);
   }],
 ];
+const audioModel = process.env.FED_AUDIO_MODEL;
+if (audioModel) {
+  checks.push(['8 MB audio transcription', async () => {
+    const audio = Buffer.alloc(8 << 20, 7);
+    const r = await client.audio.transcriptions.create({ file: await toFile(audio, 'talk.wav'), model: audioModel });
+    assert(typeof r.text === 'string' && r.text.length > 0, `no transcription text: ${JSON.stringify(r).slice(0, 200)}`);
+  }]);
+}
 
 for (const [name, fn] of checks) {
   try {
