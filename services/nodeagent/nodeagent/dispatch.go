@@ -98,23 +98,32 @@ func (s *Service) handleInfer(req micro.Request) {
 		_ = req.Respond(nil, s.ackHeaders(st, inFlight))
 		return
 	}
+	// The job's goroutine joins the work group before the accept goes out:
+	// once the router has the accept, a drain waits for the job (a Stop
+	// between the accept and the goroutine's start cut accepted requests
+	// with errDrained). It runs only once the accept is out.
+	acked := make(chan bool, 1)
+	if !s.work.Go(func(context.Context) {
+		if <-acked {
+			s.run(j)
+		}
+	}) {
+		// Stopping already: not accepted, so the router places it elsewhere.
+		s.release(j)
+		j.cancel(nil)
+		_ = req.Respond(nil, s.ackHeaders(wire.StatusDraining, inFlight))
+		return
+	}
 	if err := req.Respond(nil, s.ackHeaders(wire.StatusAccepted, inFlight)); err != nil {
 		// The router never heard the accept: it retries elsewhere, so
 		// this node must not answer too.
 		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("accept not sent, dropping request")
 		s.release(j)
 		j.cancel(nil)
+		acked <- false
 		return
 	}
-	// The goroutine starts after the accept is out, so it runs at once
-	// without waiting for it.
-	if !s.work.Go(func(context.Context) { s.run(j) }) {
-		// Stop closed the work group after admit let the job in: the
-		// router has the accept, so the job still ends with one final
-		// message, the drained error (the backend sees a cut context).
-		j.cancel(errDrained)
-		s.run(j)
-	}
+	acked <- true
 }
 
 // refuse answers a dispatch with the error werr (a micro error naming the
