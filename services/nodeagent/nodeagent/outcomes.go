@@ -1,0 +1,107 @@
+package nodeagent
+
+import (
+	"sync"
+	"time"
+
+	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
+)
+
+// Completed outcomes go out batched (DESIGN §9.2): every completion reaches
+// health and every router, so one message per request was a publish and
+// two or more deliveries per request on top of the request itself. The
+// first outcome after a quiet spell goes out at once, alone, as it always
+// did, and opens a window of outcomeWindow; outcomes that finish within it
+// wait for its end, or go as soon as outcomeBatchMax of them wait. A window
+// that ends with outcomes in it opens the next one; one that ends empty
+// closes, so a lightly loaded node sends every outcome at once.
+const (
+	outcomeWindow   = 5 * time.Millisecond
+	outcomeBatchMax = 32
+)
+
+// outcomeBatch is a node's outcomes waiting for their window to end. The
+// zero value is ready.
+type outcomeBatch struct {
+	mu    sync.Mutex
+	buf   []record.Outcome
+	open  bool        // a window is open: outcomes wait in buf
+	timer *time.Timer // ends the window; runs flushOutcomes
+}
+
+// sendOutcome publishes o at once or with the outcomes of its window. A
+// draining node sends everything at once: its last outcomes must be out
+// before it deregisters.
+func (s *Service) sendOutcome(o record.Outcome) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	b := &s.outcomes
+	b.mu.Lock()
+	switch {
+	case draining:
+		out := append(b.buf, o)
+		b.buf = nil
+		b.mu.Unlock()
+		s.publishOutcomes(out)
+	case !b.open:
+		b.open = true
+		if b.timer == nil {
+			b.timer = time.AfterFunc(outcomeWindow, s.flushOutcomes)
+		} else {
+			b.timer.Reset(outcomeWindow)
+		}
+		b.mu.Unlock()
+		s.publishOutcomes([]record.Outcome{o})
+	default:
+		b.buf = append(b.buf, o)
+		if len(b.buf) < outcomeBatchMax {
+			b.mu.Unlock()
+			return
+		}
+		out := b.buf
+		b.buf = nil
+		b.mu.Unlock()
+		s.publishOutcomes(out)
+	}
+}
+
+// flushOutcomes ends a window (its timer, and Stop before the deregister):
+// what waited goes out, and the next window opens when something did and
+// the node is not draining.
+func (s *Service) flushOutcomes() {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	b := &s.outcomes
+	b.mu.Lock()
+	out := b.buf
+	b.buf = nil
+	if len(out) == 0 || draining {
+		b.open = false
+		if b.timer != nil {
+			b.timer.Stop()
+		}
+	} else {
+		b.timer.Reset(outcomeWindow)
+	}
+	b.mu.Unlock()
+	s.publishOutcomes(out)
+}
+
+// publishOutcomes sends one outcome as a JSON object, several as a JSON
+// array of them (record.DecodeOutcomes reads both).
+func (s *Service) publishOutcomes(out []record.Outcome) {
+	if len(out) == 0 {
+		return
+	}
+	var v any = out
+	if len(out) == 1 {
+		v = out[0]
+	}
+	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(s.cfg.NodeID), v); err != nil && !s.nc.IsClosed() {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, out[0].RequestID).Int("outcomes", len(out)).Msg("publish outcome")
+	}
+}
