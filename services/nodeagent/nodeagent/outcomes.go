@@ -23,7 +23,10 @@ const (
 )
 
 // outcomeBatch is a node's outcomes waiting for their window to end. The
-// zero value is ready.
+// zero value is ready. mu is held through each publish, so outcomes leave
+// in the order they were taken and a flush returns only once what was
+// taken before it is out (Stop's flush before the deregister waits for a
+// window's flush that is publishing).
 type outcomeBatch struct {
 	mu    sync.Mutex
 	buf   []record.Outcome
@@ -40,11 +43,11 @@ func (s *Service) sendOutcome(o record.Outcome) {
 	s.mu.Unlock()
 	b := &s.outcomes
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	switch {
 	case draining:
 		out := append(b.buf, o)
 		b.buf = nil
-		b.mu.Unlock()
 		s.publishOutcomes(out)
 	case !b.open:
 		b.open = true
@@ -53,18 +56,14 @@ func (s *Service) sendOutcome(o record.Outcome) {
 		} else {
 			b.timer.Reset(outcomeWindow)
 		}
-		b.mu.Unlock()
 		s.publishOutcomes([]record.Outcome{o})
 	default:
 		b.buf = append(b.buf, o)
-		if len(b.buf) < outcomeBatchMax {
-			b.mu.Unlock()
-			return
+		if len(b.buf) >= outcomeBatchMax {
+			out := b.buf
+			b.buf = nil
+			s.publishOutcomes(out)
 		}
-		out := b.buf
-		b.buf = nil
-		b.mu.Unlock()
-		s.publishOutcomes(out)
 	}
 }
 
@@ -77,6 +76,7 @@ func (s *Service) flushOutcomes() {
 	s.mu.Unlock()
 	b := &s.outcomes
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	out := b.buf
 	b.buf = nil
 	if len(out) == 0 || draining {
@@ -87,7 +87,6 @@ func (s *Service) flushOutcomes() {
 	} else {
 		b.timer.Reset(outcomeWindow)
 	}
-	b.mu.Unlock()
 	s.publishOutcomes(out)
 }
 
