@@ -9,18 +9,18 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// Completed outcomes go out batched (DESIGN §9.2): every completion reaches
-// health and every router, so one message per request was a publish and
-// two or more deliveries per request on top of the request itself. The
-// first outcome after a quiet spell goes out at once, alone, as it always
-// did, and opens a window of outcomeWindow; outcomes that finish within it
-// wait for its end, or go as soon as outcomeBatchMax of them wait. A window
-// that ends with outcomes in it opens the next one; one that ends empty
-// closes, so a lightly loaded node sends every outcome at once.
-const (
-	outcomeWindow   = 5 * time.Millisecond
-	outcomeBatchMax = 32
-)
+// Completed outcomes can go out batched (Config.OutcomeWindow, DESIGN
+// §9.2): every completion reaches health and every router, so one message
+// per request is a publish and two or more deliveries per request on top of
+// the request itself. The first outcome after a quiet spell goes out at
+// once, alone, and opens a window; outcomes that finish within it wait for
+// its end, or go as soon as OutcomeBatchMax of them wait. A window that
+// ends with outcomes in it opens the next one; one that ends empty closes,
+// so a lightly loaded node sends every outcome at once. With no window
+// every outcome goes at once.
+
+// OutcomeBatchMax bounds the outcomes of one batch message.
+const OutcomeBatchMax = 32
 
 // outcomeBatch is a node's outcomes waiting for their window to end. The
 // zero value is ready. mu is held through each publish, so outcomes leave
@@ -45,6 +45,8 @@ func (s *Service) sendOutcome(o record.Outcome) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
+	case s.cfg.OutcomeWindow <= 0:
+		s.publishOutcomes([]record.Outcome{o})
 	case draining:
 		out := append(b.buf, o)
 		b.buf = nil
@@ -52,14 +54,14 @@ func (s *Service) sendOutcome(o record.Outcome) {
 	case !b.open:
 		b.open = true
 		if b.timer == nil {
-			b.timer = time.AfterFunc(outcomeWindow, s.flushOutcomes)
+			b.timer = time.AfterFunc(s.cfg.OutcomeWindow, s.flushOutcomes)
 		} else {
-			b.timer.Reset(outcomeWindow)
+			b.timer.Reset(s.cfg.OutcomeWindow)
 		}
 		s.publishOutcomes([]record.Outcome{o})
 	default:
 		b.buf = append(b.buf, o)
-		if len(b.buf) >= outcomeBatchMax {
+		if len(b.buf) >= OutcomeBatchMax {
 			out := b.buf
 			b.buf = nil
 			s.publishOutcomes(out)
@@ -85,7 +87,7 @@ func (s *Service) flushOutcomes() {
 			b.timer.Stop()
 		}
 	} else {
-		b.timer.Reset(outcomeWindow)
+		b.timer.Reset(s.cfg.OutcomeWindow)
 	}
 	s.publishOutcomes(out)
 }

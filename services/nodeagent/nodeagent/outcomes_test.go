@@ -59,6 +59,9 @@ func (w *outcomeMsgs) outcomes(t *testing.T) (ids []string, sizes []int) {
 	return ids, sizes
 }
 
+// testOutcomeWindow is the batching window of these tests.
+const testOutcomeWindow = 5 * time.Millisecond
+
 func TestOutcomesBatchedUnderLoad(t *testing.T) {
 	const n = 80
 	r := newRig(t)
@@ -66,6 +69,7 @@ func TestOutcomesBatchedUnderLoad(t *testing.T) {
 	g := newGate()
 	g.started = make(chan string, n)
 	cfg := testConfig("n1", g)
+	cfg.OutcomeWindow = testOutcomeWindow
 	cfg.MaxConcurrency = n
 	r.agent(cfg)
 	want := map[string]bool{}
@@ -80,7 +84,7 @@ func TestOutcomesBatchedUnderLoad(t *testing.T) {
 		ids, sizes = w.outcomes(t)
 		return natsembed.Check(len(ids) >= n, "%d of %d outcomes arrived", len(ids), n)
 	})
-	natsembed.Never(t, 3*outcomeWindow, func() error {
+	natsembed.Never(t, 3*testOutcomeWindow, func() error {
 		got, _ := w.outcomes(t)
 		return natsembed.Check(len(got) == n, "%d outcomes, want %d", len(got), n)
 	})
@@ -92,7 +96,7 @@ func TestOutcomesBatchedUnderLoad(t *testing.T) {
 	}
 	assert.Less(t, len(sizes), n/2, "outcomes of one burst go out in batches: %v", sizes)
 	for _, s := range sizes {
-		assert.LessOrEqual(t, s, outcomeBatchMax)
+		assert.LessOrEqual(t, s, OutcomeBatchMax)
 		assert.NotEqual(t, 1, s, "one outcome goes out as an object, not a batch of one")
 	}
 	assert.Zero(t, sizes[0], "the first outcome after a quiet spell goes out at once, alone")
@@ -102,6 +106,7 @@ func TestOutcomeAloneWhenQuiet(t *testing.T) {
 	r := newRig(t)
 	w := watchOutcomeMsgs(t, r.nc, "n1")
 	cfg := testConfig("n1", synthetic.New(synthetic.Config{}))
+	cfg.OutcomeWindow = testOutcomeWindow
 	r.agent(cfg)
 	for i := range 3 {
 		c := r.dispatch("n1", "x")
@@ -110,7 +115,7 @@ func TestOutcomeAloneWhenQuiet(t *testing.T) {
 			ids, _ := w.outcomes(t)
 			return natsembed.Check(len(ids) == i+1, "%d outcomes after %d requests", len(ids), i+1)
 		})
-		time.Sleep(3 * outcomeWindow) // quiet: the window closes
+		time.Sleep(3 * testOutcomeWindow) // quiet: the window closes
 	}
 	ids, sizes := w.outcomes(t)
 	assert.Len(t, ids, 3)
@@ -134,6 +139,7 @@ func TestOutcomesOutBeforeDeregister(t *testing.T) {
 	const n = 10
 	g := newGate()
 	cfg := testConfig("n1", g)
+	cfg.OutcomeWindow = testOutcomeWindow
 	cfg.MaxConcurrency = n
 	s, _ := r.agent(cfg)
 	for range n {
@@ -169,4 +175,32 @@ func TestOutcomesOutBeforeDeregister(t *testing.T) {
 		}
 	}
 	assert.Len(t, ids, n, "every outcome is out before the deregister")
+}
+
+// Without a window (the default) a burst still goes out one outcome per
+// message.
+func TestOutcomesUnbatchedByDefault(t *testing.T) {
+	const n = 40
+	r := newRig(t)
+	w := watchOutcomeMsgs(t, r.nc, "n1")
+	g := newGate()
+	g.started = make(chan string, n)
+	cfg := testConfig("n1", g)
+	cfg.MaxConcurrency = n
+	r.agent(cfg)
+	for range n {
+		r.dispatch("n1", "x")
+	}
+	g.waitStarted(t, n)
+	close(g.release)
+	var sizes []int
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		var ids []string
+		ids, sizes = w.outcomes(t)
+		return natsembed.Check(len(ids) >= n, "%d of %d outcomes arrived", len(ids), n)
+	})
+	assert.Len(t, sizes, n)
+	for _, s := range sizes {
+		assert.Zero(t, s, "each outcome alone, as a JSON object")
+	}
 }
