@@ -180,7 +180,8 @@ func TestBackendFailureEndsInFinalError(t *testing.T) {
 func subscribeOutcomes(t *testing.T, nc *nats.Conn, node string) chan record.Outcome {
 	ch := make(chan record.Outcome, 64)
 	sub, err := nc.Subscribe(subject.Default.Outcome(node), func(m *nats.Msg) {
-		if o, err := record.DecodeOutcome(m.Subject, m.Data); err == nil {
+		outs, _ := record.DecodeOutcomes(m.Subject, m.Data) // one, or a batch
+		for _, o := range outs {
 			ch <- o
 		}
 	})

@@ -86,6 +86,14 @@ type Config struct {
 	// it stores there; 0 → DefaultMaxBlobBytes.
 	MaxBlobBytes int64
 
+	// OutcomeWindow batches completed outcomes (outcomes.go, DESIGN §9.2):
+	// 0 (the default) publishes each at once; > 0 sends the first after a
+	// quiet spell at once and the rest in windows of this length (at most
+	// OutcomeBatchMax per message). Off by default: a node killed inside a
+	// window loses the outcomes of finals it already sent, and a router
+	// that takes its requests over then runs them again (a second final).
+	OutcomeWindow time.Duration
+
 	// MetricsURL is the model server's Prometheus endpoint, scraped every
 	// MetricsInterval for its own load, which heartbeats and acks carry
 	// (DESIGN §9.1, §4); "" → no scrape. Metrics names its metrics:
@@ -157,7 +165,7 @@ func (c Config) validate() error {
 	}{
 		{"heartbeat_interval", c.HeartbeatInterval}, {"drain_timeout", c.DrainTimeout},
 		{"register_timeout", c.RegisterTimeout}, {"register_retry", c.RegisterRetry},
-		{"replay_keep", c.ReplayKeep},
+		{"replay_keep", c.ReplayKeep}, {"outcome_window", c.OutcomeWindow},
 	} {
 		if err := checkDuration(d.name, d.v); err != nil {
 			return err

@@ -46,10 +46,12 @@ type FileConfig struct {
 	ReplayStreams int           `yaml:"replay_streams"`
 	ReplayKeep    time.Duration `yaml:"replay_keep"`
 	// MaxBlobBytes caps out-of-band bodies and answers; 0 → 64 MiB.
-	MaxBlobBytes int64             `yaml:"max_blob_bytes"`
-	Labels       map[string]string `yaml:"labels"`
-	Backend      FileBackend       `yaml:"backend"`
-	Models       []FileModel       `yaml:"models"`
+	MaxBlobBytes int64 `yaml:"max_blob_bytes"`
+	// OutcomeWindow batches completed outcomes; 0 (default) → each at once.
+	OutcomeWindow time.Duration     `yaml:"outcome_window"`
+	Labels        map[string]string `yaml:"labels"`
+	Backend       FileBackend       `yaml:"backend"`
+	Models        []FileModel       `yaml:"models"`
 }
 
 // FileBackend configures the node's model server.
@@ -196,7 +198,7 @@ func (fc *FileConfig) Check() error {
 		errs = append(errs, fmt.Errorf("max_concurrency must be >= 0, got %d", fc.MaxConcurrency))
 	}
 	errs = append(errs, checkDuration("heartbeat_interval", fc.HeartbeatInterval), checkDuration("drain_timeout", fc.DrainTimeout),
-		checkDuration("replay_keep", fc.ReplayKeep))
+		checkDuration("replay_keep", fc.ReplayKeep), checkDuration("outcome_window", fc.OutcomeWindow))
 	for _, n := range []struct {
 		name string
 		v    int
@@ -271,6 +273,7 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 	c.ReplayStreams = cmp.Or(fc.ReplayStreams, c.ReplayStreams)
 	c.ReplayKeep = cmp.Or(fc.ReplayKeep, c.ReplayKeep)
 	c.MaxBlobBytes = cmp.Or(fc.MaxBlobBytes, c.MaxBlobBytes)
+	c.OutcomeWindow = cmp.Or(fc.OutcomeWindow, c.OutcomeWindow)
 	c.MetricsURL = fc.Backend.metricsURL()
 	c.Metrics = cmp.Or(fc.Backend.Metrics, c.Metrics)
 	c.MetricsInterval = cmp.Or(fc.Backend.MetricsInterval, c.MetricsInterval)

@@ -199,9 +199,7 @@ func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, f
 		o.Code, o.Error, o.Fault = werr.Code, werr.Description, fault
 	}
 	s.metrics.observe(&o)
-	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(s.cfg.NodeID), o); err != nil && !s.nc.IsClosed() {
-		s.log.Warn().Err(err).Str(logging.KeyRequest, o.RequestID).Msg("publish outcome")
-	}
+	s.sendOutcome(o) // batched with the node's other outcomes of a few ms (outcomes.go)
 }
 
 // logFinished logs a request's end: failures other than a client's cancel

@@ -60,6 +60,7 @@ type Service struct {
 	// badCancels counts cancels of a running request without its Fed-Cancel-Key.
 	badCancels atomic.Int64
 	metrics    *nodeMetrics // GenAI histograms, observed per outcome (metrics.go)
+	outcomes   outcomeBatch // completed outcomes waiting to go out together (outcomes.go)
 }
 
 // New validates cfg and builds a Service; Start runs it.
@@ -143,6 +144,7 @@ func (s *Service) stop() error {
 		s.publishHeartbeat() // tell health at once, not at the next tick
 	}
 	s.drainWork()
+	s.flushOutcomes() // the last batched outcomes go out before the deregister
 
 	// Heartbeats stop before the deregister, so no late heartbeat makes the
 	// catalog think the node is still alive after its record is gone.

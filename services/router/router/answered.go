@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"time"
@@ -15,18 +14,28 @@ import (
 // outcome. When the node answered it sends nothing, so the client gets
 // exactly one final; when every uncertain node reported silent it answers at
 // once; only when a node says nothing at all does it wait out the grace.
+// The wait holds no goroutine: the placement parks here and mark (or its
+// grace timer) moves it on.
 type answered struct {
 	mu      sync.Mutex
 	reqs    map[string]*heard
 	order   []string // ring of request ids, oldest first, bounding reqs
 	next    int
-	waiters map[string][]chan struct{}
+	waiters map[string][]graceWaiter
 }
 
 // heard is what the outcomes said of one request.
 type heard struct {
 	answered bool
 	silent   []string // nodes whose outcome was silent
+}
+
+// graceWaiter is a placement in its finals grace (wait gen), waiting to
+// hear of its uncertain nodes.
+type graceWaiter struct {
+	p     *placement
+	gen   uint64
+	nodes []string
 }
 
 // answeredKeep bounds how many recent requests are remembered.
@@ -46,14 +55,14 @@ const finalGrace = 2 * time.Second
 const minFinalGrace = 50 * time.Millisecond
 
 func newAnswered() *answered {
-	return &answered{reqs: map[string]*heard{}, order: make([]string, answeredKeep), waiters: map[string][]chan struct{}{}}
+	return &answered{reqs: map[string]*heard{}, order: make([]string, answeredKeep), waiters: map[string][]graceWaiter{}}
 }
 
 // mark records that node reported its outcome of requestID: it answered the
-// client, or (silent) it sent nothing.
+// client, or (silent) it sent nothing. It ends the grace of the placements
+// waiting for the request once what they wait for is known.
 func (a *answered) mark(requestID, node string, silent bool) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	h := a.reqs[requestID]
 	if h == nil {
 		if old := a.order[a.next]; old != "" {
@@ -69,72 +78,83 @@ func (a *answered) mark(requestID, node string, silent bool) {
 	} else if !slices.Contains(h.silent, node) && len(h.silent) < maxHeardSilent {
 		h.silent = append(h.silent, node)
 	}
-	for _, ch := range a.waiters[requestID] {
-		close(ch)
+	ws := a.waiters[requestID]
+	var ready []graceWaiter
+	if len(ws) > 0 {
+		keep := ws[:0]
+		for _, w := range ws {
+			if h.settles(w.nodes) {
+				ready = append(ready, w)
+			} else {
+				keep = append(keep, w)
+			}
+		}
+		if len(keep) == 0 {
+			delete(a.waiters, requestID)
+		} else {
+			a.waiters[requestID] = keep
+		}
 	}
-	delete(a.waiters, requestID)
+	ans := h.answered
+	a.mu.Unlock()
+	for _, w := range ready {
+		w.p.heardDuring(w.gen, ans)
+	}
 }
 
 // maxHeardSilent bounds the silent nodes kept per request (a request has
 // at most a few attempts; outcomes are not trusted to be few).
 const maxHeardSilent = 16
 
-// state reports whether requestID was answered, and whether every one of
-// nodes reported silent; a.mu held.
-func (a *answered) state(requestID string, nodes []string) (ans, allSilent bool) {
-	h := a.reqs[requestID]
-	if h == nil {
-		return false, false
-	}
+// settles reports whether h ends a wait for nodes: one answered, or every
+// one of nodes reported silent.
+func (h *heard) settles(nodes []string) bool {
 	if h.answered {
-		return true, false
+		return true
 	}
 	for _, n := range nodes {
 		if !slices.Contains(h.silent, n) {
-			return false, false
+			return false
 		}
 	}
-	return false, true
+	return true
 }
 
-// wait reports whether a node answered requestID, waiting up to d for it
-// or for each of nodes (the uncertain attempts) to report silent.
-func (a *answered) wait(ctx context.Context, requestID string, nodes []string, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		a.mu.Lock()
-		if ans, allSilent := a.state(requestID, nodes); ans || allSilent {
-			a.mu.Unlock()
-			return ans
-		}
-		ch := make(chan struct{})
-		a.waiters[requestID] = append(a.waiters[requestID], ch)
-		a.mu.Unlock()
-		select {
-		case <-ch:
-			continue // something was heard of the request: look again
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		a.mu.Lock()
-		a.unwait(requestID, ch)
-		ans, _ := a.state(requestID, nodes)
-		a.mu.Unlock()
-		return ans
+// has reports whether a node answered requestID.
+func (a *answered) has(requestID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.reqs[requestID]
+	return h != nil && h.answered
+}
+
+// await reports whether what was heard of requestID already settles a wait
+// for nodes (settled) and whether a node answered it. When not settled, p
+// (in wait gen) waits: mark will call p.heardDuring(gen, answered).
+func (a *answered) await(requestID string, nodes []string, p *placement, gen uint64) (settled, ans bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if h := a.reqs[requestID]; h != nil && h.settles(nodes) {
+		return true, h.answered
 	}
+	a.waiters[requestID] = append(a.waiters[requestID], graceWaiter{p: p, gen: gen, nodes: nodes})
+	return false, false
 }
 
-// unwait removes ch from requestID's waiters; a.mu held.
-func (a *answered) unwait(requestID string, ch chan struct{}) {
+// forget stops p waiting for requestID (its grace ran out).
+func (a *answered) forget(requestID string, p *placement) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	ws := a.waiters[requestID]
 	for i, w := range ws {
-		if w == ch {
-			a.waiters[requestID] = append(ws[:i], ws[i+1:]...)
+		if w.p == p {
+			ws = append(ws[:i], ws[i+1:]...)
 			break
 		}
 	}
-	if len(a.waiters[requestID]) == 0 {
+	if len(ws) == 0 {
 		delete(a.waiters, requestID)
+	} else {
+		a.waiters[requestID] = ws
 	}
 }

@@ -253,6 +253,14 @@ func (c *cache) rebuildLocked() {
 
 // candidatesLocked returns the nodes serving capability (and model when
 // given). Requires the read lock from rlockIndexed.
+// candidateCount is how many nodes a decision for capability (and model)
+// judges.
+func (c *cache) candidateCount(capability, model string) int {
+	c.rlockIndexed()
+	defer c.mu.RUnlock()
+	return len(c.candidatesLocked(capability, model))
+}
+
 func (c *cache) candidatesLocked(capability, model string) []*entry {
 	if model == "" {
 		return c.byCap[capability]

@@ -50,8 +50,9 @@ type Config struct {
 	// Policy is the base policy: used until fed_config router.policy holds a
 	// valid value, and again when that key is deleted. Zero value: record.DefaultPolicy().
 	Policy record.Policy
-	// MaxInFlight bounds the requests being placed at once (each runs on its
-	// own goroutine); over it the router answers 429 at once. 0 means DefaultMaxInFlight.
+	// MaxInFlight bounds the requests being placed at once (queued ones and
+	// those in their finals grace included); over it the router answers 429
+	// at once. 0 means DefaultMaxInFlight.
 	MaxInFlight int
 	// InstanceID names this router in micro metadata; default a new nuid.
 	InstanceID string

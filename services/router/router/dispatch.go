@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,9 +21,11 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// handleInfer runs on the endpoint's subscription goroutine: it only takes
-// an in-flight slot and hands the request to a goroutine, so one slow
-// placement never holds up the next request.
+// handleInfer runs on the infer endpoint's subscription goroutine and
+// places the request there as far as it gets without waiting: parse, admit,
+// decide, dispatch. No goroutine and no context per request: the placement
+// then waits for its ack on nothing (acks.go), and the ack subscription, the
+// scheduler (sched.go) or a queue wake moves it on from there.
 func (s *Service) handleInfer(req micro.Request) {
 	s.stats.requests.Add(1)
 	m := &nats.Msg{Subject: req.Subject(), Reply: req.Reply(), Header: nats.Header(req.Headers()), Data: req.Data()}
@@ -31,24 +34,31 @@ func (s *Service) handleInfer(req micro.Request) {
 			Msg("infer request without a reply subject dropped: nobody to answer")
 		return
 	}
-	rep := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID)}
-	select {
-	case s.sem <- struct{}{}:
-	default:
+	if int(s.inFlight.Add(1)) > s.cfg.MaxInFlight {
+		s.inFlight.Add(-1)
 		s.stats.rejected.Add(1)
-		_ = s.nc.PublishMsg(rep.Fail(wire.CodeOverloaded, fmt.Sprintf("router overloaded: %d requests being placed", cap(s.sem))))
+		rep := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID)}
+		_ = s.nc.PublishMsg(rep.Fail(wire.CodeOverloaded, fmt.Sprintf("router overloaded: %d requests being placed", s.cfg.MaxInFlight)))
 		return
 	}
-	if !s.requests.Go(func(ctx context.Context) {
-		defer func() { <-s.sem }()
-		s.route(ctx, m)
-	}) {
-		<-s.sem
+	p := s.newPlacement(m)
+	p.slot = true
+	if !s.active.begin(p) {
+		s.inFlight.Add(-1)
+		rep := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID)}
 		_ = s.nc.PublishMsg(rep.Fail(wire.CodeNoCapacity, "router stopping: request not placed, send it again"))
+		return
 	}
+	p.start()
 }
 
-// placement is one request being placed.
+// placement is one request being placed. It runs on no goroutine of its
+// own: at any moment exactly one party owns it — the infer handler that
+// received it, or whoever ended its latest wait (the ack subscription, the
+// scheduler, a completion outcome during the finals grace, Stop). A wait
+// has a generation (waiting); a party that wants to move the placement on
+// swaps that generation for 0 and owns it if the swap succeeded, so an ack
+// and its timeout never both act.
 type placement struct {
 	s        *Service
 	msg      *nats.Msg
@@ -66,6 +76,8 @@ type placement struct {
 	// (takeover.go): its dispatches carry Fed-Takeover, its final error
 	// Fed-Lost-Node. "" for a client's request.
 	takeover string
+	// how the lost node was lost, for a takeover's final error
+	how string
 	// lostResumable: the lost node's catalog record said resumable when
 	// the request was placed on it (the record may be gone by now)
 	lostResumable bool
@@ -81,42 +93,148 @@ type placement struct {
 	// while tracing is off.
 	trace context.Context
 	span  tracing.Span
+
+	// waiting is the generation of the wait the placement is parked in; 0
+	// while a party runs it. gen is the last generation handed out.
+	waiting atomic.Uint64
+	gen     uint64
+	// tm is the placement's one timer (ack deadline, retry delay, queue
+	// limit or wake, finals grace), run by Service.sched.
+	tm timer
+	// the attempt in flight: its decision, ack token and span
+	d     decision
+	token uint64
+	aspan tracing.Span
+	// queue limit of the current wait: why it ends (max_queue_ms or the
+	// deadline) and max_queue_ms then
+	byDeadline bool
+	maxWait    time.Duration
+	// err is the final error held over the finals grace
+	err error
+	// slot: the request holds one of MaxInFlight (takeovers do not)
+	slot bool
+	// tracked: in Service.active from begin until done
+	tracked bool
+	// left: the placement left the queue (leaveQueue ran)
+	left bool
+	// onDecider: a decider runs the step (offload)
+	onDecider  bool
+	prev, next *placement // Service.active's list
+	bp         *[]uint64  // pooled prefix block hashes, returned by done
 }
 
-// route places one request: parse, admit, decide and dispatch until a node
-// accepts, finish. ctx ends when the router stops.
-func (s *Service) route(ctx context.Context, m *nats.Msg) {
+// newPlacement is a client's request m as the router received it now.
+func (s *Service) newPlacement(m *nats.Msg) *placement {
 	capability, tenant := s.cfg.Subjects.InferParts(m.Subject)
 	p := &placement{s: s, msg: m, inbound: Inbound{ID: m.Header.Get(wire.HdrRequestID),
 		Capability: capability, Header: m.Header, Received: time.Now()}, trace: context.Background(), subjectTenant: tenant}
+	p.tm.idx = -1
+	return p
+}
+
+// start parses, admits and places the request, on the caller's goroutine
+// until the placement waits.
+func (p *placement) start() {
+	s := p.s
 	if tracing.Enabled() {
-		p.trace, p.span = tracing.Start(tracing.Extract(p.trace, m.Header), "fedmesh.route "+p.inbound.Capability, tracing.Server,
+		p.trace, p.span = tracing.Start(tracing.Extract(p.trace, p.msg.Header), "fedmesh.route "+p.inbound.Capability, tracing.Server,
 			tracing.KeyCapability.String(p.inbound.Capability))
-		defer p.span.End()
 	}
 	if err := p.parse(); err != nil {
 		p.fail(err)
 		return
 	}
-	if err := p.admit(ctx); err != nil {
+	if err := p.admit(s.requests.Context()); err != nil {
 		p.fail(err)
 		return
 	}
 	if textCapability(p.inbound.Capability) {
-		bp := blockPool.Get().(*[]uint64)
-		p.query.blocks = blockHashes((*bp)[:0], m.Data)
-		defer func() { *bp = p.query.blocks[:0]; p.query.blocks = nil; blockPool.Put(bp) }()
+		p.bp = blockPool.Get().(*[]uint64)
+		p.query.blocks = blockHashes((*p.bp)[:0], p.msg.Data)
 	}
-	ctx, cancel := context.WithDeadline(ctx, p.deadline)
-	defer cancel()
-	res, err := p.place(ctx)
-	p.leaveQueue()
-	if err != nil {
-		p.fail(err)
+	p.step()
+}
+
+// done ends the placement: every answer has been sent.
+func (p *placement) done() {
+	s := p.s
+	if p.bp != nil {
+		*p.bp = p.query.blocks[:0]
+		p.query.blocks = nil
+		blockPool.Put(p.bp)
+		p.bp = nil
+	}
+	p.span.End()
+	if p.slot {
+		p.slot = false
+		s.inFlight.Add(-1)
+	}
+	if p.tracked {
+		p.tracked = false
+		s.active.end(p)
+	}
+}
+
+// park starts a wait of the placement and returns its generation. The
+// caller gives the placement up: after registering what ends the wait it
+// must not touch it again.
+func (p *placement) park() uint64 {
+	p.gen++
+	p.waiting.Store(p.gen)
+	return p.gen
+}
+
+// parked is called once everything that ends wait gen is registered: a
+// placement that starts waiting while the router stops has its wait cut
+// short like every other (Stop only reaches the waits it saw).
+func (p *placement) parked(gen uint64) {
+	if p.s.stopping.Load() {
+		p.s.sched.expedite(&p.tm, gen)
+	}
+}
+
+// fire runs the placement's timer of wait gen, unless the wait ended
+// another way first.
+func (p *placement) fire(kind timerKind, gen uint64) {
+	s := p.s
+	if !p.waiting.CompareAndSwap(gen, 0) {
+		if kind == timerWake {
+			s.queue.wakeUp(1, nil) // a wake it could not use: pass it on
+		}
 		return
 	}
-	p.finish(&res)
+	switch kind {
+	case timerAck:
+		s.acks.drop(p.token)
+		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), p.d.e.id)
+		p.uncertain = append(p.uncertain, p.d.e.id)
+		p.resolve(ackFailed, "ack timeout", errAckTimeout)
+	case timerRetry:
+		p.step()
+	case timerQueue:
+		if err := p.expired(); err != nil {
+			p.notPlaced(err)
+			return
+		}
+		p.notPlaced(p.queueTimeout())
+	case timerWake:
+		p.query.busy = p.query.busy[:0] // a slot freed: busy nodes may have room now
+		p.step()
+	case timerGrace:
+		s.answered.forget(p.spec.RequestID, p)
+		p.finalError(p.err, s.answered.has(p.spec.RequestID))
+	}
 }
+
+// ackReturn is how long past Fed-Ack-Deadline the router still waits for
+// an ack: a node may start the dispatch until that instant, and its ack then
+// still has to come back. Giving up at the instant itself would withdraw
+// (and blame) a node that did its part, and a request whose deadline is its
+// ack deadline would get a final from the node and one from the router.
+const ackReturn = 25 * time.Millisecond
+
+// errAckTimeout is the error of an attempt whose ack never came.
+var errAckTimeout = errors.New("ack timeout")
 
 // blockPool holds the prefix block hash slices of requests being placed.
 var blockPool = sync.Pool{New: func() any { b := make([]uint64, 0, maxPrefixBlocks); return &b }}
@@ -172,13 +290,21 @@ const (
 	ackTooLarge         // the dispatch does not fit max_payload: final 413, nobody's failure
 )
 
-// place decides and dispatches until a node accepts the request, retrying on
-// nodes not tried yet. A busy node is not a failure: the request goes on to
-// the next untried node, and when every eligible node is full it waits in
-// the router's queue for a free slot.
-func (p *placement) place(ctx context.Context) (Result, error) {
+// step decides and dispatches until the placement waits (for an ack, a
+// retry delay or a slot in the queue) or ends. A busy node is not a
+// failure: the request goes on to the next untried node, and when every
+// eligible node is full it waits in the router's queue for a free slot.
+// The caller owns p and gives it up when step returns.
+func (p *placement) step() {
+	if p.offload() {
+		return
+	}
 	s := p.s
 	for {
+		if err := p.expired(); err != nil {
+			p.notPlaced(err)
+			return
+		}
 		pol := s.policy.Load()
 		p.query.matches = s.prefix.match(p.query.blocks, p.query.matchBuf[:0])
 		d := s.cache.decide(&p.query, pol, s.rr.Add(1))
@@ -186,95 +312,237 @@ func (p *placement) place(ctx context.Context) (Result, error) {
 			// room, but requests are waiting for it: queue behind them
 			// rather than overtake them
 			p.full = 0
-			if err := p.queueWait(ctx, true); err != nil {
-				return Result{}, err
-			}
-			continue
+			p.queueWait(true)
+			return
 		}
 		if d.e == nil {
 			if d.rejected[rejLoad] == 0 {
-				return Result{}, p.noNodeError(&d)
+				p.notPlaced(p.noNodeError(&d))
+				return
 			}
 			p.full = d.rejected[rejLoad]
-			if err := p.queueWait(ctx, false); err != nil {
-				return Result{}, err
-			}
-			continue
+			p.queueWait(false)
+			return
 		}
 		if d.halfOpen && !d.e.probing.CompareAndSwap(false, true) {
 			// another request took the half-open node's one probe slot meanwhile
 			p.query.tried = append(p.query.tried, d.e)
 			continue
 		}
-		kind, why, err := p.attempt(ctx, &d)
-		switch {
-		case kind == ackAccepted:
-			s.prefix.add(d.e, p.query.blocks)
-			res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total, DecidedBy: d.decidedBy,
-				PredictedTTFTMs: d.predicted.ms, PrefixMatch: d.predicted.match}
-			if p.w != nil {
-				res.Queued = time.Since(p.w.since)
-			}
-			return res, nil
-		case kind == ackTooLarge:
-			return Result{}, err
-		case ctx.Err() != nil:
-			return Result{}, p.contextError(ctx)
-		case kind == ackBusy:
-			s.stats.busy.Add(1)
-			p.busy = append(p.busy, d.e.id)
-			p.query.busy = append(p.query.busy, d.e)
-			s.publishDispatchFailed(&p.spec, p.inbound.Capability, &d, p.attempts, why)
-			s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, d.e.id).Int("attempt", p.attempts).
-				Msg("node busy, trying another")
-		case kind == ackDraining:
-			p.failures = append(p.failures, d.e.id+": "+why)
-			p.query.tried = append(p.query.tried, d.e)
-			s.publishDispatchFailed(&p.spec, p.inbound.Capability, &d, p.attempts, why)
-		default:
-			if err := p.retryAfter(ctx, pol, &d, why, kind == ackFailed); err != nil {
-				return Result{}, err
-			}
+		if !p.attempt(&d) {
+			return
 		}
 	}
 }
 
-// attempt dispatches to the decision's node, counting it as outstanding,
-// and says what became of it (with why when the node did not accept).
-func (p *placement) attempt(ctx context.Context, d *decision) (ackKind, string, error) {
+// decideInlineMax bounds the nodes a decision may judge on the goroutine
+// that moves a placement on (the infer or ack subscription, the
+// scheduler): a decision over more goes to the deciders, so judging
+// thousands of nodes (BenchmarkDecide: ~20 µs for 1,000, ~300 µs for
+// 10,000; ~0.3 µs for 10) never holds up other requests' dispatches and
+// acks, and uses every core.
+const decideInlineMax = 256
+
+// offload hands p to a decider when its decision is costly and one is
+// free; true when it did (the decider owns p now).
+func (p *placement) offload() bool {
+	if p.onDecider {
+		p.onDecider = false
+		return false
+	}
 	s := p.s
-	m, err := p.dispatchMsg(d, p.attempts+1)
+	if s.cache.candidateCount(p.query.capability, p.query.model) <= decideInlineMax {
+		return false
+	}
+	select {
+	case s.deciders <- p:
+		s.stats.offloaded.Add(1)
+		return true
+	default:
+		return false // every decider is busy: decide here
+	}
+}
+
+// decide is one decider: it runs the steps of placements handed to it by
+// offload until the router stops.
+func (s *Service) decide(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-s.deciders:
+			p.onDecider = true
+			p.step()
+		}
+	}
+}
+
+// expired is the error that ends a placement whose deadline passed or
+// whose router is stopping; nil otherwise.
+func (p *placement) expired() error {
+	if p.s.stopping.Load() || !time.Now().Before(p.deadline) {
+		return p.contextError()
+	}
+	return nil
+}
+
+// attempt dispatches to the decision's node, counting it as outstanding,
+// and leaves the placement waiting for the ack, at most ack_timeout_ms and
+// never past the request's deadline; the dispatch carries that instant as
+// Fed-Ack-Deadline, after which the node must not start it. It returns
+// true when step should decide again at once (the send failed and the
+// attempt was settled here), false when the placement waits or ended.
+func (p *placement) attempt(d *decision) bool {
+	s := p.s
+	ackBy := time.Now().Add(time.Duration(s.policy.Load().AckTimeoutMs) * time.Millisecond)
+	if ackBy.After(p.deadline) {
+		ackBy = p.deadline
+	}
+	m, hv, err := p.dispatchMsg(d, p.attempts+1, ackBy)
 	if err != nil {
-		return ackTooLarge, "", err
+		if d.halfOpen {
+			d.e.probing.Store(false) // nothing was sent: the probe slot is free again
+		}
+		p.notPlaced(err)
+		return false
 	}
 	p.attempts++
 	// counted before the ack: the node may finish (and its completion
-	// outcome arrive) before RequestMsg returns here
+	// outcome arrive) before the ack is read
 	s.out.add(p.spec.RequestID, d.e, p.deadline.Add(s.cfg.OutstandingTTL), d.halfOpen, p.held(d))
-	var span tracing.Span
+	p.aspan = tracing.Span{}
 	if tracing.Enabled() { // one span per attempt; the node's spans are its children
 		var tctx context.Context
-		tctx, span = tracing.Start(p.trace, "fedmesh.dispatch", tracing.Client, tracing.KeyRequest.String(p.spec.RequestID),
+		tctx, p.aspan = tracing.Start(p.trace, "fedmesh.dispatch", tracing.Client, tracing.KeyRequest.String(p.spec.RequestID),
 			tracing.KeyNode.String(d.e.id), tracing.KeyAttempt.Int(p.attempts), tracing.KeyModel.String(d.model),
 			tracing.KeyDecidedBy.String(d.decidedBy), tracing.KeyTakeover.String(p.takeover))
 		tracing.Inject(tctx, m.Header)
 	}
-	kind, why, err := p.dispatch(ctx, d, m)
+	p.d = *d
+	tok, reply := s.acks.token()
+	p.token = tok
+	m.Reply = reply
+	// the ack, or the timer just past ackBy, moves the placement on from here
+	gen := p.park()
+	s.acks.put(tok, p, gen)
+	s.sched.at(&p.tm, ackBy.Add(ackReturn), p, timerAck, gen)
+	p.parked(gen)
+	err = s.nc.PublishMsg(m)
+	var tooLarge error
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// max_payload shrank since dispatchMsg measured (a reconnect to
+		// another server): still the request's size, not the node's fault
+		tooLarge = p.tooLarge(m.Header, s.nc.MaxPayload())
+	}
+	hv.release()
+	if err == nil {
+		return false
+	}
+	// the send failed: settle the attempt here unless its timer took the
+	// placement meanwhile
+	if !p.waiting.CompareAndSwap(gen, 0) {
+		return false
+	}
+	s.acks.drop(tok)
+	s.sched.cancel(&p.tm, gen)
+	if tooLarge != nil {
+		return p.after(ackTooLarge, "", tooLarge)
+	}
+	// the dispatch may be out (the connection broke after it): take it back
+	s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
+	p.uncertain = append(p.uncertain, d.e.id)
+	return p.after(ackLocal, "dispatch error: "+err.Error(), err)
+}
+
+// resolve settles the attempt in flight and places on when it must.
+func (p *placement) resolve(kind ackKind, why string, err error) {
+	if p.after(kind, why, err) {
+		p.step()
+	}
+}
+
+// after settles the attempt in flight by what became of it: accepted ends
+// the placement, busy and draining go on to another node at once (true), a
+// failure waits the retry delay or ends the placement.
+func (p *placement) after(kind ackKind, why string, err error) bool {
+	s := p.s
+	d := &p.d
 	switch kind {
 	case ackAccepted:
 	case ackBusy:
-		span.Fail(wire.CodeOverloaded, why)
+		p.aspan.Fail(wire.CodeOverloaded, why)
 	default:
-		span.Fail(wire.CodeOf(err), why)
+		p.aspan.Fail(wire.CodeOf(err), why)
 	}
-	span.End()
+	p.aspan.End()
+	p.aspan = tracing.Span{}
 	if kind != ackAccepted {
 		s.out.done(p.spec.RequestID, d.e.id) // also frees a half-open probe slot
 	}
 	if kind == ackTooLarge {
 		p.attempts--
 	}
-	return kind, why, err
+	switch {
+	case kind == ackAccepted:
+		s.prefix.add(d.e, p.query.blocks)
+		res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total, DecidedBy: d.decidedBy,
+			PredictedTTFTMs: d.predicted.ms, PrefixMatch: d.predicted.match}
+		if p.w != nil {
+			res.Queued = time.Since(p.w.since)
+		}
+		p.placed(&res)
+		return false
+	case kind == ackTooLarge:
+		p.notPlaced(err)
+		return false
+	}
+	if xerr := p.expired(); xerr != nil {
+		p.notPlaced(xerr)
+		return false
+	}
+	switch kind {
+	case ackBusy:
+		s.stats.busy.Add(1)
+		p.busy = append(p.busy, d.e.id)
+		p.query.busy = append(p.query.busy, d.e)
+		s.publishDispatchFailed(&p.spec, p.inbound.Capability, d, p.attempts, why)
+		s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, d.e.id).Int("attempt", p.attempts).
+			Msg("node busy, trying another")
+		return true
+	case ackDraining:
+		p.failures = append(p.failures, d.e.id+": "+why)
+		p.query.tried = append(p.query.tried, d.e)
+		s.publishDispatchFailed(&p.spec, p.inbound.Capability, d, p.attempts, why)
+		return true
+	}
+	return p.retryAfter(s.policy.Load(), d, why, kind == ackFailed)
+}
+
+// placed ends a placement a node accepted.
+func (p *placement) placed(res *Result) {
+	p.leaveQueue()
+	if p.takeover != "" {
+		p.tookOver(res)
+	} else {
+		p.finish(res)
+	}
+	p.done()
+}
+
+// notPlaced ends a placement no node took with err (a takeover's with
+// its lost final).
+func (p *placement) notPlaced(err error) {
+	p.leaveQueue()
+	if p.takeover != "" {
+		desc := err.Error()
+		var we *wire.Error
+		if errors.As(err, &we) {
+			desc = we.Description
+		}
+		p.lost(p.how, "no node could take it over: "+desc)
+		return
+	}
+	p.fail(err)
 }
 
 // held is what a takeover of this dispatch needs should its node be lost
@@ -290,9 +558,10 @@ func (p *placement) held(d *decision) *held {
 		takeover: p.takeover}
 }
 
-// retryAfter records a failed attempt and waits before the next one; it
-// returns the error to answer with when there must be no next one.
-func (p *placement) retryAfter(ctx context.Context, pol *policyState, d *decision, why string, nodeFault bool) error {
+// retryAfter records a failed attempt and waits the retry delay before
+// the next one (true: no delay, decide again now); when there must be no
+// next one it ends the placement.
+func (p *placement) retryAfter(pol *policyState, d *decision, why string, nodeFault bool) bool {
 	s := p.s
 	p.failed++
 	p.failures = append(p.failures, d.e.id+": "+why)
@@ -301,20 +570,25 @@ func (p *placement) retryAfter(ctx context.Context, pol *policyState, d *decisio
 	}
 	p.query.tried = append(p.query.tried, d.e)
 	if p.failed > pol.MaxRetries {
-		return wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s)%s",
-			p.inbound.Capability, p.failed, strings.Join(p.failures, "; "), p.busyNote())
+		p.notPlaced(wire.Errorf(wire.CodeNoCapacity, "no capacity for %s: all %d attempts failed (%s)%s",
+			p.inbound.Capability, p.failed, strings.Join(p.failures, "; "), p.busyNote()))
+		return false
 	}
 	s.stats.retries.Add(1)
 	s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, d.e.id).Str("why", why).Int("attempt", p.attempts).
 		Str("state", "retrying").Msg("dispatch failed, retrying on another node")
-	t := time.NewTimer(time.Duration(pol.RetryDelayMs*p.failed) * time.Millisecond)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return p.contextError(ctx)
-	case <-t.C:
-		return nil
+	delay := time.Duration(pol.RetryDelayMs*p.failed) * time.Millisecond
+	if delay <= 0 {
+		return true
 	}
+	at := time.Now().Add(delay)
+	if at.After(p.deadline) {
+		at = p.deadline // then the deadline ends it
+	}
+	gen := p.park()
+	s.sched.at(&p.tm, at, p, timerRetry, gen)
+	p.parked(gen)
+	return false
 }
 
 // busyNote names the nodes that answered busy, for a final 503.
@@ -337,37 +611,40 @@ func (p *placement) finish(res *Result) {
 
 // dispatchMsg builds the dispatch of attempt to the decision's node, or the
 // final 413 when it would not fit the connection's max_payload.
-func (p *placement) dispatchMsg(d *decision, attempt int) (*nats.Msg, error) {
+// Its headers live in hv, which the caller releases once the message was
+// published.
+func (p *placement) dispatchMsg(d *decision, attempt int, ackBy time.Time) (*nats.Msg, *headerVals, error) {
 	s := p.s
 	// derived from the node id and the request's privacy, never from a
 	// KV field: a catalog record cannot send data anywhere else
-	subj := s.cfg.Subjects.NodeInferAt(d.e.id, p.spec.Privacy.String())
-	h := make(nats.Header, len(p.msg.Header)+10)
+	subj := d.e.dispatchSubject(s.cfg.Subjects, p.spec.Privacy)
+	hv := dispatchHeaders.Get().(*headerVals)
+	h := hv.h
 	for k, v := range p.msg.Header {
 		h[k] = v
 	}
 	// only a router says a dispatch takes over from a lost node
 	delete(h, wire.HdrTakeover)
 	if p.takeover != "" {
-		h.Set(wire.HdrTakeover, p.takeover)
+		hv.set(wire.HdrTakeover, p.takeover)
 	}
-	h.Set(wire.HdrRequestID, p.spec.RequestID)
-	h.Set(wire.HdrReplyTo, p.msg.Reply)
-	h.Set(wire.HdrAttempt, strconv.Itoa(attempt))
-	h.Set(wire.HdrRouteScore, strconv.FormatFloat(d.total, 'f', 3, 64))
-	h.Set(wire.HdrDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
-	h.Set(wire.HdrCapability, p.inbound.Capability)
-	// set for real in dispatch, once the ack wait starts; a Unix-ms value
-	// of today's width keeps the size right
-	h.Set(wire.HdrAckDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
+	hv.set(wire.HdrRequestID, p.spec.RequestID)
+	hv.set(wire.HdrReplyTo, p.msg.Reply)
+	hv.set(wire.HdrAttempt, strconv.Itoa(attempt))
+	hv.set(wire.HdrRouteScore, strconv.FormatFloat(d.total, 'f', 3, 64))
+	hv.set(wire.HdrDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
+	hv.set(wire.HdrCapability, p.inbound.Capability)
+	hv.set(wire.HdrAckDeadline, strconv.FormatInt(ackBy.UnixMilli(), 10))
 	if d.model != "" {
-		h.Set(wire.HdrModel, d.model)
+		hv.set(wire.HdrModel, d.model)
 	}
 	m := &nats.Msg{Subject: subj, Header: h, Data: p.msg.Data}
 	if limit := s.nc.MaxPayload(); int64(msgSize(h, m.Data)) > limit {
-		return nil, p.tooLarge(h, limit)
+		err := p.tooLarge(h, limit)
+		hv.release()
+		return nil, nil, err
 	}
-	return m, nil
+	return m, hv, nil
 }
 
 // tooLarge is the final 413 for a request whose dispatch exceeds limit.
@@ -398,34 +675,58 @@ func msgSize(h nats.Header, data []byte) int {
 	return n
 }
 
-// dispatch hands the request to the chosen node and waits for its ack, at
-// most ack_timeout_ms and never past the request's deadline; the dispatch
-// carries that instant as Fed-Ack-Deadline, after which the node must not
-// start it. When the router gives up waiting it cancels the attempt on that
-// node alone (the ack may be lost, not the dispatch).
-func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ackKind, string, error) {
-	s := p.s
-	ackCtx, cancel := context.WithTimeout(ctx, time.Duration(s.policy.Load().AckTimeoutMs)*time.Millisecond)
-	defer cancel()
-	ackBy, _ := ackCtx.Deadline()
-	m.Header.Set(wire.HdrAckDeadline, strconv.FormatInt(ackBy.UnixMilli(), 10))
-	resp, err := s.nc.RequestMsgWithContext(ackCtx, m)
-	switch {
-	case errors.Is(err, nats.ErrMaxPayload):
-		// max_payload shrank since dispatchMsg measured (a reconnect to
-		// another server): still the request's size, not the node's fault
-		return ackTooLarge, "", p.tooLarge(m.Header, s.nc.MaxPayload())
-	case errors.Is(err, nats.ErrNoResponders):
-		return ackFailed, "no responders", err
-	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
-		p.uncertain = append(p.uncertain, d.e.id)
-		return ackFailed, "ack timeout", err
-	case err != nil:
-		// the dispatch may be out (the connection broke after it): take it back
-		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), d.e.id)
-		p.uncertain = append(p.uncertain, d.e.id)
-		return ackLocal, "dispatch error: " + err.Error(), err
+// headerVals is a dispatch's header map, whose own single-value headers
+// share one backing slice of values (nats.Header.Set allocates one per
+// header). nats.go encodes a message's headers while PublishMsg runs, so
+// both are free again once it returned: dispatchHeaders keeps them.
+type headerVals struct {
+	h    nats.Header
+	vals []string
+}
+
+var dispatchHeaders = sync.Pool{New: func() any {
+	return &headerVals{h: make(nats.Header, 24), vals: make([]string, 0, 9)}
+}}
+
+// release hands hv back to dispatchHeaders; the message built on it must
+// not be used again.
+func (hv *headerVals) release() {
+	clear(hv.h)
+	clear(hv.vals)
+	hv.vals = hv.vals[:0]
+	dispatchHeaders.Put(hv)
+}
+
+func (hv *headerVals) set(k, v string) {
+	n := len(hv.vals)
+	hv.vals = append(hv.vals, v)
+	hv.h[k] = hv.vals[n : n+1 : n+1] // capped: an Add to one header never writes into the next
+}
+
+// onAck runs on the ack subscription (acks.go): it hands the ack to the
+// placement waiting for it, which goes on from there on this goroutine
+// (accepted: finish; busy, draining: the next node; failed: a retry timer).
+// An ack nobody waits for any more (its attempt timed out) is dropped.
+func (s *Service) onAck(m *nats.Msg) {
+	r, ok := s.acks.take(m.Subject)
+	if !ok {
+		return
+	}
+	p := r.p
+	if !p.waiting.CompareAndSwap(r.gen, 0) {
+		return // the ack deadline passed meanwhile: its timer has the placement
+	}
+	s.sched.cancel(&p.tm, r.gen)
+	kind, why, err := p.readAck(m)
+	p.resolve(kind, why, err)
+}
+
+// readAck says what the ack of the attempt in flight means, and takes the
+// node's load from it.
+func (p *placement) readAck(resp *nats.Msg) (ackKind, string, error) {
+	s, d := p.s, &p.d
+	if len(resp.Data) == 0 && resp.Header.Get(natsStatusHdr) == natsNoResponders {
+		return ackFailed, "no responders", nats.ErrNoResponders
 	}
 	switch st := resp.Header.Get(wire.HdrStatus); st {
 	case wire.StatusAccepted:
@@ -449,6 +750,13 @@ func (p *placement) dispatch(ctx context.Context, d *decision, m *nats.Msg) (ack
 		return ackFailed, fmt.Sprintf("unexpected ack status %q", st), errors.New("bad ack")
 	}
 }
+
+// The status nats-server sends to a request's reply subject when nothing
+// subscribes to its subject (nats.go keeps these names unexported).
+const (
+	natsStatusHdr    = "Status"
+	natsNoResponders = "503"
+)
 
 // cancelAttempt takes back one dispatch whose ack never came: a cancel on
 // fed.cancel.<request_id> with Fed-Node naming the node, so only that node
@@ -519,8 +827,8 @@ func (s *Service) publishNodeFailed(spec *wire.Spec, capability, node, model str
 	}
 }
 
-func (p *placement) contextError(ctx context.Context) error {
-	if p.s.requests.Context().Err() != nil {
+func (p *placement) contextError() error {
+	if p.s.stopping.Load() {
 		return wire.Errorf(wire.CodeNoCapacity, "router shutting down after %d attempts", p.attempts)
 	}
 	return wire.Errorf(wire.CodeTimeout, "deadline passed while placing the request after %d attempts", p.attempts)
@@ -594,13 +902,49 @@ func rejectSummary(r reject) string {
 }
 
 // fail answers the client with a final error (empty payload, Fed-Status:
-// error, micro error headers) and reports the request as unplaced.
+// error, micro error headers) and reports the request as unplaced. After an
+// attempt whose ack never came it first waits for the completed outcomes of
+// the uncertain nodes (answered.go), on no goroutine: an outcome or the
+// grace timer goes on. It waits up to finalGrace, less when the deadline is
+// nearer, never less than minFinalGrace.
 func (p *placement) fail(err error) {
+	s := p.s
+	if len(p.uncertain) == 0 {
+		p.finalError(err, false)
+		return
+	}
+	// never less than minFinalGrace: past the deadline the node may still
+	// have started the attempt (Fed-Ack-Deadline is inclusive of its own
+	// clock) and be sending its final; a 1 ms Fed-Timeout-Ms got two finals
+	grace := min(finalGrace, max(time.Until(p.deadline), minFinalGrace))
+	p.err = err
+	gen := p.park()
+	if settled, ans := s.answered.await(p.spec.RequestID, p.uncertain, p, gen); settled {
+		// heard already: no wait (nobody else knows gen)
+		p.waiting.Store(0)
+		p.finalError(err, ans)
+		return
+	}
+	s.sched.at(&p.tm, time.Now().Add(grace), p, timerGrace, gen)
+}
+
+// heardDuring ends the finals grace of wait gen: a node answered (ans), or
+// every uncertain node reported silent.
+func (p *placement) heardDuring(gen uint64, ans bool) {
+	if !p.waiting.CompareAndSwap(gen, 0) {
+		return
+	}
+	p.s.sched.cancel(&p.tm, gen)
+	p.finalError(p.err, ans)
+}
+
+// finalError sends the final error, unless answered: a node whose ack was
+// lost took the request and answered it (its completion outcome says so),
+// and a final from the router would be a second one. It ends the placement.
+func (p *placement) finalError(err error, answered bool) {
+	defer p.done()
 	s, in := p.s, &p.inbound
-	if len(p.uncertain) > 0 && s.nodeAnswered(p) {
-		// A node whose ack was lost took the request and answered it (its
-		// completion outcome says so): a final from the router would be a
-		// second one.
+	if answered {
 		s.stats.finalsSuppressed.Add(1)
 		s.log.Debug().Str(logging.KeyRequest, in.ID).Msg("a node answered an attempt whose ack was lost: no final error from the router")
 		return
@@ -635,15 +979,4 @@ func (p *placement) fail(err error) {
 	for _, mw := range s.mw {
 		mw.OnError(in, werr)
 	}
-}
-
-// nodeAnswered waits up to finalGrace (less when the deadline is nearer) for
-// a non-silent completion outcome of p's request, or for every uncertain
-// node to report silent.
-func (s *Service) nodeAnswered(p *placement) bool {
-	// never less than minFinalGrace: past the deadline the node may still
-	// have started the attempt (Fed-Ack-Deadline is inclusive of its own
-	// clock) and be sending its final; a 1 ms Fed-Timeout-Ms got two finals
-	grace := min(finalGrace, max(time.Until(p.deadline), minFinalGrace))
-	return s.answered.wait(context.Background(), p.spec.RequestID, p.uncertain, grace)
 }

@@ -326,15 +326,21 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 		answer  bool   // the node answers the client
 		outcome string // the node the outcome names ("" none), published on lost-ack's subject
 		silent  bool   // the outcome says the client got nothing
-		read    time.Duration
-		want    []string // the finals the client gets, by sender
+		// batch: the outcome is an element of a batch (a JSON array) whose
+		// first element speaks for another node, saying silent
+		batch bool
+		read  time.Duration
+		want  []string // the finals the client gets, by sender
 	}{
 		// read bounds the wait for the next reply: under finalGrace unless
 		// the router must wait it out
-		{"the node answered", true, "lost-ack", false, time.Second, []string{"lost-ack:done"}},
-		{"the node was withdrawn", false, "lost-ack", true, time.Second, []string{"router:error"}},
-		{"the node said nothing", false, "", false, finalGrace + 500*time.Millisecond, []string{"router:error"}},
-		{"another node spoke for it", false, "someone-else", true, finalGrace + 500*time.Millisecond, []string{"router:error"}},
+		{"the node answered", true, "lost-ack", false, false, time.Second, []string{"lost-ack:done"}},
+		{"the node was withdrawn", false, "lost-ack", true, false, time.Second, []string{"router:error"}},
+		{"the node said nothing", false, "", false, false, finalGrace + 500*time.Millisecond, []string{"router:error"}},
+		{"another node spoke for it", false, "someone-else", true, false, finalGrace + 500*time.Millisecond, []string{"router:error"}},
+		{"the node answered, in a batch", true, "lost-ack", false, true, time.Second, []string{"lost-ack:done"}},
+		{"the node was withdrawn, in a batch", false, "lost-ack", true, true, time.Second, []string{"router:error"}},
+		{"only another node spoke for it, in a batch", false, "", false, true, finalGrace + 500*time.Millisecond, []string{"router:error"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Policy.AckTimeoutMs = 150; c.Policy.MaxRetries = 0 })
@@ -348,9 +354,19 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 					rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: id, Node: "lost-ack"}
 					_ = e.nc.PublishMsg(rep.Done([]byte("hi"), wire.DoneInfo{Tokens: 1}))
 				}
+				var els []record.Outcome
+				if tc.batch {
+					els = append(els, record.Outcome{Kind: record.OutcomeCompleted, NodeID: "someone-else", RequestID: id, Silent: true, Time: time.Now()})
+				}
 				if tc.outcome != "" {
-					_ = wire.PublishJSON(e.nc, subject.Default.Outcome("lost-ack"), record.Outcome{Kind: record.OutcomeCompleted,
+					els = append(els, record.Outcome{Kind: record.OutcomeCompleted,
 						NodeID: tc.outcome, RequestID: id, OK: tc.answer, Silent: tc.silent, Time: time.Now()})
+				}
+				switch {
+				case tc.batch:
+					_ = wire.PublishJSON(e.nc, subject.Default.Outcome("lost-ack"), els)
+				case len(els) == 1:
+					_ = wire.PublishJSON(e.nc, subject.Default.Outcome("lost-ack"), els[0])
 				}
 			})
 			require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -77,6 +78,10 @@ type entry struct {
 	// the model server's own load
 	ttft   []ttftStat
 	server serverLoad
+
+	// subjects are the node's dispatch subjects by privacy level, built
+	// at its first dispatch (dispatchSubject)
+	subjects atomic.Pointer[[wire.PrivacyRestricted + 1]string]
 }
 
 func newEntry(id string, ord int) *entry {
@@ -228,4 +233,22 @@ func (e *entry) modelFor(capability, model string) string {
 		}
 	}
 	return ""
+}
+
+// dispatchSubject is the node's dispatch subject for requests of privacy
+// level (fed.node.<id>.infer.<level>), derived from the node id alone and
+// built once per node instead of once per dispatch.
+func (e *entry) dispatchSubject(sp subject.Space, level wire.Privacy) string {
+	if level > wire.PrivacyRestricted {
+		return sp.NodeInferAt(e.id, level.String())
+	}
+	subs := e.subjects.Load()
+	if subs == nil {
+		subs = new([wire.PrivacyRestricted + 1]string)
+		for i := range subs {
+			subs[i] = sp.NodeInferAt(e.id, wire.Privacy(i).String())
+		}
+		e.subjects.Store(subs)
+	}
+	return subs[level]
 }

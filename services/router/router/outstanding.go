@@ -170,16 +170,51 @@ type outcomeHead struct {
 
 // onOutcome runs on the outcome subscription: completions end outstanding
 // dispatches, free a slot in the node's reported load and wake one queued
-// request the node serves. It only parses and updates memory, never blocks.
+// request the node serves. A node agent sends one outcome (a JSON object)
+// or a batch of them (a JSON array, record.DecodeOutcomes); each counts on
+// its own. It only parses and updates memory, never blocks.
 func (s *Service) onOutcome(m *nats.Msg) {
-	var h outcomeHead
-	if err := json.Unmarshal(m.Data, &h); err != nil || h.Kind != record.OutcomeCompleted || h.RequestID == "" {
+	// The subject names the node (in secured mode only that node may
+	// publish on it): an outcome, or an element of a batch, speaking for
+	// another node is ignored, so no node can end another's dispatch or
+	// report it silent.
+	node := subject.LastToken(m.Subject)
+	if !isJSONArray(m.Data) {
+		var h outcomeHead
+		if json.Unmarshal(m.Data, &h) == nil {
+			s.outcome(node, &h)
+		}
 		return
 	}
-	// The subject names the node (in secured mode only that node may
-	// publish on it): an outcome speaking for another node is ignored, so
-	// no node can end another's dispatch or report it silent.
-	if node := subject.LastToken(m.Subject); h.NodeID == "" {
+	var hs []outcomeHead
+	if err := json.Unmarshal(m.Data, &hs); err != nil {
+		// an element that does not decode spoils only itself
+		var raw []json.RawMessage
+		if json.Unmarshal(m.Data, &raw) != nil || len(raw) > record.MaxOutcomesBatch {
+			return
+		}
+		for _, r := range raw {
+			var h outcomeHead
+			if json.Unmarshal(r, &h) == nil {
+				s.outcome(node, &h)
+			}
+		}
+		return
+	}
+	if len(hs) > record.MaxOutcomesBatch {
+		return
+	}
+	for i := range hs {
+		s.outcome(node, &hs[i])
+	}
+}
+
+// outcome applies one outcome node sent (its subject's last token).
+func (s *Service) outcome(node string, h *outcomeHead) {
+	if h.Kind != record.OutcomeCompleted || h.RequestID == "" {
+		return
+	}
+	if h.NodeID == "" {
 		h.NodeID = node
 	} else if h.NodeID != node {
 		return
@@ -190,6 +225,18 @@ func (s *Service) onOutcome(m *nats.Msg) {
 		e.completed()
 		s.wakeFor(e, 1)
 	}
+}
+
+// isJSONArray reports whether data's first JSON token opens an array.
+func isJSONArray(data []byte) bool {
+	for _, c := range data {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c == '['
+	}
+	return false
 }
 
 // sweepOutstanding expires forgotten dispatches (run every SweepInterval).

@@ -23,9 +23,11 @@ import (
 // A waiter is woken by a slot-free signal — a completed outcome of a node,
 // a health record or an ack showing room, the periodic kick — and then
 // decides again; a woken waiter that still finds no room goes back to the
-// head of its tenant's line (it keeps its turn).
+// head of its tenant's line (it keeps its turn). A placement's waiter is
+// woken by its timer (timerWake on sched), not by a goroutine blocked on it.
 type waitQueue struct {
 	mu      sync.Mutex
+	sc      *sched // runs the wakes of placements' waiters; nil in unit tests
 	max     int
 	n       int          // waiters in the queue, woken or not
 	size    atomic.Int32 // n, readable without the lock
@@ -48,9 +50,14 @@ type waiter struct {
 	tenant     string
 	capability string
 	model      string
-	wake       chan struct{} // buffered 1: a wake never blocks the waker
-	waiting    bool          // in a tenant line (not woken); under waitQueue.mu
-	since      time.Time     // when the request first entered the queue
+	// p is the queued placement, woken through its timer; a waiter
+	// without one is woken on wake (buffered 1: a wake never blocks the
+	// waker)
+	p       *placement
+	gen     uint64 // the placement's queue wait; under waitQueue.mu
+	wake    chan struct{}
+	waiting bool      // in a tenant line (not woken); under waitQueue.mu
+	since   time.Time // when the request first entered the queue
 }
 
 func newWaitQueue(max int) *waitQueue {
@@ -59,6 +66,11 @@ func newWaitQueue(max int) *waitQueue {
 
 func newWaiter(tenant, capability, model string, now time.Time) *waiter {
 	return &waiter{tenant: tenant, capability: capability, model: model, wake: make(chan struct{}, 1), since: now}
+}
+
+// newPlacementWaiter is p's waiter: p's timer wakes it.
+func newPlacementWaiter(p *placement, now time.Time) *waiter {
+	return &waiter{tenant: p.spec.Tenant, capability: p.query.capability, model: p.query.model, p: p, since: now}
 }
 
 // enter counts w into the queue; false when the queue is full.
@@ -98,6 +110,21 @@ func (q *waitQueue) leave(w *waiter) (unusedWake bool) {
 func (q *waitQueue) wait(w *waiter, head bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.waitLocked(w, head)
+}
+
+// park is wait for a placement's waiter in its wait gen: the placement's
+// queue limit is scheduled under the queue's lock, so a wake (which
+// reschedules that timer as timerWake) always comes after it.
+func (q *waitQueue) park(w *waiter, head bool, gen uint64, limit time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	w.gen = gen
+	q.sc.at(&w.p.tm, limit, w.p, timerQueue, gen)
+	q.waitLocked(w, head)
+}
+
+func (q *waitQueue) waitLocked(w *waiter, head bool) {
 	l := q.tenants[w.tenant]
 	if l == nil {
 		l = &tenantLine{tenant: w.tenant}
@@ -131,7 +158,13 @@ func (q *waitQueue) wakeUp(n int, match func(*waiter) bool) int {
 				}
 				l.ws = append(l.ws[:j], l.ws[j+1:]...)
 				w.waiting = false
-				w.wake <- struct{}{}
+				if w.p != nil {
+					// its queue limit becomes the wake: whichever the
+					// placement's timer runs first is what it does
+					q.sc.at(&w.p.tm, time.Time{}, w.p, timerWake, w.gen)
+				} else {
+					w.wake <- struct{}{}
+				}
 				woke++
 				q.next = i + 1
 				if len(l.ws) == 0 {
@@ -207,56 +240,54 @@ const queueKickInterval = 100 * time.Millisecond
 // before its own deadline passes.
 const queueDeadlineMargin = 100 * time.Millisecond
 
-// queueWait parks the request until a slot may have freed, then returns nil
-// so it decides again. join: the request found room but others were
-// waiting, so it queues behind them and the first of them (same capability
-// and model, fair order) takes the room. It answers 429 when the
-// queue is full, when the request waited the policy's max_queue_ms, or just before its
-// deadline.
-func (p *placement) queueWait(ctx context.Context, join bool) error {
+// queueWait parks the request in the queue until a slot may have freed
+// (its timer wakes it and it decides again) or its limit passes. join: the
+// request found room but others were waiting, so it queues behind them and
+// the first of them (same capability and model, fair order) takes the
+// room. It answers 429 at once when the queue is full, and when the
+// request waited the policy's max_queue_ms, or just before its deadline.
+func (p *placement) queueWait(join bool) {
 	s := p.s
 	now := time.Now()
 	head := p.w != nil
 	if p.w == nil {
 		if !s.queue.enter() {
 			s.stats.queueFull.Add(1)
-			return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy and the router's queue is full (%d requests waiting); retry after a pause",
-				p.inbound.Capability, p.fullNodes(), s.cfg.MaxQueue)
+			p.notPlaced(wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy and the router's queue is full (%d requests waiting); retry after a pause",
+				p.inbound.Capability, p.fullNodes(), s.cfg.MaxQueue))
+			return
 		}
-		p.w = newWaiter(p.spec.Tenant, p.query.capability, p.query.model, now)
+		p.w = newPlacementWaiter(p, now)
 		s.stats.queued.Add(1)
 	}
-	maxWait := time.Duration(s.policy.Load().MaxQueueMs) * time.Millisecond
-	limit := p.w.since.Add(maxWait)
-	byDeadline := false
+	p.maxWait = time.Duration(s.policy.Load().MaxQueueMs) * time.Millisecond
+	limit := p.w.since.Add(p.maxWait)
+	p.byDeadline = false
 	if dl := p.deadline.Add(-min(queueDeadlineMargin, p.spec.EffectiveTimeout()/10)); dl.Before(limit) {
-		limit, byDeadline = dl, true
+		limit, p.byDeadline = dl, true
 	}
-	s.queue.wait(p.w, head)
+	w := p.w
+	gen := p.park()
+	s.queue.park(w, head, gen, limit)
+	p.parked(gen)
 	if join {
 		// the first waiter of this capability and model, in fair order, looks
 		// for room now: maybe this request itself
-		w := p.w
 		s.queue.wakeUp(1, func(x *waiter) bool { return x.capability == w.capability && x.model == w.model })
 	}
-	t := time.NewTimer(time.Until(limit))
-	defer t.Stop()
-	select {
-	case <-p.w.wake:
-		p.query.busy = p.query.busy[:0] // a slot freed: busy nodes may have room now
-		return nil
-	case <-t.C:
-		s.stats.queueTimeouts.Add(1)
-		waited := time.Since(p.w.since).Milliseconds()
-		if byDeadline {
-			return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms, until just before the request's deadline; retry after a pause",
-				p.inbound.Capability, p.fullNodes(), waited)
-		}
-		return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms (max_queue_ms %d); retry after a pause",
-			p.inbound.Capability, p.fullNodes(), waited, maxWait.Milliseconds())
-	case <-ctx.Done():
-		return p.contextError(ctx)
+}
+
+// queueTimeout is the 429 of a request whose queue limit passed.
+func (p *placement) queueTimeout() error {
+	s := p.s
+	s.stats.queueTimeouts.Add(1)
+	waited := time.Since(p.w.since).Milliseconds()
+	if p.byDeadline {
+		return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms, until just before the request's deadline; retry after a pause",
+			p.inbound.Capability, p.fullNodes(), waited)
 	}
+	return wire.Errorf(wire.CodeOverloaded, "no capacity for %s: %s busy for %d ms (max_queue_ms %d); retry after a pause",
+		p.inbound.Capability, p.fullNodes(), waited, p.maxWait.Milliseconds())
 }
 
 // fullNodes says how many eligible nodes were full, for a 429.
@@ -271,11 +302,12 @@ func (p *placement) fullNodes() string {
 }
 
 // leaveQueue takes a request that waited out of the queue, counts its wait,
-// and passes on a wake it got but did not use.
+// and passes on a wake it got but did not use. Once per placement.
 func (p *placement) leaveQueue() {
-	if p.w == nil {
+	if p.w == nil || p.left {
 		return
 	}
+	p.left = true
 	s := p.s
 	s.stats.queueWaitNs.Add(int64(time.Since(p.w.since)))
 	s.stats.queueLeft.Add(1)

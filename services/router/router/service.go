@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -47,7 +48,18 @@ type Service struct {
 	queue  *waitQueue
 	mw     []Middleware
 	rr     atomic.Uint64 // round-robin tickets
-	sem    chan struct{} // MaxInFlight slots
+	// inFlight counts the requests being placed (MaxInFlight bounds it)
+	inFlight atomic.Int32
+	// active are the placements in progress (Stop waits for them); sched
+	// runs their timers, acks their dispatches' acks
+	active active
+	sched  *sched
+	acks   *acks
+	// stopping: StopTimeout is over, every placement ends at its next step
+	stopping atomic.Bool
+	// deciders takes the steps of placements whose decisions judge many
+	// nodes (offload), run by one decider goroutine per core
+	deciders chan *placement
 
 	stats routerStats
 	lag   metrics.WatchLag // fedmesh_kv_watch_lag_seconds of the three watches (metrics.go)
@@ -55,10 +67,11 @@ type Service struct {
 	life lifecycle.Guard
 	// loops runs the KV watchers and the outstanding sweeper.
 	loops *lifecycle.Group
-	// requests runs one goroutine per request being placed or explained.
+	// requests runs the candidates explanations and the takeovers of lost
+	// nodes (placements themselves run on no goroutine of their own).
 	// micro drains its subscriptions asynchronously, so handlers can still
-	// run after svc.Stop returns: the group refusing them then is what
-	// keeps them from starting after Stop began waiting.
+	// run after svc.Stop returns: the group and active refusing them then
+	// is what keeps them from starting after Stop began waiting.
 	requests *lifecycle.Group
 	svc      micro.Service
 	outSub   *nats.Subscription
@@ -77,6 +90,8 @@ type routerStats struct {
 	// finals the router did not send: the node of an attempt whose ack was
 	// lost answered the client itself
 	finalsSuppressed atomic.Int64
+	// steps handed to the deciders (offload); not reported
+	offloaded atomic.Int64
 }
 
 // New validates cfg (zero fields take their defaults) and builds a router;
@@ -94,8 +109,9 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	}
 	s := &Service{nc: nc, cfg: cfg, log: log,
 		cache: newCache(), limits: newTenantLimits(), out: newOutstanding(), answered: newAnswered(), queue: newWaitQueue(cfg.MaxQueue),
-		sem:   make(chan struct{}, cfg.MaxInFlight),
+		sched: newSched(), deciders: make(chan *placement, decidersQueue),
 		loops: lifecycle.NewGroup(), requests: lifecycle.NewGroup()}
+	s.queue.sc = s.sched
 	s.prefix = newPrefixIndex(cfg.PrefixIndexBlocks)
 	s.decisions = &decisions{nc: nc, subject: cfg.Subjects.Decisions(), router: cfg.InstanceID, log: log}
 	s.policy.Store(newPolicyState(cfg.Policy))
@@ -122,6 +138,16 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	if s.outSub, err = s.nc.Subscribe(s.cfg.Subjects.OutcomeAll(), s.onOutcome); err != nil {
 		return fmt.Errorf("router: subscribe outcomes: %w", err)
+	}
+	// one subscription for every dispatch's ack, under the connection's
+	// inbox prefix (a secured router may subscribe only there)
+	s.acks = newAcks(s.nc.NewInbox())
+	if s.acks.sub, err = s.nc.Subscribe(s.acks.subject(), s.onAck); err != nil {
+		return fmt.Errorf("router: subscribe acks: %w", err)
+	}
+	s.loops.Go(s.sched.run)
+	for range max(runtime.GOMAXPROCS(0), 2) {
+		s.loops.Go(s.decide)
 	}
 	s.loops.Every(s.cfg.SweepInterval, s.sweepOutstanding)
 	s.loops.Every(queueKickInterval, s.kickQueue)
@@ -177,17 +203,56 @@ func (s *Service) stop() error {
 			errs = append(errs, fmt.Errorf("router: stop micro service: %w", err))
 		}
 	}
-	if !s.requests.Drain(s.cfg.StopTimeout) {
-		s.log.Warn().Dur("stop_timeout", s.cfg.StopTimeout).Msg("router stop: cancelled requests still being placed")
-	}
-	if s.outSub != nil {
-		if err := s.outSub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, fmt.Errorf("router: unsubscribe outcomes: %w", err))
+	s.drain()
+	for _, sub := range []*nats.Subscription{s.outSub, s.ackSub()} {
+		if sub == nil {
+			continue
+		}
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("router: unsubscribe %s: %w", sub.Subject, err))
 		}
 	}
 	s.loops.Stop()
 	s.decisions.flush() // the placements of the last requests
 	return errors.Join(errs...)
+}
+
+// drain gives the requests being placed (and the takeovers and
+// explanations running) StopTimeout to finish, then cuts every wait short:
+// each such request is answered 503 "router shutting down". A finals grace
+// already running still runs out (at most finalGrace).
+func (s *Service) drain() {
+	deadline := time.Now().Add(s.cfg.StopTimeout)
+	s.active.close()
+	s.requests.Close()
+	placed := s.active.wait(s.cfg.StopTimeout)
+	finished := s.requests.Drain(max(time.Until(deadline), 0))
+	if placed && finished {
+		return
+	}
+	s.log.Warn().Dur("stop_timeout", s.cfg.StopTimeout).Msg("router stop: cancelled requests still being placed")
+	s.stopping.Store(true)
+	for _, p := range s.active.all() {
+		s.sched.expediteAny(&p.tm)
+	}
+	if !s.active.wait(finalGrace + stopAbortWait) {
+		s.log.Error().Int("requests", s.active.len()).Msg("router stop: requests still being placed after they were cancelled")
+	}
+}
+
+// decidersQueue bounds the placements waiting for a decider; beyond it
+// they decide where they are.
+const decidersQueue = 1024
+
+// stopAbortWait bounds how long Stop waits for cancelled placements beyond
+// a finals grace: their steps publish and end, nothing waits.
+const stopAbortWait = 2 * time.Second
+
+func (s *Service) ackSub() *nats.Subscription {
+	if s.acks == nil {
+		return nil
+	}
+	return s.acks.sub
 }
 
 // Stats is what the micro stats endpoint reports for each endpoint.
@@ -232,7 +297,7 @@ type Stats struct {
 func (s *Service) Stats() Stats {
 	st := Stats{
 		Nodes:            s.cache.nodeCount(),
-		InFlight:         len(s.sem),
+		InFlight:         int(s.inFlight.Load()),
 		Outstanding:      s.out.len(),
 		Requests:         s.stats.requests.Load(),
 		Placed:           s.stats.placed.Load(),

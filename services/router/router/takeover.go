@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -113,16 +112,19 @@ func (s *Service) lostOne(r lostRec, how string, place, report bool) {
 		s.publishNodeFailed(&h.spec, h.capability, r.e.id, h.model, h.attempts, "node lost")
 	}
 	p := h.placement(s, r.e)
-	if !place || !s.requests.Go(func(ctx context.Context) { p.takeOver(ctx, how) }) {
+	p.how = how
+	if !place || !s.active.begin(p) {
 		p.lost(how, "the router is stopping")
+		return
 	}
+	p.takeOver()
 }
 
 // placement rebuilds the placement of a held request for a takeover from
 // lost: the same request, deadline and attempt count, with the nodes tried
 // before and the lost one excluded.
 func (h *held) placement(s *Service, lost *entry) *placement {
-	p := &placement{s: s, msg: h.msg, spec: h.spec, deadline: h.deadline, attempts: h.attempts,
+	p := &placement{s: s, msg: h.msg, spec: h.spec, deadline: h.deadline, attempts: h.attempts, trace: context.Background(),
 		// a request lost before (h.takeover) names every lost node: its
 		// client may still keep the first (DESIGN §3.3)
 		takeover: wire.AddLost(h.takeover, lost.id),
@@ -131,6 +133,7 @@ func (h *held) placement(s *Service, lost *entry) *placement {
 	p.query.tried = append(append(make([]*entry, 0, len(h.tried)+1), h.tried...), lost)
 	p.query.resumableOnly = h.spec.Stream
 	p.lostResumable = h.resumable
+	p.tm.idx = -1
 	return p
 }
 
@@ -145,38 +148,31 @@ func (p *placement) lostNode() string {
 
 // takeOver places a lost node's request again, through the same decisions
 // and dispatches as a fresh request; every dispatch carries Fed-Takeover.
-func (p *placement) takeOver(ctx context.Context, how string) {
-	s := p.s
+// It runs on the caller's goroutine until the placement waits.
+func (p *placement) takeOver() {
 	switch {
 	case p.spec.Stream && p.spec.NoResume:
-		p.lost(how, "the client set Fed-No-Resume: its stream is not resumed on another node")
+		p.lost(p.how, "the client set Fed-No-Resume: its stream is not resumed on another node")
 		return
 	case p.spec.Stream && !p.lostResumable:
-		p.lost(how, "it is not resumable: its stream cannot continue on another node")
+		p.lost(p.how, "it is not resumable: its stream cannot continue on another node")
 		return
 	case !time.Now().Before(p.deadline):
-		p.lost(how, "the request's deadline has passed")
+		p.lost(p.how, "the request's deadline has passed")
 		return
 	}
-	ctx, cancel := context.WithDeadline(ctx, p.deadline)
-	defer cancel()
-	res, err := p.place(ctx)
-	p.leaveQueue()
-	if err != nil {
-		desc := err.Error()
-		var we *wire.Error
-		if errors.As(err, &we) {
-			desc = we.Description
-		}
-		p.lost(how, "no node could take it over: "+desc)
-		return
-	}
+	p.step()
+}
+
+// tookOver counts a lost node's request another node accepted.
+func (p *placement) tookOver(res *Result) {
+	s := p.s
 	s.stats.takeovers.Add(1)
-	s.decisions.add(p.decision(&res))
+	s.decisions.add(p.decision(res))
 	s.log.Info().Str(logging.KeyRequest, p.spec.RequestID).Str("lost_node", p.lostNode()).Str(logging.KeyNode, res.Node).
 		Int("attempts", res.Attempts).Bool("stream", p.spec.Stream).Msg("request of a lost node taken over")
 	for _, mw := range s.mw {
-		mw.AfterDispatch(&p.inbound, &res)
+		mw.AfterDispatch(&p.inbound, res)
 	}
 }
 

@@ -45,6 +45,9 @@ type Options struct {
 	BinDir     string        // where the router/health binaries are for the scale run
 	Only       string        // run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
+	// OutcomeWindow is the bench nodes' outcome_window (0: each outcome at
+	// once, the node default): what batching outcomes buys.
+	OutcomeWindow time.Duration
 }
 
 func (o *Options) runs(part string) bool { return o.Only == "" || o.Only == part }
@@ -90,14 +93,16 @@ type rig struct {
 	// backend (the gateway part); nil on a secured rig
 	up       *tinyUpstream
 	upstream *openai.Backend
+	// outcomeWindow is every bench node's OutcomeWindow
+	outcomeWindow time.Duration
 }
 
-func newRig(ctx context.Context) (*rig, error) {
+func newRig(ctx context.Context, window time.Duration) (*rig, error) {
 	dir, err := os.MkdirTemp("", "fedmesh-bench-*")
 	if err != nil {
 		return nil, err
 	}
-	r := &rig{dir: dir}
+	r := &rig{dir: dir, outcomeWindow: window}
 	if err := r.start(ctx); err != nil {
 		r.close()
 		return nil, err
@@ -115,7 +120,7 @@ func (r *rig) start(ctx context.Context) error {
 	if r.srv, err = natsembed.Start(natsembed.Options{Port: -1, StoreDir: r.dir, Name: "fedmesh-bench"}); err != nil {
 		return err
 	}
-	nodes := append(benchNodes(), upstreamNode(r.upstream))
+	nodes := append(benchNodes(r.outcomeWindow), upstreamNode(r.upstream))
 	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: nodes, Gateway: benchGateway()}); err != nil {
 		return err
 	}
@@ -128,7 +133,7 @@ func (r *rig) start(ctx context.Context) error {
 // benchNodes are a zero-delay node serving the echo and stream models, and
 // a node that streams slowly and for long, so a cancel always lands
 // mid-stream.
-func benchNodes() []nodeagent.Config {
+func benchNodes(window time.Duration) []nodeagent.Config {
 	n := nodeagent.DefaultConfig()
 	n.NodeID, n.Region, n.GPU, n.Cost, n.MaxConcurrency = "bench-node", "local", true, 0.5, 4096
 	n.Models = []record.Model{
@@ -140,7 +145,11 @@ func benchNodes() []nodeagent.Config {
 	slow.NodeID, slow.Region, slow.MaxConcurrency = slowNode, "local", 64
 	slow.Models = []record.Model{{ModelID: modelSlow, Capabilities: []string{wire.CapGenerate}}}
 	slow.Backend = synthetic.New(synthetic.Config{Tokens: 1 << 20, TokenDelay: 5 * time.Millisecond})
-	return []nodeagent.Config{n, slow, blobNodeConfig()}
+	nodes := []nodeagent.Config{n, slow, blobNodeConfig()}
+	for i := range nodes {
+		nodes[i].OutcomeWindow = window
+	}
+	return nodes
 }
 
 func (r *rig) close() {
@@ -188,7 +197,7 @@ func (s *session) close() {
 // Run measures everything and prints the tables.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
-	r, err := newRig(ctx)
+	r, err := newRig(ctx, o.OutcomeWindow)
 	if err != nil {
 		return fmt.Errorf("bench: start mesh: %w", err)
 	}

@@ -52,7 +52,7 @@ func (r *rig) startSecure(ctx context.Context) error {
 	if err := devmesh.SetupSecured(ctx, r.srv, d, r.authDir, benchTenant, buckets.Options{}); err != nil {
 		return err
 	}
-	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: benchNodes(),
+	if r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.srv, Log: zerolog.Nop(), Nodes: benchNodes(0),
 		Credentials: devmesh.Credentials(d)}); err != nil {
 		return err
 	}

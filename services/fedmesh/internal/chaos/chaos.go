@@ -113,7 +113,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		Title: fmt.Sprintf("fedmesh chaos (%s, seed %d)", map[bool]string{true: "short", false: "full"}[o.Short], o.Seed),
 		Setup: fmt.Sprintf("3 nats-servers (R3 buckets), 2 catalogs, 2 health, 2 routers, %d synthetic nodes (%s; max_concurrency %d), %d closed-loop clients (half streamed, %v deadline)%s; every answer checked token by token on the wire.",
 			o.Nodes, strings.Join(nodeDesc, ", "), o.MaxConcurrency, o.Clients, o.ClientTimeout,
-			map[bool]string{true: fmt.Sprintf("; catalog node_ttl %v", o.NodeTTL), false: ""}[o.NodeTTL > 0]),
+			map[bool]string{true: fmt.Sprintf("; catalog node_ttl %v", o.NodeTTL), false: ""}[o.NodeTTL > 0]+
+				map[bool]string{true: fmt.Sprintf("; health reset_timeout %v", o.ResetTimeout), false: ""}[o.ResetTimeout > 0]),
 		T0: t0,
 	}
 	if !o.SkipInput && ctx.Err() == nil {
@@ -167,15 +168,18 @@ func Run(ctx context.Context, o Options) (err error) {
 	return nil
 }
 
+// afterWait bounds probeAfter's wait for full strength: on a loaded 2-core
+// CI machine the node the SIGSTOP phase restarted may still be proving
+// itself to health.
+const afterWait = 15 * time.Second
+
 // probeAfter checks the mesh serves normally right after the bad input:
 // full strength, every node eligible, and a round of requests all strict.
 func (h *harness) probeAfter(ctx context.Context) (bool, []string) {
 	var notes []string
 	ok := true
 	var st strength
-	// up to 15 s: on a loaded 2-core CI machine the node the SIGSTOP phase
-	// restarted may still be proving itself to health
-	if err := waitUntil(ctx, 15*time.Second, func() bool { st = h.m.strength(h.nc); return h.m.full(st) }); err != nil {
+	if err := waitUntil(ctx, afterWait, func() bool { st = h.m.strength(h.nc); return h.m.full(st) }); err != nil {
 		ok = false
 	}
 	notes = append(notes, st.String())

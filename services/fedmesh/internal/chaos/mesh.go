@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -153,8 +154,12 @@ func startMesh(ctx context.Context, o *Options, rng *rand.Rand, logf func(string
 		}
 		m.catalog = append(m.catalog, p)
 	}
+	var healthArgs []string
+	if o.ResetTimeout > 0 {
+		healthArgs = []string{"--reset-timeout", o.ResetTimeout.String()}
+	}
 	for i, srv := range []int{1, 2} {
-		p, err := svc("health", i, srv)
+		p, err := svc("health", i, srv, healthArgs...)
 		if err != nil {
 			return m, err
 		}
@@ -285,38 +290,47 @@ func countInstances(nc *nats.Conn, service string, wait time.Duration) int {
 	}
 }
 
-// eligible is how many nodes the router that answers would route to now.
-func (m *mesh) eligible(nc *nats.Conn) (int, error) {
+// eligible is how many nodes the router that answers would route to now,
+// and why each other one is not ("node-4: circuit open").
+func (m *mesh) eligible(nc *nats.Conn) (int, []string, error) {
 	msg := nats.NewMsg(m.space.RouterCandidates())
 	msg.Data = []byte(capability)
 	r, err := nc.RequestMsg(msg, 2*time.Second)
 	if err != nil {
-		return 0, fmt.Errorf("candidates: %w", err)
+		return 0, nil, fmt.Errorf("candidates: %w", err)
 	}
 	if code := r.Header.Get("Nats-Service-Error-Code"); code != "" {
-		return 0, fmt.Errorf("candidates: error %s %s", code, r.Header.Get("Nats-Service-Error"))
+		return 0, nil, fmt.Errorf("candidates: error %s %s", code, r.Header.Get("Nats-Service-Error"))
 	}
 	var resp api.CandidatesResponse
 	if err := json.Unmarshal(r.Data, &resp); err != nil {
-		return 0, fmt.Errorf("candidates: %w", err)
+		return 0, nil, fmt.Errorf("candidates: %w", err)
 	}
 	n := 0
+	var not []string
 	for _, c := range resp.Candidates {
 		if c.Eligible {
 			n++
+		} else {
+			not = append(not, c.NodeID+": "+cmp.Or(c.Reason, c.RejectedBy))
 		}
 	}
-	return n, nil
+	return n, not, nil
 }
 
 // strength is what is up: instances answering $SRV.PING per service and
 // the nodes eligible at one router.
 type strength struct {
 	catalog, health, routers, nodes, eligible int
+	ineligible                                []string // "node: why" of the nodes in the catalog not eligible
 }
 
 func (s strength) String() string {
-	return fmt.Sprintf("%d catalogs, %d health, %d routers, %d node agents, %d eligible nodes", s.catalog, s.health, s.routers, s.nodes, s.eligible)
+	out := fmt.Sprintf("%d catalogs, %d health, %d routers, %d node agents, %d eligible nodes", s.catalog, s.health, s.routers, s.nodes, s.eligible)
+	if len(s.ineligible) > 0 {
+		out += " (not eligible: " + strings.Join(s.ineligible, ", ") + ")"
+	}
+	return out
 }
 
 func (m *mesh) strength(nc *nats.Conn) strength {
@@ -326,7 +340,7 @@ func (m *mesh) strength(nc *nats.Conn) strength {
 		routers: countInstances(nc, "fed-router", 300*time.Millisecond),
 		nodes:   countInstances(nc, "fed-node", 300*time.Millisecond),
 	}
-	s.eligible, _ = m.eligible(nc)
+	s.eligible, s.ineligible, _ = m.eligible(nc)
 	return s
 }
 

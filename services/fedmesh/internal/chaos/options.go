@@ -64,6 +64,14 @@ type Options struct {
 	// default, 10 s). The short run sets it below StopFor so a stopped node
 	// still outlives its record, as in the full run.
 	NodeTTL time.Duration
+	// ResetTimeout is passed to health as --reset-timeout when set (0: its
+	// default, 30 s). The short run sets it so that a circuit the SIGSTOP
+	// phase opened (five ack timeouts or losses of the stopped node in a
+	// row: correct, but a matter of how many requests it happened to hold)
+	// is half_open again, and closed by the load, before the check after
+	// the bad input; with 30 s that check passed or failed on the timing of
+	// the fifth failure.
+	ResetTimeout time.Duration
 	// Faults runs only these faults (by name) when set.
 	Faults []string
 	// SkipInput skips the malformed inputs.
@@ -78,7 +86,7 @@ func ShortOptions() Options {
 	return Options{
 		Duration: 36 * time.Second, Clients: 10, Nodes: 4, Short: true,
 		RestartDelay: 2 * time.Second, ServerDown: 5 * time.Second, StopFor: 5 * time.Second,
-		NodeTTL: 4 * time.Second, Warmup: 3 * time.Second, Linger: 1500 * time.Millisecond,
+		NodeTTL: 4 * time.Second, ResetTimeout: 8 * time.Second, Warmup: 3 * time.Second, Linger: 1500 * time.Millisecond,
 		MinTokens: 20, MaxTokens: 60,
 	}
 }
@@ -94,6 +102,7 @@ func (o Options) withDefaults() Options {
 		o.ServerDown = pick(o.ServerDown, s.ServerDown)
 		o.StopFor = pick(o.StopFor, s.StopFor)
 		o.NodeTTL = pick(o.NodeTTL, s.NodeTTL)
+		o.ResetTimeout = pick(o.ResetTimeout, s.ResetTimeout)
 		o.Warmup = pick(o.Warmup, s.Warmup)
 		o.Linger = pick(o.Linger, s.Linger)
 		o.MinTokens = pick(o.MinTokens, s.MinTokens)
@@ -149,7 +158,7 @@ func (o Options) Validate() error {
 		return fmt.Errorf("client timeout must be in [1s, 1h], got %v", o.ClientTimeout)
 	case o.MaxConcurrency < 1:
 		return fmt.Errorf("max concurrency must be at least 1, got %d", o.MaxConcurrency)
-	case o.RestartDelay < 0 || o.ServerDown < 0 || o.StopFor < 0 || o.Warmup < 0 || o.Linger < 0 || o.NodeTTL < 0:
+	case o.RestartDelay < 0 || o.ServerDown < 0 || o.StopFor < 0 || o.Warmup < 0 || o.Linger < 0 || o.NodeTTL < 0 || o.ResetTimeout < 0:
 		return errors.New("restart delay, server down, stop for, warmup, linger and node ttl must not be negative")
 	}
 	for _, f := range o.Faults {

@@ -16,11 +16,13 @@ func TestOptionsDefaults(t *testing.T) {
 	assert.Equal(t, DefaultNodes, o.Nodes)
 	assert.Equal(t, DefaultStopFor, o.StopFor)
 	assert.Zero(t, o.NodeTTL, "the full run keeps the catalog's node_ttl")
+	assert.Zero(t, o.ResetTimeout, "the full run keeps health's reset_timeout")
 
 	s := Options{Short: true}.withDefaults()
 	require.NoError(t, s.Validate())
 	assert.Equal(t, ShortOptions().Duration, s.Duration)
 	assert.Less(t, s.NodeTTL, s.StopFor, "a stopped node outlives its record in the short run too")
+	assert.Less(t, s.StopFor+s.ResetTimeout, afterWait, "a circuit the SIGSTOP phase opened is half_open again before the check after the bad input gives up")
 	assert.Equal(t, 7, Options{Short: true, Clients: 7}.withDefaults().Clients, "a flag beats the short default")
 }
 

@@ -174,4 +174,5 @@ var settings = []setting{
 	{"replay-bytes", "bytes kept per stream for replay (default 4194304)", integer(func(fc *nodeagent.FileConfig) *int { return &fc.ReplayBytes })},
 	{"replay-streams", "finished streams kept for replay (default 256)", integer(func(fc *nodeagent.FileConfig) *int { return &fc.ReplayStreams })},
 	{"replay-keep", "how long a finished stream is kept for replay (default 30s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.ReplayKeep })},
+	{"outcome-window", "batch completed outcomes in windows of this length (default 0: each at once)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.OutcomeWindow })},
 }

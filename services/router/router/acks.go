@@ -1,0 +1,88 @@
+package router
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/nats-io/nats.go"
+)
+
+// acks is the router's one subscription for dispatch acks: every dispatch
+// carries the reply subject <inbox>.<token>, a token per attempt, and the
+// subscription on <inbox>.* hands each ack to the placement waiting for it.
+// It is nats.go's request mux done by hand, without the channel, context
+// and goroutine wake-up a blocking RequestMsg costs per request.
+type acks struct {
+	prefix string // <inbox>. ; the connection's inbox prefix (custom in secured mode)
+	next   atomic.Uint64
+	mu     sync.Mutex
+	m      map[uint64]pendingAck
+	sub    *nats.Subscription
+}
+
+// pendingAck is a dispatch awaiting its ack: the placement and the wait
+// (placement.waiting) the ack ends.
+type pendingAck struct {
+	p   *placement
+	gen uint64
+}
+
+func newAcks(inbox string) *acks {
+	return &acks{prefix: inbox + ".", m: map[uint64]pendingAck{}}
+}
+
+// subject is the ack subscription's wildcard.
+func (a *acks) subject() string { return a.prefix + "*" }
+
+// token hands out the token of a new attempt and its reply subject.
+func (a *acks) token() (uint64, string) {
+	tok := a.next.Add(1)
+	var digits [13]byte   // a uint64 in base 36
+	var b strings.Builder // one allocation, the subject itself
+	b.Grow(len(a.prefix) + len(digits))
+	b.WriteString(a.prefix)
+	b.Write(strconv.AppendUint(digits[:0], tok, 36))
+	return tok, b.String()
+}
+
+// put registers the dispatch of token awaiting its ack: p in wait gen.
+func (a *acks) put(tok uint64, p *placement, gen uint64) {
+	a.mu.Lock()
+	a.m[tok] = pendingAck{p: p, gen: gen}
+	a.mu.Unlock()
+}
+
+// take removes and returns the dispatch an ack on subj answers; false for
+// an ack nobody waits for any more (it came after its timeout) or a
+// subject that is not one of ours.
+func (a *acks) take(subj string) (pendingAck, bool) {
+	if len(subj) <= len(a.prefix) || subj[:len(a.prefix)] != a.prefix {
+		return pendingAck{}, false
+	}
+	tok, err := strconv.ParseUint(subj[len(a.prefix):], 36, 64)
+	if err != nil {
+		return pendingAck{}, false
+	}
+	a.mu.Lock()
+	r, ok := a.m[tok]
+	if ok {
+		delete(a.m, tok)
+	}
+	a.mu.Unlock()
+	return r, ok
+}
+
+// drop forgets the dispatch of token (its wait ended another way).
+func (a *acks) drop(tok uint64) {
+	a.mu.Lock()
+	delete(a.m, tok)
+	a.mu.Unlock()
+}
+
+func (a *acks) len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.m)
+}
