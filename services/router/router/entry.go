@@ -77,6 +77,9 @@ type entry struct {
 	// the model server's own load
 	ttft   []ttftStat
 	server serverLoad
+	// failing: health's failure streak is not 0 (a degraded node that
+	// failed, not one that was only slow)
+	failing bool
 }
 
 func newEntry(id string, ord int) *entry {
@@ -156,6 +159,7 @@ func (e *entry) setHealth(h *record.Health) {
 	if h == nil {
 		e.hasHealth = false
 		e.state, e.healthScore = record.StateUnknown, healthScoreOf(record.StateUnknown)
+		e.failing = false
 		e.p50, e.p99, e.samples, e.tps, e.hMaxConc = 0, 0, 0, 0, 0
 		e.load.Store(0)
 		e.circuit, e.draining = circuitClosed, false
@@ -169,6 +173,7 @@ func (e *entry) setHealth(h *record.Health) {
 	e.lastHeartbeat = h.LastHeartbeat
 	e.hasHealth = true
 	e.state = h.State
+	e.failing = h.ConsecutiveFailures > 0
 	if e.state == "" {
 		e.state = record.StateUnknown
 	}
