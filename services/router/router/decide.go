@@ -67,11 +67,12 @@ type placementQuery struct {
 	matchBuf [8]prefixMatch
 }
 
-// prefixShare is the share of the request's blocks e was sent.
+// prefixShare is the share of the request's blocks e was sent, weighed
+// by how recently (prefix.go rankCredit).
 func (r *placementQuery) prefixShare(e *entry) float64 {
 	for i := range r.matches {
 		if r.matches[i].e == e {
-			return float64(r.matches[i].blocks) / float64(len(r.blocks))
+			return r.matches[i].share(len(r.blocks))
 		}
 	}
 	return 0
@@ -137,12 +138,12 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		if ttft {
 			pr := predict(e, r, fleet, r.prefixShare(e))
 			switch {
-			case bestE == nil || pr.ms < best.ms:
+			case bestE == nil || pr.beats(&best):
 				if bestE != nil {
 					second = best
 				}
 				best, bestE, bestTotal = pr, e, total
-			case second.ms == 0 || pr.ms < second.ms:
+			case second.ms == 0 || pr.beats(&second):
 				second = pr
 			}
 		}

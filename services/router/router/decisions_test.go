@@ -37,7 +37,7 @@ func TestDecidedBy(t *testing.T) {
 		{name: "expected_ttft: cheaper node", tune: func(n []tnode) { n[1].cost = 0.9 }, strategy: record.StrategyExpectedTTFT, want: "cost"},
 		{name: "expected_ttft: healthier node", tune: func(n []tnode) {
 			h := healthy(50)
-			h.State = record.StateDegraded
+			h.State, h.ConsecutiveFailures = record.StateDegraded, 1 // degraded by a failure, not by slowness
 			n[1].health = h
 		}, strategy: record.StrategyExpectedTTFT, want: "health"},
 		{name: "expected_ttft: a tie", tune: func(n []tnode) {}, strategy: record.StrategyExpectedTTFT, want: "strategy"},

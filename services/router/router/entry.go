@@ -78,6 +78,9 @@ type entry struct {
 	// the model server's own load
 	ttft   []ttftStat
 	server serverLoad
+	// failing: health's failure streak is not 0 (a degraded node that
+	// failed, not one that was only slow)
+	failing bool
 
 	// subjects are the node's dispatch subjects by privacy level, built
 	// at its first dispatch (dispatchSubject)
@@ -161,6 +164,7 @@ func (e *entry) setHealth(h *record.Health) {
 	if h == nil {
 		e.hasHealth = false
 		e.state, e.healthScore = record.StateUnknown, healthScoreOf(record.StateUnknown)
+		e.failing = false
 		e.p50, e.p99, e.samples, e.tps, e.hMaxConc = 0, 0, 0, 0, 0
 		e.load.Store(0)
 		e.circuit, e.draining = circuitClosed, false
@@ -174,6 +178,7 @@ func (e *entry) setHealth(h *record.Health) {
 	e.lastHeartbeat = h.LastHeartbeat
 	e.hasHealth = true
 	e.state = h.State
+	e.failing = h.ConsecutiveFailures > 0
 	if e.state == "" {
 		e.state = record.StateUnknown
 	}

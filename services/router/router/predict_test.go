@@ -31,7 +31,7 @@ func TestPredict(t *testing.T) {
 	cases := []struct {
 		name   string
 		change func(e *entry, q *placementQuery) float64 // the match to use
-		want   string                                    // "more" or "less" than ref
+		want   string                                    // "more", "same" or "less" than ref
 	}{
 		{"in flight", func(e *entry, _ *placementQuery) float64 { e.load.Store(5); return 0 }, "more"},
 		{"server queue", func(e *entry, _ *placementQuery) float64 {
@@ -43,7 +43,14 @@ func TestPredict(t *testing.T) {
 			return 0
 		}, "more"},
 		{"prefix cached", func(*entry, *placementQuery) float64 { return 1 }, "less"},
-		{"degraded", func(e *entry, _ *placementQuery) float64 { e.state = record.StateDegraded; return 0 }, "more"},
+		{"degraded by failures", func(e *entry, _ *placementQuery) float64 {
+			e.state, e.failing = record.StateDegraded, true
+			return 0
+		}, "more"},
+		{"degraded only by slow answers (its TTFT says so already)", func(e *entry, _ *placementQuery) float64 {
+			e.state = record.StateDegraded
+			return 0
+		}, "same"},
 		{"own TTFT for the model", func(e *entry, _ *placementQuery) float64 {
 			e.ttft = []ttftStat{{capability: wire.CapGenerate, model: "m1", ms: 20}}
 			return 0
@@ -55,9 +62,12 @@ func TestPredict(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e, q2 := base(), q
 			got := predict(e, &q2, 0, tc.change(e, &q2)).ms
-			if tc.want == "more" {
+			switch tc.want {
+			case "more":
 				assert.Greater(t, got, ref)
-			} else {
+			case "same":
+				assert.InDelta(t, ref, got, 1e-9)
+			default:
 				assert.Less(t, got, ref)
 			}
 		})
@@ -137,6 +147,10 @@ func TestIntegrationPrefixAffinityAndServerLoad(t *testing.T) {
 		for g := range 3 {
 			resp, err := e.infer(client.Request{Body: prompt(g, i)})
 			require.NoError(t, err)
+			// the client may have its answer before the router has read
+			// the outcome: the next request must not find this one in
+			// flight (a prompt queued behind another's prefill is slower)
+			require.Eventually(t, func() bool { return e.svc.cache.lookup(resp.Node).inFlight() == 0 }, 3*time.Second, time.Millisecond)
 			if served[g] == nil {
 				served[g] = map[string]int{}
 			}
@@ -161,6 +175,19 @@ func TestIntegrationPrefixAffinityAndServerLoad(t *testing.T) {
 	first, err := e2.infer(client.Request{})
 	require.NoError(t, err)
 	assert.Equal(t, "busy", first.Node, "faster on paper until its server says otherwise")
+	// the client may have its answer before the router has read the ack:
+	// wait until the candidates show what the ack said
+	require.Eventually(t, func() bool {
+		out, werr := e2.candidates(nats.Header{wire.HdrCapability: {wire.CapGenerate}})
+		if werr != nil {
+			return false
+		}
+		pred := map[string]float64{}
+		for _, c := range out.Candidates {
+			pred[c.NodeID] = c.PredictedTTFTMs
+		}
+		return pred["busy"] > pred["idle"]
+	}, 3*time.Second, 10*time.Millisecond)
 	for range 3 {
 		resp, err := e2.infer(client.Request{})
 		require.NoError(t, err)
@@ -180,4 +207,49 @@ func (e *env) loadedNode(id string, l record.ServerLoad) {
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = sub.Unsubscribe() })
 	require.NoError(e.t, e.nc.Flush())
+}
+
+// Among the nodes a prefix was sent to, the most recent gets full credit
+// and the earlier ones less (their LRU caches have had other prompts
+// since).
+func TestPrefixRecency(t *testing.T) {
+	c := buildCache(t, tnode{id: "x", region: "r"}, tnode{id: "y", region: "r"}, tnode{id: "z", region: "r"})
+	x, y, z := c.lookup("x"), c.lookup("y"), c.lookup("z")
+	blocks := blockHashes(nil, []byte(strings.Repeat("shared system prompt. ", 60)))
+	idx := newPrefixIndex(0)
+	idx.add(z, blocks)
+	idx.add(y, blocks)
+	idx.add(x, blocks)
+	idx.add(y, blocks) // y is the most recent again, x the second, z the third
+
+	var buf [8]prefixMatch
+	r := placementQuery{blocks: blocks}
+	r.matches = idx.match(blocks, buf[:0])
+	for _, tc := range []struct {
+		e    *entry
+		want float64
+	}{{y, rankCredit[0]}, {x, rankCredit[1]}, {z, rankCredit[2]}} {
+		assert.InDelta(t, tc.want, r.prefixShare(tc.e), 1e-9, tc.e.id)
+	}
+}
+
+// Predictions within tieBand of each other are a tie, won by the node
+// holding more of the prompt; outside it the lower one wins.
+func TestPredictionBeats(t *testing.T) {
+	cases := []struct {
+		name string
+		a, b prediction
+		want bool
+	}{
+		{"lower wins", prediction{ms: 90}, prediction{ms: 100}, true},
+		{"higher loses", prediction{ms: 110}, prediction{ms: 100}, false},
+		{"a tie goes to the warmer cache", prediction{ms: 101, match: 1}, prediction{ms: 100}, true},
+		{"a tie against the warmer cache", prediction{ms: 99, match: 0}, prediction{ms: 100, match: 0.5}, false},
+		{"beyond the band the cache does not decide", prediction{ms: 110, match: 1}, prediction{ms: 100}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, tc.a.beats(&tc.b))
+		})
+	}
 }

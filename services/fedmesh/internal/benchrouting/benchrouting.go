@@ -87,6 +87,9 @@ type Options struct {
 	// GoodputTTFT and Timeout are simulated durations.
 	GoodputTTFT time.Duration
 	Timeout     time.Duration
+	// Trace, when set, gets a CSV line per request (trace.go): where the
+	// router sent it, what it predicted and what the client measured.
+	Trace io.Writer
 }
 
 func (o *Options) defaults() error {
@@ -228,6 +231,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	t0 := time.Now()
 	rep := &Report{o: &o}
+	if o.Trace != nil {
+		if _, err := io.WriteString(o.Trace, traceHeader); err != nil {
+			return nil, fmt.Errorf("bench-routing: trace: %w", err)
+		}
+	}
 	for wi, name := range o.Workloads {
 		w := o.workload(name)
 		capa := fleetCapacity(o.Fleet, w)

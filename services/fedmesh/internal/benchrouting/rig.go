@@ -35,6 +35,8 @@ const (
 	// ones make a node unhealthy, and a loaded 2-core machine can stall a
 	// goroutine for tens of milliseconds.
 	minHeartbeat = 100 * time.Millisecond
+	// minSweep floors the router's scaled sweep interval.
+	minSweep = 50 * time.Millisecond
 	// readyTimeout bounds the wait for every node to be routable.
 	readyTimeout = 20 * time.Second
 	// nodeDrain bounds a node agent's drain at the end of a run: every
@@ -93,11 +95,16 @@ func startRig(ctx context.Context, o *Options, strategy string) (_ *rig, err err
 	// simulated time) are divided by the scale.
 	hb := max(minHeartbeat, scaled(nodeagent.DefaultHeartbeatInterval, o.TimeScale))
 	degraded := scaled(health.DefaultDegradedLatency, o.TimeScale)
+	// the router's sweep recomputes the fleet's median TTFT, the prior of
+	// nodes without data: at 1 s real it held the 200 ms default (4 s
+	// simulated) over the first 20 simulated seconds, so no node without
+	// data got a request then
+	sweep := max(minSweep, scaled(router.DefaultSweepInterval, o.TimeScale))
 	for i := range nodes {
 		nodes[i].HeartbeatInterval = hb
 	}
 	r.mesh, err = devmesh.Start(ctx, devmesh.Options{Server: r.ns, Log: zerolog.Nop(), Nodes: nodes,
-		Router: func(c *router.Config) { c.Policy = policy },
+		Router: func(c *router.Config) { c.Policy, c.SweepInterval = policy, sweep },
 		Health: func(c *health.Config) { c.HeartbeatInterval, c.DegradedLatency = hb, degraded },
 	})
 	if err != nil {

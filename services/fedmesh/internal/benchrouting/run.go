@@ -46,7 +46,7 @@ func runCell(ctx context.Context, o *Options, w workload, load, rate float64, st
 	}
 	var offset time.Duration
 	for i := range o.Repeat {
-		run, err := runOnce(ctx, o, w, rate, strategy, seed+uint64(i))
+		run, err := runOnce(ctx, o, w, load, rate, strategy, seed+uint64(i))
 		if err != nil {
 			return res, fmt.Errorf("%s at %.0f%% under %s: %w", w.name(), 100*load, strategy, err)
 		}
@@ -78,7 +78,7 @@ func runCell(ctx context.Context, o *Options, w workload, load, rate float64, st
 // time), waits for every answer and reads the servers' prefix-cache
 // counters before and after. The arrivals and prompts come from seed, the
 // same for every strategy.
-func runOnce(ctx context.Context, o *Options, w workload, rate float64, strategy string, seed uint64) (cellRun, error) {
+func runOnce(ctx context.Context, o *Options, w workload, load, rate float64, strategy string, seed uint64) (cellRun, error) {
 	t0 := time.Now()
 	var run cellRun
 	r, err := startRig(ctx, o, strategy)
@@ -89,10 +89,18 @@ func runOnce(ctx context.Context, o *Options, w workload, rate float64, strategy
 	if run.before, err = r.prefix(); err != nil {
 		return run, err
 	}
+	var dl *decisionLog
+	if o.Trace != nil {
+		if dl, err = watchDecisions(r.nc); err != nil {
+			return run, err
+		}
+	}
 	src := w.source(seed)
 	// arrivals in real time: the rate per simulated second times the scale
 	times := arrivals(newRand(seed, 7), rate*o.TimeScale, scaled(o.Duration, o.TimeScale))
 	samples := make([]sample, len(times))
+	ids := make([]string, len(times))
+	turns := make([]*turn, len(times))
 	timeout := scaled(o.Timeout, o.TimeScale)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -110,8 +118,9 @@ func runOnce(ctx context.Context, o *Options, w workload, rate float64, strategy
 		}
 		run.lag = max(run.lag, time.Since(start)-at)
 		t := src.next()
+		ids[i], turns[i] = fmt.Sprintf("bench-%d-%d", seed, i), t
 		wg.Go(func() {
-			s, answer := r.one(ctx, t, start, timeout)
+			s, answer := r.one(ctx, t, ids[i], start, timeout)
 			src.done(t, answer, s.ok())
 			s.group = t.group
 			samples[i] = s
@@ -125,6 +134,12 @@ func runOnce(ctx context.Context, o *Options, w workload, rate float64, strategy
 		return run, err
 	}
 	run.samples = samples
+	if dl != nil {
+		// the router publishes decisions in batches on a short timer
+		time.Sleep(200 * time.Millisecond)
+		dl.stop(r.nc)
+		writeTrace(o.Trace, o, w.name(), load, strategy, seed, samples, ids, turns, dl)
+	}
 	if err := r.close(); err != nil {
 		o.logf("  (stopping the %s rig: %v)", strategy, err)
 	}
@@ -133,12 +148,12 @@ func runOnce(ctx context.Context, o *Options, w workload, rate float64, strategy
 }
 
 // one sends a streamed request and times its tokens as they arrive.
-func (r *rig) one(ctx context.Context, t *turn, start time.Time, timeout time.Duration) (s sample, answer string) {
+func (r *rig) one(ctx context.Context, t *turn, id string, start time.Time, timeout time.Duration) (s sample, answer string) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	s.sent = time.Since(start)
 	defer func() { s.end = time.Since(start) }()
-	st, err := r.c.InferStream(ctx, client.Request{Capability: wire.CapGenerate, Body: t.body})
+	st, err := r.c.InferStream(ctx, client.Request{Capability: wire.CapGenerate, Body: t.body, RequestID: id})
 	if err != nil {
 		s.err = err
 		return s, ""

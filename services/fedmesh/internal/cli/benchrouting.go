@@ -2,6 +2,7 @@ package cli
 
 import (
 	"errors"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +13,7 @@ func newBenchRoutingCmd() *cobra.Command {
 	var o benchrouting.Options
 	var fleet string
 	var strict bool
+	var trace string
 	cmd := &cobra.Command{
 		Use:   "bench-routing",
 		Short: "every routing strategy on a simulated fleet of mixed speed: TTFT, ITL, tokens/s, goodput, prefix-cache hits",
@@ -34,6 +36,14 @@ every figure is in simulated time. --quick runs the highest load only.`,
 					return err
 				}
 				o.Fleet = f
+			}
+			if trace != "" {
+				f, err := os.Create(trace)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				o.Trace = f
 			}
 			rep, err := benchrouting.Run(cmd.Context(), o)
 			if err != nil {
@@ -58,5 +68,6 @@ every figure is in simulated time. --quick runs the highest load only.`,
 	f.DurationVar(&o.Duration, "duration", 0, "how long requests arrive in each run, simulated (default 2m; 40s with --quick)")
 	f.IntVar(&o.Repeat, "repeat", 1, "run every cell this many times (seeds seed, seed+1, …) and pool them; tables show the runs' TTFT p90 range")
 	f.BoolVar(&strict, "strict", false, "exit non-zero when a target is missed")
+	f.StringVar(&trace, "trace", "", "write a CSV line per request to this file: node, the router's predicted TTFT and prefix match, the measured TTFT")
 	return cmd
 }
