@@ -62,14 +62,17 @@ func (w *outcomeMsgs) outcomes(t *testing.T) (ids []string, sizes []int) {
 // testOutcomeWindow is the batching window of these tests.
 const testOutcomeWindow = 5 * time.Millisecond
 
-func TestOutcomesBatchedUnderLoad(t *testing.T) {
-	const n = 80
+// burst dispatches n requests to a node with outcome window w, lets them
+// all finish at once, and returns the outcomes' request ids and message
+// sizes (0 for a single object) once all n are in and no more come.
+func burst(t *testing.T, n int, w time.Duration) (ids []string, sizes []int) {
+	t.Helper()
 	r := newRig(t)
-	w := watchOutcomeMsgs(t, r.nc, "n1")
+	watch := watchOutcomeMsgs(t, r.nc, "n1")
 	g := newGate()
 	g.started = make(chan string, n)
 	cfg := testConfig("n1", g)
-	cfg.OutcomeWindow = testOutcomeWindow
+	cfg.OutcomeWindow = w
 	cfg.MaxConcurrency = n
 	r.agent(cfg)
 	want := map[string]bool{}
@@ -78,14 +81,12 @@ func TestOutcomesBatchedUnderLoad(t *testing.T) {
 	}
 	g.waitStarted(t, n)
 	close(g.release) // all of them finish at once
-	var ids []string
-	var sizes []int
 	natsembed.Eventually(t, 5*time.Second, func() error {
-		ids, sizes = w.outcomes(t)
+		ids, sizes = watch.outcomes(t)
 		return natsembed.Check(len(ids) >= n, "%d of %d outcomes arrived", len(ids), n)
 	})
 	natsembed.Never(t, 3*testOutcomeWindow, func() error {
-		got, _ := w.outcomes(t)
+		got, _ := watch.outcomes(t)
 		return natsembed.Check(len(got) == n, "%d outcomes, want %d", len(got), n)
 	})
 	seen := map[string]bool{}
@@ -94,12 +95,29 @@ func TestOutcomesBatchedUnderLoad(t *testing.T) {
 		assert.False(t, seen[id], "request %s: a second outcome", id)
 		seen[id] = true
 	}
+	return ids, sizes
+}
+
+func TestOutcomesBatchedUnderLoad(t *testing.T) {
+	const n = 80
+	_, sizes := burst(t, n, testOutcomeWindow)
 	assert.Less(t, len(sizes), n/2, "outcomes of one burst go out in batches: %v", sizes)
 	for _, s := range sizes {
 		assert.LessOrEqual(t, s, OutcomeBatchMax)
 		assert.NotEqual(t, 1, s, "one outcome goes out as an object, not a batch of one")
 	}
 	assert.Zero(t, sizes[0], "the first outcome after a quiet spell goes out at once, alone")
+}
+
+// Without a window (the default) a burst still goes out one outcome per
+// message.
+func TestOutcomesUnbatchedByDefault(t *testing.T) {
+	const n = 40
+	_, sizes := burst(t, n, 0)
+	assert.Len(t, sizes, n)
+	for _, s := range sizes {
+		assert.Zero(t, s, "each outcome alone, as a JSON object")
+	}
 }
 
 func TestOutcomeAloneWhenQuiet(t *testing.T) {
@@ -175,32 +193,4 @@ func TestOutcomesOutBeforeDeregister(t *testing.T) {
 		}
 	}
 	assert.Len(t, ids, n, "every outcome is out before the deregister")
-}
-
-// Without a window (the default) a burst still goes out one outcome per
-// message.
-func TestOutcomesUnbatchedByDefault(t *testing.T) {
-	const n = 40
-	r := newRig(t)
-	w := watchOutcomeMsgs(t, r.nc, "n1")
-	g := newGate()
-	g.started = make(chan string, n)
-	cfg := testConfig("n1", g)
-	cfg.MaxConcurrency = n
-	r.agent(cfg)
-	for range n {
-		r.dispatch("n1", "x")
-	}
-	g.waitStarted(t, n)
-	close(g.release)
-	var sizes []int
-	natsembed.Eventually(t, 5*time.Second, func() error {
-		var ids []string
-		ids, sizes = w.outcomes(t)
-		return natsembed.Check(len(ids) >= n, "%d of %d outcomes arrived", len(ids), n)
-	})
-	assert.Len(t, sizes, n)
-	for _, s := range sizes {
-		assert.Zero(t, s, "each outcome alone, as a JSON object")
-	}
 }

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"runtime"
 	"strconv"
 	"strings"
@@ -83,9 +84,10 @@ func TestIntegrationAckJustAfterTheAckDeadline(t *testing.T) {
 	assert.Zero(t, st.Retries)
 }
 
-// Stop cuts every kind of wait short once StopTimeout is over: a request
-// waiting for a slot in the queue and one waiting out its retry delay are
-// answered 503 "shutting down" like one waiting for its ack.
+// Stop gives a request still being placed StopTimeout to finish, then cuts
+// every kind of wait short: a request waiting for its ack, for a slot in the
+// queue, or out its retry delay is answered 503 "shutting down". Stop is
+// idempotent and no Start follows it.
 func TestIntegrationStopCutsWaitsShort(t *testing.T) {
 	const stopTimeout = 200 * time.Millisecond
 	cases := []struct {
@@ -94,6 +96,14 @@ func TestIntegrationStopCutsWaitsShort(t *testing.T) {
 		node  func(e *env)
 		ready func(e *env) error
 	}{
+		{"waiting for its ack", func(c *Config) { c.Policy.AckTimeoutMs = 5000 }, func(e *env) {
+			sub, err := e.nc.Subscribe(subject.Default.NodeInferAt("a", "*"), func(*nats.Msg) {}) // never acks
+			require.NoError(e.t, err)
+			e.t.Cleanup(func() { _ = sub.Unsubscribe() })
+			require.NoError(e.t, e.nc.Flush())
+		}, func(e *env) error {
+			return natsembed.Check(e.svc.Stats().InFlight == 1, "in flight %d", e.svc.Stats().InFlight)
+		}},
 		{"waiting in the queue", func(c *Config) { c.Policy.MaxQueueMs = 60000 }, func(e *env) {
 			a := e.slotNode("a", 1, time.Hour)
 			go func() { _, _ = e.infer(client.Request{}) }() // takes the one slot
@@ -126,7 +136,8 @@ func TestIntegrationStopCutsWaitsShort(t *testing.T) {
 			require.NoError(t, e.svc.Stop())
 			took := time.Since(begin)
 			assert.GreaterOrEqual(t, took, stopTimeout, "Stop waits for the request being placed")
-			assert.Less(t, took, 3*time.Second, "then cuts its wait short")
+			// an attempt whose ack never came also waits out the finals grace
+			assert.Less(t, took, stopTimeout+finalGrace+time.Second, "then cuts its wait short")
 			select {
 			case err := <-answer:
 				require.Error(t, err)
@@ -137,6 +148,8 @@ func TestIntegrationStopCutsWaitsShort(t *testing.T) {
 			}
 			assert.Zero(t, e.svc.Stats().InFlight)
 			assert.Zero(t, e.svc.sched.len(), "no timer left behind")
+			require.NoError(t, e.svc.Stop(), "Stop is idempotent")
+			assert.Error(t, e.svc.Start(context.Background()), "no Start after Stop")
 		})
 	}
 }

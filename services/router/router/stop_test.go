@@ -1,7 +1,6 @@
 package router
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -10,49 +9,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
-
-// TestIntegrationStopCancelsAfterStopTimeout: a request still being placed
-// when Stop is called gets StopTimeout to finish, then is cancelled and
-// answered 503.
-func TestIntegrationStopCancelsAfterStopTimeout(t *testing.T) {
-	const stopTimeout = 200 * time.Millisecond
-	e := newEnv(t, func(c *Config) { c.StopTimeout = stopTimeout; c.Policy.AckTimeoutMs = 5000 })
-	e.addNode(tnode{id: "mute", region: "eu", health: healthy(10)})
-	e.waitEligible("mute")
-	dispatched := make(chan struct{}, 1)
-	sub, err := e.nc.Subscribe(subject.Default.NodeInferAt("mute", "*"), func(*nats.Msg) {
-		dispatched <- struct{}{} // and never ack
-	})
-	require.NoError(t, err)
-	defer sub.Unsubscribe()
-	require.NoError(t, e.nc.Flush())
-
-	answer := make(chan error, 1)
-	go func() {
-		_, err := e.infer(client.Request{})
-		answer <- err
-	}()
-	<-dispatched
-	begin := time.Now()
-	require.NoError(t, e.svc.Stop())
-	took := time.Since(begin)
-	assert.GreaterOrEqual(t, took, stopTimeout, "Stop waits for the request being placed")
-	assert.Less(t, took, 3*time.Second, "then cancels it instead of waiting for the ack")
-	select {
-	case err := <-answer:
-		require.Error(t, err)
-		assert.Equal(t, wire.CodeNoCapacity, codeOf(t, err))
-		assert.Contains(t, err.Error(), "shutting down")
-	case <-time.After(3 * time.Second):
-		t.Fatal("the cancelled request got no answer")
-	}
-	require.NoError(t, e.svc.Stop(), "Stop is idempotent")
-	assert.Error(t, e.svc.Start(context.Background()), "no Start after Stop")
-}
 
 // fakeRequest is a micro request as a handler sees it; the methods a
 // handler must not use here are left nil.
