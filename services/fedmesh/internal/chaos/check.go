@@ -40,6 +40,7 @@ type message struct {
 	seq      int    // Fed-Seq; -1 when absent or not a number
 	status   string // Fed-Status
 	code     int    // Nats-Service-Error-Code (503 for a no-responders status)
+	desc     string // Nats-Service-Error: what the error final says
 	tokens   int    // Fed-Tokens; -1 when absent
 	replay   bool   // Fed-Replay: true, sent again on the client's replay request
 	data     []byte
@@ -71,6 +72,7 @@ func decodeMessage(m *nats.Msg, at time.Time) message {
 		}
 	}
 	if v := h.Get(wire.HdrServiceErrorCode); v != "" {
+		out.desc = h.Get(wire.HdrServiceError)
 		out.code, _ = strconv.Atoi(v)
 		if out.code == 0 {
 			out.code = 500 // a code that does not parse is 500 (DESIGN §3.3)
@@ -402,6 +404,9 @@ func (fl *follow) judge(stream bool, exp expectation) Verdict {
 		v.Detail = fmt.Sprintf("error %d from %s after %d chunks", f.code, nodeName(f.node), k)
 		if f.lostNode != "" {
 			v.Detail += " (lost node " + f.lostNode + ")"
+		}
+		if f.desc != "" {
+			v.Detail += ": " + f.desc
 		}
 		return v
 	}
