@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -116,15 +115,20 @@ func (e *env) waitCircuit(nodeID, state string, within time.Duration) {
 }
 
 // waitRoutable waits until the router's candidates list the node as eligible.
-func (e *env) waitRoutable(nodeID, capability string) {
+func (e *env) waitRoutable(nodeID, capability string) { e.waitEligible(nodeID, capability, true) }
+
+// waitEligible waits until the router's own view (its candidates) has the
+// node eligible or not: health's record can say it before the router's
+// KV watch has delivered it.
+func (e *env) waitEligible(nodeID, capability string, want bool) {
 	e.t.Helper()
 	natsembed.Eventually(e.t, 10*time.Second, func() error {
 		for _, c := range e.candidates(nats.Header{wire.HdrCapability: {capability}}).Candidates {
-			if c.NodeID == nodeID && c.Eligible {
-				return nil
+			if c.NodeID == nodeID {
+				return natsembed.Check(c.Eligible == want, "router: node %s eligible %v (%s), want %v", nodeID, c.Eligible, c.Reason, want)
 			}
 		}
-		return fmt.Errorf("node %s never became routable", nodeID)
+		return natsembed.Check(!want, "router: node %s not among the candidates", nodeID)
 	})
 }
 

@@ -63,6 +63,7 @@ func TestScenarioCircuitTrip(t *testing.T) {
 		assert.Equal(t, wire.CodeInternal, codeOf(err), "request %d: %v", i+1, err)
 	}
 	e.waitCircuit("bad", record.CircuitOpen, 3*time.Second)
+	e.waitEligible("bad", wire.CapGenerate, false) // the router has read it too
 	// While open: no traffic to it, the model has no capacity.
 	_, err := e.infer(client.Request{Model: "fragile"})
 	assert.Equal(t, wire.CodeNoCapacity, codeOf(err), "%v", err)
@@ -70,6 +71,7 @@ func TestScenarioCircuitTrip(t *testing.T) {
 	assert.Equal(t, 5, int(e.stats().Nodes["bad"].TotalRequests), "open circuit: no sixth request reached bad")
 	// After the reset timeout it is half-open and admits a probe again.
 	e.waitCircuit("bad", record.CircuitHalfOpen, 5*time.Second)
+	e.waitEligible("bad", wire.CapGenerate, true)
 	_, err = e.infer(client.Request{Model: "fragile"})
 	assert.Equal(t, wire.CodeInternal, codeOf(err), "the half-open probe reached the failing node")
 	e.waitCircuit("bad", record.CircuitOpen, 3*time.Second) // a failed probe reopens the circuit
