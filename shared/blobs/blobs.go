@@ -8,6 +8,7 @@
 package blobs
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -251,7 +252,7 @@ func metaSubject(name string) string {
 func (s *Store) Put(ctx context.Context, name string, r io.Reader, limit int64) (Ref, error) {
 	cr := &capReader{r: r, ctx: ctx, limit: limit, what: whatOf(name)}
 	key := newKey()
-	sealed, err := newSealer(cr, key)
+	sealed, err := sealAhead(cr, key)
 	if err != nil {
 		return Ref{}, fmt.Errorf("blobs: put %s: %w", name, err)
 	}
@@ -266,6 +267,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, limit int64) 
 	defer cancel()
 	_, err = s.obs.Put(pctx, jetstream.ObjectMeta{Name: name,
 		Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize(s.nc.MaxPayload())}}, sealed)
+	sealed.Close() // before cr is read: the sealing goroutine reads through it
 	switch {
 	case cr.err != nil:
 		return Ref{Size: cr.n}, cr.err
@@ -357,9 +359,9 @@ func (s *Store) WriteTo(ctx context.Context, r Ref, w io.Writer, limit int64) (i
 	return n, nil
 }
 
-// get opens blob r for reading: the object, its plaintext reader and the
-// plaintext size.
-func (s *Store) get(ctx context.Context, r Ref, limit int64) (jetstream.ObjectResult, io.Reader, int64, error) {
+// get opens blob r for reading: what to close when done, its plaintext
+// reader and the plaintext size.
+func (s *Store) get(ctx context.Context, r Ref, limit int64) (io.Closer, io.Reader, int64, error) {
 	res, err := s.obs.Get(ctx, r.Name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, nil, 0, fmt.Errorf("blobs: %s: %w", r.Name, ErrNotFound)
@@ -367,7 +369,7 @@ func (s *Store) get(ctx context.Context, r Ref, limit int64) (jetstream.ObjectRe
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("blobs: get %s: %w", r.Name, err)
 	}
-	fail := func(err error) (jetstream.ObjectResult, io.Reader, int64, error) {
+	fail := func(err error) (io.Closer, io.Reader, int64, error) {
 		_ = res.Close()
 		return nil, nil, 0, err
 	}
@@ -382,11 +384,28 @@ func (s *Store) get(ctx context.Context, r Ref, limit int64) (jetstream.ObjectRe
 	case size > limit:
 		return fail(&TooLargeError{What: whatOf(r.Name), Size: size, Limit: limit})
 	}
-	pl, err := newOpener(res, r.Key)
+	// The object's chunks come through a synchronous pipe, one hand-over
+	// per Read: read them whole (as a raw get into a large buffer does),
+	// not a segment at a time.
+	pl, err := openAhead(bufio.NewReaderSize(res, int(chunkSize(s.nc.MaxPayload()))), r.Key)
 	if err != nil {
 		return fail(fmt.Errorf("blobs: %s: %w", r.Name, err))
 	}
-	return res, pl, size, nil
+	return &reading{res: res, pl: pl}, pl, size, nil
+}
+
+// reading is an object being read through its opener. Close ends the
+// object first, so that an opener step waiting for a chunk returns, then
+// stops the opener.
+type reading struct {
+	res jetstream.ObjectResult
+	pl  *ahead
+}
+
+func (r *reading) Close() error {
+	err := r.res.Close()
+	r.pl.Close()
+	return err
 }
 
 // atEOF reads the EOF after an object's last byte: where the object store
