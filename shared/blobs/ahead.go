@@ -91,6 +91,35 @@ func (a *ahead) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo writes each segment to w as it comes (io.Copy uses it: no
+// buffer of its own, no copy).
+func (a *ahead) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		if len(a.cur.b) == 0 {
+			if a.cur.err != nil {
+				if a.cur.err == io.EOF {
+					return n, nil
+				}
+				return n, a.cur.err
+			}
+			if a.buf != nil {
+				a.free <- a.buf
+				a.buf = nil
+			}
+			a.cur = <-a.ready
+			a.buf = a.cur.b[:0]
+			continue
+		}
+		k, err := w.Write(a.cur.b)
+		n += int64(k)
+		a.cur.b = a.cur.b[k:]
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
 // Close stops the goroutine and waits for it (after a step that is
 // running returns).
 func (a *ahead) Close() {

@@ -69,6 +69,35 @@ func TestAhead(t *testing.T) {
 	}
 }
 
+func TestAheadWriteTo(t *testing.T) {
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name    string
+		segs    []string
+		end     error
+		want    string
+		wantErr error
+	}{
+		{"all", []string{"abc", "de", "f", "g", "h", "i"}, io.EOF, "abcdefghi", nil},
+		{"empty", nil, io.EOF, "", nil},
+		{"an error after the data", []string{"abc"}, boom, "abc", boom},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := newAhead(16, segmentsOf(tc.segs, tc.end))
+			defer a.Close()
+			var got bytes.Buffer
+			n, err := io.Copy(&got, a)
+			if tc.wantErr == nil {
+				require.NoError(t, err)
+			} else {
+				require.ErrorIs(t, err, tc.wantErr)
+			}
+			assert.EqualValues(t, len(tc.want), n)
+			assert.Equal(t, tc.want, got.String())
+		})
+	}
+}
+
 // TestAheadCloseStops: Close returns (the goroutine ended) whether the
 // reader read nothing, part, or all of the stream, and twice.
 func TestAheadCloseStops(t *testing.T) {
