@@ -8,6 +8,7 @@
 package blobs
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -251,7 +252,7 @@ func metaSubject(name string) string {
 func (s *Store) Put(ctx context.Context, name string, r io.Reader, limit int64) (Ref, error) {
 	cr := &capReader{r: r, ctx: ctx, limit: limit, what: whatOf(name)}
 	key := newKey()
-	sealed, err := newSealer(cr, key)
+	sealed, err := sealAhead(cr, key)
 	if err != nil {
 		return Ref{}, fmt.Errorf("blobs: put %s: %w", name, err)
 	}
@@ -266,6 +267,7 @@ func (s *Store) Put(ctx context.Context, name string, r io.Reader, limit int64) 
 	defer cancel()
 	_, err = s.obs.Put(pctx, jetstream.ObjectMeta{Name: name,
 		Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize(s.nc.MaxPayload())}}, sealed)
+	sealed.Close() // before cr is read: the sealing goroutine reads through it
 	switch {
 	case cr.err != nil:
 		return Ref{Size: cr.n}, cr.err
@@ -325,20 +327,84 @@ func (c *capReader) Read(p []byte) (int, error) {
 // Bytes fetches and opens blob r whole. One larger than limit is a
 // *TooLargeError before anything is read; a missing one ErrNotFound; one
 // that does not open with r's key (or is not r's size) ErrSealed.
+//
+// The sealed blob is read straight into the buffer that is returned (the
+// store's chunks land where they stay, as a raw get into a buffer does),
+// on a goroutine, while this one opens each segment in place as soon as it
+// is in and moves its plaintext down over the tags before it: AES-GCM runs
+// beside the transfer, and the only copy past the store's is that move.
 func (s *Store) Bytes(ctx context.Context, r Ref, limit int64) ([]byte, error) {
-	res, pl, size, err := s.get(ctx, r, limit)
+	res, size, err := s.object(ctx, r, limit)
 	if err != nil {
 		return nil, err
 	}
 	defer res.Close()
-	buf := make([]byte, size)
-	if _, err := io.ReadFull(pl, buf); err != nil {
-		return nil, fmt.Errorf("blobs: read %s: %w", r.Name, err)
+	aead, err := newAEAD(r.Key)
+	if err != nil {
+		return nil, fmt.Errorf("blobs: %s: %w", r.Name, err)
 	}
-	if err := atEOF(pl); err != nil { // the last segment, and the store's digest, are checked at the end
-		return nil, fmt.Errorf("blobs: read %s: %w", r.Name, err)
+	buf := make([]byte, SealedSize(size))
+	// The reader reports how far buf is filled; the channel holds every
+	// report (one per chunk at most), so the reader never waits on it.
+	type fill struct {
+		off int
+		err error
 	}
-	return buf, nil
+	fills := make(chan fill, len(buf)/int(chunkSize(s.nc.MaxPayload()))+3)
+	go func() {
+		defer close(fills)
+		off := 0
+		for off < len(buf) {
+			n, err := res.Read(buf[off:])
+			off += n
+			if err == io.EOF && off < len(buf) {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil && err != io.EOF {
+				fills <- fill{off, err}
+				return
+			}
+			fills <- fill{off, nil}
+		}
+		// the store checks the digest at the end
+		fills <- fill{off, atEOF(res)}
+	}()
+	fail := func(err error) ([]byte, error) {
+		_ = res.Close() // a read in progress returns
+		for range fills {
+		}
+		return nil, err
+	}
+	var seq uint64
+	var nb [nonceLen]byte
+	opened, last := 0, false // sealed bytes opened; the last segment is
+	for f := range fills {
+		if f.err != nil {
+			return fail(fmt.Errorf("blobs: read %s: %w", r.Name, f.err))
+		}
+		for !last {
+			end := opened + sealedSegment
+			ad := adMiddle
+			if end >= len(buf) {
+				end, ad, last = len(buf), adLast, true
+			}
+			if f.off < end {
+				last = false
+				break
+			}
+			plain, err := aead.Open(buf[opened:opened], nonce(nb[:], seq), buf[opened:end], ad)
+			if err != nil {
+				return fail(fmt.Errorf("blobs: %s: %w", r.Name, ErrSealed))
+			}
+			copy(buf[int(seq)*SegmentSize:], plain)
+			seq++
+			opened = end
+		}
+	}
+	if !last { // the reader ended early without an error: cannot happen, but never return unopened bytes
+		return nil, fmt.Errorf("blobs: read %s: %w", r.Name, io.ErrUnexpectedEOF)
+	}
+	return buf[:size:size], nil
 }
 
 // WriteTo copies the plaintext of blob r to w, a segment at a time, and
@@ -357,19 +423,37 @@ func (s *Store) WriteTo(ctx context.Context, r Ref, w io.Writer, limit int64) (i
 	return n, nil
 }
 
-// get opens blob r for reading: the object, its plaintext reader and the
-// plaintext size.
-func (s *Store) get(ctx context.Context, r Ref, limit int64) (jetstream.ObjectResult, io.Reader, int64, error) {
+// get opens blob r for reading: what to close when done, its plaintext
+// reader and the plaintext size.
+func (s *Store) get(ctx context.Context, r Ref, limit int64) (io.Closer, io.Reader, int64, error) {
+	res, size, err := s.object(ctx, r, limit)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	// The object's chunks come through a synchronous pipe, one hand-over
+	// per Read: read them whole (as a raw get into a large buffer does),
+	// not a segment at a time.
+	pl, err := openAhead(bufio.NewReaderSize(res, int(chunkSize(s.nc.MaxPayload()))), r.Key)
+	if err != nil {
+		_ = res.Close()
+		return nil, nil, 0, fmt.Errorf("blobs: %s: %w", r.Name, err)
+	}
+	return &reading{res: res, pl: pl}, pl, size, nil
+}
+
+// object opens blob r's object, checked against r and limit before
+// anything is read, and returns it with the plaintext size.
+func (s *Store) object(ctx context.Context, r Ref, limit int64) (jetstream.ObjectResult, int64, error) {
 	res, err := s.obs.Get(ctx, r.Name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, nil, 0, fmt.Errorf("blobs: %s: %w", r.Name, ErrNotFound)
+		return nil, 0, fmt.Errorf("blobs: %s: %w", r.Name, ErrNotFound)
 	}
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("blobs: get %s: %w", r.Name, err)
+		return nil, 0, fmt.Errorf("blobs: get %s: %w", r.Name, err)
 	}
-	fail := func(err error) (jetstream.ObjectResult, io.Reader, int64, error) {
+	fail := func(err error) (jetstream.ObjectResult, int64, error) {
 		_ = res.Close()
-		return nil, nil, 0, err
+		return nil, 0, err
 	}
 	info, err := res.Info()
 	if err != nil {
@@ -382,11 +466,21 @@ func (s *Store) get(ctx context.Context, r Ref, limit int64) (jetstream.ObjectRe
 	case size > limit:
 		return fail(&TooLargeError{What: whatOf(r.Name), Size: size, Limit: limit})
 	}
-	pl, err := newOpener(res, r.Key)
-	if err != nil {
-		return fail(fmt.Errorf("blobs: %s: %w", r.Name, err))
-	}
-	return res, pl, size, nil
+	return res, size, nil
+}
+
+// reading is an object being read through its opener. Close ends the
+// object first, so that an opener step waiting for a chunk returns, then
+// stops the opener.
+type reading struct {
+	res jetstream.ObjectResult
+	pl  *ahead
+}
+
+func (r *reading) Close() error {
+	err := r.res.Close()
+	r.pl.Close()
+	return err
 }
 
 // atEOF reads the EOF after an object's last byte: where the object store

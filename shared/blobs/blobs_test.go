@@ -348,3 +348,61 @@ func FuzzUnseal(f *testing.F) {
 		}
 	})
 }
+
+// TestStoredTamperedFails: a stored blob changed, reordered or cut short
+// does not open through Bytes nor WriteTo (which open it each their own
+// way), whether or not the message said its size.
+func TestStoredTamperedFails(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	nc := natsembed.ConnectForTest(t, s)
+	ctx := context.Background()
+	_, err := buckets.EnsureConn(ctx, nc, buckets.Options{})
+	require.NoError(t, err)
+	store, err := blobs.OpenStore(ctx, nc)
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	obs, err := js.ObjectStore(ctx, buckets.Blobs)
+	require.NoError(t, err)
+
+	const seg = blobs.SegmentSize + 16
+	key := bytes.Repeat([]byte{3}, 32)
+	plain := random(t, 3*blobs.SegmentSize+17)
+	sealed, err := blobs.Seal(plain, key)
+	require.NoError(t, err)
+	swapped := append([]byte(nil), sealed...)
+	copy(swapped[seg:2*seg], sealed[2*seg:3*seg])
+	copy(swapped[2*seg:3*seg], sealed[seg:2*seg])
+	for _, tc := range []struct {
+		name   string
+		stored []byte
+		ok     bool
+	}{
+		{"as sealed", sealed, true},
+		{"a byte changed in a middle segment", func() []byte { b := bytes.Clone(sealed); b[seg+5] ^= 1; return b }(), false},
+		{"a byte changed in the last segment", func() []byte { b := bytes.Clone(sealed); b[len(b)-3] ^= 1; return b }(), false},
+		{"two segments swapped", swapped, false},
+		{"the last segment dropped", sealed[:3*seg], false},
+		{"cut inside the last segment", sealed[:len(sealed)-1], false},
+	} {
+		for _, size := range []int64{-1, int64(len(plain))} {
+			name := blobs.NewName(blobs.RequestPrefix)
+			_, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(tc.stored))
+			require.NoError(t, err)
+			ref := blobs.Ref{Name: name, Size: size, Key: key}
+			got, err := store.Bytes(ctx, ref, blobs.DefaultMaxBytes)
+			var w bytes.Buffer
+			_, werr := store.WriteTo(ctx, ref, &w, blobs.DefaultMaxBytes)
+			if tc.ok {
+				require.NoError(t, err, tc.name)
+				require.NoError(t, werr, tc.name)
+				assert.True(t, bytes.Equal(plain, got), tc.name)
+				assert.True(t, bytes.Equal(plain, w.Bytes()), tc.name)
+			} else {
+				assert.ErrorIs(t, err, blobs.ErrSealed, "%s (size %d): Bytes", tc.name, size)
+				assert.ErrorIs(t, werr, blobs.ErrSealed, "%s (size %d): WriteTo", tc.name, size)
+			}
+			require.NoError(t, store.Delete(ctx, name))
+		}
+	}
+}

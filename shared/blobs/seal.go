@@ -99,6 +99,7 @@ type sealer struct {
 	aead  cipher.AEAD
 	seq   uint64
 	plain []byte
+	buf   []byte // where a segment is sealed (out's capacity shrinks as it is read)
 	out   []byte // sealed bytes not yet read
 	nonce [nonceLen]byte
 	done  bool // the last segment is sealed
@@ -109,7 +110,7 @@ func newSealer(src io.Reader, key []byte) (*sealer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sealer{src: src, aead: a, plain: make([]byte, SegmentSize), out: make([]byte, 0, sealedSegment)}, nil
+	return &sealer{src: src, aead: a, plain: make([]byte, SegmentSize), buf: make([]byte, 0, sealedSegment)}, nil
 }
 
 // Read fills p with as many sealed bytes as it can: the object store
@@ -150,7 +151,7 @@ func (s *sealer) next() error {
 	if last {
 		ad = adLast
 	}
-	s.out = s.aead.Seal(s.out[:0], nonce(s.nonce[:], s.seq), s.plain[:k], ad)
+	s.out = s.aead.Seal(s.buf[:0], nonce(s.nonce[:], s.seq), s.plain[:k], ad)
 	s.seq++
 	s.done = last
 	return nil

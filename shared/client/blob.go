@@ -254,6 +254,15 @@ func (c *Client) deleteBlob(name string) {
 	}
 }
 
+// deleteSoon removes a blob the Client is done with off the caller's path
+// (a purge of 64 MiB of chunks takes tens of milliseconds the caller need
+// not wait for); Close waits for it. While closing it deletes at once.
+func (c *Client) deleteSoon(name string) {
+	if !c.bg.Go(func(context.Context) { c.deleteBlob(name) }) {
+		c.deleteBlob(name)
+	}
+}
+
 // deleteLater removes, off the delivery path, the answer blob of a final
 // nobody reads (late, or a second node's); Close waits for it.
 func (c *Client) deleteLater(m *nats.Msg) {
@@ -271,7 +280,7 @@ func (c *Client) deleteLater(m *nats.Msg) {
 func (c *Client) BlobLeaks() int64 { return c.blobLeaks.Load() }
 
 // answerTo writes a final's answer to w: its payload, or the blob it names
-// (which is deleted once read, whatever happened). It returns the bytes
+// (which is deleted once read, whatever happened, in the background). It returns the bytes
 // written.
 func (c *Client) answerTo(ctx context.Context, cl *call, m item, w io.Writer) (int64, error) {
 	ref, ok, err := blobs.AnswerRef(m.hdr)
@@ -284,7 +293,7 @@ func (c *Client) answerTo(ctx context.Context, cl *call, m item, w io.Writer) (i
 		n, err := w.Write(m.data)
 		return int64(n), err
 	}
-	defer c.deleteBlob(ref.Name)
+	defer c.deleteSoon(ref.Name)
 	if b, ok := w.(*bytes.Buffer); ok && ref.Size > 0 && ref.Size <= c.maxBody {
 		b.Grow(int(ref.Size))
 	}

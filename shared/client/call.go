@@ -316,7 +316,7 @@ func (cl *call) close() {
 		cl.timer.Stop()
 	}
 	if cl.bodyBlob != "" { // the request has ended for the caller: no node needs the body any more
-		cl.c.deleteBlob(cl.bodyBlob)
+		cl.c.deleteSoon(cl.bodyBlob)
 	}
 	cl.c.retire(cl)
 	for _, m := range left {

@@ -132,7 +132,9 @@ func (e *blobEnv) serve(nc *nats.Conn, store *blobs.Store, m *nats.Msg) {
 	default:
 	}
 	answer := []byte(digest)
-	if subject.Default.CapabilityOf(m.Subject) == wire.CapSynthesize {
+	if a, ok := jsonAnswer(m); ok {
+		answer = a
+	} else if subject.Default.CapabilityOf(m.Subject) == wire.CapSynthesize {
 		var sr struct {
 			Input string `json:"input"`
 		}
@@ -161,6 +163,58 @@ func (e *blobEnv) serve(nc *nats.Conn, store *blobs.Store, m *nats.Msg) {
 	}
 	done.Header.Set(wire.HdrContentType, "audio/wav")
 	_ = nc.PublishMsg(done)
+}
+
+// jsonAnswer is the node's answer to an images request whose prompt (or
+// a transcription whose Fed-Params prompt) is "json:<n>[:<fault>]": an
+// OpenAI JSON object with a string of n bytes in it; fault "head" makes
+// it not JSON from its first byte, "tail" cuts its end off.
+func jsonAnswer(m *nats.Msg) ([]byte, bool) {
+	var p struct {
+		Prompt string `json:"prompt"`
+		Input  string `json:"input"`
+	}
+	switch subject.Default.CapabilityOf(m.Subject) {
+	case wire.CapImagegen:
+		_ = json.Unmarshal(m.Data, &p)
+	case wire.CapEmbed:
+		_ = json.Unmarshal(m.Data, &p)
+		p.Prompt = p.Input
+	case wire.CapTranscribe:
+		_ = json.Unmarshal([]byte(m.Header.Get(wire.HdrParams)), &p)
+	default:
+		return nil, false
+	}
+	spec, ok := strings.CutPrefix(p.Prompt, "json:")
+	if !ok {
+		return nil, false
+	}
+	size, fault, _ := strings.Cut(spec, ":")
+	n, _ := strconv.Atoi(size)
+	var b []byte
+	switch subject.Default.CapabilityOf(m.Subject) {
+	case wire.CapImagegen:
+		b = append([]byte(`{"created":1,"data":[{"b64_json":"`), bytes.Repeat([]byte("QUJD"), n/4)...)
+		b = append(b, `"}]}`...)
+	case wire.CapEmbed: // n bytes of vectors, 64 floats each
+		b = []byte(`{"data":[`)
+		for i := 0; len(b) < n; i++ {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = fmt.Appendf(b, `{"embedding":[%s0.5],"index":%d}`, strings.Repeat("0.25,", 63), i)
+		}
+		b = append(b, `],"model":"emb-x"}`...)
+	default:
+		b = append(append([]byte(`{"text":"`), bytes.Repeat([]byte("a"), n)...), `"}`...)
+	}
+	switch fault {
+	case "head":
+		b[0] = 'x'
+	case "tail":
+		b = b[:len(b)-1]
+	}
+	return b, true
 }
 
 func (e *blobEnv) next(t testing.TB) blobSeen {
@@ -344,6 +398,124 @@ func BenchmarkUpload64MB(b *testing.B) {
 				b.Fatalf("status %d: %s", resp.StatusCode, readAll(b, resp))
 			}
 			_, _ = io.Copy(io.Discard, resp.Body)
+		})
+		e.waitEmpty(b)
+		peak, alloc = max(peak, p), max(alloc, a/size)
+		p, a = sampleHeap(func() { e.rawPutGet(b, promptReader(size)) })
+		rawPeak, rawAlloc = max(rawPeak, p), max(rawAlloc, a/size)
+	}
+	b.ReportMetric(peak, "peak-MB")
+	b.ReportMetric(rawPeak, "raw-peak-MB")
+	b.ReportMetric(alloc, "alloc-B/B")
+	b.ReportMetric(rawAlloc, "raw-alloc-B/B")
+}
+
+// TestLargeJSONAnswers: an images or transcription answer that is the
+// node's own JSON passes through as it is, a large one streamed from
+// fed_blobs, and a large embeddings answer is converted as it streams; one that is not JSON from its start is a 500, one whose fault
+// shows only past the first bytes cuts the connection short of its
+// Content-Length; every blob is deleted.
+func TestLargeJSONAnswers(t *testing.T) {
+	e := newBlobEnv(t)
+	images := func(spec string) (string, string, io.Reader) {
+		return "/v1/images/generations", "application/json", strings.NewReader(`{"model":"img-1","prompt":"` + spec + `"}`)
+	}
+	transcribe := func(spec string) (string, string, io.Reader) {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		require.NoError(t, mw.WriteField("model", "whisper-1"))
+		require.NoError(t, mw.WriteField("prompt", spec))
+		fw, err := mw.CreateFormFile("file", "a.wav")
+		require.NoError(t, err)
+		_, _ = fw.Write([]byte("RIFF"))
+		require.NoError(t, mw.Close())
+		return "/v1/audio/transcriptions", mw.FormDataContentType(), &buf
+	}
+	embed := func(spec string) (string, string, io.Reader) {
+		return "/v1/embeddings", "application/json", strings.NewReader(`{"model":"emb-1","encoding_format":"base64","input":"` + spec + `"}`)
+	}
+	const big = 8 << 20
+	for _, tc := range []struct {
+		name   string
+		req    func(string) (string, string, io.Reader)
+		spec   string
+		status int
+		cut    bool   // the body ends short of its Content-Length
+		msg    string // in the error answer
+		prefix string // the answer starts so
+		size   int    // the answer's length (0: not checked; -1: the embeddings conversion of the node's)
+	}{
+		{"small image", images, "json:400", 200, false, "", `{"created":1,"data":[{"b64_json":"QUJD`, 400 + 38},
+		{"large image", images, fmt.Sprintf("json:%d", big), 200, false, "", `{"created":1,"data":[{"b64_json":"QUJD`, big + 38},
+		{"large transcription", transcribe, fmt.Sprintf("json:%d", big), 200, false, "", `{"text":"aaa`, big + 11},
+		{"large embeddings, converted to base64", embed, fmt.Sprintf("json:%d", 2<<20), 200, false, "", `{"object":"list","data":[{"object":"embedding","embedding":"`, -1},
+		{"large embeddings, not JSON from the start", embed, fmt.Sprintf("json:%d:head", 2<<20), 500, false, "internal error", "", 0},
+		{"large embeddings, cut at the end", embed, fmt.Sprintf("json:%d:tail", 2<<20), 200, true, "", `{"object":"list"`, 0},
+		{"small, not JSON", images, "json:400:head", 500, false, "internal error", "", 0},
+		{"large, not JSON from the start", images, fmt.Sprintf("json:%d:head", big), 500, false, "internal error", "", 0},
+		{"large, cut at the end", images, fmt.Sprintf("json:%d:tail", big), 200, true, "", `{"created":1`, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path, ct, body := tc.req(tc.spec)
+			resp := e.post(t, path, ct, body, -1)
+			defer resp.Body.Close()
+			assert.Equal(t, tc.status, resp.StatusCode)
+			got, err := io.ReadAll(resp.Body)
+			switch {
+			case tc.cut:
+				assert.ErrorIs(t, err, io.ErrUnexpectedEOF, "the connection is cut short (of Content-Length, or of the last chunk)")
+				if resp.ContentLength >= 0 {
+					assert.Less(t, int64(len(got)), resp.ContentLength)
+				}
+			case tc.status != 200:
+				require.NoError(t, err)
+				var ae apiError
+				require.NoError(t, json.Unmarshal(got, &ae), "%.200s", got)
+				assert.Contains(t, ae.Error.Message, tc.msg)
+				assert.Empty(t, resp.Header.Get(hdrNode), "no node on an error")
+			default:
+				require.NoError(t, err)
+				assert.True(t, json.Valid(got))
+				assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+				assert.Equal(t, "n1", resp.Header.Get(hdrNode))
+				if tc.size == -1 {
+					node, _ := jsonAnswer(&nats.Msg{Subject: subject.Default.Infer(wire.CapEmbed), Data: []byte(`{"input":"` + tc.spec + `"}`)})
+					want, err := convertEmbeddings(node, true, "emb-1", 1)
+					require.NoError(t, err)
+					assert.True(t, bytes.Equal(want, got), "the whole answer's conversion, streamed")
+				} else {
+					assert.Equal(t, tc.size, len(got))
+				}
+			}
+			if tc.prefix != "" {
+				assert.True(t, bytes.HasPrefix(got, []byte(tc.prefix)), "%.60s", got)
+			}
+			e.waitEmpty(t)
+		})
+	}
+}
+
+// BenchmarkAnswer64MB is BenchmarkUpload64MB the other way: an images
+// request whose node answers a 64 MB b64_json object through fed_blobs,
+// relayed by the gateway to the HTTP client, which reads it to its end.
+// peak-MB is the gateway process's peak heap in use above idle (the
+// HTTP client, which only counts the bytes, is in the same process);
+// raw-peak-MB the same around a raw Object Store put and get of 64 MB.
+func BenchmarkAnswer64MB(b *testing.B) {
+	e := attachBlobEnv(b, childServer(b))
+	const size = 64<<20 - 64 // the wrapper's bytes stay under the 64 MiB cap
+	body := fmt.Sprintf(`{"model":"img-1","prompt":"json:%d"}`, size)
+	var peak, rawPeak, alloc, rawAlloc float64
+	for b.Loop() {
+		p, a := sampleHeap(func() {
+			resp := e.post(b, "/v1/images/generations", "application/json", strings.NewReader(body), int64(len(body)))
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("status %d: %s", resp.StatusCode, readAll(b, resp))
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			if err != nil || n < size {
+				b.Fatalf("answer of %d bytes: %v", n, err)
+			}
 		})
 		e.waitEmpty(b)
 		peak, alloc = max(peak, p), max(alloc, a/size)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"strconv"
@@ -83,21 +82,6 @@ type jsonRequest interface {
 	model() string
 	// validate checks the fields the gateway reads; its error is a 400.
 	validate() error
-}
-
-// passThrough reads r's JSON body into v, checks it, runs the body as it is
-// through the mesh as capability and hands the answer to answer. On error it
-// answers the client itself.
-func (s *Service) passThrough(w http.ResponseWriter, r *http.Request, c caller, capability string, v jsonRequest,
-	answer func(x *exchange, resp *client.Response)) {
-	x := s.receiveJSON(w, r, c, capability, v)
-	if x == nil {
-		return
-	}
-	defer x.cancel()
-	if resp := x.infer(w); resp != nil {
-		answer(x, resp)
-	}
 }
 
 // receiveJSON reads r's JSON body into v, checks it and opens its exchange
@@ -188,16 +172,6 @@ func (x *exchange) ok(status int, node string, tokens int) {
 	x.cancel()
 	x.s.done(observation{endpoint: x.c.endpoint, model: x.req.Model, tenant: x.c.tenant.ID, node: node,
 		status: status, tokens: tokens, elapsed: time.Since(x.c.start), ttft: x.ttft}, x.req.RequestID, nil)
-}
-
-// relayJSON answers with the node's own JSON output; what names that output
-// in the error when it is not JSON.
-func (x *exchange) relayJSON(w http.ResponseWriter, resp *client.Response, what string) {
-	if !json.Valid(resp.Body) {
-		x.badOutput(w, resp, "node answered "+what+" that is not JSON")
-		return
-	}
-	x.answerJSON(w, resp, resp.Body)
 }
 
 // answerJSON writes body, a JSON answer built from resp, and records success.

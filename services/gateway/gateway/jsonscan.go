@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -94,10 +95,7 @@ func (s *objectScanner) Write(p []byte) (int, error) {
 		switch s.state {
 		case scanString:
 			// the bulk of a large body: skip to the next byte that matters
-			j := i
-			for j < len(p) && p[j] != '"' && p[j] != '\\' && p[j] >= 0x20 {
-				j++
-			}
+			j := skipPlain(p, i)
 			s.addKey(p[i:j])
 			if j == len(p) {
 				i = j
@@ -377,6 +375,26 @@ func (s *objectScanner) Close() error {
 // decode decodes the kept members into v (after Close).
 func (s *objectScanner) decode(v any) error {
 	return json.Unmarshal(append(s.kept, '}'), v)
+}
+
+// skipPlain is the index of the first byte from j on that ends a run of
+// plain string bytes ('"', '\\' or a control character), or len(p). It
+// tests 8 bytes at a time (a 64 MiB prompt is one string): a word has such
+// a byte iff one of the has-zero / has-less-than tests below is set (they
+// are exact about whether, not about where; the byte loop finds where).
+func skipPlain(p []byte, j int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; j+8 <= len(p); j += 8 {
+		x := binary.LittleEndian.Uint64(p[j:])
+		q, b := x^(ones*'"'), x^(ones*'\\')
+		if ((q-ones)&^q|(b-ones)&^b|(x-ones*0x20)&^x)&highs != 0 {
+			break
+		}
+	}
+	for j < len(p) && p[j] != '"' && p[j] != '\\' && p[j] >= 0x20 {
+		j++
+	}
+	return j
 }
 
 // numberStep is the state after c in a number, false when c ends it.

@@ -133,3 +133,30 @@ func depth(b []byte) int {
 	}
 	return most
 }
+
+// TestSkipPlain holds the word-at-a-time skip to the byte loop: every byte
+// value at every offset of runs up to 24 bytes, from every start.
+func TestSkipPlain(t *testing.T) {
+	naive := func(p []byte, j int) int {
+		for j < len(p) && p[j] != '"' && p[j] != '\\' && p[j] >= 0x20 {
+			j++
+		}
+		return j
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 16, 24} {
+		for pos := 0; pos < n; pos++ {
+			for v := 0; v < 256; v++ {
+				p := bytes.Repeat([]byte{'a'}, n)
+				if n > 3 {
+					p[n-1] = 0xc3 // high bytes are plain
+				}
+				p[pos] = byte(v)
+				for start := 0; start <= n; start++ {
+					if got, want := skipPlain(p, start), naive(p, start); got != want {
+						t.Fatalf("%q from %d: %d, want %d", p, start, got, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -81,7 +81,7 @@ func (r *rig) blobTable(ctx context.Context, w io.Writer) error {
 	}
 	chunk := uint32(min(int64(blobs.ChunkSize), blobs.InlineLimit(s.nc.MaxPayload())))
 	fmt.Fprintf(w, "### Large request bodies: raw Object Store put+get vs end to end through the mesh (%d rounds each, interleaved)\n\n", blobRounds)
-	fmt.Fprintf(w, "Raw: nats.go's Object Store on `fed_blobs`, unsealed, the chunks fedmesh uses, read back into a buffer of the known size. SDK: `client.Infer` with the body (sealed upload, routing, the node's download, delete) to a node that answers the body's length. Gateway: the same body as a chat request's prompt over HTTP (streamed into `fed_blobs` as it is read). All on one server, over loopback TCP.\n\n")
+	fmt.Fprintf(w, "Raw: nats.go's Object Store on `fed_blobs`, unsealed, the chunks fedmesh uses, read back into a buffer of the known size. SDK: `client.Infer` with the body (sealed upload, routing, the node's download) to a node that answers the body's length; the SDK deletes the blob right after the call returns, as the raw side's delete is after its timing. Gateway: the same body as a chat request's prompt over HTTP (streamed into `fed_blobs` as it is read). All on one server, over loopback TCP.\n\n")
 	fmt.Fprintf(w, "| body | raw put+get MB/s | SDK MB/s | ratio (target ≥ 0.7×) | gateway (HTTP) MB/s | ratio |\n|---|---|---|---|---|---|\n")
 	url := "http://" + r.mesh.Gateway.Addr() + "/v1/chat/completions"
 	for _, size := range []int{8 << 20, 64 << 20} {
