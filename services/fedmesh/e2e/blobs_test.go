@@ -195,6 +195,21 @@ func TestBlobRoundTrip8MB(t *testing.T) {
 	assert.Zero(t, m.c.LateMessages())
 }
 
+// A 20 MB prompt and a 10 MB answer (issue 15's test): the node gets every
+// byte of the prompt and the client every byte of the answer the synthetic
+// backend documents for it; nothing stays in fed_blobs.
+func TestBlobPrompt20MBAnswer10MB(t *testing.T) {
+	sc := synthetic.Config{Tokens: 10 << 10, TokenBytes: 1 << 10} // 10 MiB, whole
+	m := startBlobMesh(t, 0, node("big", "us", wire.PrivacyInternal, sc))
+	prompt := randomBody(t, 20<<20)
+	resp, err := m.c.Infer(ctxFor(t, 60*time.Second), client.Request{Capability: wire.CapGenerate, Body: prompt})
+	require.NoError(t, err)
+	want := expected(t, sc, backend.Call{Capability: wire.CapGenerate, Model: "m1", Body: prompt})
+	require.Len(t, want, 10<<20)
+	assert.True(t, bytes.Equal(want, resp.Body), "10 MB answer: %d bytes", len(resp.Body))
+	m.waitEmpty(2 * time.Second)
+}
+
 // countingReader yields zeros and counts what was read.
 type countingReader struct {
 	mu sync.Mutex
@@ -214,15 +229,17 @@ func (r *countingReader) Read(p []byte) (int, error) {
 func TestBlobCap64MiB(t *testing.T) {
 	sc := mediaConfig(synthetic.Config{})
 	m := startBlobMesh(t, 0, node("media", "us", wire.PrivacyInternal, sc, mediaModels...))
-	r := &countingReader{}
-	_, err := m.c.Infer(ctxFor(t, 10*time.Second), client.Request{Capability: wire.CapTranscribe,
-		BodyReader: r, BodySize: blobs.DefaultMaxBytes + 1})
-	var tl *client.BodyTooLargeError
-	require.ErrorAs(t, err, &tl)
-	assert.Equal(t, wire.CodeTooLarge, wire.CodeOf(err))
-	assert.EqualValues(t, 64<<20, tl.Limit)
-	assert.Zero(t, r.n, "nothing read, nothing uploaded")
-	assert.Zero(t, m.msgs())
+	for _, size := range []int64{blobs.DefaultMaxBytes + 1, 100 << 20} { // just over, and the issue's 100 MB
+		r := &countingReader{}
+		_, err := m.c.Infer(ctxFor(t, 10*time.Second), client.Request{Capability: wire.CapTranscribe,
+			BodyReader: r, BodySize: size})
+		var tl *client.BodyTooLargeError
+		require.ErrorAs(t, err, &tl, "%d bytes", size)
+		assert.Equal(t, wire.CodeTooLarge, wire.CodeOf(err))
+		assert.EqualValues(t, 64<<20, tl.Limit)
+		assert.Zero(t, r.n, "%d bytes: nothing read, nothing uploaded", size)
+		assert.Zero(t, m.msgs())
+	}
 
 	resp, err := m.c.Infer(ctxFor(t, 60*time.Second), client.Request{Capability: wire.CapTranscribe,
 		BodyReader: io.LimitReader(&countingReader{}, blobs.DefaultMaxBytes), BodySize: blobs.DefaultMaxBytes})
