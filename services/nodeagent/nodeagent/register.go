@@ -61,7 +61,9 @@ func (s *Service) register(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			why := "no catalog answered"
-			if waiting && isWire && we.Code == wire.CodeConflict {
+			if waiting {
+				// a 409 was seen: the last attempt may only have been cut
+				// by this same deadline
 				why = "the previous instance still held the node id"
 			}
 			return fmt.Errorf("node %s: register: %s after %d attempts: %w", s.cfg.NodeID, why, attempt, ctx.Err())
