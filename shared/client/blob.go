@@ -119,7 +119,7 @@ func (c *Client) prepareBody(ctx context.Context, r *Request, hdr nats.Header, d
 		// read to tell whether it fits inline.
 		buf, err := io.ReadAll(io.LimitReader(rd, room+1))
 		if err != nil {
-			return body{}, fmt.Errorf("fedmesh client: read the body of request %s: %w", r.RequestID, err)
+			return body{}, &BodyReadError{RequestID: r.RequestID, Err: err}
 		}
 		if int64(len(buf)) <= room {
 			return body{data: buf}, nil
@@ -168,19 +168,33 @@ func (u *Upload) Discard() {
 // streaming (a chunk in memory at a time), whatever its size (a small body
 // is stored too; Request.Body is the way for one that fits a message). More
 // than the Client's cap ends it with a *BodyTooLargeError (Partial); an
-// error reading rd is returned wrapped (errors.As finds it); either way,
+// error reading rd is a *BodyReadError wrapping it; either way,
 // and on any other failure, what was sent is purged.
 func (c *Client) Upload(ctx context.Context, requestID string, rd io.Reader) (*Upload, error) {
 	src := &errReader{r: rd}
 	ref, err := c.upload(ctx, requestID, src)
 	if src.err != nil { // the caller's reader failed: its error, not the store's
-		return nil, fmt.Errorf("fedmesh client: read the body of request %s: %w", requestID, src.err)
+		return nil, &BodyReadError{RequestID: requestID, Err: src.err}
 	}
 	if err != nil {
 		return nil, err
 	}
 	return &Upload{c: c, ref: ref}, nil
 }
+
+// BodyReadError is the caller's own body reader failing while the SDK reads
+// or uploads it (not the store's failure): a relay such as the gateway
+// answers it as the client's fault. Err is the reader's error.
+type BodyReadError struct {
+	RequestID string
+	Err       error
+}
+
+func (e *BodyReadError) Error() string {
+	return fmt.Sprintf("fedmesh client: read the body of request %s: %v", e.RequestID, e.Err)
+}
+
+func (e *BodyReadError) Unwrap() error { return e.Err }
 
 // errReader keeps the error of its reader other than io.EOF.
 type errReader struct {

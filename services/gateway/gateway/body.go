@@ -70,14 +70,14 @@ func (s *Service) receive(ctx context.Context, c caller, what string, rd io.Read
 		}
 		rest = io.TeeReader(rd, sc) // a syntax error fails the read, so the upload stops and is purged
 	}
-	src := &readErr{r: rest}
-	up, err := s.cl.Upload(ctx, c.requestID, io.MultiReader(bytes.NewReader(head), src))
+	up, err := s.cl.Upload(ctx, c.requestID, io.MultiReader(bytes.NewReader(head), rest))
+	var re *client.BodyReadError // the HTTP body failed, not the store: the caller's fault
 	var je *jsonError
 	switch {
-	case src.err != nil && errors.As(src.err, &je):
-		return requestBody{}, notJSON(src.err)
-	case src.err != nil:
-		return requestBody{}, bodyError(what, src.err) // 413 past max_body_bytes, 408, a broken connection
+	case errors.As(err, &re) && errors.As(re.Err, &je):
+		return requestBody{}, notJSON(re.Err)
+	case errors.As(err, &re):
+		return requestBody{}, bodyError(what, re.Err) // 413 past max_body_bytes, 408, a broken connection
 	case err != nil:
 		return requestBody{}, err // the SDK's cap (413), the store (503), the caller gone (499)
 	}
@@ -112,21 +112,6 @@ func (s *Service) readJSON(r *http.Request, c caller, v any) (requestBody, error
 
 func notJSON(err error) error {
 	return invalid(wire.CodeBadRequest, "request body is not a valid JSON object: %v", err)
-}
-
-// readErr keeps the first error of its reader other than io.EOF: a failed
-// upload is the caller's fault when it is the body's.
-type readErr struct {
-	r   io.Reader
-	err error
-}
-
-func (e *readErr) Read(p []byte) (int, error) {
-	n, err := e.r.Read(p)
-	if err != nil && err != io.EOF && e.err == nil {
-		e.err = err
-	}
-	return n, err
 }
 
 // tooLargeBody is the 413 of a Content-Length over the cap: nothing is

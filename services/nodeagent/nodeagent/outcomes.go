@@ -38,15 +38,15 @@ type outcomeBatch struct {
 // draining node sends everything at once: its last outcomes must be out
 // before it deregisters.
 func (s *Service) sendOutcome(o record.Outcome) {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
+	if s.cfg.OutcomeWindow <= 0 { // the default: no window, no locks
+		s.publishOutcomes([]record.Outcome{o})
+		return
+	}
+	draining := s.isDraining()
 	b := &s.outcomes
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case s.cfg.OutcomeWindow <= 0:
-		s.publishOutcomes([]record.Outcome{o})
 	case draining:
 		out := append(b.buf, o)
 		b.buf = nil
@@ -73,9 +73,7 @@ func (s *Service) sendOutcome(o record.Outcome) {
 // what waited goes out, and the next window opens when something did and
 // the node is not draining.
 func (s *Service) flushOutcomes() {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
+	draining := s.isDraining()
 	b := &s.outcomes
 	b.mu.Lock()
 	defer b.mu.Unlock()
