@@ -108,6 +108,9 @@ func (e *blobEnv) startNode(t testing.TB, nc *nats.Conn) {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// the gateway is on another connection: the server must have the
+	// subscription before its first request (else no responders, a 503)
+	require.NoError(t, nc.Flush())
 }
 
 // serve is the node: it streams the body (inline or from fed_blobs) through
