@@ -242,6 +242,7 @@ func TestTUILiveStatsFollowTheEvents(t *testing.T) {
 	})
 	d := l.Snapshot()
 	assert.Equal(t, int64(800), d.Stats.Stats.TotalRequests)
+	assert.Contains(t, frameOf(l, ViewStats, 0), "last stats "+d.Stats.At.Format("15:04:05"), "the counters' age is shown")
 	assert.Equal(t, int64(1), m.asked.Load(), "top asked fed.stats after start")
 
 	// The followed instance stays quiet: another's event is taken.

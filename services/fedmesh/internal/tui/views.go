@@ -482,7 +482,9 @@ func statsView(d *Data, b *body) {
 		b.kv("latency p50", msUnit(st.LatencyP50Ms)), b.kv("p99", msUnit(st.LatencyP99Ms)),
 		b.kv("avg", msUnit(st.AvgLatencyMs)), b.kv("ttft p50", msUnit(st.TTFTP50Ms)))
 	b.items(b.kv("req/s", sparkline(s.Overall.Rate, 2*sparkWidth)), b.kv("p99 ms", sparkline(s.Overall.P99, 2*sparkWidth)),
-		b.th("dim", fmt.Sprintf("a point per stats event, a zero per quiet interval, since %s", d.Since.Format("15:04:05"))))
+		b.th("dim", fmt.Sprintf("a point per stats event, a zero per quiet interval, since %s", d.Since.Format("15:04:05"))),
+		// health publishes only changes: say how old the counters are
+		b.th("dim", "last stats "+s.At.Format("15:04:05")))
 
 	b.title("per node")
 	nt := &table{empty: "no node has served a request", cols: statsCols("NODE", SortNode)}
