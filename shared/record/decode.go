@@ -298,3 +298,75 @@ func DecodeDecisions(data []byte) (Decisions, error) {
 	}
 	return d, nil
 }
+
+// MaxStatsEntries bounds the nodes and the tenants of a stats event a
+// reader accepts (fed.stats keeps at most 10 000 tenants plus _other).
+const MaxStatsEntries = 20_000
+
+// DecodeStatsEvent decodes an event on fed.health.stats and checks every
+// counter: a count is never negative, a latency finite in [0, a day].
+func DecodeStatsEvent(data []byte) (StatsEvent, error) {
+	var e StatsEvent
+	if err := json.Unmarshal(data, &e); err != nil {
+		return e, fmt.Errorf("stats event: %w", err)
+	}
+	bad := func(format string, args ...any) (StatsEvent, error) {
+		return e, fmt.Errorf("stats event (health %.64s): "+format, append([]any{e.Health}, args...)...)
+	}
+	if e.Health == "" || len(e.Health) > MaxInstanceIDLen {
+		return bad("health instance id empty or over %d bytes", MaxInstanceIDLen)
+	}
+	st := &e.Stats
+	if len(st.Nodes) > MaxStatsEntries || len(st.Tenants) > MaxStatsEntries || len(st.Unplaced) > MaxStatsEntries {
+		return bad("over %d nodes, tenants or codes", MaxStatsEntries)
+	}
+	switch st.State {
+	case "", MeshInitializing, MeshReady, MeshDegraded:
+	default:
+		return bad("unknown state %.32q", st.State)
+	}
+	if err := checkCounters(&st.Counters); err != nil {
+		return bad("%w", err)
+	}
+	for id, c := range st.Nodes {
+		if err := wire.ValidateID("node", id); err != nil {
+			return bad("%w", err)
+		}
+		if err := checkCounters(&c); err != nil {
+			return bad("node %s: %w", id, err)
+		}
+	}
+	for name, c := range st.Tenants {
+		if name == "" || len(name) > MaxTenantLen {
+			return bad("tenant name empty or over %d bytes", MaxTenantLen)
+		}
+		if err := checkCounters(&c); err != nil {
+			return bad("tenant %.64s: %w", name, err)
+		}
+	}
+	for code, n := range st.Unplaced {
+		if len(code) > 3 || n < 0 {
+			return bad("unplaced %.8q: %d", code, n)
+		}
+	}
+	return e, nil
+}
+
+// checkCounters accepts one slice of fed.stats.
+func checkCounters(c *Counters) error {
+	for _, n := range []int64{c.TotalRequests, c.SuccessfulRequests, c.FailedRequests, c.TotalTokens,
+		c.ActiveStreams, c.Retries, c.DuplicatesDropped, c.DispatchFailures} {
+		if n < 0 {
+			return fmt.Errorf("negative count %d", n)
+		}
+	}
+	for _, v := range []struct {
+		name string
+		v    float64
+	}{{"avg_latency_ms", c.AvgLatencyMs}, {"latency_p50_ms", c.LatencyP50Ms}, {"latency_p99_ms", c.LatencyP99Ms}, {"ttft_p50_ms", c.TTFTP50Ms}} {
+		if err := inRange(v.name, v.v, MaxLatencyMs); err != nil {
+			return err
+		}
+	}
+	return nil
+}

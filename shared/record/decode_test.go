@@ -179,3 +179,53 @@ func FuzzDecodeDecisions(f *testing.F) {
 		}
 	})
 }
+
+func TestDecodeStatsEvent(t *testing.T) {
+	cases := []struct {
+		name, data, want string // want "" = accepted
+	}{
+		{"good", `{"health":"h1","ts":"2026-12-01T00:00:00Z","stats":{"state":"ready","total_requests":3,"latency_p99_ms":12.5,` +
+			`"nodes":{"n1":{"total_requests":3}},"tenants":{"acme":{"total_requests":3}},"unplaced":{"503":1}}}`, ""},
+		{"no stats yet", `{"health":"h1","stats":{}}`, ""},
+		{"not json", `{`, "stats event"},
+		{"no instance", `{"stats":{}}`, "instance id"},
+		{"negative count", `{"health":"h1","stats":{"total_requests":-1}}`, "negative count"},
+		{"latency not finite", `{"health":"h1","stats":{"latency_p99_ms":1e300}}`, "latency_p99_ms"},
+		{"bad node id", `{"health":"h1","stats":{"nodes":{"a b":{}}}}`, "node"},
+		{"bad node counters", `{"health":"h1","stats":{"nodes":{"n1":{"retries":-2}}}}`, "node n1"},
+		{"empty tenant", `{"health":"h1","stats":{"tenants":{"":{}}}}`, "tenant"},
+		{"bad unplaced", `{"health":"h1","stats":{"unplaced":{"5030":1}}}`, "unplaced"},
+		{"unknown state", `{"health":"h1","stats":{"state":"fine"}}`, "unknown state"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := DecodeStatsEvent([]byte(tc.data))
+			if tc.want != "" {
+				assert.ErrorContains(t, err, tc.want)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, "h1", e.Health)
+		})
+	}
+}
+
+func FuzzDecodeStatsEvent(f *testing.F) {
+	f.Add([]byte(`{"health":"h1","ts":"2026-12-01T00:00:00Z","stats":{"state":"ready","total_requests":3,"nodes":{"n1":{"total_requests":3}},"tenants":{"acme":{}},"unplaced":{"503":1}}}`))
+	f.Add([]byte(`{"health":"h1","stats":{"nodes":{"bad node":{}}}}`))
+	f.Add([]byte(`{"health":"h1","stats":{"latency_p50_ms":-1}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := DecodeStatsEvent(data)
+		if err != nil {
+			return
+		}
+		if e.Health == "" || e.Stats.TotalRequests < 0 || e.Stats.LatencyP99Ms < 0 || len(e.Stats.Tenants) > MaxStatsEntries {
+			t.Fatalf("accepted bad stats event %+v", e)
+		}
+		for id, c := range e.Stats.Nodes {
+			if wire.ValidateID("node", id) != nil || c.TotalRequests < 0 {
+				t.Fatalf("accepted bad node %q %+v", id, c)
+			}
+		}
+	})
+}

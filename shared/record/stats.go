@@ -1,5 +1,7 @@
 package record
 
+import "time"
+
 // Mesh states (DESIGN §7).
 const (
 	MeshInitializing = "initializing"
@@ -34,4 +36,14 @@ type Stats struct {
 	// Unplaced counts requests the router answered itself, by wire error
 	// code ("403", "404", "503"...). Addition to DESIGN §7.
 	Unplaced map[string]int64 `json:"unplaced,omitempty"`
+}
+
+// StatsEvent is what a health instance publishes on fed.health.stats
+// (DESIGN §9.6): its fed.stats answer, at start and then at most once a
+// second when it changed.
+type StatsEvent struct {
+	// Health is the publishing instance's id (a NUID per process).
+	Health string    `json:"health"`
+	TS     time.Time `json:"ts"`
+	Stats  Stats     `json:"stats"`
 }

@@ -118,6 +118,11 @@ func (s Space) HealthGet() string  { return s.join("health", "get") }
 func (s Space) HealthList() string { return s.join("health", "list") }
 func (s Space) Stats() string      { return s.join("stats") }
 
+// HealthStats is the event each health instance publishes with its
+// fed.stats answer when it changed (DESIGN §9.6): what `fedmesh top`
+// follows instead of asking.
+func (s Space) HealthStats() string { return s.join("health", "stats") }
+
 // RouterCandidates is the router's explain endpoint.
 func (s Space) RouterCandidates() string { return s.join("router", "candidates") }
 

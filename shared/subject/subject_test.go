@@ -18,6 +18,7 @@ func TestSubjects(t *testing.T) {
 		{Default.CatalogRegister(), "fed.catalog.register"},
 		{Default.HealthList(), "fed.health.list"},
 		{Default.Stats(), "fed.stats"},
+		{Default.HealthStats(), "fed.health.stats"},
 		{Default.RouterCandidates(), "fed.router.candidates"},
 		{Space{}.Infer("embed"), "fed.infer.embed"},
 		{Space{Prefix: "acme"}.Heartbeat("x"), "acme.heartbeat.x"},

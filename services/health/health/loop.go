@@ -13,10 +13,12 @@ const finalFlushTimeout = 2 * time.Second
 
 // loop is the service's single timer goroutine: it applies the clock-driven
 // transitions (silence, circuit reset), forgets departed nodes, starts
-// probes, and flushes fed_health.
+// probes, flushes fed_health, and publishes fed.health.stats.
 func (s *Service) loop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.tick())
 	defer t.Stop()
+	var pub statsPub
+	s.publishStats(&pub, time.Now(), true) // a follower started earlier learns this instance's view at once
 	for {
 		select {
 		case <-ctx.Done():
@@ -41,6 +43,7 @@ func (s *Service) loop(ctx context.Context) {
 			}
 			s.flush(ctx, now)
 			s.flushStats(ctx, now, false)
+			s.publishStats(&pub, now, false)
 		}
 	}
 }

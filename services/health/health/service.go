@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 )
 
@@ -68,6 +69,11 @@ type Service struct {
 	subs   []*nats.Subscription
 	svc    micro.Service
 	lag    metrics.WatchLag // fedmesh_kv_watch_lag_seconds of the fed_catalog watch (metrics.go)
+
+	// instance names this process in its fed.health.stats events;
+	// pubFail rate-limits the log of failed publishes.
+	instance string
+	pubFail  zerolog.Logger
 }
 
 // New fills cfg's zero fields with the defaults, validates it and returns a
@@ -86,6 +92,8 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 		log:        log,
 		badMsgs:    logging.NewLimited(badLogEvery),
 		badRecords: log.Sample(&zerolog.BurstSampler{Burst: 1, Period: badLogEvery}),
+		instance:   nuid.Next(),
+		pubFail:    log.Sample(&zerolog.BurstSampler{Burst: 1, Period: 10 * time.Second}),
 		group:      lifecycle.NewGroup(),
 		nodes:      map[string]*node{},
 		mesh:       newMeshStats(cfg.LatencyWindow),

@@ -204,7 +204,7 @@ func Perms(prefix string) []Perm {
 				p("catalog", "register"), p("catalog", "deregister"), p("catalog", "find"),
 				p("catalog", "list"), p("catalog", "get"), p("heartbeat", "*"), "$SRV.>", inbox(RoleCatalog)}},
 		{Key: RoleHealth, Role: RoleHealth,
-			Pub: cat([]string{p("node", "*", "probe"), replies}, kvRead(buckets.Catalog), kvRead(buckets.Health),
+			Pub: cat([]string{p("node", "*", "probe"), p("health", "stats"), replies}, kvRead(buckets.Catalog), kvRead(buckets.Health),
 				kvWrite(buckets.Health), kvOpen(buckets.Config), objOpen(buckets.Blobs)),
 			Sub: []string{p("heartbeat", "*"), p("outcome", "*"), p("router", "failed", "*"), p("router", "unplaced"),
 				p("client", "duplicate", "*"), p("health", "get"), p("health", "list"), p("stats"), "$SRV.>", inbox(RoleHealth)}},

@@ -320,9 +320,18 @@ func TestAuthPermissionTable(t *testing.T) {
 		"fed.client.duplicate.*", "$SRV.>", "_INBOX.health.>")
 	add("health", "qsub", true, "fed.health.get", "fed.health.list", "fed.stats")
 	add("health", "sub", false, "fed.infer.>", "fed.node.*.infer.*", "fed.router.decisions", "_INBOX.>")
-	add("health", "pub", true, "fed.node.node-x.probe", "_INBOX.operator.reply")
+	add("health", "pub", true, "fed.node.node-x.probe", "fed.health.stats", "_INBOX.operator.reply")
 	add("health", "pub", false, "fed.node.node-x.infer.public", "$KV.fed_catalog.nodes.node-x", "fed.heartbeat.node-x",
 		"$JS.API.STREAM.DELETE.KV_fed_health")
+
+	// Only health publishes its stats event (fedmesh top follows it as the
+	// operator, whose "pub" checks above are how it is delivered); no other
+	// role may forge or read it.
+	add("health", "sub", false, "fed.health.stats")
+	for _, c := range []string{"acme", "gateway", "router", "catalog", "node-x"} {
+		add(c, "pub", false, "fed.health.stats")
+		add(c, "sub", false, "fed.health.stats")
+	}
 
 	// Nobody but the operator writes fed_config, or creates, changes or
 	// removes a stream.

@@ -31,8 +31,10 @@ func newTopCmd(g *globals) *cobra.Command {
 		Short: "live views of the mesh: catalog, health, routing, circuits, stats, policies; q quits",
 		Long: `top follows the mesh live: the fed_catalog, fed_health and fed_config buckets
 (KV watches), the routers' decisions (fed.router.decisions) joined with each request's
-end (fed.outcome.*, fed.router.unplaced), and fed.stats every --interval (req/s and p99
-sparklines come from successive answers). Views: 1 catalog, 2 health, 3 routing,
+end (fed.outcome.*, fed.router.unplaced), and the health service's fed.health.stats
+events (fed.stats is asked once at start and after a reconnect; req/s and p99
+sparklines get a point per event, and a zero point every --interval while the mesh is
+quiet). Views: 1 catalog, 2 health, 3 routing,
 4 circuits, 5 stats, 6 policies, 7 help. Keys: tab / shift-tab or 1-7 switch views,
 arrows scroll, / filters rows, s sorts the node tables, p pauses, ? helps, q quits.
 The header shows the true connection state ("disconnected, reconnecting" while so).
@@ -105,7 +107,7 @@ routing view it first gathers decisions for --interval.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.DurationVar(&interval, "interval", tui.DefaultInterval, "fed.stats interval (one sparkline point each); with --once --view routing, how long to gather decisions")
+	fl.DurationVar(&interval, "interval", tui.DefaultInterval, "while the mesh is quiet (no fed.health.stats event), one zero point on the stats sparklines each; how often an unanswered fed.stats is asked again; with --once --view routing, how long to gather decisions")
 	fl.BoolVar(&once, "once", false, "print one plain-text frame of --view and exit")
 	fl.StringVar(&viewName, "view", tui.ViewCatalog.String(), "view to show (first): "+strings.Join(tui.ViewNames(), ", "))
 	fl.StringVar(&sortBy, "sort", "node", "initial sort column of the node tables: "+strings.Join(tui.SortKeyNames(), ", "))

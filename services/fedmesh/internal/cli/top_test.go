@@ -23,7 +23,6 @@ import (
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
-	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -168,9 +167,8 @@ func TestTopOnceEveryViewOnARealMesh(t *testing.T) {
 	}
 }
 
-// The routing view joins a router's decision (published here as DESIGN
-// §9.5 says, since routers may not publish yet) with the outcome the real
-// node publishes when it has served the request.
+// The routing view joins the router's own decision (fed.router.decisions)
+// with the outcome the real node publishes when it has served the request.
 func TestTopOnceRoutingJoinsDecisionsAndOutcomes(t *testing.T) {
 	s := startDemoMesh(t)
 	nc := natsembed.ConnectForTest(t, s)
@@ -194,26 +192,21 @@ func TestTopOnceRoutingJoinsDecisionsAndOutcomes(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer close(done)
-		out, err2 = runTop(t, s, "--once", "--view", "routing", "--interval", "1500ms")
+		out, err2 = runTop(t, s, "--once", "--view", "routing", "--interval", "2500ms")
 	}()
-	// Serve requests and publish their decisions until top has printed:
-	// the ones that land while it listens make rows.
+	// Serve requests until top has printed: the ones the router places
+	// while top listens make rows.
 	var served []client.Response
 	for i := 0; ; i++ {
 		select {
 		case <-done:
 		default:
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			resp, err := c.Infer(ctx, client.Request{Capability: wire.CapGenerate, Body: []byte("hi"),
-				RequestID: fmt.Sprintf("top-test-%d", i), Tenant: "acme"})
+			resp, err := c.Infer(ctx, client.Request{Capability: wire.CapGenerate, Model: devmesh.DemoChatModel,
+				Body: []byte("hi"), RequestID: fmt.Sprintf("top-test-%d", i), Tenant: "acme"})
 			cancel()
 			require.NoError(t, err)
 			served = append(served, *resp)
-			require.NoError(t, wire.PublishJSON(nc, subject.Default.Decisions(), record.Decisions{Router: "test-router",
-				Decisions: []record.Decision{{RequestID: resp.RequestID, Capability: wire.CapGenerate, Tenant: "acme",
-					Node: resp.Node, Score: 1.111, DecidedBy: "locality", Strategy: record.StrategyLeastLatency,
-					Attempts: 1, Time: time.Now()}}}))
-			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		break
@@ -222,15 +215,15 @@ func TestTopOnceRoutingJoinsDecisionsAndOutcomes(t *testing.T) {
 	require.NoError(t, err2)
 	joined := 0
 	for _, r := range served {
-		if _, ok := lineWith(out, r.RequestID+" ", r.Node, "1.111", "locality"); !ok {
-			continue // published before top listened
-		}
-		if _, ok := lineWith(out, r.RequestID+" ", r.Node, "ok "); ok {
+		// REQUEST, CAP, MODEL, TENANT, NODE, then the outcome
+		if _, ok := lineWith(out, r.RequestID+" ", " generate ", " "+devmesh.DemoChatModel+" ", " acme ", " "+r.Node+" ", " ok "); ok {
 			joined++
 		}
 	}
-	assert.Positive(t, joined, "a decision row with its node, decided_by and outcome in\n%s", out)
-	assert.Contains(t, out, "test-router")
+	assert.Positive(t, joined, "a decision row with its capability, model, tenant, node and outcome in\n%s", out)
+	strategy := record.DefaultPolicy().Strategy
+	_, ok := lineWith(out, "top-test-", " "+strategy+" ")
+	assert.True(t, ok, "the router's strategy %s on its rows in\n%s", strategy, out)
 }
 
 func TestTopOnceWithoutMeshFails(t *testing.T) {

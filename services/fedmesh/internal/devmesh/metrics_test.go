@@ -18,6 +18,7 @@ import (
 	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/metrics/metricstest"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -85,6 +86,20 @@ func TestMetricsOfEveryPart(t *testing.T) {
 	assert.True(t, f.Has("fedmesh_gateway_active_streams"))
 	assert.True(t, f.Has("go_goroutines"), "the process's own series, once")
 	assert.True(t, f.Has(metrics.NameWatchLag))
+	// Every family issue 17 asks for, from the part that owns it, in the one scrape.
+	for _, fam := range []struct{ name, service string }{
+		{metrics.NameRequestDuration, "nodeagent"}, {metrics.NameTimeToFirstToken, "nodeagent"},
+		{metrics.NameTimePerOutputToken, "nodeagent"}, {metrics.NameTokenUsage, "nodeagent"},
+		{"fedmesh_router_decisions_total", "router"}, {"fedmesh_router_retries_total", "router"},
+		{"fedmesh_router_queue_wait_seconds", "router"}, {"fedmesh_health_circuit_state", "health"},
+		{"fedmesh_health_dispatch_failures_total", "health"}, {"fedmesh_catalog_heartbeats_received_total", "catalog"},
+		{metrics.NameWatchLag, "router"}, {metrics.NameWatchLag, "health"},
+	} {
+		assert.Contains(t, f.LabelValues(fam.name, metrics.LabelService), fam.service, "%s from the %s", fam.name, fam.service)
+	}
+	assert.Equal(t, []string{record.DefaultPolicy().Strategy}, f.LabelValues("fedmesh_router_decisions_total", "strategy"))
+	assert.NotEmpty(t, f.LabelValues("fedmesh_router_decisions_total", "decided_by"))
+	assert.Positive(t, f.Value("fedmesh_catalog_heartbeats_received_total", nil))
 	for _, name := range f.Names() {
 		for _, s := range f.Series(name) {
 			for k, v := range s.Labels {

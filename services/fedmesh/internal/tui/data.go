@@ -164,10 +164,12 @@ func (r *Route) RequestID() string {
 // Finished reports whether the request's end is known.
 func (r *Route) Finished() bool { return r.Outcome != nil || r.Unplaced != nil }
 
-// Series is the history of one stats slice: one point per fed.stats
-// answer, oldest first. NaN marks a point without data.
+// Series is the history of one stats slice, oldest first: one point per
+// stats taken (the fed.stats answer at start, then health's
+// fed.health.stats events), and a zero-rate point per interval while the
+// mesh is quiet. NaN marks a point without data.
 type Series struct {
-	Rate []float64 // req/s since the previous answer
+	Rate []float64 // req/s since the previous point
 	P99  []float64 // latency p99 in ms
 }
 
@@ -179,12 +181,13 @@ func (s Series) LastRate() (float64, bool) {
 	return 0, false
 }
 
-// StatsData is the last fed.stats answer and the history of answers.
+// StatsData is the last stats taken (fed.stats answer or fed.health.stats
+// event) and the history of them.
 type StatsData struct {
-	Have  bool // an answer arrived
+	Have  bool // stats arrived
 	At    time.Time
 	Stats record.Stats
-	// Err is the last request's failure ("" after a good answer).
+	// Err is the last fed.stats request's failure ("" after good stats).
 	Err   string
 	ErrAt time.Time
 

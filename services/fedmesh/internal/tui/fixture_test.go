@@ -133,7 +133,7 @@ func (f meshFixture) state(now time.Time) *state {
 		s.applyHeartbeat(hb, now)
 	}
 	for i, st := range f.stats {
-		s.applyStats(st, now.Add(time.Duration(i-len(f.stats))*time.Second))
+		s.applyStats("", st, now.Add(time.Duration(i-len(f.stats))*time.Second))
 	}
 	return s
 }

@@ -28,11 +28,14 @@ type Source interface {
 // LiveOptions configure a Live source. Zero fields take the defaults.
 type LiveOptions struct {
 	Subjects subject.Space
-	// Interval between fed.stats requests (default DefaultInterval).
+	// Interval is how often a quiet mesh (no fed.health.stats event for
+	// statsQuiet) adds a zero point to the stats sparklines (default
+	// DefaultInterval).
 	Interval time.Duration
 	// Timeout bounds one fed.stats request (default DefaultTimeout).
 	Timeout time.Duration
-	// Stats asks fed.stats once (required).
+	// Stats asks fed.stats once (required): at start, so the stats view is
+	// filled at once, and after a reconnect, for the events missed.
 	Stats func(context.Context) (record.Stats, error)
 	// URL is shown while the connection has no server; never credentials.
 	URL string
@@ -53,9 +56,9 @@ const (
 
 // Live follows the mesh as it happens: watches of fed_catalog, fed_health
 // and fed_config (buckets.Follow), subscriptions to fed.router.decisions,
-// fed.outcome.*, fed.router.unplaced and fed.heartbeat.*, fed.stats every
-// Interval (the only thing the mesh offers no watch for), and the
-// connection's own state through its handlers.
+// fed.outcome.*, fed.router.unplaced, fed.heartbeat.* and health's
+// fed.health.stats events, and the connection's own state through its
+// handlers. It asks fed.stats only at start and after a reconnect.
 type Live struct {
 	nc   *nats.Conn
 	opts LiveOptions
@@ -74,6 +77,7 @@ type Live struct {
 	statsTried  chan struct{} // closed after the first fed.stats request
 	changed     chan struct{}
 	reconnected chan struct{} // the watches start again
+	reask       chan struct{} // fed.stats is asked again (after a reconnect)
 }
 
 var _ Source = (*Live)(nil)
@@ -86,7 +90,7 @@ func NewLive(nc *nats.Conn, o LiveOptions) *Live {
 	o.HalfOpenSuccesses = cmpOr(o.HalfOpenSuccesses, DefaultHalfOpenSuccesses)
 	return &Live{nc: nc, opts: o, st: newState(time.Now()), loading: "opening buckets",
 		loaded: make(chan struct{}), statsTried: make(chan struct{}), changed: make(chan struct{}, 1),
-		reconnected: make(chan struct{}, 1)}
+		reconnected: make(chan struct{}, 1), reask: make(chan struct{}, 1)}
 }
 
 func cmpOr[T comparable](v, def T) T {
@@ -115,9 +119,11 @@ func (l *Live) start(context.Context) error {
 	l.nc.SetDisconnectErrHandler(func(_ *nats.Conn, err error) { l.connEvent(err) })
 	l.nc.SetReconnectHandler(func(*nats.Conn) {
 		l.connEvent(nil)
-		select {
-		case l.reconnected <- struct{}{}:
-		default:
+		for _, ch := range []chan struct{}{l.reconnected, l.reask} {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
 		}
 	})
 	l.nc.SetClosedHandler(func(*nats.Conn) { l.connEvent(nil) })
@@ -130,6 +136,7 @@ func (l *Live) start(context.Context) error {
 		{subj.OutcomeAll(), l.onOutcome},
 		{subj.Unplaced(), l.onUnplaced},
 		{subj.HeartbeatAll(), l.onHeartbeat},
+		{subj.HealthStats(), l.onStatsEvent},
 	} {
 		s, err := l.nc.Subscribe(sub.subject, sub.handle)
 		if err != nil {
@@ -137,7 +144,7 @@ func (l *Live) start(context.Context) error {
 		}
 		l.subs = append(l.subs, s)
 	}
-	if !l.group.Go(l.follow) || !l.group.Go(l.pollStats) {
+	if !l.group.Go(l.follow) || !l.group.Go(l.followStats) {
 		return lifecycle.ErrStopped
 	}
 	return nil
@@ -324,38 +331,70 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// pollStats asks fed.stats every Interval while connected.
-func (l *Live) pollStats(ctx context.Context) {
-	first := true
+// followStats asks fed.stats at start (so the view is filled before the
+// first event, which a quiet mesh may never send) and again after each
+// reconnect (the events published meanwhile are lost), each time every
+// Interval until one answer comes (health may not be up yet). Otherwise it
+// only keeps the sparklines moving: every Interval while connected, a
+// mesh that sent no fed.health.stats event for statsQuiet gets a
+// zero-rate point.
+func (l *Live) followStats(ctx context.Context) {
+	need := !l.askStats(ctx)
+	close(l.statsTried)
+	t := time.NewTicker(l.opts.Interval)
+	defer t.Stop()
 	for {
-		if l.nc.IsConnected() {
-			rctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
-			st, err := l.opts.Stats(rctx)
-			cancel()
-			now := time.Now()
-			if ctx.Err() != nil {
-				return
-			}
-			l.update(func(s *state) {
-				if err != nil {
-					s.statsFailed(err, now)
-				} else {
-					s.applyStats(st, now)
-				}
-			})
-		} else {
-			l.update(func(s *state) {
-				s.statsFailed(fmt.Errorf("not connected: %s", strings.ToLower(l.nc.Status().String())), time.Now())
-			})
-		}
-		if first {
-			first = false
-			close(l.statsTried)
-		}
-		if !sleep(ctx, l.opts.Interval) {
+		select {
+		case <-ctx.Done():
 			return
+		case <-l.reask:
+			need = !l.askStats(ctx)
+		case now := <-t.C:
+			if need {
+				need = !l.askStats(ctx)
+			} else if l.nc.IsConnected() {
+				l.update(func(s *state) { s.statsQuietTick(now) })
+			}
 		}
 	}
+}
+
+// askStats asks fed.stats once and applies the answer (or the failure);
+// true when it was answered.
+func (l *Live) askStats(ctx context.Context) bool {
+	if !l.nc.IsConnected() {
+		l.update(func(s *state) {
+			s.statsFailed(fmt.Errorf("not connected: %s", strings.ToLower(l.nc.Status().String())), time.Now())
+		})
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	st, err := l.opts.Stats(rctx)
+	cancel()
+	now := time.Now()
+	if ctx.Err() != nil {
+		return false
+	}
+	l.update(func(s *state) {
+		if err != nil {
+			s.statsFailed(err, now)
+		} else {
+			s.applyStats("", st, now)
+		}
+	})
+	return err == nil
+}
+
+func (l *Live) onStatsEvent(m *nats.Msg) {
+	e, err := record.DecodeStatsEvent(m.Data)
+	now := time.Now()
+	l.update(func(s *state) {
+		if err != nil {
+			s.ignore(srcStats, err)
+			return
+		}
+		s.applyStats(e.Health, e.Stats, now)
+	})
 }
 
 func (l *Live) onCatalog(e jetstream.KeyValueEntry) {

@@ -28,13 +28,15 @@ const testInterval = 100 * time.Millisecond
 
 // testMesh is a real server whose buckets and subjects hold what the
 // services would have written and published (newMeshFixture); fed.stats is
-// answered with the fixture's answers in turn.
+// answered with the fixture's first answer (asked counts the requests),
+// and its later ones come as health's fed.health.stats events.
 type testMesh struct {
-	s    *server.Server
-	nc   *nats.Conn // the "services'" connection
-	set  *buckets.Set
-	subj subject.Space
-	f    meshFixture
+	s     *server.Server
+	nc    *nats.Conn // the "services'" connection
+	set   *buckets.Set
+	subj  subject.Space
+	f     meshFixture
+	asked atomic.Int64
 }
 
 func startTestMesh(t *testing.T, s *server.Server) *testMesh {
@@ -59,10 +61,9 @@ func startTestMesh(t *testing.T, s *server.Server) *testMesh {
 		_, err := m.set.Config.Put(ctx, c[0], []byte(c[1]))
 		require.NoError(t, err)
 	}
-	var answers atomic.Int64
 	_, err = m.nc.Subscribe(m.subj.Stats(), func(msg *nats.Msg) {
-		i := int(answers.Add(1) - 1)
-		_ = msg.Respond(mustJSON(m.f.stats[min(i, len(m.f.stats)-1)]))
+		m.asked.Add(1)
+		_ = msg.Respond(mustJSON(m.f.stats[0]))
 	})
 	require.NoError(t, err)
 	require.NoError(t, m.nc.Flush())
@@ -82,7 +83,16 @@ func (m *testMesh) publishEvents(t *testing.T) {
 	for _, hb := range m.f.beats {
 		require.NoError(t, wire.PublishJSON(m.nc, m.subj.Heartbeat(hb.NodeID), hb))
 	}
+	for _, st := range m.f.stats[1:] {
+		m.publishStats(t, "health-1", st)
+	}
 	require.NoError(t, m.nc.Flush())
+}
+
+// publishStats sends a stats event as health instance from would.
+func (m *testMesh) publishStats(t *testing.T, from string, st record.Stats) {
+	t.Helper()
+	require.NoError(t, wire.PublishJSON(m.nc, m.subj.HealthStats(), record.StatsEvent{Health: from, TS: time.Now(), Stats: st}))
 }
 
 // askStats is fed.stats as the cli asks it.
@@ -144,7 +154,7 @@ func TestTUILiveViewsOnARealServer(t *testing.T) {
 	m := startTestMesh(t, natsembed.StartForTest(t))
 	l := startLive(t, m.s)
 	m.publishEvents(t)
-	// Wait for the events to be joined and two stats answers to be in.
+	// Wait for the events to be joined and the stats event to be in.
 	natsembed.Eventually(t, 5*time.Second, func() error {
 		d := l.Snapshot()
 		joined := 0
@@ -164,7 +174,7 @@ func TestTUILiveViewsOnARealServer(t *testing.T) {
 		rows := want.rows
 		text := want.text
 		switch v {
-		case ViewStats: // rates depend on the real interval between answers
+		case ViewStats: // rates depend on the real interval between the answer and the event
 			rows = [][]string{{nodeUS, "100", "250"}, {nodeAP, "15", "9", "9100"}, {"acme", "90"}, {"beta", "30", "9"}}
 			text = []string{"requests 120", "unplaced 5 (403:1 503:4)"}
 		case ViewCircuits: // the countdown moves
@@ -198,6 +208,52 @@ func TestTUILiveViewsOnARealServer(t *testing.T) {
 		rowWith(t, out, "req-ok", nodeUS, "latency", "ok 120ms")
 		assert.NotContains(t, out, "\x1b[", "plain text")
 	})
+}
+
+// Issue 17: top asked fed.stats every interval. It now asks once, at
+// start, and then follows health's fed.health.stats events: the view
+// changes while nobody asks, and a quiet mesh's rate falls to zero.
+func TestTUILiveStatsFollowTheEvents(t *testing.T) {
+	m := startTestMesh(t, natsembed.StartForTest(t))
+	l := startLive(t, m.s)
+	eventually(t, l, ViewStats, "requests 100")
+	require.Equal(t, int64(1), m.asked.Load(), "one fed.stats request at start")
+
+	st := m.f.stats[0]
+	st.TotalRequests, st.SuccessfulRequests = 777, 700
+	m.publishStats(t, "health-1", st)
+	eventually(t, l, ViewStats, "requests 777", "ok 700")
+	// Another instance, a little behind, while the followed one is alive:
+	// not taken (the counters would go back and forth).
+	behind := st
+	behind.TotalRequests = 770
+	m.publishStats(t, "health-2", behind)
+	st.TotalRequests = 800
+	m.publishStats(t, "health-1", st)
+	out := eventually(t, l, ViewStats, "requests 800")
+	r, ok := l.Snapshot().Stats.Overall.LastRate()
+	assert.True(t, ok && r > 0, "rate between two events: %v %v", r, ok)
+	assert.NotContains(t, out, "requests 770")
+
+	// Quiet: zero-rate points, and still nobody asks.
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		r, ok := l.Snapshot().Stats.Overall.LastRate()
+		return natsembed.Check(ok && r == 0, "rate %v (known %v) while quiet", r, ok)
+	})
+	d := l.Snapshot()
+	assert.Equal(t, int64(800), d.Stats.Stats.TotalRequests)
+	assert.Contains(t, frameOf(l, ViewStats, 0), "last stats "+d.Stats.At.Format("15:04:05"), "the counters' age is shown")
+	assert.Equal(t, int64(1), m.asked.Load(), "top asked fed.stats after start")
+
+	// The followed instance stays quiet: another's event is taken.
+	behind.TotalRequests = 900
+	m.publishStats(t, "health-2", behind)
+	eventually(t, l, ViewStats, "requests 900")
+
+	// A stats event that does not decode is counted, not shown.
+	require.NoError(t, m.nc.Publish(m.subj.HealthStats(), []byte(`{"health":"h","stats":{"total_requests":-5}}`)))
+	out = eventually(t, l, ViewStats, "ignored (did not decode)", "fed.health.stats", "negative count")
+	assert.Contains(t, out, "requests 900")
 }
 
 func TestTUILiveFollowsChangesAsTheyHappen(t *testing.T) {

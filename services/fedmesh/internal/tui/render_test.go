@@ -13,6 +13,9 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/record"
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 func mustJSON(v any) []byte {
@@ -126,6 +129,45 @@ func TestTUIRenderEveryViewAtEveryWidth(t *testing.T) {
 	}
 }
 
+// Issue 17: "why did my request go to that node" must be answerable at 80
+// columns with real ids (22-character NUIDs, long node and model names):
+// NODE, SCORE, DECIDED BY and OUTCOME always stay, then REQUEST and ATT;
+// what goes is the less important columns, from the least important end.
+func TestTUIRoutingKeepsTheWhyWhenNarrow(t *testing.T) {
+	s := newState(t0)
+	var ds []record.Decision
+	for i, node := range []string{"us-west-gpu-1", "ap-south-cpu-1"} {
+		d := record.Decision{RequestID: fmt.Sprintf("QsmH1lu0ShVS7IJGsrWb%02d", i), Capability: wire.CapGenerate,
+			Model: "qwen2.5-coder-32b-instruct", Tenant: "acme-research", Node: node, Score: 1.065, DecidedBy: "latency",
+			Strategy: record.StrategyLeastLatency, Attempts: 2, Takeover: "eu-west-gpu-2", Time: t0}
+		ds = append(ds, d)
+		s.applyOutcome(record.Outcome{Kind: record.OutcomeCompleted, NodeID: node, RequestID: d.RequestID, OK: i == 0,
+			Code: map[bool]int{true: 0, false: 503}[i == 0], LatencyMs: 1234, Time: t0})
+	}
+	s.applyDecisions(record.Decisions{Router: "router-7f3a", Decisions: ds}, t0)
+	d := s.snapshot(t0)
+	for _, tc := range []struct {
+		width       int
+		shown, gone []string
+	}{
+		{80, []string{"REQUEST", "NODE", "SCORE", "DECIDED BY", "ATT", "OUTCOME"}, []string{"ROUTER", "STRATEGY", "TIME"}},
+		{60, []string{"NODE", "SCORE", "DECIDED BY", "OUTCOME"}, []string{"REQUEST", "ATT", "MODEL", "TIME"}},
+	} {
+		out, _ := frame{view: ViewRouting, width: tc.width, now: t0, th: plainTheme}.render(&d)
+		for _, h := range tc.shown {
+			assert.Regexp(t, `(^|\s)`+regexp.QuoteMeta(h)+`(\s|$)`, out, "width %d: column %s", tc.width, h)
+		}
+		for _, h := range tc.gone {
+			assert.NotRegexp(t, `(^|\s)`+regexp.QuoteMeta(h)+`(\s|$)`, out, "width %d: column %s", tc.width, h)
+		}
+		rowWith(t, out, "us-west-gpu-1", "1.065", "latency", "ok")
+		rowWith(t, out, "ap-south-cpu-1", "1.065", "latency", "503")
+		for _, l := range strings.Split(out, "\n") {
+			assert.LessOrEqual(t, ansi.StringWidth(l), tc.width, "width %d: %q", tc.width, l)
+		}
+	}
+}
+
 func sizeName(w, h int) string {
 	if w == 0 {
 		return "unlimited"
@@ -209,9 +251,42 @@ func TestTUIFlowAndFitLine(t *testing.T) {
 	items := []string{"requests 10", "ok 9", "failed 1", "tokens 100"}
 	assert.Equal(t, []string{"requests 10  ok 9  failed 1  tokens 100"}, flow(items, 0))
 	assert.Equal(t, []string{"requests 10  ok 9", "failed 1  tokens 100"}, flow(items, 20))
-	line := fitLine([]item{{"title", 0}, {"state", 0}, {"long-url-here", 2}, {"12:00:00", 3}}, 24)
-	assert.Equal(t, "title  state  12:00:00", line, "the lowest priority that still fits stays")
-	assert.Equal(t, "title  state", fitLine([]item{{"title", 0}, {"state", 0}, {"long-url-here", 2}}, 14))
+	items2 := []item{{"title", 0}, {"state", 0}, {"long-url-here", 2}, {"12:00:00", 3}}
+	for _, tc := range []struct {
+		width int
+		want  string
+	}{
+		{0, "title  state  long-url-here  12:00:00"},
+		{37, "title  state  long-url-here  12:00:00"},
+		{36, "title  state  long-url-here"},
+		// The clock would fit in 24, but the more important URL does not:
+		// nothing less important than a dropped item is shown.
+		{24, "title  state"},
+		{5, "title  state"}, // prio 0 always
+	} {
+		assert.Equal(t, tc.want, fitLine(items2, tc.width), "width %d", tc.width)
+	}
+}
+
+// fit drops from the least important end: once a column does not fit, no
+// less important one is shown, however narrow; equal prio keeps the left.
+func TestTUIFitDropsTheLeastImportant(t *testing.T) {
+	cols := []column{{head: "A"}, {head: "B", prio: 2}, {head: "C", prio: 1}, {head: "D", prio: 1}, {head: "E", prio: 3}}
+	widths := []int{4, 10, 6, 6, 1}
+	for _, tc := range []struct {
+		width int
+		want  []int
+	}{
+		{0, []int{0, 1, 2, 3, 4}},
+		{4, []int{0}},
+		{15, []int{0, 2}},          // C fits, D (as important, further right) not: E would, but is less important
+		{23, []int{0, 2, 3}},       // B (10) does not fit: E (1) would, but is less important
+		{32, []int{0, 1, 2, 3}},    // E needs 3 more
+		{35, []int{0, 1, 2, 3, 4}}, // all
+		{1, []int{0}},              // prio 0 even when it does not fit
+	} {
+		assert.Equal(t, tc.want, fit(cols, widths, tc.width), "width %d", tc.width)
+	}
 }
 
 func TestTUISparkline(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/fedmesh/fedmesh/services/health/health"
 	"github.com/fedmesh/fedmesh/services/router/router"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/record"
@@ -18,7 +19,7 @@ const (
 	maxRoutes        = 1000 // rows of the routing tail
 	maxPending       = 4096 // outcomes waiting for their decision (decisions are batched, outcomes are not)
 	modelWindow      = 500  // successful requests behind a model's percentiles
-	seriesLen        = 60   // fed.stats answers behind a sparkline
+	seriesLen        = 60   // points behind a sparkline (stats events, and quiet ticks)
 	maxTenantSeries  = 1000 // tenants with a sparkline; the rest show "-"
 	unfinishedWithin = wire.DefaultTimeout
 )
@@ -32,7 +33,14 @@ const (
 	srcDecisions = "fed.router.decisions"
 	srcOutcomes  = "fed.outcome.*"
 	srcUnplaced  = "fed.router.unplaced"
+	srcStats     = "fed.health.stats"
 )
+
+// statsQuiet: a followed health instance that published nothing for this
+// long has nothing new (it publishes every change within
+// health.StatsEventEvery): the mesh is quiet, its rate is zero, and an
+// event of another instance may be taken.
+const statsQuiet = 2 * health.StatsEventEvery
 
 // state is what the source has seen, updated by one apply call at a time
 // (the source holds its lock) and copied out by snapshot.
@@ -49,7 +57,10 @@ type state struct {
 	pendQ   []string // request ids of pending, oldest first
 
 	stats     StatsData
-	prevStats *record.Stats
+	prevStats *record.Stats // the counters behind the newest point
+	pointAt   time.Time     // when the newest point was added
+	statsFrom string        // the health instance followed ("" = any)
+	statsRecv time.Time     // when the last stats were taken
 	config    map[string]*ConfigEntry
 	ignored   map[string]*Ignored
 }
@@ -385,28 +396,61 @@ func (s *state) applyUnplaced(u record.Unplaced, now time.Time) {
 	r.Unplaced = &u
 }
 
-// applyStats records one fed.stats answer and extends the sparklines.
-func (s *state) applyStats(st record.Stats, at time.Time) {
-	prev, prevAt := s.prevStats, s.stats.At
+// applyStats takes one stats answer (from "": the fed.stats reply) or
+// event (from: the publishing health instance) and extends the
+// sparklines. Every instance converges on the same counters, but two
+// interleaved would make a saw of the rates: top follows one instance,
+// and takes another's event only once the followed one has been quiet
+// for statsQuiet (it went away, or the mesh went quiet). A fed.stats
+// reply names no instance: the next event of any is taken.
+func (s *state) applyStats(from string, st record.Stats, at time.Time) {
+	if from != "" && s.statsFrom != "" && from != s.statsFrom && at.Sub(s.statsRecv) < statsQuiet {
+		return
+	}
+	s.statsFrom, s.statsRecv = from, at
+	prev, prevAt := s.prevStats, s.pointAt
 	rate := func(cur int64, prevTotal func(*record.Stats) (int64, bool)) float64 {
 		if prev == nil {
 			return math.NaN()
 		}
 		p, ok := prevTotal(prev)
 		dt := at.Sub(prevAt).Seconds()
-		if !ok || dt <= 0 || cur < p { // a health restart resets counters
+		if !ok || dt <= 0 || cur < p { // counters reset (fed_health wiped)
 			return math.NaN()
 		}
 		return float64(cur-p) / dt
 	}
-	s.stats.Overall = extend(s.stats.Overall, rate(st.TotalRequests, func(p *record.Stats) (int64, bool) {
-		return p.TotalRequests, true
+	s.addPoint(st, at, func(c record.Counters, prevOf func(*record.Stats) (record.Counters, bool)) float64 {
+		return rate(c.TotalRequests, func(p *record.Stats) (int64, bool) {
+			pc, ok := prevOf(p)
+			return pc.TotalRequests, ok
+		})
+	})
+	s.stats.Have, s.stats.At, s.stats.Stats, s.stats.Err = true, at, st, ""
+	s.prevStats = &st
+}
+
+// statsQuietTick adds a zero-rate point when no stats came for statsQuiet:
+// health publishes every change, so none means no request ended.
+func (s *state) statsQuietTick(now time.Time) {
+	if !s.stats.Have || now.Sub(s.statsRecv) < statsQuiet {
+		return
+	}
+	s.addPoint(s.stats.Stats, now, func(record.Counters, func(*record.Stats) (record.Counters, bool)) float64 { return 0 })
+}
+
+// addPoint extends every series with a point at at: rate of each slice
+// (given the slice's counters and how to find it in the previous stats)
+// and its p99.
+func (s *state) addPoint(st record.Stats, at time.Time, rate func(record.Counters, func(*record.Stats) (record.Counters, bool)) float64) {
+	s.stats.Overall = extend(s.stats.Overall, rate(st.Counters, func(p *record.Stats) (record.Counters, bool) {
+		return p.Counters, true
 	}), st.LatencyP99Ms)
 	nodes := make(map[string]Series, len(st.Nodes))
 	for id, c := range st.Nodes {
-		nodes[id] = extend(s.stats.Nodes[id], rate(c.TotalRequests, func(p *record.Stats) (int64, bool) {
+		nodes[id] = extend(s.stats.Nodes[id], rate(c, func(p *record.Stats) (record.Counters, bool) {
 			pc, ok := p.Nodes[id]
-			return pc.TotalRequests, ok
+			return pc, ok
 		}), c.LatencyP99Ms)
 	}
 	tenants := make(map[string]Series, min(len(st.Tenants), maxTenantSeries))
@@ -415,14 +459,13 @@ func (s *state) applyStats(st record.Stats, at time.Time) {
 			break
 		}
 		c := st.Tenants[name]
-		tenants[name] = extend(s.stats.Tenants[name], rate(c.TotalRequests, func(p *record.Stats) (int64, bool) {
+		tenants[name] = extend(s.stats.Tenants[name], rate(c, func(p *record.Stats) (record.Counters, bool) {
 			pc, ok := p.Tenants[name]
-			return pc.TotalRequests, ok
+			return pc, ok
 		}), c.LatencyP99Ms)
 	}
 	s.stats.Nodes, s.stats.Tenants = nodes, tenants
-	s.stats.Have, s.stats.At, s.stats.Stats, s.stats.Err = true, at, st, ""
-	s.prevStats = &st
+	s.pointAt = at
 }
 
 func (s *state) statsFailed(err error, at time.Time) {

@@ -282,9 +282,9 @@ func TestTUIStateStatsSeries(t *testing.T) {
 		return record.Stats{State: record.MeshReady, Counters: record.Counters{TotalRequests: total, LatencyP99Ms: p99},
 			Nodes: map[string]record.Counters{"n1": {TotalRequests: node}}, Tenants: map[string]record.Counters{"acme": {TotalRequests: total}}}
 	}
-	s.applyStats(st(10, 5, 0), t0)
-	s.applyStats(st(30, 15, 200), t0.Add(2*time.Second))
-	s.applyStats(st(4, 1, 100), t0.Add(3*time.Second)) // health restarted
+	s.applyStats("h1", st(10, 5, 0), t0)
+	s.applyStats("h1", st(30, 15, 200), t0.Add(2*time.Second))
+	s.applyStats("h1", st(4, 1, 100), t0.Add(3*time.Second)) // health restarted
 	d := s.snapshot(t0)
 	o := d.Stats.Overall
 	require.Len(t, o.Rate, 3)
@@ -299,9 +299,45 @@ func TestTUIStateStatsSeries(t *testing.T) {
 	assert.False(t, ok)
 
 	for i := range 2 * seriesLen {
-		s.applyStats(st(int64(100+i), 1, 1), t0.Add(time.Duration(10+i)*time.Second))
+		s.applyStats("h1", st(int64(100+i), 1, 1), t0.Add(time.Duration(10+i)*time.Second))
 	}
 	assert.Len(t, s.snapshot(t0).Stats.Overall.Rate, seriesLen)
+}
+
+// Stats come from one health instance at a time; a quiet mesh's rate is
+// zero, and then another instance may be followed.
+func TestTUIStateStatsFollowOneInstance(t *testing.T) {
+	s := newState(t0)
+	st := func(total int64) record.Stats { return record.Stats{Counters: record.Counters{TotalRequests: total}} }
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	last := func() (float64, bool) { return s.snapshot(t0).Stats.Overall.LastRate() }
+	cases := []struct {
+		name  string
+		apply func()
+		total int64
+		rate  float64 // NaN: unknown
+	}{
+		{"the fed.stats answer", func() { s.applyStats("", st(10), at(0)) }, 10, math.NaN()},
+		{"any instance's event after it", func() { s.applyStats("h1", st(20), at(1000)) }, 20, 10},
+		{"another instance while h1 is alive", func() { s.applyStats("h2", st(19), at(1500)) }, 20, 10},
+		{"h1 again", func() { s.applyStats("h1", st(30), at(2000)) }, 30, 10},
+		{"a tick before quiet", func() { s.statsQuietTick(at(3000)) }, 30, 10},
+		{"a quiet tick", func() { s.statsQuietTick(at(4000)) }, 30, 0},
+		{"h2 once h1 is quiet", func() { s.applyStats("h2", st(40), at(5000)) }, 40, 10},
+		{"h1 now that h2 is followed", func() { s.applyStats("h1", st(99), at(5500)) }, 40, 10},
+		{"counters reset", func() { s.applyStats("h2", st(3), at(6000)) }, 3, math.NaN()},
+	}
+	for _, tc := range cases {
+		tc.apply()
+		assert.Equal(t, tc.total, s.snapshot(t0).Stats.Stats.TotalRequests, tc.name)
+		r, ok := last()
+		if math.IsNaN(tc.rate) {
+			assert.False(t, ok, "%s: rate %v", tc.name, r)
+		} else if assert.True(t, ok, tc.name) {
+			assert.InDelta(t, tc.rate, r, 1e-9, tc.name)
+		}
+	}
+	assert.Len(t, s.snapshot(t0).Stats.Overall.Rate, 6, "a point per stats taken and per quiet tick")
 }
 
 // Outcomes that beat their batched decision are joined and forgotten: the

@@ -14,7 +14,9 @@ import (
 // placeholder for missing data is "-".
 
 // column of a table. prio 0 is always shown; when the width is short the
-// others are added in increasing prio while they fit.
+// others are added in order of importance (increasing prio, left first
+// among equals) until one does not fit: that one and every less
+// important one are dropped.
 type column struct {
 	head   string
 	right  bool
@@ -95,8 +97,11 @@ func (c column) headText(key SortKey) string {
 }
 
 // fit picks the columns shown in width (0: every column): every prio-0
-// column, then the rest by increasing prio (left first among equals)
-// while the line still fits. The result is in table order.
+// column, then the rest in order of importance (increasing prio, left
+// first among equals) up to the first that does not fit. A narrow
+// layout so drops the least important columns, never a more important
+// one while showing a less important one that happens to be narrower.
+// The result is in table order.
 func fit(cols []column, widths []int, width int) []int {
 	all := make([]int, len(cols))
 	for i := range all {
@@ -111,10 +116,11 @@ func fit(cols []column, widths []int, width int) []int {
 	used := -gap
 	for _, c := range order {
 		need := widths[c] + gap
-		if cols[c].prio == 0 || used+need <= width {
-			keep[c] = true
-			used += need
+		if cols[c].prio != 0 && used+need > width {
+			break
 		}
+		keep[c] = true
+		used += need
 	}
 	var out []int
 	for _, c := range all {
@@ -219,7 +225,8 @@ func (t *table) render(width int, key SortKey, th theme) (head string, lines []s
 }
 
 // item of a line of label-value pairs: prio 0 is always shown, others are
-// dropped (highest prio first) when the line is short.
+// dropped (the least important first, as fit drops columns) when the line
+// is short.
 type item struct {
 	text string // may hold colour codes
 	prio int

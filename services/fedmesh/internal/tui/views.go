@@ -346,11 +346,13 @@ func maxConcurrency(n *NodeData) int {
 func routingView(d *Data, b *body) {
 	b.items(b.th("dim", "fed.router.decisions joined with fed.outcome.* and fed.router.unplaced"),
 		b.th("dim", "since "+d.Since.Format("15:04:05")), b.th("dim", fmt.Sprintf("%d rows", len(d.Routes))))
+	// NODE, SCORE, DECIDED BY and OUTCOME answer "why did my request go to
+	// that node": always shown; then the request and its attempts.
 	t := &table{empty: "no decisions yet (routers publish them as they place requests)", cols: []column{
 		{head: "TIME", prio: 4, sortBy: noSort}, {head: "REQUEST", prio: 1, sortBy: noSort},
 		{head: "CAP", prio: 3, sortBy: noSort}, {head: "MODEL", prio: 2, sortBy: noSort},
 		{head: "TENANT", prio: 3, sortBy: noSort}, {head: "NODE", sortBy: noSort},
-		{head: "SCORE", right: true, prio: 1, sortBy: noSort}, {head: "DECIDED BY", sortBy: noSort},
+		{head: "SCORE", right: true, sortBy: noSort}, {head: "DECIDED BY", sortBy: noSort},
 		{head: "ATT", right: true, prio: 1, sortBy: noSort}, {head: "OUTCOME", sortBy: noSort},
 		{head: "STRATEGY", prio: 5, sortBy: noSort}, {head: "QUEUED", right: true, prio: 5, sortBy: noSort},
 		{head: "TAKEOVER", prio: 4, sortBy: noSort}, {head: "PRED TTFT", right: true, prio: 5, sortBy: noSort},
@@ -480,7 +482,9 @@ func statsView(d *Data, b *body) {
 		b.kv("latency p50", msUnit(st.LatencyP50Ms)), b.kv("p99", msUnit(st.LatencyP99Ms)),
 		b.kv("avg", msUnit(st.AvgLatencyMs)), b.kv("ttft p50", msUnit(st.TTFTP50Ms)))
 	b.items(b.kv("req/s", sparkline(s.Overall.Rate, 2*sparkWidth)), b.kv("p99 ms", sparkline(s.Overall.P99, 2*sparkWidth)),
-		b.th("dim", fmt.Sprintf("one point per fed.stats answer, since %s", d.Since.Format("15:04:05"))))
+		b.th("dim", fmt.Sprintf("a point per stats event, a zero per quiet interval, since %s", d.Since.Format("15:04:05"))),
+		// health publishes only changes: say how old the counters are
+		b.th("dim", "last stats "+s.At.Format("15:04:05")))
 
 	b.title("per node")
 	nt := &table{empty: "no node has served a request", cols: statsCols("NODE", SortNode)}
