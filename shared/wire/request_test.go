@@ -65,6 +65,13 @@ func TestParseSpecRejects(t *testing.T) {
 		{HdrStream, "yes please"},
 		{HdrTimeoutMs, "0"},
 		{HdrTimeoutMs, "99999999999"},
+		// the poison values: served with the default, a 1 ms
+		// deadline, or a day; and a tenant that was served but never counted
+		{HdrTimeoutMs, "9223372036854775807"},
+		{HdrTimeoutMs, "288230376151711745"},
+		{HdrTimeoutMs, "3600001"},
+		{HdrTimeoutMs, "1e3"},
+		{HdrTenant, strings.Repeat("t", MaxTenantLen+1)},
 		{HdrRequestID, strings.Repeat("x", 300)},
 		{HdrContinueSeq, "0"},
 		{HdrContinueSeq, "-3"},

@@ -94,6 +94,7 @@ func (s *Service) applyHeartbeat(hb *record.Heartbeat, now time.Time) {
 		n.instance = hb.InstanceID
 	}
 	n.lastAlive, n.lastReport, n.lastHeartbeat = now, now, now
+	n.aliveUntil = time.Time{} // heartbeats flow: their stop, not an older probe, says it died
 	n.bump(eventTime(hb.Time, now))
 	n.inFlight, n.queueDepth, n.hbMax = hb.InFlight, hb.QueueDepth, hb.MaxConcurrency
 	n.gpu, n.tps, n.draining, n.activeStreams = hb.GPUUtilization, hb.ThroughputTPS, hb.Draining, hb.ActiveStreams

@@ -43,8 +43,14 @@ func (s *Service) probe(ctx context.Context, id string) {
 		return
 	}
 	// A node that answers probes is alive even without heartbeats, until
-	// the next probe is due plus the usual grace.
-	n.aliveUntil = now.Add(s.cfg.CheckInterval + s.cfg.staleAfter())
+	// the next probe is due plus the usual grace. Only a node that is not
+	// heartbeating: one probed while its heartbeats flow (an idle unknown
+	// node) is judged by them, so its death is seen after the missed
+	// heartbeats, not up to CheckInterval later (routers take a lost node's
+	// requests over on that record).
+	if now.Sub(n.lastAlive) > s.cfg.staleAfter() {
+		n.aliveUntil = now.Add(s.cfg.CheckInterval + s.cfg.staleAfter())
+	}
 	n.lastReport = now
 	s.checkStale(n, now)
 	s.onSuccess(n, 0)

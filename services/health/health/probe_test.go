@@ -101,3 +101,55 @@ func TestIdleUnknownNodeIsProbedToHealthy(t *testing.T) {
 	})
 	assert.GreaterOrEqual(t, probes.Load(), int32(2), "two successes come from two probes")
 }
+
+// A good probe keeps alive only a node that was not heartbeating: a node
+// probed while it heartbeats (an idle unknown one) that then dies is
+// unhealthy after its missed heartbeats, not CheckInterval later (routers
+// take a lost node's requests over on that record; the chaos run's first
+// kill, right after the idle start-up probes, left its streams waiting).
+// A node that only answers probes stays alive between them.
+func TestProbeDoesNotHideADeadHeartbeatingNode(t *testing.T) {
+	cases := []struct {
+		name       string
+		heartbeats bool
+		wantStale  bool // unhealthy 500 ms after the last sign of life
+	}{
+		{"heartbeating node dies after a probe", true, true},
+		{"node that only answers probes", false, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			cfg := probeConfig()
+			cfg.CheckInterval = 700 * time.Millisecond // a probe's grace: 700 + 150 ms, more than the 500 ms below
+			var answering atomic.Bool
+			answering.Store(true)
+			probes := h.answerProbes("n1", func(m *nats.Msg) {
+				if answering.Load() {
+					answerOK(m)
+				}
+			})
+			h.register("n1")
+			h.start(cfg)
+			natsembed.Eventually(t, 5*time.Second, func() error {
+				if c.heartbeats {
+					h.heartbeat("n1")
+				}
+				return natsembed.Check(probes.Load() >= 1, "n1 not probed yet")
+			})
+			if c.heartbeats {
+				h.heartbeat("n1")
+				answering.Store(false) // dead: no heartbeat, no probe answer
+			}
+			dead := time.Now()
+			time.Sleep(500 * time.Millisecond)
+			r := h.record("n1")
+			require.NotNil(t, r)
+			if c.wantStale {
+				assert.Equal(t, record.StateUnhealthy, r.State, "500 ms after its last heartbeat (3 missed = 150 ms)")
+				return
+			}
+			assert.NotEqual(t, record.StateUnhealthy, r.State, "a node answering probes is alive %s after its first probe", time.Since(dead))
+		})
+	}
+}

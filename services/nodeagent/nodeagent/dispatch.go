@@ -315,7 +315,7 @@ func (s *Service) admit(j *job) (string, int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case s.draining:
+	case s.draining || !s.serving:
 		return wire.StatusDraining, s.active
 	case s.active >= s.cfg.MaxConcurrency:
 		return wire.StatusBusy, s.active
@@ -414,7 +414,7 @@ func (s *Service) handleProbe(req micro.Request) {
 	s.mu.Lock()
 	a := probeAnswer{NodeID: s.cfg.NodeID, Status: "ok", InFlight: s.active, MaxConcurrency: s.cfg.MaxConcurrency,
 		Backend: s.cfg.Backend.Name(), LateDispatches: s.lateDispatches.Load()}
-	if s.draining {
+	if s.draining || !s.serving {
 		a.Status = wire.StatusDraining
 	}
 	s.mu.Unlock()

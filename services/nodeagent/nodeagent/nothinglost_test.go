@@ -453,6 +453,59 @@ func TestRestartedAgentWaitsOutThePreviousInstance(t *testing.T) {
 	}
 }
 
+// While it waits out its previous instance the agent sends no heartbeat
+// (health must see the dead instance go silent, so routers take its
+// requests over) and answers dispatches draining (a router retries
+// elsewhere, not a failure) and probes "draining"; once registered it
+// heartbeats at once and serves.
+func TestWaitingInstanceIsSilentAndServesNothing(t *testing.T) {
+	r := newRigNoCatalog(t)
+	cat := startFakeCatalog(t, r.nc, &fakeCatalog{conflicts: 1 << 30})
+	hbs := make(chan *nats.Msg, 64)
+	sub, err := r.nc.ChanSubscribe(subject.Default.Heartbeat("n1"), hbs)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, r.nc.Flush())
+	cfg := testConfig("n1", synthetic.New(synthetic.Config{}))
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	s, err := New(r.conn(), cfg, natsembed.Logger(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Stop() })
+	started := make(chan error, 1)
+	go func() { started <- s.Start(context.Background()) }()
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		return natsembed.Check(cat.refusals() >= 3, "%d refusals so far", cat.refusals())
+	})
+	assert.Equal(t, wire.StatusDraining, r.dispatch("n1", "x").status, "no work while a previous instance holds the id")
+	pr, err := r.nc.Request(subject.Default.NodeProbe("n1"), nil, 2*time.Second)
+	require.NoError(t, err)
+	var pa probeAnswer
+	require.NoError(t, json.Unmarshal(pr.Data, &pa))
+	assert.Equal(t, wire.StatusDraining, pa.Status)
+	time.Sleep(3 * cfg.HeartbeatInterval)
+	assert.Empty(t, hbs, "no heartbeat while waiting out the previous instance")
+
+	cat.mu.Lock()
+	cat.conflicts = 0 // the previous instance expired
+	cat.mu.Unlock()
+	select {
+	case err := <-started:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Start did not return after the id was free")
+	}
+	select {
+	case m := <-hbs:
+		var hb record.Heartbeat
+		require.NoError(t, json.Unmarshal(m.Data, &hb))
+		assert.Equal(t, s.InstanceID(), hb.InstanceID)
+		assert.False(t, hb.Draining)
+	case <-time.After(2 * time.Second):
+		t.Fatal("no heartbeat once registered")
+	}
+	assert.Equal(t, wire.StatusAccepted, r.dispatch("n1", "x").status, "serving once registered")
+}
+
 func TestNodeTTLHint(t *testing.T) {
 	d, ok := nodeTTLHint(`node_id "n1" is registered by another live instance ("x"); it expires 10s after its last heartbeat`)
 	assert.True(t, ok)

@@ -35,7 +35,13 @@ type Service struct {
 	active   int               // len of all jobs
 	waiting  int               // accepted jobs without a first token yet
 	draining bool
-	tps      float64 // EWMA of per-request tokens/s
+	// serving: the first registration succeeded. Before it every dispatch
+	// is answered draining (a restarted agent waiting out its previous
+	// instance could otherwise take requests routed by that instance's
+	// record, which routers then count as lost with it once this one's
+	// record replaces it).
+	serving bool
+	tps     float64 // EWMA of per-request tokens/s
 
 	replay *replays      // streams' messages kept for fed.node.<id>.replay
 	load   *scraper      // the model server's own load (scrape.go); nil: not scraped
@@ -117,13 +123,20 @@ func (s *Service) start(ctx context.Context) error {
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("node %s: flush subscriptions: %w", s.cfg.NodeID, err)
 	}
-	// Heartbeats before registration: the catalog judges liveness by them,
-	// and health learns the node's load as soon as routers can pick it.
-	s.loops.Go(s.heartbeatLoop)
+	// Heartbeats only once registered (the registration itself is the
+	// catalog's first sign of life). A restarted agent waiting out its
+	// previous instance (409) stays silent meanwhile: its heartbeats would
+	// keep health from marking the node silent, and routers take the dead
+	// instance's requests over on that mark, not node_ttl later when this
+	// one's record replaces it.
 	if err := s.register(ctx); err != nil {
 		return err
 	}
 	s.registered = true
+	s.mu.Lock()
+	s.serving = true
+	s.mu.Unlock()
+	s.loops.Go(s.heartbeatLoop) // its first heartbeat goes out at once
 	// From now on a vanished record (expired after a hang, deleted by
 	// hand) brings a new registration at once.
 	s.loops.Go(s.followRecord)

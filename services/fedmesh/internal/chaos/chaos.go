@@ -87,8 +87,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	defer h.l.close()
 	h.l.run(ctx)
-	logf("load: %d closed-loop clients (half streamed), %v deadline", o.Clients, o.ClientTimeout)
-	sleepUntil(ctx, t0.Add(o.Warmup))
+	logf("load: %d closed-loop clients (half streamed), %v deadline; no fault for %v", o.Clients, o.ClientTimeout, o.Warmup+o.Calm)
+	sleepUntil(ctx, t0.Add(o.Warmup+o.Calm))
 
 	tail := inputTail
 	if o.SkipInput {
@@ -146,6 +146,8 @@ func Run(ctx context.Context, o Options) (err error) {
 		outs = append(outs, outcome{start: q.start, end: q.end, verdict: q.verdict})
 	}
 	r.Total = summarize(outs)
+	r.Calm = calmPhase(t0, runs, outs, loadEnd)
+	r.Slots, r.Clients = o.Nodes*o.MaxConcurrency, o.Clients
 	r.Before = analyze(runs, outs, loadEnd)
 	r.Faults = runs
 	r.Examples = examples(reqs, t0, 12)

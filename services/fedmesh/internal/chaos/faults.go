@@ -58,9 +58,10 @@ func faultByName(name string) *fault {
 }
 
 // phases lays the chosen faults out over the load: each gets an equal
-// share of what is left after warm-up and the bad input, at least its hold.
+// share of what is left after warm-up, the fault-free phase and the bad
+// input, at least its hold.
 func phases(o *Options, chosen []*fault, tail time.Duration) []time.Duration {
-	avail := o.Duration - o.Warmup - tail
+	avail := o.Duration - o.Warmup - o.Calm - tail
 	out := make([]time.Duration, len(chosen))
 	if len(chosen) == 0 {
 		return out

@@ -18,7 +18,9 @@ import (
 // Defaults of a full run (the fault run); zero fields of Options
 // take them. Short variants are in ShortOptions.
 const (
-	DefaultDuration       = 120 * time.Second
+	// DefaultDuration is the whole load: DefaultCalm without faults after
+	// the warm-up, then 120 s with the faults and the bad input.
+	DefaultDuration       = 135 * time.Second
 	DefaultClients        = 24
 	DefaultNodes          = 6
 	DefaultBinDir         = "bin"
@@ -33,7 +35,8 @@ const (
 	DefaultServerDown     = 15 * time.Second // the killed meta leader comes back after this
 	DefaultStopFor        = 10 * time.Second // SIGSTOP … SIGCONT
 	DefaultWarmup         = 5 * time.Second
-	DefaultLinger         = 3 * time.Second // late messages are awaited this long after the load
+	DefaultCalm           = 15 * time.Second // fault-free load after the warm-up, before the first fault
+	DefaultLinger         = 3 * time.Second  // late messages are awaited this long after the load
 )
 
 // Options of a chaos run.
@@ -59,7 +62,12 @@ type Options struct {
 	ServerDown     time.Duration
 	StopFor        time.Duration
 	Warmup         time.Duration
-	Linger         time.Duration
+	// Calm is load without faults after the warm-up: every request that
+	// ends before the first fault must be a strict success and none a 503
+	// (the "without faults 100 % and 0 503s with spare capacity";
+	// the clients are fewer than the nodes' slots).
+	Calm   time.Duration
+	Linger time.Duration
 	// NodeTTL is passed to the catalogs as --node-ttl when set (0: their
 	// default, 10 s). The short run sets it below StopFor so a stopped node
 	// still outlives its record, as in the full run.
@@ -80,11 +88,11 @@ type Options struct {
 	workDir string
 }
 
-// ShortOptions are the ≤ 60 s variant: 4 nodes, 10 clients, shorter holds
+// ShortOptions are the ≤ 60 s variant: 4 nodes, 10 clients, a 3 s fault-free phase after the warm-up, shorter holds
 // and recovery, every fault, the bad input.
 func ShortOptions() Options {
 	return Options{
-		Duration: 36 * time.Second, Clients: 10, Nodes: 4, Short: true,
+		Duration: 36 * time.Second, Clients: 10, Nodes: 4, Short: true, Calm: 3 * time.Second,
 		RestartDelay: 2 * time.Second, ServerDown: 5 * time.Second, StopFor: 5 * time.Second,
 		NodeTTL: 4 * time.Second, ResetTimeout: 8 * time.Second, Warmup: 3 * time.Second, Linger: 1500 * time.Millisecond,
 		MinTokens: 20, MaxTokens: 60,
@@ -104,6 +112,7 @@ func (o Options) withDefaults() Options {
 		o.NodeTTL = pick(o.NodeTTL, s.NodeTTL)
 		o.ResetTimeout = pick(o.ResetTimeout, s.ResetTimeout)
 		o.Warmup = pick(o.Warmup, s.Warmup)
+		o.Calm = pick(o.Calm, s.Calm)
 		o.Linger = pick(o.Linger, s.Linger)
 		o.MinTokens = pick(o.MinTokens, s.MinTokens)
 		o.MaxTokens = pick(o.MaxTokens, s.MaxTokens)
@@ -129,6 +138,7 @@ func (o Options) withDefaults() Options {
 	o.ServerDown = pick(o.ServerDown, DefaultServerDown)
 	o.StopFor = pick(o.StopFor, DefaultStopFor)
 	o.Warmup = pick(o.Warmup, DefaultWarmup)
+	o.Calm = pick(o.Calm, DefaultCalm)
 	o.Linger = pick(o.Linger, DefaultLinger)
 	return o
 }
@@ -158,8 +168,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("client timeout must be in [1s, 1h], got %v", o.ClientTimeout)
 	case o.MaxConcurrency < 1:
 		return fmt.Errorf("max concurrency must be at least 1, got %d", o.MaxConcurrency)
-	case o.RestartDelay < 0 || o.ServerDown < 0 || o.StopFor < 0 || o.Warmup < 0 || o.Linger < 0 || o.NodeTTL < 0 || o.ResetTimeout < 0:
-		return errors.New("restart delay, server down, stop for, warmup, linger and node ttl must not be negative")
+	case o.RestartDelay < 0 || o.ServerDown < 0 || o.StopFor < 0 || o.Warmup < 0 || o.Calm < 0 || o.Linger < 0 || o.NodeTTL < 0 || o.ResetTimeout < 0:
+		return errors.New("restart delay, server down, stop for, warmup, calm, linger and node ttl must not be negative")
 	}
 	for _, f := range o.Faults {
 		if faultByName(f) == nil {

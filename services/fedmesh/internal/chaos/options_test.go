@@ -15,12 +15,15 @@ func TestOptionsDefaults(t *testing.T) {
 	assert.Equal(t, DefaultClients, o.Clients)
 	assert.Equal(t, DefaultNodes, o.Nodes)
 	assert.Equal(t, DefaultStopFor, o.StopFor)
+	assert.Equal(t, DefaultCalm, o.Calm)
+	assert.Equal(t, 120*time.Second, o.Duration-o.Calm, "the issue's 120 s of faults after the fault-free phase")
 	assert.Zero(t, o.NodeTTL, "the full run keeps the catalog's node_ttl")
 	assert.Zero(t, o.ResetTimeout, "the full run keeps health's reset_timeout")
 
 	s := Options{Short: true}.withDefaults()
 	require.NoError(t, s.Validate())
 	assert.Equal(t, ShortOptions().Duration, s.Duration)
+	assert.Positive(t, s.Calm, "the short run has a fault-free phase too")
 	assert.Less(t, s.NodeTTL, s.StopFor, "a stopped node outlives its record in the short run too")
 	assert.Less(t, s.StopFor+s.ResetTimeout, afterWait, "a circuit the SIGSTOP phase opened is half_open again before the check after the bad input gives up")
 	assert.Equal(t, 7, Options{Short: true, Clients: 7}.withDefaults().Clients, "a flag beats the short default")
@@ -70,7 +73,7 @@ func TestPhasesFitTheBudget(t *testing.T) {
 				chosen[i] = &faults[i]
 			}
 			ls := phases(&o, chosen, inputTail)
-			total := o.Warmup + inputTail
+			total := o.Warmup + o.Calm + inputTail
 			for i, l := range ls {
 				assert.GreaterOrEqual(t, l, chosen[i].hold(&o), chosen[i].name)
 				total += l

@@ -255,11 +255,37 @@ func firstCleanWindow(start, end time.Time, sent []outcome) time.Duration {
 	return -1
 }
 
+// calm is the fault-free phase: the requests that ended before the first
+// fault (or the bad input) started.
+type calm struct {
+	summary
+	End time.Duration // the first fault's offset from the load's start
+}
+
+// calmPhase judges the load before the first of runs (all of it when
+// there is none).
+func calmPhase(t0 time.Time, runs []*faultRun, outs []outcome, loadEnd time.Time) calm {
+	end := loadEnd
+	if len(runs) > 0 {
+		end = runs[0].At
+	}
+	var in []outcome
+	for _, o := range outs {
+		if o.end.Before(end) {
+			in = append(in, o)
+		}
+	}
+	return calm{summary: summarize(in), End: end.Sub(t0)}
+}
+
 // report is everything the tables show.
 type report struct {
 	Title    string
 	Setup    string
 	Total    summary
+	Calm     calm // the fault-free phase
+	Slots    int  // the nodes' slots (nodes × max_concurrency): spare capacity when above Clients
+	Clients  int
 	Faults   []*faultRun
 	Before   summary // failures before the first fault
 	T0       time.Time
@@ -274,6 +300,16 @@ func (r *report) targetsMet() (bool, []string) {
 	var miss []string
 	if p := r.Total.StrictPct(); p < TargetStrictSuccess {
 		miss = append(miss, fmt.Sprintf("strict success %.2f %% < %.1f %%", p, TargetStrictSuccess))
+	}
+	// without faults: 100 % and no 503 while there is spare capacity
+	switch c := r.Calm; {
+	case c.Requests == 0:
+		miss = append(miss, "no request ended in the fault-free phase")
+	case c.OK < c.Requests-c.Cut:
+		miss = append(miss, fmt.Sprintf("fault-free phase: %d of %d requests strict (%.2f %%, want 100 %%)", c.OK, c.Requests-c.Cut, c.StrictPct()))
+	}
+	if n := r.Calm.ErrorCodes[503]; n > 0 {
+		miss = append(miss, fmt.Sprintf("fault-free phase: %d × 503 with %d slots for %d clients", n, r.Slots, r.Clients))
 	}
 	if r.Total.Silence > 0 {
 		miss = append(miss, fmt.Sprintf("%d requests ended by the client's deadline", r.Total.Silence))
@@ -306,6 +342,10 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|\n")
 	fmt.Fprintf(w, "| %d | %.2f %% (%d) | %d | %d | %d | %d | %d | %s | %d |\n\n",
 		s.Requests, s.StrictPct(), s.OK, s.Silence, s.Double, s.Gaps, s.Wrong, s.After, s.codes(), s.Cut)
+	if c := r.Calm; c.Requests > 0 || c.End > 0 {
+		fmt.Fprintf(w, "Without faults (0.0 s to %s, the first fault; %d clients on %d slots): %d requests ended, %.2f %% strict (%d), error finals %s.\n\n",
+			fmtDur(c.End), r.Clients, r.Slots, c.Requests, c.StrictPct(), c.OK, c.codes())
+	}
 	if t := s.takeovers(); t != "" {
 		fmt.Fprintf(w, "Lost nodes: %s.\n\n", t)
 	}

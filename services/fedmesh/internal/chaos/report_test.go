@@ -98,6 +98,7 @@ func TestReportWrite(t *testing.T) {
 	r := &report{Title: "t", Setup: "s", T0: t0, Total: summarize(outs)}
 	r.Before = analyze([]*faultRun{f}, outs, at(30))
 	r.Faults = []*faultRun{f}
+	r.Calm, r.Slots, r.Clients = calmPhase(t0, r.Faults, outs, at(30)), 48, 24
 	r.Inputs = []inputResult{{Name: "a", Want: "400", Got: "400", OK: true}, {Name: "b|c", Want: "413", Got: "503"}}
 	r.After = []string{"fine"}
 	var buf bytes.Buffer
@@ -105,6 +106,8 @@ func TestReportWrite(t *testing.T) {
 	out := buf.String()
 	assert.Contains(t, out, "| requests | strict success | lost (silence) | double finals | gaps |")
 	assert.Contains(t, out, "| 123 | 97.56 % (120) | 1 | 1 | 0 | 0 | 0 | 503×1 | 0 |")
+	// steady(0, 30) ends 38 requests before 10.0 s (the last sent at 9.25 s)
+	assert.Contains(t, out, "Without faults (0.0 s to 10.0 s, the first fault; 24 clients on 48 slots): 38 requests ended, 100.00 % strict (38), error finals none.")
 	assert.Contains(t, out, "| SIGKILL node agent mid-stream | 10.0 s | node-2 | 3 | 1 silent, 1 two finals, 1 error 503; restarted node-2 exited with code 1 | 11.0 s |")
 	assert.Contains(t, out, "Malformed inputs: 2 sent, 1 answered as documented. Right after: NOT normal (fine).")
 	assert.Contains(t, out, `| b\|c | 413 | 503 |`)
@@ -115,12 +118,36 @@ func TestReportWrite(t *testing.T) {
 }
 
 func TestTargetsMet(t *testing.T) {
-	r := &report{Total: summarize(steady(0, 10)), AfterOK: true}
-	met, miss := r.targetsMet()
-	assert.True(t, met, miss)
-	r.Total.Silence = 1
-	met, _ = r.targetsMet()
-	assert.False(t, met)
+	fault := []*faultRun{{Name: "SIGKILL node agent mid-stream", At: at(10)}}
+	cases := []struct {
+		name string
+		outs []outcome // the whole load, 0–30 s
+		mut  func(r *report)
+		miss string // "" all met
+	}{
+		{"all met", steady(0, 30), nil, ""},
+		{"a silent request", steady(0, 30), func(r *report) { r.Total.Silence = 1 }, "client's deadline"},
+		{"a 503 without faults", append(steady(0, 30), bad(5, 5.1, ClassError, 503)), nil, "fault-free phase: 1 × 503 with 48 slots for 24 clients"},
+		{"a gap without faults", append(steady(0, 30), bad(5, 5.1, ClassGap, 0)), nil, "fault-free phase: 38 of 39 requests strict"},
+		{"a 503 after the fault only", append(steady(0, 30), bad(12, 12.1, ClassError, 503)), func(r *report) { r.Total = summarize(steady(0, 30)) }, ""},
+		{"no request before the first fault", steady(11, 30), nil, "no request ended in the fault-free phase"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &report{Total: summarize(tc.outs), AfterOK: true, Slots: 48, Clients: 24}
+			r.Calm = calmPhase(t0, fault, tc.outs, at(30))
+			if tc.mut != nil {
+				tc.mut(r)
+			}
+			met, miss := r.targetsMet()
+			if tc.miss == "" {
+				assert.True(t, met, miss)
+				return
+			}
+			assert.False(t, met)
+			assert.Contains(t, strings.Join(miss, "; "), tc.miss)
+		})
+	}
 }
 
 func TestNoteCountsRepeats(t *testing.T) {

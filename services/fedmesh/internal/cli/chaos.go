@@ -16,7 +16,9 @@ synthetic node agents from --bin-dir, loads them with closed-loop clients that
 check every answer token by token on the wire, and in turn SIGKILLs a node agent
 mid-stream, SIGTERMs one, SIGKILLs a router, SIGKILLs the JetStream meta leader
 (restarted after a while), SIGSTOPs a node agent and SIGKILLs a health instance;
-then it sends malformed input on every subject. It prints Markdown tables.
+then it sends malformed input on every subject. Before the first fault the
+load runs without faults (--calm), where every request must be a strict
+success and none a 503. It prints Markdown tables.
 Exit status is non-zero on harness errors, and with --strict when the targets
 of issue 12 are missed.`,
 		Args: cobra.NoArgs,
@@ -26,7 +28,8 @@ of issue 12 are missed.`,
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&o.Duration, "duration", 0, "load duration, faults spread over it (default 120s; 36s with --short)")
+	f.DurationVar(&o.Duration, "duration", 0, "load duration: warm-up, the fault-free phase, then the faults spread over the rest (default 135s; 36s with --short)")
+	f.DurationVar(&o.Calm, "calm", 0, "fault-free load after the warm-up, before the first fault; all of it must be strict with no 503 (default 15s; 3s with --short)")
 	f.IntVar(&o.Clients, "clients", 0, "closed-loop clients, half streamed (default 24; 10 with --short)")
 	f.IntVar(&o.Nodes, "nodes", 0, "synthetic node agents (default 6; 4 with --short)")
 	f.StringVar(&o.BinDir, "bin-dir", chaos.DefaultBinDir, "where make build / make tools put nats-server, catalog, health, router and nodeagent")
