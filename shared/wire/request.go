@@ -18,7 +18,7 @@ const (
 	// MaxTimeout bounds Fed-Timeout-Ms so a typo cannot pin a node for days.
 	MaxTimeout = time.Hour
 	// MaxRequestIDLen bounds Fed-Request-Id; it lands in subjects, logs and events.
-	MaxRequestIDLen = 256
+	MaxRequestIDLen = 128
 	// MaxTenantLen bounds Fed-Tenant; tenants are map keys in limits and stats.
 	MaxTenantLen = 128
 	// MaxSessionLen bounds Fed-Session.
