@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/devmesh"
 	"github.com/fedmesh/fedmesh/services/gateway/gateway"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/tracing"
 )
 
@@ -51,6 +54,21 @@ func TestTraceFromTheGatewayCaller(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	require.Contains(t, string(body), "answer")
 
+	// The router ends its route and dispatch spans when the node's outcome
+	// arrives, which may be after the gateway has answered: wait for them.
+	chain := []string{"fedmesh.gateway generate", "fedmesh.route generate", "fedmesh.dispatch", "fedmesh.infer generate"}
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		ended := map[string]bool{}
+		for _, s := range rec.Ended() {
+			ended[s.Name()] = true
+		}
+		for _, name := range chain {
+			if !ended[name] {
+				return fmt.Errorf("span %s not ended yet", name)
+			}
+		}
+		return nil
+	})
 	byName := map[string][]sdktrace.ReadOnlySpan{}
 	for _, s := range rec.Ended() {
 		assert.Equal(t, traceID, s.SpanContext().TraceID().String(), "span %s in another trace", s.Name())
@@ -61,7 +79,6 @@ func TestTraceFromTheGatewayCaller(t *testing.T) {
 			assert.NotContains(t, v, "secret", "span %s carries the answer", s.Name())
 		}
 	}
-	chain := []string{"fedmesh.gateway generate", "fedmesh.route generate", "fedmesh.dispatch", "fedmesh.infer generate"}
 	for _, name := range chain {
 		require.Len(t, byName[name], 1, "one %s span (one attempt) among %v", name, byName)
 	}
