@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,12 +19,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/auth"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // noNATS is a URL nothing listens on: the auth commands never connect.
@@ -263,7 +266,9 @@ func TestAuthPermissionTable(t *testing.T) {
 		"fed.catalog.register.node-x.eu.restricted", "fed.catalog.register.node-x.eu.confidential",
 		"fed.catalog.register.node-x.eu.public", "fed.catalog.register.node-x.us.internal", "fed.catalog.deregister.node-y",
 		"fed.node.node-y.infer.internal", "fed.infer.generate.acme", "fed.router.failed.node-x", "fed.client.duplicate.node-x",
-		"$KV.fed_catalog.nodes.node-x", "$KV.fed_health.nodes.node-x")
+		"$KV.fed_catalog.nodes.node-x", "$KV.fed_health.nodes.node-x",
+		// the open register forms, whose body alone names the node: the operator's
+		"fed.catalog.register", "fed.catalog.deregister", "fed.router.failed.node-y", "fed.node.node-y.replay")
 	// Node Y, cleared confidential, in us: one more level, its own names.
 	add("node-y", "sub", true, "fed.node.node-y.infer.public", "fed.node.node-y.infer.internal", "fed.node.node-y.infer.confidential")
 	add("node-y", "sub", false, "fed.node.node-y.infer.restricted", "fed.node.node-x.infer.public")
@@ -280,7 +285,10 @@ func TestAuthPermissionTable(t *testing.T) {
 		"fed.node.node-x.infer.public", "fed.node.node-x.probe", "fed.heartbeat.node-x", "fed.outcome.node-x",
 		"fed.catalog.list", "fed.catalog.register.node-x.eu.internal", "fed.router.candidates", "fed.stats", "_INBOX.umbrella.x",
 		"$KV.fed_config.router.policy", "$KV.fed_catalog.nodes.node-x", "$JS.API.STREAM.INFO.KV_fed_catalog",
-		"$JS.API.STREAM.CREATE.EVIL", "$JS.API.INFO")
+		"$JS.API.STREAM.CREATE.EVIL", "$JS.API.INFO",
+		// forged events: a node's outcomes, a router's dispatch failures; registering or removing a node
+		"fed.router.failed.node-x", "fed.catalog.register", "fed.catalog.deregister", "fed.catalog.deregister.node-x",
+		"fed.node.node-x.infer.restricted")
 	add("umbrella", "sub", true, "_INBOX.umbrella.>")
 	add("umbrella", "sub", false, "_INBOX.acme.>")
 	add("umbrella", "pub", true, "fed.infer.embed.umbrella")
@@ -292,7 +300,8 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("gateway", "pub", true, "fed.infer.generate.acme", "fed.infer.custom.mine.umbrella", "fed.cancel.req-1",
 		"fed.client.duplicate.node-x", "fed.node.node-x.replay", "fed.catalog.list", "fed.catalog.get", "fed.catalog.find")
 	add("gateway", "pub", false, "fed.catalog.register.node-x.eu.internal", "fed.catalog.deregister.node-x",
-		"fed.node.node-x.infer.public", "fed.health.list", "fed.stats", "_INBOX.acme.x", "$KV.fed_catalog.nodes.x")
+		"fed.node.node-x.infer.public", "fed.health.list", "fed.stats", "_INBOX.acme.x", "$KV.fed_catalog.nodes.x",
+		"fed.outcome.node-x", "fed.router.failed.node-x", "fed.heartbeat.node-x", "fed.catalog.register")
 
 	// Router.
 	add("router", "qsub", true, "fed.infer.>", "fed.router.candidates")
@@ -349,6 +358,86 @@ func TestAuthPermissionTable(t *testing.T) {
 		st, err := kv.Status(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, st.Values(), "bucket %s was written", kv.Bucket())
+	}
+}
+
+// Strangers do not get in: no credential, a user signed by a key the
+// account does not know (claiming the account), or one from another
+// operator's auth dir; and a scoped user whose JWT was edited to claim
+// another tenant or clearance fails its signature.
+func TestAuthStrangersRefused(t *testing.T) {
+	m := newAuthMesh(t)
+	other := filepath.Join(t.TempDir(), "other")
+	_, stderr, code := runCLI(t, noNATS, "", "auth", "init", other)
+	require.Equal(t, 0, code, stderr)
+	od, err := auth.Open(other)
+	require.NoError(t, err)
+	foreign, err := od.Issue(auth.User{Role: auth.RoleOperator})
+	require.NoError(t, err)
+
+	d, err := auth.Open(m.dir)
+	require.NoError(t, err)
+	// a user JWT claiming the FEDMESH account, signed by a key of our own
+	fake, err := nkeys.CreateAccount()
+	require.NoError(t, err)
+	user, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	upub, _ := user.PublicKey()
+	useed, _ := user.Seed()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name, uc.IssuerAccount = "node-x", d.Account()
+	uc.Pub.Allow.Add(">")
+	uc.Sub.Allow.Add(">")
+	tok, err := uc.Encode(fake)
+	require.NoError(t, err)
+	forged, err := jwt.FormatUserConfig(tok, useed)
+	require.NoError(t, err)
+
+	// a real node credential cleared internal, its claims edited to say restricted
+	real, err := d.Issue(auth.User{Role: auth.RoleNode, NodeID: "node-x", Region: "eu", Clearance: wire.PrivacyInternal})
+	require.NoError(t, err)
+	rtok, err := jwt.ParseDecoratedJWT(real)
+	require.NoError(t, err)
+	parts := strings.Split(rtok, ".")
+	require.Len(t, parts, 3)
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	edited := strings.Replace(string(claims), "clearance:internal", "clearance:restricted", 1)
+	require.NotEqual(t, string(claims), edited)
+	rkp, err := nkeys.ParseDecoratedNKey(real)
+	require.NoError(t, err)
+	rseed, _ := rkp.Seed()
+	// written by hand: jwt.FormatUserConfig refuses a JWT whose signature fails
+	tampered := []byte("-----BEGIN NATS USER JWT-----\n" + parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(edited)) +
+		"." + parts[2] + "\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n" + string(rseed) +
+		"\n------END USER NKEY SEED------\n")
+
+	write := func(name string, data []byte) string {
+		p := filepath.Join(t.TempDir(), name)
+		require.NoError(t, os.WriteFile(p, data, 0o600))
+		return p
+	}
+	// the same credential unedited gets in
+	nc, err := nats.Connect(m.s.ClientURL(), nats.UserCredentials(write("real.creds", real)), nats.NoReconnect())
+	require.NoError(t, err, "the untouched node credential")
+	nc.Close()
+	for _, tc := range []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"no credential", nil},
+		{"user and password", []nats.Option{nats.UserInfo("operator", "operator")}},
+		{"a user signed by an unknown key", []nats.Option{nats.UserCredentials(write("forged.creds", forged))}},
+		{"another operator's credential", []nats.Option{nats.UserCredentials(write("foreign.creds", foreign))}},
+		{"an edited credential", []nats.Option{nats.UserCredentials(write("tampered.creds", tampered))}},
+	} {
+		nc, err := nats.Connect(m.s.ClientURL(), append(tc.opts, nats.Timeout(natsembed.WaitFor), nats.NoReconnect())...)
+		if err == nil {
+			nc.Close()
+			t.Errorf("%s: connected", tc.name)
+			continue
+		}
+		assert.Contains(t, strings.ToLower(err.Error()), "authorization violation", tc.name)
 	}
 }
 
