@@ -473,15 +473,17 @@ func (c *Client) Cancel(requestID string) error {
 	return c.cancelWith(requestID, key, "")
 }
 
-// cancelWith publishes fed.cancel.<id> with the request's key and, for a
-// targeted cancel, the node.
+// cancelWith publishes fed.cancel.<id> with the request's key or, for a
+// targeted cancel, the node and the key's digest for it (wire.WithdrawKey:
+// every node hears the cancel, and must not learn the key).
 func (c *Client) cancelWith(requestID, key, node string) error {
 	m := &nats.Msg{Subject: c.subj.Cancel(requestID), Header: nats.Header{}}
-	if key != "" {
-		m.Header.Set(wire.HdrCancelKey, key)
-	}
 	if node != "" {
 		m.Header.Set(wire.HdrNode, node)
+		key = wire.WithdrawKey(key, node)
+	}
+	if key != "" {
+		m.Header.Set(wire.HdrCancelKey, key)
 	}
 	return c.nc.PublishMsg(m)
 }
