@@ -55,6 +55,9 @@ done
 for b in fed_catalog fed_health fed_config; do
   nats_as operator _INBOX.operator --server "$(url 1)" kv add "$b" --replicas 3 --history 1 >/dev/null || fail "kv add $b"
 done
+# and the out-of-band bodies' object store (buckets.BlobConfig: file storage, objects expire after 10 min)
+nats_as operator _INBOX.operator --server "$(url 1)" object add fed_blobs --replicas 3 --ttl 10m --storage file \
+  --description "fedmesh: out-of-band request bodies and answers, deleted when their request ends" >/dev/null || fail "object add fed_blobs"
 
 run() { local name=$1 server=$2 creds=$3; shift 3
   "$bin/$name" --nats-url "$(url "$server")" --creds "$creds" --tls-ca "$work/tls/ca.pem" --log-format json "$@" \
