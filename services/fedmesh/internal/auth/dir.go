@@ -209,6 +209,7 @@ func scope(pub string, p Perm) *jwt.UserScope {
 	s.Role = p.Key
 	s.Description = "fedmesh " + p.Role + " users"
 	s.Template.Pub.Allow.Add(p.Pub...)
+	s.Template.Pub.Deny.Add(p.PubDeny...)
 	s.Template.Sub.Allow.Add(p.Sub...)
 	s.Template.Sub.Deny.Add(p.SubDeny...)
 	return s

@@ -68,6 +68,9 @@ type Perm struct {
 	// Clearance of node keys.
 	Clearance wire.Privacy
 	Pub, Sub  []string
+	// PubDeny overrides Pub (clients: fed.infer.custom.<tenant>, which the
+	// router reads as capability custom.<tenant> without a tenant).
+	PubDeny []string
 	// SubDeny overrides Sub (clients: the services' inbox prefixes).
 	SubDeny []string
 }
@@ -185,6 +188,9 @@ func Perms(prefix string) []Perm {
 		{Key: RoleClient, Role: RoleClient,
 			Pub: cat([]string{p("infer", "*", tmplTenant), p("infer", "custom", "*", tmplTenant), p("cancel", "*"),
 				p("client", "duplicate", "*"), p("node", "*", "replay")}, objUse(buckets.Blobs)),
+			// fed.infer.*.T matches fed.infer.custom.T too, which names no
+			// tenant (capability custom.T): the Fed-Tenant header would decide
+			PubDeny: []string{p("infer", "custom", tmplTenant)},
 			Sub:     []string{InboxRoot + "." + tmplTenant + ".>"},
 			SubDeny: svcInboxes},
 		{Key: RoleGateway, Role: RoleGateway,
@@ -244,7 +250,11 @@ func Table(perms []Perm) string {
 		if len(p.SubDeny) > 0 {
 			sub += "; denied: " + code(p.SubDeny)
 		}
-		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", p.Role, p.Key, code(p.Pub), sub)
+		pub := code(p.Pub)
+		if len(p.PubDeny) > 0 {
+			pub += "; denied: " + code(p.PubDeny)
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", p.Role, p.Key, pub, sub)
 	}
 	return b.String()
 }

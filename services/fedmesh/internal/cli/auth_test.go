@@ -282,6 +282,9 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("acme", "pub", true, "fed.infer.generate.acme", "fed.infer.custom.mine.acme", "fed.cancel.req-1",
 		"fed.client.duplicate.node-x", "fed.node.node-x.replay")
 	add("acme", "pub", false, "fed.infer.generate.umbrella", "fed.infer.generate", "fed.infer.custom.mine.umbrella",
+		// matches fed.infer.*.acme, but the router reads it as capability
+		// custom.acme without a tenant: Fed-Tenant would name any tenant
+		"fed.infer.custom.acme",
 		"fed.node.node-x.infer.public", "fed.node.node-x.probe", "fed.heartbeat.node-x", "fed.outcome.node-x",
 		"fed.catalog.list", "fed.catalog.register.node-x.eu.internal", "fed.router.candidates", "fed.stats", "_INBOX.umbrella.x",
 		"$KV.fed_config.router.policy", "$KV.fed_catalog.nodes.node-x", "$JS.API.STREAM.INFO.KV_fed_catalog",
@@ -292,7 +295,7 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("umbrella", "sub", true, "_INBOX.umbrella.>")
 	add("umbrella", "sub", false, "_INBOX.acme.>")
 	add("umbrella", "pub", true, "fed.infer.embed.umbrella")
-	add("umbrella", "pub", false, "fed.infer.embed.acme")
+	add("umbrella", "pub", false, "fed.infer.embed.acme", "fed.infer.custom.umbrella")
 
 	// Gateway: names tenants itself.
 	add("gateway", "sub", true, "_INBOX.gateway.>")
