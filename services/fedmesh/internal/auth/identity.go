@@ -16,7 +16,7 @@ import (
 type Identity struct {
 	Role   string
 	Tenant string // role client
-	Name   string // the user's name: a node's id
+	Name   string // the user's name: a node's id, a service instance's name
 }
 
 // ReadIdentity reads the identity of the .creds file at path. A JWT without
@@ -58,8 +58,10 @@ func (id Identity) Inbox() string {
 		return InboxPrefix(RoleClient, id.Tenant)
 	case RoleNode:
 		return InboxPrefix(RoleNode, id.Name)
-	case RoleGateway, RoleRouter, RoleCatalog, RoleHealth, RoleOperator:
-		return InboxPrefix(id.Role, "")
+	case RoleGateway, RoleRouter, RoleCatalog, RoleHealth:
+		return InboxPrefix(id.Role, id.Name)
+	case RoleOperator:
+		return InboxPrefix(RoleOperator, "")
 	}
 	return ""
 }

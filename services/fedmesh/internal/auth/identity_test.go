@@ -24,8 +24,8 @@ func TestReadIdentity(t *testing.T) {
 		{User{Role: RoleClient, Tenant: "acme", Name: "batch"}, Identity{Role: RoleClient, Tenant: "acme", Name: "batch"}, "_INBOX.acme"},
 		{User{Role: RoleNode, NodeID: "gpu-1", Region: "eu", Clearance: wire.PrivacyConfidential},
 			Identity{Role: RoleNode, Name: "gpu-1"}, "_INBOX.node.gpu-1"},
-		{User{Role: RoleRouter, Name: "router-2"}, Identity{Role: RoleRouter, Name: "router-2"}, "_INBOX.router"},
-		{User{Role: RoleGateway}, Identity{Role: RoleGateway, Name: "gateway"}, "_INBOX.gateway"},
+		{User{Role: RoleRouter, Name: "router-2"}, Identity{Role: RoleRouter, Name: "router-2"}, "_INBOX.router.router-2"},
+		{User{Role: RoleCatalog, Name: "catalog-eu"}, Identity{Role: RoleCatalog, Name: "catalog-eu"}, "_INBOX.catalog.catalog-eu"},
 		{User{Role: RoleOperator}, Identity{Role: RoleOperator, Name: "operator"}, "_INBOX"},
 	} {
 		creds, err := d.Issue(tc.u)
@@ -38,6 +38,19 @@ func TestReadIdentity(t *testing.T) {
 		assert.Equal(t, tc.inbox, id.Inbox(), tc.u.Role)
 	}
 	assert.Empty(t, Identity{Role: "admin"}.Inbox(), "not a fedmesh role")
+
+	// A service issued without --name gets a name of its own: two gateways
+	// never share an inbox.
+	names := map[string]bool{}
+	for range 3 {
+		creds, err := d.Issue(User{Role: RoleGateway})
+		require.NoError(t, err)
+		name, err := CredsName(creds)
+		require.NoError(t, err)
+		assert.Regexp(t, `^gateway-[0-9a-f]{8}$`, name)
+		names[name] = true
+	}
+	assert.Len(t, names, 3, "default service names repeat")
 
 	_, err = ReadIdentity(filepath.Join(t.TempDir(), "missing.creds"))
 	assert.ErrorIs(t, err, os.ErrNotExist)

@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -48,8 +50,10 @@ func (d *Dir) Account() string { return d.account.Subject }
 // User is what to issue.
 type User struct {
 	Role string
-	// Name is the user JWT's name; "" = role-based default. Nodes are
-	// always named by NodeID (their templates use {{name()}}).
+	// Name is the user JWT's name; "" = role-based default (a service:
+	// <role>-<8 random hex digits>, so that no two instances share an
+	// inbox). Nodes are always named by NodeID. Services and nodes read
+	// only the inbox their name gives them ({{name()}} in the templates).
 	Name string
 	// Tenant of a client.
 	Tenant string
@@ -130,8 +134,27 @@ func (u User) name() string {
 		return u.Name
 	case u.Role == RoleClient:
 		return RoleClient + "-" + u.Tenant
+	case u.Role == RoleOperator:
+		return RoleOperator
 	}
-	return u.Role
+	// a service: a name of its own, its inbox _INBOX.<role>.<name> too
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return u.Role + "-" + hex.EncodeToString(b[:])
+}
+
+// CredsName is the user JWT name of a .creds file Issue made (the one its
+// holder's inbox is named by).
+func CredsName(creds []byte) (string, error) {
+	token, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return "", err
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return "", err
+	}
+	return uc.Name, nil
 }
 
 func (u User) tags() []string {

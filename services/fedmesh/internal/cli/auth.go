@@ -65,9 +65,11 @@ func newAuthIssueCmd() *cobra.Command {
 		Long: "issue writes a user's .creds (JWT + seed) to stdout or --out (0600), signed by the role's scoped key.\n" +
 			"  client --tenant T                                   (connect with nats.CustomInboxPrefix(\"_INBOX.T\"))\n" +
 			"  node --node-id ID --region R --clearance LEVEL      (named ID; inbox prefix _INBOX.node.ID)\n" +
-			"  gateway | router | catalog | health                 (inbox prefix _INBOX.<role>)\n" +
+			"  gateway | router | catalog | health [--name NAME]   (inbox prefix _INBOX.<role>.NAME: each instance its own;\n" +
+			"                                                       NAME defaults to <role>-<8 random hex digits>)\n" +
 			"  operator                                            (everything: setup, nats CLI)\n" +
-			"Tenant and region must be lowercase: NATS lowercases the JWT tags the permissions are templated on.",
+			"Tenant and region must be lowercase: NATS lowercases the JWT tags the permissions are templated on.\n" +
+			"The user's name is printed on stderr.",
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			u.Role = args[1]
@@ -91,6 +93,9 @@ func newAuthIssueCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if name, err := auth.CredsName(creds); err == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "issued %s user %s (inbox prefix %s)\n", u.Role, name, auth.Identity{Role: u.Role, Tenant: u.Tenant, Name: name}.Inbox())
+			}
 			if out == "" {
 				_, err = cmd.OutOrStdout().Write(creds)
 				return err
@@ -103,7 +108,7 @@ func newAuthIssueCmd() *cobra.Command {
 	f.StringVar(&u.NodeID, "node-id", "", "node: its node id")
 	f.StringVar(&u.Region, "region", "", "node: its region (lowercase id)")
 	f.StringVar(&clearance, "clearance", "", "node: its clearance (public, internal, confidential, restricted)")
-	f.StringVar(&u.Name, "name", "", "the user's name (default: the role, client-<tenant>; a node is named by --node-id)")
+	f.StringVar(&u.Name, "name", "", "the user's name, which names a service's inbox (default: <role>-<8 random hex digits>, client-<tenant>, operator; a node is named by --node-id)")
 	f.StringVarP(&out, "out", "o", "", "write the .creds to FILE (0600) instead of stdout")
 	return cmd
 }

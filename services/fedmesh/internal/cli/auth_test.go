@@ -230,10 +230,12 @@ func connectRoles(t *testing.T) *authRoles {
 	}{
 		{"acme", auth.InboxPrefix(auth.RoleClient, "acme"), []string{"client", "--tenant", "acme"}},
 		{"umbrella", auth.InboxPrefix(auth.RoleClient, "umbrella"), []string{"client", "--tenant", "umbrella"}},
-		{"gateway", auth.InboxPrefix(auth.RoleGateway, ""), []string{"gateway"}},
-		{"router", auth.InboxPrefix(auth.RoleRouter, ""), []string{"router", "--name", "router-1"}},
-		{"catalog", auth.InboxPrefix(auth.RoleCatalog, ""), []string{"catalog"}},
-		{"health", auth.InboxPrefix(auth.RoleHealth, ""), []string{"health"}},
+		{"gateway", auth.InboxPrefix(auth.RoleGateway, "gateway-1"), []string{"gateway", "--name", "gateway-1"}},
+		{"router", auth.InboxPrefix(auth.RoleRouter, "router-1"), []string{"router", "--name", "router-1"}},
+		{"router-2", auth.InboxPrefix(auth.RoleRouter, "router-2"), []string{"router", "--name", "router-2"}},
+		{"catalog", auth.InboxPrefix(auth.RoleCatalog, "catalog-1"), []string{"catalog", "--name", "catalog-1"}},
+		{"catalog-2", auth.InboxPrefix(auth.RoleCatalog, "catalog-2"), []string{"catalog", "--name", "catalog-2"}},
+		{"health", auth.InboxPrefix(auth.RoleHealth, "health-1"), []string{"health", "--name", "health-1"}},
 		{"node-x", auth.InboxPrefix(auth.RoleNode, "node-x"), []string{"node", "--node-id", "node-x", "--region", "eu", "--clearance", "internal"}},
 		{"node-y", auth.InboxPrefix(auth.RoleNode, "node-y"), []string{"node", "--node-id", "node-y", "--region", "us", "--clearance", "confidential"}},
 	} {
@@ -242,7 +244,7 @@ func connectRoles(t *testing.T) *authRoles {
 	return r
 }
 
-var nonOperators = []string{"acme", "umbrella", "gateway", "router", "catalog", "health", "node-x", "node-y"}
+var nonOperators = []string{"acme", "umbrella", "gateway", "router", "router-2", "catalog", "catalog-2", "health", "node-x", "node-y"}
 
 func TestAuthPermissionTable(t *testing.T) {
 	r := connectRoles(t)
@@ -259,16 +261,25 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("node-x", "sub", false, "fed.node.node-x.infer.confidential", "fed.node.node-x.infer.restricted",
 		"fed.node.node-y.infer.internal", "fed.node.node-x.infer.*", "fed.node.*.infer.internal", "fed.node.node-y.probe",
 		"fed.node.node-y.replay", "fed.infer.>", "fed.heartbeat.*", "fed.outcome.*", "_INBOX.>",
-		"_INBOX.acme.>", "_INBOX.node.node-y.>", "$KV.fed_catalog.>")
+		"_INBOX.acme.>", "_INBOX.node.node-y.>", "$KV.fed_catalog.>",
+		// nor any requester's inbox: a client's, a service's
+		"_INBOX.acme.*", "_INBOX.umbrella.>", "_INBOX.router.router-1.>", "_INBOX.gateway.gateway-1.>",
+		"_INBOX.health.health-1.>", "_INBOX.catalog.catalog-1.>", "_INBOX.operator.>")
+	// it answers its requesters: tokens to a client or the gateway, acks to
+	// a router, probe answers to health, $SRV replies to the operator
 	add("node-x", "pub", true, "fed.heartbeat.node-x", "fed.outcome.node-x", "fed.catalog.register.node-x.eu.internal",
-		"fed.catalog.deregister.node-x", "_INBOX.acme.tok")
+		"fed.catalog.deregister.node-x", "_INBOX.acme.tok", "_INBOX.gateway.gateway-1.tok", "_INBOX.router.router-1.ack",
+		"_INBOX.health.health-1.probe", "_INBOX.operator.srv")
 	add("node-x", "pub", false, "fed.heartbeat.node-y", "fed.outcome.node-y", "fed.catalog.register.node-y.eu.internal",
 		"fed.catalog.register.node-x.eu.restricted", "fed.catalog.register.node-x.eu.confidential",
 		"fed.catalog.register.node-x.eu.public", "fed.catalog.register.node-x.us.internal", "fed.catalog.deregister.node-y",
 		"fed.node.node-y.infer.internal", "fed.infer.generate.acme", "fed.router.failed.node-x", "fed.client.duplicate.node-x",
 		"$KV.fed_catalog.nodes.node-x", "$KV.fed_health.nodes.node-x",
 		// the open register forms, whose body alone names the node: the operator's
-		"fed.catalog.register", "fed.catalog.deregister", "fed.router.failed.node-y", "fed.node.node-y.replay")
+		"fed.catalog.register", "fed.catalog.deregister", "fed.router.failed.node-y", "fed.node.node-y.replay",
+		// nobody asks a node for anything that another node could answer:
+		// not another node's inbox (a forged register reply), not catalog's
+		"_INBOX.node.node-y.reply", "_INBOX.catalog.catalog-1.reply")
 	// Node Y, cleared confidential, in us: one more level, its own names.
 	add("node-y", "sub", true, "fed.node.node-y.infer.public", "fed.node.node-y.infer.internal", "fed.node.node-y.infer.confidential")
 	add("node-y", "sub", false, "fed.node.node-y.infer.restricted", "fed.node.node-x.infer.public")
@@ -298,8 +309,9 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("umbrella", "pub", false, "fed.infer.embed.acme", "fed.infer.custom.umbrella")
 
 	// Gateway: names tenants itself.
-	add("gateway", "sub", true, "_INBOX.gateway.>")
-	add("gateway", "sub", false, "fed.infer.>", "_INBOX.>", "_INBOX.acme.>", "fed.catalog.list")
+	add("gateway", "sub", true, "_INBOX.gateway.gateway-1.>")
+	add("gateway", "sub", false, "fed.infer.>", "_INBOX.>", "_INBOX.acme.>", "fed.catalog.list",
+		"_INBOX.gateway.>", "_INBOX.gateway.gateway-2.>", "_INBOX.router.router-1.>")
 	add("gateway", "pub", true, "fed.infer.generate.acme", "fed.infer.custom.mine.umbrella", "fed.cancel.req-1",
 		"fed.client.duplicate.node-x", "fed.node.node-x.replay", "fed.catalog.list", "fed.catalog.get", "fed.catalog.find")
 	add("gateway", "pub", false, "fed.catalog.register.node-x.eu.internal", "fed.catalog.deregister.node-x",
@@ -308,9 +320,13 @@ func TestAuthPermissionTable(t *testing.T) {
 
 	// Router.
 	add("router", "qsub", true, "fed.infer.>", "fed.router.candidates")
-	add("router", "sub", true, "fed.outcome.*", "$SRV.>", "_INBOX.router.>")
+	add("router", "sub", true, "fed.outcome.*", "$SRV.>", "_INBOX.router.router-1.>")
 	add("router", "sub", false, "fed.heartbeat.*", "fed.node.*.infer.*", "fed.cancel.*", "_INBOX.>", "_INBOX.acme.>",
-		"fed.catalog.register.*.*.*", "fed.router.failed.*")
+		"fed.catalog.register.*.*.*", "fed.router.failed.*",
+		// not another router's inbox (its acks, its replies), nor any other instance's
+		"_INBOX.router.>", "_INBOX.router.router-2.>", "_INBOX.router.*.>", "_INBOX.catalog.catalog-1.>", "_INBOX.gateway.gateway-1.>")
+	add("router-2", "sub", true, "_INBOX.router.router-2.>")
+	add("router-2", "sub", false, "_INBOX.router.router-1.>", "_INBOX.router.>")
 	add("router", "pub", true, "fed.node.node-x.infer.internal", "fed.node.node-y.infer.restricted", "fed.cancel.req-1",
 		"fed.router.unplaced", "fed.router.decisions", "fed.router.failed.node-x", "_INBOX.acme.final", "_INBOX.gateway.final")
 	add("router", "pub", false, "fed.heartbeat.node-x", "fed.outcome.node-x", "fed.node.node-x.probe", "fed.infer.generate.acme",
@@ -321,17 +337,21 @@ func TestAuthPermissionTable(t *testing.T) {
 	// Catalog.
 	add("catalog", "qsub", true, "fed.catalog.register.*.*.*", "fed.catalog.deregister.*", "fed.catalog.find",
 		"fed.catalog.list", "fed.catalog.get")
-	add("catalog", "sub", true, "fed.heartbeat.*", "$SRV.>", "_INBOX.catalog.>")
-	add("catalog", "sub", false, "fed.catalog.>", "fed.outcome.*", "fed.infer.>", "_INBOX.>")
+	add("catalog", "sub", true, "fed.heartbeat.*", "$SRV.>", "_INBOX.catalog.catalog-1.>")
+	add("catalog", "sub", false, "fed.catalog.>", "fed.outcome.*", "fed.infer.>", "_INBOX.>", "_INBOX.catalog.>",
+		"_INBOX.catalog.catalog-2.>", "_INBOX.router.router-1.>")
+	add("catalog-2", "sub", true, "_INBOX.catalog.catalog-2.>")
+	add("catalog-2", "sub", false, "_INBOX.catalog.catalog-1.>")
 	add("catalog", "pub", true, "_INBOX.node.node-x.reply")
 	add("catalog", "pub", false, "$KV.fed_health.nodes.node-x", "fed.heartbeat.node-x", "fed.node.node-x.probe",
 		"$JS.API.STREAM.DELETE.KV_fed_catalog", "$JS.API.STREAM.PURGE.KV_fed_catalog")
 
 	// Health.
 	add("health", "sub", true, "fed.heartbeat.*", "fed.outcome.*", "fed.router.failed.*", "fed.router.unplaced",
-		"fed.client.duplicate.*", "$SRV.>", "_INBOX.health.>")
+		"fed.client.duplicate.*", "$SRV.>", "_INBOX.health.health-1.>")
 	add("health", "qsub", true, "fed.health.get", "fed.health.list", "fed.stats")
-	add("health", "sub", false, "fed.infer.>", "fed.node.*.infer.*", "fed.router.decisions", "_INBOX.>")
+	add("health", "sub", false, "fed.infer.>", "fed.node.*.infer.*", "fed.router.decisions", "_INBOX.>",
+		"_INBOX.health.>", "_INBOX.health.health-2.>")
 	add("health", "pub", true, "fed.node.node-x.probe", "_INBOX.operator.reply")
 	add("health", "pub", false, "fed.node.node-x.infer.public", "$KV.fed_catalog.nodes.node-x", "fed.heartbeat.node-x",
 		"$JS.API.STREAM.DELETE.KV_fed_health")
@@ -892,10 +912,10 @@ func TestAuthIssueCommand(t *testing.T) {
 	}{
 		{[]string{"client", "--tenant", "acme"}, "client-acme", "client", []string{"role:client", "tenant:acme"}, false},
 		{[]string{"client", "--tenant", "acme", "--name", "acme-batch"}, "acme-batch", "client", []string{"role:client", "tenant:acme"}, true},
-		{[]string{"gateway"}, "gateway", "gateway", []string{"role:gateway"}, false},
+		{[]string{"gateway"}, `gateway-[0-9a-f]{8}`, "gateway", []string{"role:gateway"}, false},
 		{[]string{"router", "--name", "router-2"}, "router-2", "router", []string{"role:router"}, true},
-		{[]string{"catalog"}, "catalog", "catalog", []string{"role:catalog"}, false},
-		{[]string{"health"}, "health", "health", []string{"role:health"}, false},
+		{[]string{"catalog"}, `catalog-[0-9a-f]{8}`, "catalog", []string{"role:catalog"}, false},
+		{[]string{"health", "--name", "health-eu"}, "health-eu", "health", []string{"role:health"}, false},
 		{[]string{"operator"}, "operator", "operator", []string{"role:operator"}, false},
 		{[]string{"node", "--node-id", "GPU_1", "--region", "eu-west", "--clearance", "restricted"}, "GPU_1", "node-restricted",
 			[]string{"role:node", "region:eu-west", "clearance:restricted"}, true},
@@ -923,7 +943,8 @@ func TestAuthIssueCommand(t *testing.T) {
 			assert.Contains(t, string(creds), "-----BEGIN NATS USER JWT-----")
 			assert.Contains(t, string(creds), "-----BEGIN USER NKEY SEED-----")
 			uc := decode(t, creds)
-			assert.Equal(t, tc.name, uc.Name)
+			assert.Regexp(t, "^"+tc.name+"$", uc.Name)
+			assert.Contains(t, stderr, "user "+uc.Name+" ", "the name is told")
 			assert.ElementsMatch(t, tc.tags, []string(uc.Tags))
 			assert.Equal(t, m.SigningKeys[tc.key], uc.Issuer, "issued by the %s key", tc.key)
 		})
