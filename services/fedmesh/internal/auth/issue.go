@@ -21,13 +21,15 @@ import (
 // account JWT and the one signing key of the role (keys/<key>.nk): a dir
 // holding just those can mint that role and nothing else.
 type Dir struct {
-	path    string
-	account *jwt.AccountClaims
+	path     string
+	account  *jwt.AccountClaims
+	manifest *Manifest
 }
 
 // Open reads dir's account JWT.
 func Open(dir string) (*Dir, error) {
-	if _, err := readManifest(dir); err != nil {
+	m, err := readManifest(dir)
+	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w (run `fedmesh auth init %s` first)", dir, ErrNotAuthDir, dir)
 		}
@@ -41,7 +43,16 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", dir, FileAccountJWT, err)
 	}
-	return &Dir{path: dir, account: ac}, nil
+	return &Dir{path: dir, account: ac, manifest: m}, nil
+}
+
+// Outdated lists the signing keys whose permissions in d's account JWT are
+// not the ones this fedmesh gives their role (changed, missing, or of a
+// role that is gone), sorted; nil when the account is current. An auth
+// dir made by an older `auth init` lacks newer permissions (a deny added
+// since, say) until Upgrade re-signs it.
+func (d *Dir) Outdated() []string {
+	return outdated(d.account, d.manifest)
 }
 
 // Account is the public key of the FEDMESH account.

@@ -31,7 +31,10 @@ func newAuthInitCmd(g *globals) *cobra.Command {
 			"signing key per role (seeds 0600), the system account, and DIR/" + auth.FileServerConf + ": the nats-server\n" +
 			"config snippet (operator, system_account, resolver MEMORY, resolver_preload) to include from a server\n" +
 			"config that enables JetStream. The permission templates use --prefix. On a dir init already made it\n" +
-			"says so and changes nothing; any other non-empty DIR is refused.",
+			"brings the role permissions up to date (an older fedmesh's lack newer denies): it re-signs the\n" +
+			"account JWT with the operator key, keeping the operator, the accounts and every signing key (so\n" +
+			"issued credentials keep working), rewrites server.conf and says which keys changed; restart or\n" +
+			"reload nats-server with it. A current dir is left as it is; any other non-empty DIR is refused.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := args[0]
@@ -45,7 +48,17 @@ func newAuthInitCmd(g *globals) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			if !created {
-				fmt.Fprintf(w, "%s is already a fedmesh auth dir (account %s %s): nothing changed\n", dir, auth.AccountName, d.Account())
+				changed, err := auth.Upgrade(dir)
+				if err != nil {
+					return err
+				}
+				if len(changed) == 0 {
+					fmt.Fprintf(w, "%s is already a fedmesh auth dir (account %s %s), its role permissions current: nothing changed\n", dir, auth.AccountName, d.Account())
+					return nil
+				}
+				fmt.Fprintf(w, "%s: updated the role permissions of signing keys %s (account %s %s re-signed, keys kept); "+
+					"restart or reload nats-server with %s\n", dir, strings.Join(changed, ", "), auth.AccountName, d.Account(),
+					filepath.Join(dir, auth.FileServerConf))
 				return nil
 			}
 			fmt.Fprintf(w, "created auth dir %s: operator %s, account %s %s with %d scoped signing keys, system account %s\n",
@@ -88,6 +101,13 @@ func newAuthIssueCmd() *cobra.Command {
 			d, err := auth.Open(args[0])
 			if err != nil {
 				return err
+			}
+			if old := d.Outdated(); len(old) > 0 {
+				// the user is fine (its permissions are the account's), but
+				// the account lacks this fedmesh's: say so, change nothing
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s was made by an older fedmesh: the role permissions of %s are not current; "+
+					"run `fedmesh auth init %s` to update them (keys kept), then restart or reload nats-server\n",
+					args[0], strings.Join(old, ", "), args[0])
 			}
 			creds, err := d.Issue(u)
 			if err != nil {

@@ -994,3 +994,62 @@ func TestAuthRolesCommand(t *testing.T) {
 	assert.Contains(t, out, "`mesh.node.{{name()}}.infer.internal`")
 	assert.NotContains(t, out, "`fed.")
 }
+
+// An auth dir an older fedmesh made (here: the client template without its
+// fed.infer.custom.<tenant> deny): `auth issue` warns and changes nothing,
+// `auth init` brings it up to date keeping its keys and says which, and
+// `dev --secure` would run the same update before starting its server.
+func TestAuthInitUpgradesOldDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	_, stderr, code := runCLI(t, noNATS, "", "auth", "init", dir)
+	require.Equal(t, 0, code, stderr)
+	var m auth.Manifest
+	data, err := os.ReadFile(filepath.Join(dir, auth.FileManifest))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &m))
+	data, err = os.ReadFile(filepath.Join(dir, auth.FileAccountJWT))
+	require.NoError(t, err)
+	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	sc, ok := ac.SigningKeys.GetScope(m.SigningKeys[auth.RoleClient])
+	require.True(t, ok)
+	us := sc.(*jwt.UserScope)
+	require.NotEmpty(t, us.Template.Pub.Deny)
+	us.Template.Pub.Deny = nil // as before the deny was added
+	seed, err := os.ReadFile(filepath.Join(dir, auth.FileOperatorSeed))
+	require.NoError(t, err)
+	op, err := nkeys.FromSeed(seed)
+	require.NoError(t, err)
+	old, err := ac.Encode(op)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, auth.FileAccountJWT), []byte(old+"\n"), 0o644))
+
+	_, stderr, code = runCLI(t, noNATS, "", "auth", "issue", dir, "client", "--tenant", "acme")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "older fedmesh")
+	assert.Contains(t, stderr, "of client are not current")
+	data, err = os.ReadFile(filepath.Join(dir, auth.FileAccountJWT))
+	require.NoError(t, err)
+	assert.Equal(t, old, strings.TrimSpace(string(data)), "issue changed the account")
+
+	out, stderr, code := runCLI(t, noNATS, "", "auth", "init", dir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "updated the role permissions of signing keys client")
+	data, err = os.ReadFile(filepath.Join(dir, auth.FileAccountJWT))
+	require.NoError(t, err)
+	ac, err = jwt.DecodeAccountClaims(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	sc, ok = ac.SigningKeys.GetScope(m.SigningKeys[auth.RoleClient])
+	require.True(t, ok, "the client key is kept")
+	assert.Equal(t, jwt.StringList{"fed.infer.custom.{{tag(tenant)}}"}, sc.(*jwt.UserScope).Template.Pub.Deny)
+	conf, err := os.ReadFile(filepath.Join(dir, auth.FileServerConf))
+	require.NoError(t, err)
+	assert.Contains(t, string(conf), strings.TrimSpace(string(data)), "server.conf preloads the new account JWT")
+
+	out, stderr, code = runCLI(t, noNATS, "", "auth", "init", dir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "nothing changed")
+	_, stderr, code = runCLI(t, noNATS, "", "auth", "issue", dir, "client", "--tenant", "acme")
+	require.Equal(t, 0, code, stderr)
+	assert.NotContains(t, stderr, "older fedmesh")
+}
