@@ -18,8 +18,10 @@ trap cleanup EXIT
 # Auth material, one credential per part, a CA and a server certificate.
 "$bin/fedmesh" auth init "$work/auth" >/dev/null || fail "fedmesh auth init"
 issue() { "$bin/fedmesh" auth issue "$work/auth" "$@"; }
-for r in catalog health router operator; do issue "$r" --out "$work/$r.creds" || fail "issue $r"; done
-issue client --tenant t1 --out "$work/client.creds" || fail "issue client"
+# each service instance its own credential: its name names its inbox (_INBOX.<role>.<name>)
+for r in catalog health router; do for i in 1 2; do issue "$r" --name "$r-$i" --out "$work/$r-$i.creds" 2>>"$work/issue.log" || fail "issue $r-$i"; done; done
+issue operator --out "$work/operator.creds" 2>>"$work/issue.log" || fail "issue operator"
+issue client --tenant t1 --out "$work/client.creds" 2>>"$work/issue.log" || fail "issue client"
 mkdir -p "$work/tls"
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=fedmesh-test-ca -keyout "$work/tls/ca-key.pem" -out "$work/tls/ca.pem" 2>/dev/null || fail "CA"
 openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$work/tls/server-key.pem" -out "$work/tls/server.csr" 2>/dev/null || fail "server key"
@@ -55,17 +57,20 @@ done
 for b in fed_catalog fed_health fed_config; do
   nats_as operator _INBOX.operator --server "$(url 1)" kv add "$b" --replicas 3 --history 1 >/dev/null || fail "kv add $b"
 done
+# and the out-of-band bodies' object store (buckets.BlobConfig: file storage, objects expire after 10 min)
+nats_as operator _INBOX.operator --server "$(url 1)" object add fed_blobs --replicas 3 --ttl 10m --storage file \
+  --description "fedmesh: out-of-band request bodies and answers, deleted when their request ends" >/dev/null || fail "object add fed_blobs"
 
 run() { local name=$1 server=$2 creds=$3; shift 3
   "$bin/$name" --nats-url "$(url "$server")" --creds "$creds" --tls-ca "$work/tls/ca.pem" --log-format json "$@" \
     > "$work/$name-$server-$RANDOM.log" 2>&1 & pids+=($!); }
-run catalog 1 "$work/catalog.creds"; run catalog 2 "$work/catalog.creds"
-run health 2 "$work/health.creds";   run health 3 "$work/health.creds"
-run router 1 "$work/router.creds";   run router 3 "$work/router.creds"
+run catalog 1 "$work/catalog-1.creds"; run catalog 2 "$work/catalog-2.creds"
+run health 2 "$work/health-1.creds";   run health 3 "$work/health-2.creds"
+run router 1 "$work/router-1.creds";   run router 3 "$work/router-2.creds"
 sleep 2
 for n in "a us-west 1" "b eu-west 2" "c ap-south 3"; do
   set -- $n
-  issue node --node-id "node-$1" --region "$2" --clearance internal --out "$work/node-$1.creds" || fail "issue node-$1"
+  issue node --node-id "node-$1" --region "$2" --clearance internal --out "$work/node-$1.creds" 2>>"$work/issue.log" || fail "issue node-$1"
   run nodeagent "$3" "$work/node-$1.creds" --node-id "node-$1" --region "$2" --models m1:generate --backend synthetic
 done
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke test of what the README promises: `fedmesh dev` answers the real nats
-# CLI and `fedmesh infer`. Needs fedmesh and nats on PATH (make smoke does it).
+# CLI and `fedmesh infer`, open and `--secure`. Needs fedmesh and nats on PATH (make smoke does it).
 set -euo pipefail
 
 port=$(( 20000 + RANDOM % 20000 ))
@@ -76,5 +76,38 @@ grep -q 'us-west-gpu-1' <<<"$(fedmesh --nats-url "$url" top --once --view catalo
 
 kill -TERM "$dev"
 wait "$dev" || fail "fedmesh dev did not exit 0 on SIGTERM"
+trap 'rm -rf "$work"' EXIT
+
+# Secured mode: the README's lines against `fedmesh dev --secure DIR`.
+sport=$(( port + 3 )); surl="nats://127.0.0.1:${sport}"; auth="$work/auth"; log="$work/dev-secure.log"
+fedmesh dev --secure "$auth" --listen "127.0.0.1:${sport}" --http "127.0.0.1:$(( port + 4 ))" --metrics-listen off \
+  --store-dir "$work/js-secure" --log-format json >"$log" 2>&1 &
+dev=$!
+trap cleanup EXIT
+as_client() { nats --server "$surl" --creds "$auth/dev-client.creds" --inbox-prefix _INBOX.dev "$@"; }
+for i in $(seq 1 100); do
+  if out=$(as_client req fed.infer.generate.dev hello --timeout 2s 2>&1) && grep -q 'Fed-Status: done' <<<"$out"; then
+    break
+  fi
+  kill -0 "$dev" 2>/dev/null || fail "fedmesh dev --secure exited"
+  sleep 0.2
+done
+grep -q 'Fed-Status: done' <<<"$out" || fail "secured: nats --creds dev-client.creds req got no answer: $out"
+buckets=$(nats --server "$surl" --creds "$auth/operator.creds" --inbox-prefix _INBOX.operator kv ls 2>&1) || fail "secured: operator kv ls: $buckets"
+grep -q fed_catalog <<<"$buckets" || fail "secured: operator kv ls has no fed_catalog: $buckets"
+fedmesh --nats-url "$surl" --creds "$auth/dev-client.creds" infer hello >/dev/null || fail "secured: fedmesh --creds infer"
+stats=$(fedmesh --nats-url "$surl" --creds "$auth/operator.creds" stats) || fail "secured: fedmesh stats as operator"
+grep -q '"total_requests"' <<<"$stats" || fail "secured stats: $stats"
+# what the server refuses: no credential; a client reading requests, or writing fed_config
+if out=$(nats --server "$surl" req fed.infer.generate hello --timeout 2s 2>&1); then fail "secured: a request without credentials was answered"; fi
+grep -qi 'authorization violation' <<<"$out" || fail "secured: no credential: $out"
+out=$(timeout 5 nats --server "$surl" --creds "$auth/dev-client.creds" --inbox-prefix _INBOX.dev sub 'fed.infer.>' 2>&1 || true)
+grep -qi 'permissions violation' <<<"$out" || fail "secured: a client subscribed to fed.infer.>: $out"
+out=$(as_client --timeout 2s kv put fed_config router.policy '{}' 2>&1 || true)
+grep -qi 'permissions violation' <<<"$out" || fail "secured: a client wrote fed_config: $out"
+# and in normal operation no part heard a permission violation
+if grep -qi 'permissions violation' "$log"; then fail "secured: a part of the mesh hit a permission violation"; fi
+kill -TERM "$dev"
+wait "$dev" || fail "fedmesh dev --secure did not exit 0 on SIGTERM"
 trap 'rm -rf "$work"' EXIT
 echo "smoke: 1 passed, 0 failed"

@@ -279,8 +279,9 @@ func (c *Client) header(r *Request, stream bool, timeout time.Duration) (nats.He
 	return h, nil
 }
 
-// cancelKey is a new cancel secret: 128 random bits (nuid is guessable
-// from one value, a secret must not be).
+// cancelKey is a new cancel secret (or reply token): 128 random bits (nuid
+// is guessable from one value, a secret must not be), base64url, a valid
+// subject token.
 func cancelKey() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -333,7 +334,10 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 			return nil, tooLarge(r.RequestID, size, limit)
 		}
 	}
-	token := nuid.Next()
+	// the reply token is random, not a nuid: whoever sees one reply subject
+	// of this Client (the node serving one of its requests) could guess the
+	// next nuid and answer the next requests first (DESIGN §16)
+	token := cancelKey()
 	cl := newCall(c, token, r, deadline)
 	cl.cancelKey = hdr.Get(wire.HdrCancelKey)
 	cl.bodyBlob = b.blob
@@ -473,15 +477,17 @@ func (c *Client) Cancel(requestID string) error {
 	return c.cancelWith(requestID, key, "")
 }
 
-// cancelWith publishes fed.cancel.<id> with the request's key and, for a
-// targeted cancel, the node.
+// cancelWith publishes fed.cancel.<id> with the request's key or, for a
+// targeted cancel, the node and the key's digest for it (wire.WithdrawKey:
+// every node hears the cancel, and must not learn the key).
 func (c *Client) cancelWith(requestID, key, node string) error {
 	m := &nats.Msg{Subject: c.subj.Cancel(requestID), Header: nats.Header{}}
-	if key != "" {
-		m.Header.Set(wire.HdrCancelKey, key)
-	}
 	if node != "" {
 		m.Header.Set(wire.HdrNode, node)
+		key = wire.WithdrawKey(key, node)
+	}
+	if key != "" {
+		m.Header.Set(wire.HdrCancelKey, key)
 	}
 	return c.nc.PublishMsg(m)
 }

@@ -264,3 +264,38 @@ func TestWithTenant(t *testing.T) {
 	require.True(t, errors.As(err, &we))
 	assert.Equal(t, wire.CodeBadRequest, we.Code)
 }
+
+// Reply tokens are random: whoever saw one reply subject (the node that
+// served that request) cannot tell the next one. nuids of one process
+// share their first 12 characters and step by at most 333, so this fails
+// with nuid tokens.
+func TestReplyTokensUnguessable(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	srv := natsembed.ConnectForTest(t, s)
+	nc := natsembed.ConnectForTest(t, s)
+	c, err := client.New(nc)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	replies := make(chan string, 8)
+	sub, err := srv.Subscribe("fed.infer.generate", func(m *nats.Msg) {
+		replies <- m.Reply
+		r := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID), Node: "n1"}
+		_ = srv.PublishMsg(r.Done([]byte("ok"), wire.DoneInfo{Tokens: 1}))
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, srv.Flush())
+	var tokens []string
+	for range 4 {
+		_, err := c.Infer(context.Background(), client.Request{Capability: wire.CapGenerate, Body: []byte("hi")})
+		require.NoError(t, err)
+		r := <-replies
+		tokens = append(tokens, r[strings.LastIndexByte(r, '.')+1:])
+	}
+	for i, tok := range tokens {
+		assert.Regexp(t, `^[A-Za-z0-9_-]{22}$`, tok, "128 bits, base64url")
+		for _, other := range tokens[:i] {
+			assert.NotEqual(t, other[:12], tok[:12], "reply tokens %s and %s share a prefix (a nuid sequence)", other, tok)
+		}
+	}
+}

@@ -58,13 +58,16 @@ func lostFail(lost string) step {
 // wire protocol actors of one test: every request runs its steps on its
 // own goroutine; cancels and outcomes are recorded.
 type actors struct {
-	srv      *nats.Conn
-	c        *client.Client
-	mu       sync.Mutex
-	dropped  []client.Dropped
-	cancels  []string // per fed.cancel.<id>: its Fed-Node ("" = every node)
-	dupes    []string // nodes of duplicate outcomes
-	cancelCh chan struct{}
+	srv     *nats.Conn
+	c       *client.Client
+	mu      sync.Mutex
+	dropped []client.Dropped
+	cancels []string // per fed.cancel.<id>: its Fed-Node ("" = every node)
+	// cancelKeys: each cancel's Fed-Cancel-Key; reqKey: the first request's
+	cancelKeys []string
+	reqKey     string
+	dupes      []string // nodes of duplicate outcomes
+	cancelCh   chan struct{}
 	// sent: every message each node sent (or lost on the way), by Fed-Seq,
 	// for its replay endpoint; replay: how node answers a replay (replayOK
 	// unless set); replays: the replay requests received.
@@ -102,6 +105,7 @@ func newActors(t *testing.T, steps []step) *actors {
 	_, err = a.srv.Subscribe(subject.Default.CancelAll(), func(m *nats.Msg) {
 		a.mu.Lock()
 		a.cancels = append(a.cancels, m.Header.Get(wire.HdrNode))
+		a.cancelKeys = append(a.cancelKeys, m.Header.Get(wire.HdrCancelKey))
 		a.mu.Unlock()
 		a.cancelCh <- struct{}{}
 	})
@@ -122,6 +126,9 @@ func newActors(t *testing.T, steps []step) *actors {
 		a.mu.Lock()
 		n := a.arrivals
 		a.arrivals++
+		if n == 0 {
+			a.reqKey = m.Header.Get(wire.HdrCancelKey)
+		}
 		run := steps
 		if n > 0 {
 			text, _ := base64.StdEncoding.DecodeString(m.Header.Get(wire.HdrContinueText))
@@ -517,6 +524,18 @@ func runFinalCases(t *testing.T, cases []finalCase) {
 			}
 			assert.Equal(t, tc.dropped, nilIfEmpty(d), "dropped messages")
 			assert.Equal(t, tc.cancels, nilIfEmpty(c), "cancels")
+			// a cancel for every node carries the request's key; one naming
+			// a node only the key's digest for it (every node hears it)
+			a.mu.Lock()
+			require.NotEmpty(t, a.reqKey, "the request carries a cancel key")
+			for i, node := range a.cancels {
+				want := a.reqKey
+				if node != "" {
+					want = wire.WithdrawKey(a.reqKey, node)
+				}
+				assert.Equal(t, want, a.cancelKeys[i], "key of the cancel naming %q", node)
+			}
+			a.mu.Unlock()
 			assert.Equal(t, tc.dupes, nilIfEmpty(u), "duplicate outcomes")
 			var nLate int64
 			for _, x := range tc.dropped {

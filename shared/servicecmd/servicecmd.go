@@ -87,16 +87,6 @@ func (c *Common) ConnOptions() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// InboxPrefix is the inbox prefix of a service's connection: its own, so
-// that in secured mode no service reads another's replies (a node's is
-// _INBOX.node.<id>, the others' _INBOX.<service>; DESIGN §13).
-func InboxPrefix(service, id string) string {
-	if service == "nodeagent" {
-		return "_INBOX.node." + id
-	}
-	return "_INBOX." + service
-}
-
 // Register adds --nats-url, --log-format, --log-level, --prefix and
 // --metrics-listen to fs.
 func (c *Common) Register(fs *flag.FlagSet) {
@@ -263,7 +253,13 @@ func Run(ctx context.Context, c Command, args []string, lookup func(string) (str
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)
 		return err
 	}
-	opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(c.Name, id)))
+	inbox, err := common.InboxPrefixFor(c.Name, id)
+	if err != nil {
+		err = fmt.Errorf("%w: %s: %w", ErrUsage, c.Name, err)
+		fmt.Fprintln(stderr, err)
+		return err
+	}
+	opts = append(opts, nats.CustomInboxPrefix(inbox))
 	nc, err := Connect(common.NatsURL, ConnName(c.Name, id), log, opts...)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", c.Name, err)

@@ -31,8 +31,9 @@ const (
 	HdrContinueText = "Fed-Continue-Text"
 	// HdrCancelKey is the request's cancel secret (DESIGN §3.4): a cancel
 	// of it takes effect only when it carries the same key. The SDK makes
-	// one per request; routers pass it on and put it on their targeted
-	// cancels. Only the requester, routers and the serving node see it.
+	// one per request; routers pass it on in the dispatch. Only the
+	// requester, routers and the serving node see it: a targeted cancel,
+	// which every node hears, carries WithdrawKey instead.
 	HdrCancelKey = "Fed-Cancel-Key"
 	// MaxCancelKeyLen bounds Fed-Cancel-Key.
 	MaxCancelKeyLen = 64

@@ -1,6 +1,8 @@
 package e2e
 
-// The reference scenarios of DESIGN §7, on a real mesh.
+// The reference scenarios of DESIGN §7.4, on a real mesh: open, and secured
+// (operator mode, every part on its own credential) with no permission
+// violation.
 
 import (
 	"fmt"
@@ -20,7 +22,9 @@ import (
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-func TestScenarioHappyPath(t *testing.T) {
+func TestScenarioHappyPath(t *testing.T) { bothModes(t, scenarioHappyPath) }
+
+func scenarioHappyPath(t *testing.T, start starter) {
 	e := start(t, node("n1", "us-west", wire.PrivacyInternal, synthetic.Config{}))
 	assert.Equal(t, "n1", e.servedBy(client.Request{Body: []byte("hello")}))
 	natsembed.Eventually(t, 5*time.Second, func() error {
@@ -31,7 +35,9 @@ func TestScenarioHappyPath(t *testing.T) {
 
 // The first node fails (its process is gone but the mesh does not know yet),
 // the second serves the request.
-func TestScenarioRetrySuccess(t *testing.T) {
+func TestScenarioRetrySuccess(t *testing.T) { bothModes(t, scenarioRetrySuccess) }
+
+func scenarioRetrySuccess(t *testing.T, start starter) {
 	fast := node("fast", "us-west", wire.PrivacyInternal, synthetic.Config{})
 	slow := node("slow", "us-west", wire.PrivacyInternal, synthetic.Config{TTFT: 30 * time.Millisecond})
 	slow.Cost = 0.9 // fast is the better candidate on cost too
@@ -44,7 +50,9 @@ func TestScenarioRetrySuccess(t *testing.T) {
 	})
 }
 
-func TestScenarioCircuitTrip(t *testing.T) {
+func TestScenarioCircuitTrip(t *testing.T) { bothModes(t, scenarioCircuitTrip) }
+
+func scenarioCircuitTrip(t *testing.T, start starter) {
 	// The failing node answers after 150 ms, so five requests sent at once all
 	// reach it before health's verdict does: 3 failures already make a node
 	// unhealthy, and routers skip unhealthy nodes (DESIGN §6).
@@ -77,7 +85,9 @@ func TestScenarioCircuitTrip(t *testing.T) {
 	e.waitCircuit("bad", record.CircuitOpen, 3*time.Second) // a failed probe reopens the circuit
 }
 
-func TestScenarioMultiRegion(t *testing.T) {
+func TestScenarioMultiRegion(t *testing.T) { bothModes(t, scenarioMultiRegion) }
+
+func scenarioMultiRegion(t *testing.T, start starter) {
 	near := node("fast-50", "eu-west", wire.PrivacyInternal, synthetic.Config{TTFT: 50 * time.Millisecond, Tokens: 1})
 	far := node("slow-120", "eu-west", wire.PrivacyInternal, synthetic.Config{TTFT: 120 * time.Millisecond, Tokens: 1})
 	near.Models = []record.Model{{ModelID: "m1", Capabilities: []string{wire.CapGenerate}}, {ModelID: "only-fast", Capabilities: []string{wire.CapGenerate}}}
@@ -115,7 +125,9 @@ func TestScenarioMultiRegion(t *testing.T) {
 	assert.Equal(t, "fast-50", e.servedBy(client.Request{Model: "m1"}))
 }
 
-func TestScenarioPrivacy(t *testing.T) {
+func TestScenarioPrivacy(t *testing.T) { bothModes(t, scenarioPrivacy) }
+
+func scenarioPrivacy(t *testing.T, start starter) {
 	e := start(t,
 		node("public-us", "us-west", wire.PrivacyInternal, synthetic.Config{}),
 		node("cleared-eu", "eu-west", wire.PrivacyConfidential, synthetic.Config{}))
@@ -128,7 +140,9 @@ func TestScenarioPrivacy(t *testing.T) {
 	assert.Equal(t, wire.CodePrivacy, codeOf(err), "residency: the only cleared node is outside the allowed regions")
 }
 
-func TestScenarioGracefulDegradation(t *testing.T) {
+func TestScenarioGracefulDegradation(t *testing.T) { bothModes(t, scenarioGracefulDegradation) }
+
+func scenarioGracefulDegradation(t *testing.T, start starter) {
 	e := start(t,
 		node("n1", "us-west", wire.PrivacyInternal, synthetic.Config{}),
 		node("n2", "us-west", wire.PrivacyInternal, synthetic.Config{}),

@@ -373,13 +373,15 @@ func (s *Service) onCancel(m *nats.Msg) {
 	}
 	id := strings.TrimPrefix(m.Subject, s.cfg.Subjects.Cancel(""))
 	// The request's cancel secret (DESIGN §3.4): a cancel without the key
-	// the dispatch carried is someone who saw only the request id.
+	// the dispatch carried is someone who saw only the request id. A
+	// withdrawal carries the key's digest for this node (wire.WithdrawKey),
+	// which is no use to cancel the request anywhere else.
 	key := m.Header.Get(wire.HdrCancelKey)
 	s.mu.Lock()
 	js := s.jobs[id]
 	hit := 0
 	for _, j := range js {
-		if j.cancelKey == key {
+		if j.cancelKey == key || (target != "" && key == wire.WithdrawKey(j.cancelKey, s.cfg.NodeID)) {
 			j.cancel(why)
 			hit++
 		}

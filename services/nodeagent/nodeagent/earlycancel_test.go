@@ -80,3 +80,54 @@ func TestCancelNeedsTheKey(t *testing.T) {
 	a := c.read(t, 2*time.Second)
 	assert.Equal(t, wire.CodeCanceled, codeOf(a.final), "the key holder's cancel works")
 }
+
+// A withdrawal carries the key's digest for the node it names
+// (wire.WithdrawKey), never the key: every node hears fed.cancel.*, and
+// what one node's withdrawal shows (the digest for it) neither withdraws
+// the attempt on another node nor cancels the request.
+func TestWithdrawNeedsTheNodesDigest(t *testing.T) {
+	r := newRig(t)
+	outcomes := subscribeOutcomes(t, r.nc, "n1")
+	g := newGate()
+	r.agent(testConfig("n1", g))
+	const id, key = "keyed-2", "s3cret-key-2"
+	c := r.dispatch("n1", "x", stream, func(h nats.Header) { h.Set(wire.HdrRequestID, id); h.Set(wire.HdrCancelKey, key) })
+	c.id = id
+	require.Equal(t, wire.StatusAccepted, c.status)
+	<-g.started
+	seen := wire.WithdrawKey(key, "n2") // what a withdrawal of n2's attempt showed every node
+	for _, h := range []nats.Header{
+		{wire.HdrCancelKey: {seen}},
+		{wire.HdrNode: {"n1"}, wire.HdrCancelKey: {seen}},
+		{wire.HdrCancelKey: {wire.WithdrawKey(key, "n1")}}, // the digest cancels nothing untargeted
+	} {
+		require.NoError(t, r.nc.PublishMsg(&nats.Msg{Subject: subject.Default.Cancel(id), Header: h}))
+	}
+	require.NoError(t, r.nc.Flush())
+	select {
+	case <-g.canceled:
+		t.Fatal("another node's withdrawal key stopped the request")
+	case <-time.After(200 * time.Millisecond):
+	}
+	require.NoError(t, r.nc.PublishMsg(&nats.Msg{Subject: subject.Default.Cancel(id),
+		Header: nats.Header{wire.HdrNode: {"n1"}, wire.HdrCancelKey: {wire.WithdrawKey(key, "n1")}}}))
+	select {
+	case <-g.canceled:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the withdrawal for n1 did not reach the backend")
+	}
+	select {
+	case o := <-outcomes:
+		assert.Equal(t, wire.CodeCanceled, o.Code)
+		assert.True(t, o.Silent, "withdrawn: no final to the client")
+	case <-time.After(2 * time.Second):
+		t.Fatal("no outcome for the withdrawn attempt")
+	}
+	for {
+		m, err := c.sub.NextMsg(200 * time.Millisecond)
+		if err != nil {
+			break // silence after the chunk: no final
+		}
+		assert.False(t, wire.IsFinal(m), "a withdrawn attempt sends the client no final")
+	}
+}

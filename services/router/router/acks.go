@@ -1,10 +1,11 @@
 package router
 
 import (
+	crand "crypto/rand"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 )
@@ -12,12 +13,16 @@ import (
 // acks is the router's one subscription for dispatch acks: every dispatch
 // carries the reply subject <inbox>.<token>, a token per attempt, and the
 // subscription on <inbox>.* hands each ack to the placement waiting for it.
+// Tokens are random, not counted: a node publishes on _INBOX.> (it answers
+// without allow_responses, DESIGN §16) and sees the reply subject of every
+// dispatch it gets, so with a counter it could forge the acks of the
+// dispatches next to its own ("busy" from a node that is not).
 // It is nats.go's request mux done by hand, without the channel, context
 // and goroutine wake-up a blocking RequestMsg costs per request.
 type acks struct {
 	prefix string // <inbox>. ; the connection's inbox prefix (custom in secured mode)
-	next   atomic.Uint64
 	mu     sync.Mutex
+	rng    *rand.ChaCha8 // cryptographically strong, seeded from crypto/rand; under mu
 	m      map[uint64]pendingAck
 	sub    *nats.Subscription
 }
@@ -30,7 +35,9 @@ type pendingAck struct {
 }
 
 func newAcks(inbox string) *acks {
-	return &acks{prefix: inbox + ".", m: map[uint64]pendingAck{}}
+	var seed [32]byte
+	_, _ = crand.Read(seed[:]) // never fails (Go 1.24+)
+	return &acks{prefix: inbox + ".", m: map[uint64]pendingAck{}, rng: rand.NewChaCha8(seed)}
 }
 
 // subject is the ack subscription's wildcard.
@@ -38,7 +45,12 @@ func (a *acks) subject() string { return a.prefix + "*" }
 
 // token hands out the token of a new attempt and its reply subject.
 func (a *acks) token() (uint64, string) {
-	tok := a.next.Add(1)
+	a.mu.Lock()
+	tok := a.rng.Uint64()
+	for _, taken := a.m[tok]; tok == 0 || taken; _, taken = a.m[tok] {
+		tok = a.rng.Uint64() // 0 is no token; a pending one is not given twice
+	}
+	a.mu.Unlock()
 	var digits [13]byte   // a uint64 in base 36
 	var b strings.Builder // one allocation, the subject itself
 	b.Grow(len(a.prefix) + len(digits))

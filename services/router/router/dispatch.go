@@ -771,14 +771,15 @@ func (s *Service) cancelAttempt(requestID, key, node string) {
 
 // withdraw publishes the targeted cancel of requestID on node (DESIGN §3.4);
 // false when the id cannot be a subject token.
-// key is the request's Fed-Cancel-Key: the node ignores a cancel without it.
+// key is the request's Fed-Cancel-Key: the cancel carries its digest for
+// node (wire.WithdrawKey), which every node hears, never the key itself.
 func (s *Service) withdraw(requestID, key, node string) bool {
 	if !subjectToken(requestID) {
 		return false
 	}
 	m := &nats.Msg{Subject: s.cfg.Subjects.Cancel(requestID), Header: nats.Header{wire.HdrNode: {node}}}
 	if key != "" {
-		m.Header.Set(wire.HdrCancelKey, key)
+		m.Header.Set(wire.HdrCancelKey, wire.WithdrawKey(key, node))
 	}
 	if err := s.nc.PublishMsg(m); err != nil {
 		s.log.Warn().Err(err).Str(logging.KeyRequest, requestID).Str(logging.KeyNode, node).Msg("publish targeted cancel")

@@ -169,6 +169,10 @@ func TestIntegrationAckTimeoutCancelsThatAttempt(t *testing.T) {
 	case c := <-cancels:
 		assert.Equal(t, subject.Default.Cancel("req-ack-1"), c.Subject)
 		assert.Equal(t, "mute", c.Header.Get(wire.HdrNode), "the cancel names the node that never acked")
+		key := d.Header.Get(wire.HdrCancelKey)
+		require.NotEmpty(t, key, "the SDK's cancel key is in the dispatch")
+		assert.Equal(t, wire.WithdrawKey(key, "mute"), c.Header.Get(wire.HdrCancelKey),
+			"the withdrawal carries the key's digest for the node, not the key every node would hear")
 	case <-time.After(time.Second):
 		t.Fatal("no targeted cancel after the ack timeout")
 	}

@@ -589,3 +589,44 @@ func TestIntegrationMiddleware(t *testing.T) {
 	// OnError runs after the client has its answer, so the two hooks may run in either order.
 	assert.ElementsMatch(t, []int{wire.CodeUnauthorized, wire.CodeNotFound}, rec.errs)
 }
+
+// A catalog record's subject field is never where the router sends: a
+// record saying "subject":"evil.sink" (someone who could write fed_catalog,
+// DESIGN §2) still gets its dispatches on fed.node.<id>.infer.<level>,
+// derived from the id and the request's privacy.
+func TestIntegrationDispatchSubjectFromIDNotRecord(t *testing.T) {
+	e := newEnv(t, nil)
+	n := tnode{id: "a", region: "eu", clearance: wire.PrivacyRestricted, maxConc: 4, health: healthy(20)}
+	rec := n.catalogRecord()
+	rec.Subject = "evil.sink"
+	e.put(e.kv.Catalog, buckets.NodeKey(n.id), rec)
+	h := *n.health
+	h.NodeID = n.id
+	e.put(e.kv.Health, buckets.NodeKey(n.id), &h)
+	sink, err := e.nc.SubscribeSync("evil.>")
+	require.NoError(t, err)
+	levels := []string{"public", "internal", "confidential", "restricted"}
+	at := map[string]*nats.Subscription{}
+	for _, p := range levels {
+		at[p], err = e.nc.SubscribeSync(subject.Default.NodeInferAt("a", p))
+		require.NoError(t, err)
+	}
+	node := e.fakeNode("a", always(wire.StatusAccepted))
+	e.waitEligible("a")
+
+	for _, p := range levels {
+		resp, err := e.infer(client.Request{Privacy: p})
+		require.NoError(t, err, p)
+		assert.Equal(t, "a", resp.Node, p)
+	}
+	require.Len(t, node.headers(), 4, "every dispatch reached the node's own subjects")
+	require.NoError(t, e.nc.Flush())
+	for _, p := range levels {
+		n, _, err := at[p].Pending()
+		require.NoError(t, err)
+		assert.Equal(t, 1, n, "one dispatch on %s", subject.Default.NodeInferAt("a", p))
+	}
+	leaked, _, err := sink.Pending()
+	require.NoError(t, err)
+	assert.Zero(t, leaked, "the router published on the record's subject")
+}

@@ -50,9 +50,136 @@ const manifestVersion = 1
 // ErrNotAuthDir: the dir is not (or not completely) an auth dir.
 var ErrNotAuthDir = errors.New("not a fedmesh auth dir")
 
+// outdated compares ac's scoped signing keys with Perms(m.Prefix).
+func outdated(ac *jwt.AccountClaims, m *Manifest) []string {
+	var keys []string
+	want := map[string]bool{}
+	for _, p := range Perms(m.Prefix) {
+		want[p.Key] = true
+		pub, ok := m.SigningKeys[p.Key]
+		if !ok {
+			keys = append(keys, p.Key)
+			continue
+		}
+		sc, ok := ac.SigningKeys.GetScope(pub)
+		if us, scoped := sc.(*jwt.UserScope); !ok || !scoped || !sameScope(us, scope(pub, p)) {
+			keys = append(keys, p.Key)
+		}
+	}
+	for k := range m.SigningKeys {
+		if !want[k] {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// sameScope: a and b grant the same, by their JSON form (the one the
+// account JWT carries).
+func sameScope(a, b *jwt.UserScope) bool {
+	ja, errA := json.Marshal(a)
+	jb, errB := json.Marshal(b)
+	return errA == nil && errB == nil && string(ja) == string(jb)
+}
+
+// Upgrade brings the role permissions of the auth dir at dir to this
+// fedmesh's: it re-signs the account JWT with the operator key (keys of
+// changed roles get their current template, new roles a new key, keys of
+// roles that are gone are removed) and rewrites server.conf and the
+// manifest. The operator, the accounts and every signing key that stays
+// are kept, so credentials issued before keep working and get the new
+// permissions once nats-server runs the new server.conf (restart or
+// reload it). It returns the keys it changed; nil when dir was current
+// (nothing is written then).
+func Upgrade(dir string) ([]string, error) {
+	d, err := Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("auth upgrade: %w", err)
+	}
+	changed := d.Outdated()
+	if len(changed) == 0 {
+		return nil, nil
+	}
+	if err := upgradeFiles(dir, d.account, d.manifest); err != nil {
+		return nil, fmt.Errorf("auth upgrade %s: %w", dir, err)
+	}
+	return changed, nil
+}
+
+func upgradeFiles(dir string, ac *jwt.AccountClaims, m *Manifest) error {
+	seed, err := os.ReadFile(filepath.Join(dir, FileOperatorSeed))
+	if err != nil {
+		return fmt.Errorf("the operator key signs the account: %w", err)
+	}
+	op, err := nkeys.FromSeed([]byte(strings.TrimSpace(string(seed))))
+	if err != nil {
+		return fmt.Errorf("%s: %w", FileOperatorSeed, err)
+	}
+	if pub, _ := op.PublicKey(); pub != m.Operator || ac.Issuer != m.Operator {
+		return fmt.Errorf("%s is not the operator of %s", FileOperatorSeed, FileAccountJWT)
+	}
+	read := func(name string) (string, error) {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		return strings.TrimSpace(string(data)), err
+	}
+	opJWT, err := read(FileOperatorJWT)
+	if err != nil {
+		return err
+	}
+	sysJWT, err := read(FileSystemJWT)
+	if err != nil {
+		return err
+	}
+	var files []file
+	want := map[string]bool{}
+	for _, p := range Perms(m.Prefix) {
+		want[p.Key] = true
+		pub, ok := m.SigningKeys[p.Key]
+		if !ok { // a role this fedmesh added
+			kp, err := nkeys.CreateAccount()
+			if err != nil {
+				return err
+			}
+			pub, _ = kp.PublicKey()
+			s, _ := kp.Seed()
+			m.SigningKeys[p.Key] = pub
+			files = append(files, file{filepath.Join(DirKeys, p.Key+".nk"), s, 0o600})
+		}
+		ac.SigningKeys.AddScopedSigner(scope(pub, p)) // replaces the old template
+	}
+	for k, pub := range m.SigningKeys {
+		if !want[k] { // a role that is gone: its users may do nothing
+			delete(ac.SigningKeys, pub)
+			delete(m.SigningKeys, k)
+		}
+	}
+	accJWT, err := ac.Encode(op)
+	if err != nil {
+		return fmt.Errorf("account jwt: %w", err)
+	}
+	mj, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	// new keys first, the manifest last: a reader never finds a key the
+	// account does not know
+	files = append(files,
+		file{FileAccountJWT, []byte(accJWT + "\n"), 0o644},
+		file{FileServerConf, serverConf(opJWT, m.SystemAccount, []preload{{AccountName, m.Account, accJWT}, {SystemAccountName, m.SystemAccount, sysJWT}}), 0o644},
+		file{FileManifest, append(mj, '\n'), 0o644})
+	for _, f := range files {
+		if err := writeFile(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Init makes a new operator, account, system account and signing keys in
 // dir, and dir/server.conf. A dir that already holds them is left as it is
-// (created false); any other non-empty dir is refused. prefix is the
+// (created false; Upgrade brings its permissions up to date); any other
+// non-empty dir is refused. prefix is the
 // subject prefix the permission templates use ("" = "fed").
 func Init(dir, prefix string) (created bool, err error) {
 	if prefix == "" {
@@ -209,6 +336,7 @@ func scope(pub string, p Perm) *jwt.UserScope {
 	s.Role = p.Key
 	s.Description = "fedmesh " + p.Role + " users"
 	s.Template.Pub.Allow.Add(p.Pub...)
+	s.Template.Pub.Deny.Add(p.PubDeny...)
 	s.Template.Sub.Allow.Add(p.Sub...)
 	s.Template.Sub.Deny.Add(p.SubDeny...)
 	return s

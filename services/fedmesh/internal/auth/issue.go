@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -19,13 +21,15 @@ import (
 // account JWT and the one signing key of the role (keys/<key>.nk): a dir
 // holding just those can mint that role and nothing else.
 type Dir struct {
-	path    string
-	account *jwt.AccountClaims
+	path     string
+	account  *jwt.AccountClaims
+	manifest *Manifest
 }
 
 // Open reads dir's account JWT.
 func Open(dir string) (*Dir, error) {
-	if _, err := readManifest(dir); err != nil {
+	m, err := readManifest(dir)
+	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w (run `fedmesh auth init %s` first)", dir, ErrNotAuthDir, dir)
 		}
@@ -39,7 +43,16 @@ func Open(dir string) (*Dir, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", dir, FileAccountJWT, err)
 	}
-	return &Dir{path: dir, account: ac}, nil
+	return &Dir{path: dir, account: ac, manifest: m}, nil
+}
+
+// Outdated lists the signing keys whose permissions in d's account JWT are
+// not the ones this fedmesh gives their role (changed, missing, or of a
+// role that is gone), sorted; nil when the account is current. An auth
+// dir made by an older `auth init` lacks newer permissions (a deny added
+// since, say) until Upgrade re-signs it.
+func (d *Dir) Outdated() []string {
+	return outdated(d.account, d.manifest)
 }
 
 // Account is the public key of the FEDMESH account.
@@ -48,8 +61,10 @@ func (d *Dir) Account() string { return d.account.Subject }
 // User is what to issue.
 type User struct {
 	Role string
-	// Name is the user JWT's name; "" = role-based default. Nodes are
-	// always named by NodeID (their templates use {{name()}}).
+	// Name is the user JWT's name; "" = role-based default (a service:
+	// <role>-<8 random hex digits>, so that no two instances share an
+	// inbox). Nodes are always named by NodeID. Services and nodes read
+	// only the inbox their name gives them ({{name()}} in the templates).
 	Name string
 	// Tenant of a client.
 	Tenant string
@@ -130,8 +145,27 @@ func (u User) name() string {
 		return u.Name
 	case u.Role == RoleClient:
 		return RoleClient + "-" + u.Tenant
+	case u.Role == RoleOperator:
+		return RoleOperator
 	}
-	return u.Role
+	// a service: a name of its own, its inbox _INBOX.<role>.<name> too
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return u.Role + "-" + hex.EncodeToString(b[:])
+}
+
+// CredsName is the user JWT name of a .creds file Issue made (the one its
+// holder's inbox is named by).
+func CredsName(creds []byte) (string, error) {
+	token, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return "", err
+	}
+	uc, err := jwt.DecodeUserClaims(token)
+	if err != nil {
+		return "", err
+	}
+	return uc.Name, nil
 }
 
 func (u User) tags() []string {

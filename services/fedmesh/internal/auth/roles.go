@@ -68,23 +68,28 @@ type Perm struct {
 	// Clearance of node keys.
 	Clearance wire.Privacy
 	Pub, Sub  []string
+	// PubDeny overrides Pub (clients: fed.infer.custom.<tenant>, which the
+	// router reads as capability custom.<tenant> without a tenant; nodes:
+	// the inboxes of nodes and catalog, which never ask a node anything).
+	PubDeny []string
 	// SubDeny overrides Sub (clients: the services' inbox prefixes).
 	SubDeny []string
 }
 
 // InboxPrefix is what a role's connection passes to nats.CustomInboxPrefix:
-// _INBOX.<tenant> for a client, _INBOX.node.<id> for a node,
-// _INBOX.<role> for a service, _INBOX for the operator.
-func InboxPrefix(role, tenantOrNode string) string {
+// _INBOX.<tenant> for a client (name is the tenant), _INBOX.node.<id> for
+// a node, _INBOX.<role>.<name> for a service (name is the user's name, so
+// every instance has its own), _INBOX for the operator.
+func InboxPrefix(role, name string) string {
 	switch role {
 	case RoleClient:
-		return InboxRoot + "." + tenantOrNode
+		return InboxRoot + "." + name
 	case RoleNode:
-		return InboxRoot + ".node." + tenantOrNode
+		return InboxRoot + ".node." + name
 	case RoleOperator:
 		return InboxRoot
 	}
-	return InboxRoot + "." + role
+	return InboxRoot + "." + role + "." + name
 }
 
 // serviceInboxes are the second tokens of the services' and nodes' inbox
@@ -175,7 +180,8 @@ func Perms(prefix string) []Perm {
 	}
 	p := func(s ...string) string { return prefix + "." + strings.Join(s, ".") }
 	replies := InboxRoot + ".>"
-	inbox := func(role string) string { return InboxPrefix(role, "") + ".>" }
+	// a service instance reads only its own inbox, named by its user
+	inbox := func(role string) string { return InboxPrefix(role, tmplName) + ".>" }
 	// A client's inbox is _INBOX.<tenant>: never one of the services'.
 	svcInboxes := make([]string, 0, len(serviceInboxes))
 	for _, r := range serviceInboxes {
@@ -185,6 +191,9 @@ func Perms(prefix string) []Perm {
 		{Key: RoleClient, Role: RoleClient,
 			Pub: cat([]string{p("infer", "*", tmplTenant), p("infer", "custom", "*", tmplTenant), p("cancel", "*"),
 				p("client", "duplicate", "*"), p("node", "*", "replay")}, objUse(buckets.Blobs)),
+			// fed.infer.*.T matches fed.infer.custom.T too, which names no
+			// tenant (capability custom.T): the Fed-Tenant header would decide
+			PubDeny: []string{p("infer", "custom", tmplTenant)},
 			Sub:     []string{InboxRoot + "." + tmplTenant + ".>"},
 			SubDeny: svcInboxes},
 		{Key: RoleGateway, Role: RoleGateway,
@@ -220,7 +229,11 @@ func Perms(prefix string) []Perm {
 			Pub: cat([]string{p("heartbeat", tmplName), p("outcome", tmplName),
 				p("catalog", "register", tmplName, tmplRegion, c.String()), p("catalog", "deregister", tmplName), replies},
 				kvWatchKey(buckets.Catalog, buckets.NodeKey(tmplName)), objUse(buckets.Blobs)),
-			Sub: sub})
+			// a node answers clients, the gateway, routers, health and the
+			// operator; no node or catalog ever asks one, so it may not
+			// publish in their inboxes (a forged register reply to another node)
+			PubDeny: []string{InboxRoot + "." + RoleNode + ".>", InboxRoot + "." + RoleCatalog + ".>"},
+			Sub:     sub})
 	}
 	return append(perms, Perm{Key: RoleOperator, Role: RoleOperator, Pub: []string{">"}, Sub: []string{">"}})
 }
@@ -244,7 +257,11 @@ func Table(perms []Perm) string {
 		if len(p.SubDeny) > 0 {
 			sub += "; denied: " + code(p.SubDeny)
 		}
-		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", p.Role, p.Key, code(p.Pub), sub)
+		pub := code(p.Pub)
+		if len(p.PubDeny) > 0 {
+			pub += "; denied: " + code(p.PubDeny)
+		}
+		fmt.Fprintf(&b, "| %s | `%s` | %s | %s |\n", p.Role, p.Key, pub, sub)
 	}
 	return b.String()
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,12 +19,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/auth"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // noNATS is a URL nothing listens on: the auth commands never connect.
@@ -227,10 +230,12 @@ func connectRoles(t *testing.T) *authRoles {
 	}{
 		{"acme", auth.InboxPrefix(auth.RoleClient, "acme"), []string{"client", "--tenant", "acme"}},
 		{"umbrella", auth.InboxPrefix(auth.RoleClient, "umbrella"), []string{"client", "--tenant", "umbrella"}},
-		{"gateway", auth.InboxPrefix(auth.RoleGateway, ""), []string{"gateway"}},
-		{"router", auth.InboxPrefix(auth.RoleRouter, ""), []string{"router", "--name", "router-1"}},
-		{"catalog", auth.InboxPrefix(auth.RoleCatalog, ""), []string{"catalog"}},
-		{"health", auth.InboxPrefix(auth.RoleHealth, ""), []string{"health"}},
+		{"gateway", auth.InboxPrefix(auth.RoleGateway, "gateway-1"), []string{"gateway", "--name", "gateway-1"}},
+		{"router", auth.InboxPrefix(auth.RoleRouter, "router-1"), []string{"router", "--name", "router-1"}},
+		{"router-2", auth.InboxPrefix(auth.RoleRouter, "router-2"), []string{"router", "--name", "router-2"}},
+		{"catalog", auth.InboxPrefix(auth.RoleCatalog, "catalog-1"), []string{"catalog", "--name", "catalog-1"}},
+		{"catalog-2", auth.InboxPrefix(auth.RoleCatalog, "catalog-2"), []string{"catalog", "--name", "catalog-2"}},
+		{"health", auth.InboxPrefix(auth.RoleHealth, "health-1"), []string{"health", "--name", "health-1"}},
 		{"node-x", auth.InboxPrefix(auth.RoleNode, "node-x"), []string{"node", "--node-id", "node-x", "--region", "eu", "--clearance", "internal"}},
 		{"node-y", auth.InboxPrefix(auth.RoleNode, "node-y"), []string{"node", "--node-id", "node-y", "--region", "us", "--clearance", "confidential"}},
 	} {
@@ -239,7 +244,7 @@ func connectRoles(t *testing.T) *authRoles {
 	return r
 }
 
-var nonOperators = []string{"acme", "umbrella", "gateway", "router", "catalog", "health", "node-x", "node-y"}
+var nonOperators = []string{"acme", "umbrella", "gateway", "router", "router-2", "catalog", "catalog-2", "health", "node-x", "node-y"}
 
 func TestAuthPermissionTable(t *testing.T) {
 	r := connectRoles(t)
@@ -256,14 +261,25 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("node-x", "sub", false, "fed.node.node-x.infer.confidential", "fed.node.node-x.infer.restricted",
 		"fed.node.node-y.infer.internal", "fed.node.node-x.infer.*", "fed.node.*.infer.internal", "fed.node.node-y.probe",
 		"fed.node.node-y.replay", "fed.infer.>", "fed.heartbeat.*", "fed.outcome.*", "_INBOX.>",
-		"_INBOX.acme.>", "_INBOX.node.node-y.>", "$KV.fed_catalog.>")
+		"_INBOX.acme.>", "_INBOX.node.node-y.>", "$KV.fed_catalog.>",
+		// nor any requester's inbox: a client's, a service's
+		"_INBOX.acme.*", "_INBOX.umbrella.>", "_INBOX.router.router-1.>", "_INBOX.gateway.gateway-1.>",
+		"_INBOX.health.health-1.>", "_INBOX.catalog.catalog-1.>", "_INBOX.operator.>")
+	// it answers its requesters: tokens to a client or the gateway, acks to
+	// a router, probe answers to health, $SRV replies to the operator
 	add("node-x", "pub", true, "fed.heartbeat.node-x", "fed.outcome.node-x", "fed.catalog.register.node-x.eu.internal",
-		"fed.catalog.deregister.node-x", "_INBOX.acme.tok")
+		"fed.catalog.deregister.node-x", "_INBOX.acme.tok", "_INBOX.gateway.gateway-1.tok", "_INBOX.router.router-1.ack",
+		"_INBOX.health.health-1.probe", "_INBOX.operator.srv")
 	add("node-x", "pub", false, "fed.heartbeat.node-y", "fed.outcome.node-y", "fed.catalog.register.node-y.eu.internal",
 		"fed.catalog.register.node-x.eu.restricted", "fed.catalog.register.node-x.eu.confidential",
 		"fed.catalog.register.node-x.eu.public", "fed.catalog.register.node-x.us.internal", "fed.catalog.deregister.node-y",
 		"fed.node.node-y.infer.internal", "fed.infer.generate.acme", "fed.router.failed.node-x", "fed.client.duplicate.node-x",
-		"$KV.fed_catalog.nodes.node-x", "$KV.fed_health.nodes.node-x")
+		"$KV.fed_catalog.nodes.node-x", "$KV.fed_health.nodes.node-x",
+		// the open register forms, whose body alone names the node: the operator's
+		"fed.catalog.register", "fed.catalog.deregister", "fed.router.failed.node-y", "fed.node.node-y.replay",
+		// nobody asks a node for anything that another node could answer:
+		// not another node's inbox (a forged register reply), not catalog's
+		"_INBOX.node.node-y.reply", "_INBOX.catalog.catalog-1.reply")
 	// Node Y, cleared confidential, in us: one more level, its own names.
 	add("node-y", "sub", true, "fed.node.node-y.infer.public", "fed.node.node-y.infer.internal", "fed.node.node-y.infer.confidential")
 	add("node-y", "sub", false, "fed.node.node-y.infer.restricted", "fed.node.node-x.infer.public")
@@ -277,28 +293,40 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("acme", "pub", true, "fed.infer.generate.acme", "fed.infer.custom.mine.acme", "fed.cancel.req-1",
 		"fed.client.duplicate.node-x", "fed.node.node-x.replay")
 	add("acme", "pub", false, "fed.infer.generate.umbrella", "fed.infer.generate", "fed.infer.custom.mine.umbrella",
+		// matches fed.infer.*.acme, but the router reads it as capability
+		// custom.acme without a tenant: Fed-Tenant would name any tenant
+		"fed.infer.custom.acme",
 		"fed.node.node-x.infer.public", "fed.node.node-x.probe", "fed.heartbeat.node-x", "fed.outcome.node-x",
 		"fed.catalog.list", "fed.catalog.register.node-x.eu.internal", "fed.router.candidates", "fed.stats", "_INBOX.umbrella.x",
 		"$KV.fed_config.router.policy", "$KV.fed_catalog.nodes.node-x", "$JS.API.STREAM.INFO.KV_fed_catalog",
-		"$JS.API.STREAM.CREATE.EVIL", "$JS.API.INFO")
+		"$JS.API.STREAM.CREATE.EVIL", "$JS.API.INFO",
+		// forged events: a node's outcomes, a router's dispatch failures; registering or removing a node
+		"fed.router.failed.node-x", "fed.catalog.register", "fed.catalog.deregister", "fed.catalog.deregister.node-x",
+		"fed.node.node-x.infer.restricted")
 	add("umbrella", "sub", true, "_INBOX.umbrella.>")
 	add("umbrella", "sub", false, "_INBOX.acme.>")
 	add("umbrella", "pub", true, "fed.infer.embed.umbrella")
-	add("umbrella", "pub", false, "fed.infer.embed.acme")
+	add("umbrella", "pub", false, "fed.infer.embed.acme", "fed.infer.custom.umbrella")
 
 	// Gateway: names tenants itself.
-	add("gateway", "sub", true, "_INBOX.gateway.>")
-	add("gateway", "sub", false, "fed.infer.>", "_INBOX.>", "_INBOX.acme.>", "fed.catalog.list")
+	add("gateway", "sub", true, "_INBOX.gateway.gateway-1.>")
+	add("gateway", "sub", false, "fed.infer.>", "_INBOX.>", "_INBOX.acme.>", "fed.catalog.list",
+		"_INBOX.gateway.>", "_INBOX.gateway.gateway-2.>", "_INBOX.router.router-1.>")
 	add("gateway", "pub", true, "fed.infer.generate.acme", "fed.infer.custom.mine.umbrella", "fed.cancel.req-1",
 		"fed.client.duplicate.node-x", "fed.node.node-x.replay", "fed.catalog.list", "fed.catalog.get", "fed.catalog.find")
 	add("gateway", "pub", false, "fed.catalog.register.node-x.eu.internal", "fed.catalog.deregister.node-x",
-		"fed.node.node-x.infer.public", "fed.health.list", "fed.stats", "_INBOX.acme.x", "$KV.fed_catalog.nodes.x")
+		"fed.node.node-x.infer.public", "fed.health.list", "fed.stats", "_INBOX.acme.x", "$KV.fed_catalog.nodes.x",
+		"fed.outcome.node-x", "fed.router.failed.node-x", "fed.heartbeat.node-x", "fed.catalog.register")
 
 	// Router.
 	add("router", "qsub", true, "fed.infer.>", "fed.router.candidates")
-	add("router", "sub", true, "fed.outcome.*", "$SRV.>", "_INBOX.router.>")
+	add("router", "sub", true, "fed.outcome.*", "$SRV.>", "_INBOX.router.router-1.>")
 	add("router", "sub", false, "fed.heartbeat.*", "fed.node.*.infer.*", "fed.cancel.*", "_INBOX.>", "_INBOX.acme.>",
-		"fed.catalog.register.*.*.*", "fed.router.failed.*")
+		"fed.catalog.register.*.*.*", "fed.router.failed.*",
+		// not another router's inbox (its acks, its replies), nor any other instance's
+		"_INBOX.router.>", "_INBOX.router.router-2.>", "_INBOX.router.*.>", "_INBOX.catalog.catalog-1.>", "_INBOX.gateway.gateway-1.>")
+	add("router-2", "sub", true, "_INBOX.router.router-2.>")
+	add("router-2", "sub", false, "_INBOX.router.router-1.>", "_INBOX.router.>")
 	add("router", "pub", true, "fed.node.node-x.infer.internal", "fed.node.node-y.infer.restricted", "fed.cancel.req-1",
 		"fed.router.unplaced", "fed.router.decisions", "fed.router.failed.node-x", "_INBOX.acme.final", "_INBOX.gateway.final")
 	add("router", "pub", false, "fed.heartbeat.node-x", "fed.outcome.node-x", "fed.node.node-x.probe", "fed.infer.generate.acme",
@@ -309,17 +337,21 @@ func TestAuthPermissionTable(t *testing.T) {
 	// Catalog.
 	add("catalog", "qsub", true, "fed.catalog.register.*.*.*", "fed.catalog.deregister.*", "fed.catalog.find",
 		"fed.catalog.list", "fed.catalog.get")
-	add("catalog", "sub", true, "fed.heartbeat.*", "$SRV.>", "_INBOX.catalog.>")
-	add("catalog", "sub", false, "fed.catalog.>", "fed.outcome.*", "fed.infer.>", "_INBOX.>")
+	add("catalog", "sub", true, "fed.heartbeat.*", "$SRV.>", "_INBOX.catalog.catalog-1.>")
+	add("catalog", "sub", false, "fed.catalog.>", "fed.outcome.*", "fed.infer.>", "_INBOX.>", "_INBOX.catalog.>",
+		"_INBOX.catalog.catalog-2.>", "_INBOX.router.router-1.>")
+	add("catalog-2", "sub", true, "_INBOX.catalog.catalog-2.>")
+	add("catalog-2", "sub", false, "_INBOX.catalog.catalog-1.>")
 	add("catalog", "pub", true, "_INBOX.node.node-x.reply")
 	add("catalog", "pub", false, "$KV.fed_health.nodes.node-x", "fed.heartbeat.node-x", "fed.node.node-x.probe",
 		"$JS.API.STREAM.DELETE.KV_fed_catalog", "$JS.API.STREAM.PURGE.KV_fed_catalog")
 
 	// Health.
 	add("health", "sub", true, "fed.heartbeat.*", "fed.outcome.*", "fed.router.failed.*", "fed.router.unplaced",
-		"fed.client.duplicate.*", "$SRV.>", "_INBOX.health.>")
+		"fed.client.duplicate.*", "$SRV.>", "_INBOX.health.health-1.>")
 	add("health", "qsub", true, "fed.health.get", "fed.health.list", "fed.stats")
-	add("health", "sub", false, "fed.infer.>", "fed.node.*.infer.*", "fed.router.decisions", "_INBOX.>")
+	add("health", "sub", false, "fed.infer.>", "fed.node.*.infer.*", "fed.router.decisions", "_INBOX.>",
+		"_INBOX.health.>", "_INBOX.health.health-2.>")
 	add("health", "pub", true, "fed.node.node-x.probe", "fed.health.stats", "_INBOX.operator.reply")
 	add("health", "pub", false, "fed.node.node-x.infer.public", "$KV.fed_catalog.nodes.node-x", "fed.heartbeat.node-x",
 		"$JS.API.STREAM.DELETE.KV_fed_health")
@@ -358,6 +390,86 @@ func TestAuthPermissionTable(t *testing.T) {
 		st, err := kv.Status(ctx)
 		require.NoError(t, err)
 		assert.Zero(t, st.Values(), "bucket %s was written", kv.Bucket())
+	}
+}
+
+// Strangers do not get in: no credential, a user signed by a key the
+// account does not know (claiming the account), or one from another
+// operator's auth dir; and a scoped user whose JWT was edited to claim
+// another tenant or clearance fails its signature.
+func TestAuthStrangersRefused(t *testing.T) {
+	m := newAuthMesh(t)
+	other := filepath.Join(t.TempDir(), "other")
+	_, stderr, code := runCLI(t, noNATS, "", "auth", "init", other)
+	require.Equal(t, 0, code, stderr)
+	od, err := auth.Open(other)
+	require.NoError(t, err)
+	foreign, err := od.Issue(auth.User{Role: auth.RoleOperator})
+	require.NoError(t, err)
+
+	d, err := auth.Open(m.dir)
+	require.NoError(t, err)
+	// a user JWT claiming the FEDMESH account, signed by a key of our own
+	fake, err := nkeys.CreateAccount()
+	require.NoError(t, err)
+	user, err := nkeys.CreateUser()
+	require.NoError(t, err)
+	upub, _ := user.PublicKey()
+	useed, _ := user.Seed()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name, uc.IssuerAccount = "node-x", d.Account()
+	uc.Pub.Allow.Add(">")
+	uc.Sub.Allow.Add(">")
+	tok, err := uc.Encode(fake)
+	require.NoError(t, err)
+	forged, err := jwt.FormatUserConfig(tok, useed)
+	require.NoError(t, err)
+
+	// a real node credential cleared internal, its claims edited to say restricted
+	real, err := d.Issue(auth.User{Role: auth.RoleNode, NodeID: "node-x", Region: "eu", Clearance: wire.PrivacyInternal})
+	require.NoError(t, err)
+	rtok, err := jwt.ParseDecoratedJWT(real)
+	require.NoError(t, err)
+	parts := strings.Split(rtok, ".")
+	require.Len(t, parts, 3)
+	claims, err := base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	edited := strings.Replace(string(claims), "clearance:internal", "clearance:restricted", 1)
+	require.NotEqual(t, string(claims), edited)
+	rkp, err := nkeys.ParseDecoratedNKey(real)
+	require.NoError(t, err)
+	rseed, _ := rkp.Seed()
+	// written by hand: jwt.FormatUserConfig refuses a JWT whose signature fails
+	tampered := []byte("-----BEGIN NATS USER JWT-----\n" + parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(edited)) +
+		"." + parts[2] + "\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n" + string(rseed) +
+		"\n------END USER NKEY SEED------\n")
+
+	write := func(name string, data []byte) string {
+		p := filepath.Join(t.TempDir(), name)
+		require.NoError(t, os.WriteFile(p, data, 0o600))
+		return p
+	}
+	// the same credential unedited gets in
+	nc, err := nats.Connect(m.s.ClientURL(), nats.UserCredentials(write("real.creds", real)), nats.NoReconnect())
+	require.NoError(t, err, "the untouched node credential")
+	nc.Close()
+	for _, tc := range []struct {
+		name string
+		opts []nats.Option
+	}{
+		{"no credential", nil},
+		{"user and password", []nats.Option{nats.UserInfo("operator", "operator")}},
+		{"a user signed by an unknown key", []nats.Option{nats.UserCredentials(write("forged.creds", forged))}},
+		{"another operator's credential", []nats.Option{nats.UserCredentials(write("foreign.creds", foreign))}},
+		{"an edited credential", []nats.Option{nats.UserCredentials(write("tampered.creds", tampered))}},
+	} {
+		nc, err := nats.Connect(m.s.ClientURL(), append(tc.opts, nats.Timeout(natsembed.WaitFor), nats.NoReconnect())...)
+		if err == nil {
+			nc.Close()
+			t.Errorf("%s: connected", tc.name)
+			continue
+		}
+		assert.Contains(t, strings.ToLower(err.Error()), "authorization violation", tc.name)
 	}
 }
 
@@ -809,10 +921,10 @@ func TestAuthIssueCommand(t *testing.T) {
 	}{
 		{[]string{"client", "--tenant", "acme"}, "client-acme", "client", []string{"role:client", "tenant:acme"}, false},
 		{[]string{"client", "--tenant", "acme", "--name", "acme-batch"}, "acme-batch", "client", []string{"role:client", "tenant:acme"}, true},
-		{[]string{"gateway"}, "gateway", "gateway", []string{"role:gateway"}, false},
+		{[]string{"gateway"}, `gateway-[0-9a-f]{8}`, "gateway", []string{"role:gateway"}, false},
 		{[]string{"router", "--name", "router-2"}, "router-2", "router", []string{"role:router"}, true},
-		{[]string{"catalog"}, "catalog", "catalog", []string{"role:catalog"}, false},
-		{[]string{"health"}, "health", "health", []string{"role:health"}, false},
+		{[]string{"catalog"}, `catalog-[0-9a-f]{8}`, "catalog", []string{"role:catalog"}, false},
+		{[]string{"health", "--name", "health-eu"}, "health-eu", "health", []string{"role:health"}, false},
 		{[]string{"operator"}, "operator", "operator", []string{"role:operator"}, false},
 		{[]string{"node", "--node-id", "GPU_1", "--region", "eu-west", "--clearance", "restricted"}, "GPU_1", "node-restricted",
 			[]string{"role:node", "region:eu-west", "clearance:restricted"}, true},
@@ -840,7 +952,8 @@ func TestAuthIssueCommand(t *testing.T) {
 			assert.Contains(t, string(creds), "-----BEGIN NATS USER JWT-----")
 			assert.Contains(t, string(creds), "-----BEGIN USER NKEY SEED-----")
 			uc := decode(t, creds)
-			assert.Equal(t, tc.name, uc.Name)
+			assert.Regexp(t, "^"+tc.name+"$", uc.Name)
+			assert.Contains(t, stderr, "user "+uc.Name+" ", "the name is told")
 			assert.ElementsMatch(t, tc.tags, []string(uc.Tags))
 			assert.Equal(t, m.SigningKeys[tc.key], uc.Issuer, "issued by the %s key", tc.key)
 		})
@@ -889,4 +1002,63 @@ func TestAuthRolesCommand(t *testing.T) {
 	}
 	assert.Contains(t, out, "`mesh.node.{{name()}}.infer.internal`")
 	assert.NotContains(t, out, "`fed.")
+}
+
+// An auth dir an older fedmesh made (here: the client template without its
+// fed.infer.custom.<tenant> deny): `auth issue` warns and changes nothing,
+// `auth init` brings it up to date keeping its keys and says which, and
+// `dev --secure` would run the same update before starting its server.
+func TestAuthInitUpgradesOldDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "auth")
+	_, stderr, code := runCLI(t, noNATS, "", "auth", "init", dir)
+	require.Equal(t, 0, code, stderr)
+	var m auth.Manifest
+	data, err := os.ReadFile(filepath.Join(dir, auth.FileManifest))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(data, &m))
+	data, err = os.ReadFile(filepath.Join(dir, auth.FileAccountJWT))
+	require.NoError(t, err)
+	ac, err := jwt.DecodeAccountClaims(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	sc, ok := ac.SigningKeys.GetScope(m.SigningKeys[auth.RoleClient])
+	require.True(t, ok)
+	us := sc.(*jwt.UserScope)
+	require.NotEmpty(t, us.Template.Pub.Deny)
+	us.Template.Pub.Deny = nil // as before the deny was added
+	seed, err := os.ReadFile(filepath.Join(dir, auth.FileOperatorSeed))
+	require.NoError(t, err)
+	op, err := nkeys.FromSeed(seed)
+	require.NoError(t, err)
+	old, err := ac.Encode(op)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, auth.FileAccountJWT), []byte(old+"\n"), 0o644))
+
+	_, stderr, code = runCLI(t, noNATS, "", "auth", "issue", dir, "client", "--tenant", "acme")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "older fedmesh")
+	assert.Contains(t, stderr, "of client are not current")
+	data, err = os.ReadFile(filepath.Join(dir, auth.FileAccountJWT))
+	require.NoError(t, err)
+	assert.Equal(t, old, strings.TrimSpace(string(data)), "issue changed the account")
+
+	out, stderr, code := runCLI(t, noNATS, "", "auth", "init", dir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "updated the role permissions of signing keys client")
+	data, err = os.ReadFile(filepath.Join(dir, auth.FileAccountJWT))
+	require.NoError(t, err)
+	ac, err = jwt.DecodeAccountClaims(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	sc, ok = ac.SigningKeys.GetScope(m.SigningKeys[auth.RoleClient])
+	require.True(t, ok, "the client key is kept")
+	assert.Equal(t, jwt.StringList{"fed.infer.custom.{{tag(tenant)}}"}, sc.(*jwt.UserScope).Template.Pub.Deny)
+	conf, err := os.ReadFile(filepath.Join(dir, auth.FileServerConf))
+	require.NoError(t, err)
+	assert.Contains(t, string(conf), strings.TrimSpace(string(data)), "server.conf preloads the new account JWT")
+
+	out, stderr, code = runCLI(t, noNATS, "", "auth", "init", dir)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, out, "nothing changed")
+	_, stderr, code = runCLI(t, noNATS, "", "auth", "issue", dir, "client", "--tenant", "acme")
+	require.Equal(t, 0, code, stderr)
+	assert.NotContains(t, stderr, "older fedmesh")
 }

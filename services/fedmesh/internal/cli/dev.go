@@ -58,8 +58,21 @@ func newDevCmd(g *globals) *cobra.Command {
 			sopts := natsembed.Options{Host: host, Port: port, StoreDir: storeDir, Logs: serverLogs}
 			if secure != "" {
 				// operator mode: every part on its own credential (DESIGN §13)
-				if _, err := auth.Init(secure, g.prefix); err != nil {
+				created, err := auth.Init(secure, g.prefix)
+				if err != nil {
 					return err
+				}
+				if !created {
+					// a dir of an older fedmesh: this server runs its
+					// server.conf, so bring the role permissions up to date
+					changed, err := auth.Upgrade(secure)
+					if err != nil {
+						return err
+					}
+					if len(changed) > 0 {
+						log.Info().Str("dir", secure).Strs("keys", changed).
+							Msg("auth dir made by an older fedmesh: role permissions updated (account re-signed, keys kept)")
+					}
 				}
 				if authDir, err = auth.Open(secure); err != nil {
 					return err

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/fedmesh/fedmesh/services/fedmesh/internal/auth"
 	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -88,8 +89,19 @@ func newInferCmd(g *globals) *cobra.Command {
 				req.Body, req.BodyReader = nil, cmd.InOrStdin()
 				req.BodySize = sizeOf(cmd.InOrStdin())
 			}
+			copts := []client.Option{client.WithSubjects(g.subjects()), client.WithMaxBody(maxBody)}
+			// a client credential names its tenant: requests go on the
+			// tenant's subject, the only one it may publish (DESIGN §16)
+			if id := g.identity(); id.Role == auth.RoleClient {
+				if req.Tenant != "" && req.Tenant != id.Tenant {
+					return &wire.Error{Code: wire.CodeBadRequest,
+						Description: fmt.Sprintf("--tenant %s: the credential %s is tenant %s's", req.Tenant, g.conn.Creds, id.Tenant)}
+				}
+				req.Tenant = id.Tenant
+				copts = append(copts, client.WithTenant(id.Tenant))
+			}
 			return g.withConn(cmd, "fedmesh-infer", func(ctx context.Context, nc *nats.Conn) error {
-				c, err := client.New(nc, client.WithSubjects(g.subjects()), client.WithMaxBody(maxBody))
+				c, err := client.New(nc, copts...)
 				if err != nil {
 					return err
 				}

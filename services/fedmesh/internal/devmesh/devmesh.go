@@ -209,7 +209,7 @@ func (m *Mesh) run(ctx context.Context, s spec) error {
 func (m *Mesh) startPart(ctx context.Context, s spec) (part, error) {
 	name := servicecmd.ConnName(s.service, s.id)
 	log := logging.Component(m.opts.Log, s.service).With().Str(logging.KeyInstance, s.id).Logger()
-	opts := []nats.Option{nats.ErrorHandler(asyncErrors(log, name, m.opts.AsyncError)), nats.CustomInboxPrefix(servicecmd.InboxPrefix(s.service, s.id))}
+	opts := []nats.Option{nats.ErrorHandler(asyncErrors(log, name, m.opts.AsyncError)), nats.CustomInboxPrefix(servicecmd.InboxPrefix(s.service, servicecmd.InstanceName(s.service, s.id)))}
 	if m.opts.Credentials != nil {
 		co, err := m.opts.Credentials(s.service, s.id, s.node)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
 // Secured mode (DESIGN §13): every part of the mesh on a user of its own
@@ -25,14 +26,18 @@ func roleOf(service string) string {
 	return service // catalog, health, router, gateway: the role of the same name
 }
 
-// Credentials gives each part a user of its role from d; a node agent's is
-// named by its node id and carries its region and clearance, so the server
-// enforces what the node may subscribe to and register as.
+// Credentials gives each part a user of its role from d, named as its
+// inbox is (servicecmd.InstanceName: router-1, router-2, so no router reads
+// another's inbox); a node agent's is named by its node id and carries its
+// region and clearance, so the server enforces what the node may subscribe
+// to and register as.
 func Credentials(d *auth.Dir) func(service, id string, node *nodeagent.Config) ([]nats.Option, error) {
-	return func(service, _ string, node *nodeagent.Config) ([]nats.Option, error) {
+	return func(service, id string, node *nodeagent.Config) ([]nats.Option, error) {
 		u := auth.User{Role: roleOf(service)}
 		if node != nil {
 			u.NodeID, u.Region, u.Clearance = node.NodeID, node.Region, node.Clearance
+		} else {
+			u.Name = servicecmd.InstanceName(service, id)
 		}
 		o, err := d.ConnOption(u)
 		if err != nil {
