@@ -9,7 +9,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin="$root/bin"
 work=$(mktemp -d)
-base=$(( 21000 + RANDOM % 15000 ))
+# ports base+1…base+203, below the kernel's ephemeral range (any outgoing
+# connection may hold a port in it)
+low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+base=$(( 21000 + RANDOM % (low - 21300) ))
 pids=()
 fail() { echo "CLUSTER FAIL: $*"; for f in "$work"/*.log; do echo "--- $f"; tail -15 "$f"; done; exit 1; }
 cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }

@@ -3,7 +3,14 @@
 # CLI and `fedmesh infer`, open and `--secure`. Needs fedmesh and nats on PATH (make smoke does it).
 set -euo pipefail
 
-port=$(( 20000 + RANDOM % 20000 ))
+# Five ports from here on, below the kernel's ephemeral range (a port in it can
+# be taken by any outgoing connection of a test running beside us) and free now.
+low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 50); do
+  port=$(( 20000 + RANDOM % (low - 20010) ))
+  free "$port" && free $(( port + 1 )) && free $(( port + 2 )) && free $(( port + 3 )) && free $(( port + 4 )) && break
+done
 http=$(( port + 1 ))
 metrics=$(( port + 2 ))
 url="nats://127.0.0.1:${port}"
