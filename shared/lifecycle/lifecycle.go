@@ -120,6 +120,25 @@ func (g *Group) Go(fn func(ctx context.Context)) bool {
 	return true
 }
 
+// Do runs fn on the caller's goroutine with the group's context, counted
+// as one of the group's own: Drain and Stop wait for it as for a goroutine
+// of Go. It is for work short enough to run where it arrived (a node
+// agent's answer from a backend that never blocks), which a goroutine would
+// only delay. It returns false, and does not run fn, once the group is
+// closing.
+func (g *Group) Do(fn func(ctx context.Context)) bool {
+	g.mu.RLock()
+	if g.closing {
+		g.mu.RUnlock()
+		return false
+	}
+	g.wg.Add(1)
+	g.mu.RUnlock() // not held while fn runs: Close must not wait for it
+	defer g.wg.Done()
+	fn(g.ctx)
+	return true
+}
+
 // Close refuses further Go calls; running goroutines go on.
 func (g *Group) Close() {
 	g.mu.Lock()

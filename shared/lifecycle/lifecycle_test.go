@@ -113,3 +113,47 @@ func TestGroupWithCause(t *testing.T) {
 	plain.Stop()
 	assert.ErrorIs(t, context.Cause(plain.Context()), context.Canceled)
 }
+
+func TestGroupDo(t *testing.T) {
+	t.Run("runs on the caller's goroutine and is waited for", func(t *testing.T) {
+		g := NewGroup()
+		inside := make(chan struct{})
+		release := make(chan struct{})
+		var ran atomic.Int32
+		var ctxErr error
+		go g.Do(func(ctx context.Context) {
+			close(inside)
+			<-release
+			ctxErr = ctx.Err()
+			ran.Add(1)
+		})
+		<-inside
+		drained := make(chan bool)
+		go func() { drained <- g.Drain(5 * time.Second) }()
+		select {
+		case <-drained:
+			t.Fatal("Drain returned while Do's fn was running")
+		case <-time.After(30 * time.Millisecond):
+		}
+		close(release)
+		assert.True(t, <-drained)
+		assert.Equal(t, int32(1), ran.Load())
+		assert.NoError(t, ctxErr, "fn finished within the grace: its context was not cut")
+	})
+	t.Run("refused once closing", func(t *testing.T) {
+		g := NewGroup()
+		g.Close()
+		var ran atomic.Int32
+		assert.False(t, g.Do(func(context.Context) { ran.Add(1) }))
+		assert.Equal(t, int32(0), ran.Load())
+	})
+	t.Run("fn's context ends when Drain's grace runs out", func(t *testing.T) {
+		g := NewGroup()
+		inside := make(chan struct{})
+		done := make(chan error, 1)
+		go g.Do(func(ctx context.Context) { close(inside); <-ctx.Done(); done <- ctx.Err() })
+		<-inside
+		assert.False(t, g.Drain(20*time.Millisecond))
+		assert.ErrorIs(t, <-done, context.Canceled)
+	})
+}

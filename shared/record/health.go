@@ -135,7 +135,12 @@ type Outcome struct {
 	Fault string `json:"fault,omitempty"`
 	// Silent: the node sent the client no final (the attempt was withdrawn,
 	// or its publish failed), so someone else must answer it.
-	Silent bool      `json:"silent,omitempty"`
+	Silent bool `json:"silent,omitempty"`
+	// AtOnce: the node answered where the dispatch arrived and acked it
+	// done after the final (DESIGN §4, Fed-Ack-Done): the router that
+	// placed it has settled it already, and no ack counted it in the
+	// node's load, so routers do not take a slot back for it.
+	AtOnce bool      `json:"at_once,omitempty"`
 	Time   time.Time `json:"ts"`
 }
 

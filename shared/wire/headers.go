@@ -52,6 +52,11 @@ const (
 	// never starts it: the router has given up and may have placed the
 	// request elsewhere, so running it would give the client two answers.
 	HdrAckDeadline = "Fed-Ack-Deadline"
+	// HdrAckDone ("true") says the router takes the ack Fed-Status: done:
+	// accepted, and the final already went out. A node whose backend
+	// answers at once may then send the final first and that ack after it,
+	// instead of an accepted ack before (DESIGN §4).
+	HdrAckDone = "Fed-Ack-Done"
 	// HdrTakeover names the lost node whose accepted request a router hands
 	// to another node; that node echoes it on every message it sends for
 	// the request, so clients accept it in the lost node's place.

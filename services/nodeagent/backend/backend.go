@@ -82,6 +82,21 @@ func IsResumable(b Backend) bool {
 	return ok && r.Resumable()
 }
 
+// Immediate is implemented by backends whose Generate never blocks: no
+// I/O, no sleeps, a bounded amount of work (the synthetic backend without
+// delays). The agent then runs a whole answer where the dispatch arrived,
+// without a goroutine, and may let its completed outcome be the dispatch's
+// ack (DESIGN §4). A backend that talks to a model server must not say so.
+type Immediate interface {
+	Immediate() bool
+}
+
+// AnswersAtOnce reports whether b says its Generate never blocks.
+func AnswersAtOnce(b Backend) bool {
+	i, ok := b.(Immediate)
+	return ok && i.Immediate()
+}
+
 // ConnStats is implemented by backends that reach their model server over
 // pooled connections: how many requests got a newly opened connection and
 // how many reused one (the agent exports them as a metric; issue 16 asks

@@ -16,7 +16,10 @@ import (
 
 // benchDispatch measures one dispatch round: accept, backend, all messages
 // to the client inbox, as a router and client see it.
-func benchDispatch(b *testing.B, tokens int, stream bool) {
+// atOnce dispatches as a router does (Fed-Ack-Done, Fed-Ack-Deadline): a
+// whole answer from the synthetic backend is then answered where it
+// arrives, and acked done after its final.
+func benchDispatch(b *testing.B, tokens int, stream, atOnce bool) {
 	s := natsembed.StartForTest(b)
 	nc := natsembed.ConnectForTest(b, s)
 	startCatalogTB(b, nc)
@@ -46,9 +49,15 @@ func benchDispatch(b *testing.B, tokens int, stream bool) {
 		if stream {
 			m.Header.Set(wire.HdrStream, "true")
 		}
+		want := wire.StatusAccepted
+		if atOnce {
+			want = wire.StatusDone
+			m.Header.Set(wire.HdrAckDone, "true")
+			m.Header.Set(wire.HdrAckDeadline, strconv.FormatInt(time.Now().Add(2*time.Second).UnixMilli(), 10))
+		}
 		ack, err := nc.RequestMsg(m, 2*time.Second)
-		if err != nil || ack.Header.Get(wire.HdrStatus) != wire.StatusAccepted {
-			b.Fatalf("dispatch: %v", err)
+		if err != nil || ack.Header.Get(wire.HdrStatus) != want {
+			b.Fatalf("dispatch: %v, ack %v, want %s", err, ack, want)
 		}
 		for {
 			msg, err := sub.NextMsg(2 * time.Second)
@@ -62,5 +71,6 @@ func benchDispatch(b *testing.B, tokens int, stream bool) {
 	}
 }
 
-func BenchmarkDispatchWhole(b *testing.B)     { benchDispatch(b, 1, false) }
-func BenchmarkDispatchStream256(b *testing.B) { benchDispatch(b, 256, true) }
+func BenchmarkDispatchWhole(b *testing.B)       { benchDispatch(b, 1, false, false) }
+func BenchmarkDispatchWholeAtOnce(b *testing.B) { benchDispatch(b, 1, false, true) }
+func BenchmarkDispatchStream256(b *testing.B)   { benchDispatch(b, 256, true, false) }

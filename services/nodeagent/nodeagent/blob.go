@@ -83,6 +83,7 @@ func (s *Service) storeAnswer(j *job, out *output) error {
 	if int64(size) > s.cfg.MaxBlobBytes {
 		return wire.Errorf(wire.CodeTooLarge, "answer of %d bytes is larger than node %s's limit of %d bytes", size, s.cfg.NodeID, s.cfg.MaxBlobBytes)
 	}
+	s.ackNow(j) // an answer at once goes the usual way from here: a put takes a while
 	store, err := s.blobs.Store(j.ctx)
 	if err != nil {
 		return s.blobFailure(j, fmt.Errorf("open the blob store: %w", err))

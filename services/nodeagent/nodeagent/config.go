@@ -87,11 +87,13 @@ type Config struct {
 	MaxBlobBytes int64
 
 	// OutcomeWindow batches completed outcomes (outcomes.go, DESIGN §9.2):
-	// 0 (the default) publishes each at once; > 0 sends the first after a
-	// quiet spell at once and the rest in windows of this length (at most
-	// OutcomeBatchMax per message). Off by default: a node killed inside a
-	// window loses the outcomes of finals it already sent, and a router
-	// that takes its requests over then runs them again (a second final).
+	// 0 (the default) publishes each at once, but those of answers made at
+	// once (acked done, DESIGN §4) in windows of AtOnceOutcomeWindow; > 0
+	// sends the first after a quiet spell at once and the rest in windows of
+	// this length (at most OutcomeBatchMax per message). Off by default: a
+	// node killed inside a window loses the outcomes of finals it already
+	// sent, and a router that takes its requests over then runs them again
+	// (a second final).
 	OutcomeWindow time.Duration
 
 	// MetricsURL is the model server's Prometheus endpoint, scraped every

@@ -98,6 +98,18 @@ func (s *Service) handleInfer(req micro.Request) {
 		_ = req.Respond(nil, s.ackHeaders(st, inFlight))
 		return
 	}
+	if s.atOnce(j, h, req.Reply()) {
+		// A backend that never blocks answers here, on the subscription's
+		// goroutine (a goroutine hand-off cost more than the answer), and
+		// the ack goes after the final, saying done (DESIGN §4). Counted
+		// in the work group all the same, so a drain waits for it.
+		if !s.work.Do(func(context.Context) { s.run(j) }) {
+			s.release(j)
+			j.cancel(nil)
+			_ = req.Respond(nil, s.ackHeaders(wire.StatusDraining, inFlight))
+		}
+		return
+	}
 	// The job's goroutine joins the work group before the accept goes out:
 	// once the router has the accept, a drain waits for the job (a Stop
 	// between the accept and the goroutine's start cut accepted requests
@@ -126,6 +138,23 @@ func (s *Service) handleInfer(req micro.Request) {
 	acked <- true
 }
 
+// atOnce reports whether j is answered where its dispatch arrived and
+// acked done after its final (DESIGN §4): the router said it reads a done
+// ack (Fed-Ack-Done), the backend never blocks, the answer is whole (a
+// stream's chunks go as they come) and its body came inline (a body in
+// fed_blobs is a fetch). It then notes the ack's subject and deadline in j.
+func (s *Service) atOnce(j *job, h nats.Header, reply string) bool {
+	if reply == "" || j.call.Stream || j.bodyOut || h.Get(wire.HdrAckDone) != "true" || !backend.AnswersAtOnce(s.cfg.Backend) {
+		return false
+	}
+	ms, err := strconv.ParseInt(h.Get(wire.HdrAckDeadline), 10, 64)
+	if err != nil || ms <= 0 { // none: nothing bounds when the router stops waiting
+		return false
+	}
+	j.ackTo, j.ackBy = reply, time.UnixMilli(ms)
+	return true
+}
+
 // refuse answers a dispatch with the error werr (a micro error naming the
 // header at fault); nothing goes to the client.
 func (s *Service) refuse(req micro.Request, werr *wire.Error) {
@@ -141,7 +170,12 @@ func (s *Service) refuse(req micro.Request, werr *wire.Error) {
 // its limit, and the model server's own load while a scrape is fresh), so
 // the router learns it at once, not at the next heartbeat.
 func (s *Service) ackHeaders(st string, inFlight int) micro.RespondOpt {
-	h := micro.Headers{wire.HdrStatus: []string{st}}
+	return micro.WithHeaders(micro.Headers(s.ackHeader(st, inFlight)))
+}
+
+// ackHeader is ackHeaders as a message's header.
+func (s *Service) ackHeader(st string, inFlight int) nats.Header {
+	h := nats.Header{wire.HdrStatus: []string{st}}
 	if st == wire.StatusAccepted || st == wire.StatusBusy {
 		h[wire.HdrInFlight] = []string{strconv.Itoa(inFlight)}
 		h[wire.HdrMaxConcurrency] = []string{strconv.Itoa(s.cfg.MaxConcurrency)}
@@ -149,7 +183,7 @@ func (s *Service) ackHeaders(st string, inFlight int) micro.RespondOpt {
 			h[hdrServerLoad] = []string{v}
 		}
 	}
-	return micro.WithHeaders(h)
+	return h
 }
 
 // ackDeadlinePassed reports whether the dispatch's Fed-Ack-Deadline (Unix

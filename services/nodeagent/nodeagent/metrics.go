@@ -69,7 +69,7 @@ func (s *Service) Metrics() prometheus.Collector {
 		streams:  desc("active_streams", "Streamed requests in flight."),
 		draining: desc("draining", "1 once the node stopped taking work."),
 		tps:      desc("throughput_tokens_per_second", "EWMA of per-request decode speed (the heartbeat's throughput_tps)."),
-		late:     desc("late_dispatches_total", "Dispatches dropped unstarted because their Fed-Ack-Deadline had passed."),
+		late:     desc("late_dispatches_total", "Dispatches dropped because their Fed-Ack-Deadline had passed: on arrival (unstarted), or before an answer at once went out."),
 		dispatch: desc("dispatches_total", "Dispatches received on fed.node.<id>.infer, accepted or not."),
 		conns: prometheus.NewDesc("fedmesh_node_backend_connections_total",
 			"Backend requests by how they got their connection to the model server: reused=\"true\" from the keep-alive pool, \"false\" newly opened.",

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/logging"
@@ -16,11 +17,20 @@ import (
 // once, alone, and opens a window; outcomes that finish within it wait for
 // its end, or go as soon as OutcomeBatchMax of them wait. A window that
 // ends with outcomes in it opens the next one; one that ends empty closes,
-// so a lightly loaded node sends every outcome at once. With no window
-// every outcome goes at once.
+// so a lightly loaded node sends every outcome at once.
+//
+// Without a window (the default) every outcome goes at once, except those
+// of requests answered at once (AtOnce): their router settled them with
+// the done ack that followed the final, so nothing but statistics waits for
+// them, and they wait in windows of AtOnceOutcomeWindow. An outcome that
+// goes at once takes those waiting with it.
 
 // OutcomeBatchMax bounds the outcomes of one batch message.
 const OutcomeBatchMax = 32
+
+// AtOnceOutcomeWindow is the window of the outcomes of requests answered at
+// once when Config.OutcomeWindow is 0.
+const AtOnceOutcomeWindow = 5 * time.Millisecond
 
 // outcomeBatch is a node's outcomes waiting for their window to end. The
 // zero value is ready. mu is held through each publish, so outcomes leave
@@ -28,42 +38,53 @@ const OutcomeBatchMax = 32
 // taken before it is out (Stop's flush before the deregister waits for a
 // window's flush that is publishing).
 type outcomeBatch struct {
-	mu    sync.Mutex
-	buf   []record.Outcome
-	open  bool        // a window is open: outcomes wait in buf
-	timer *time.Timer // ends the window; runs flushOutcomes
+	mu     sync.Mutex
+	buf    []record.Outcome
+	open   bool          // a window is open: outcomes wait in buf
+	window time.Duration // the open window's length
+	timer  *time.Timer   // ends the window; runs flushOutcomes
+	// waiting: buf is not empty (read without mu by outcomes that go at
+	// once, so the default path takes no lock while nothing waits)
+	waiting atomic.Bool
 }
 
 // sendOutcome publishes o at once or with the outcomes of its window. A
 // draining node sends everything at once: its last outcomes must be out
 // before it deregisters.
 func (s *Service) sendOutcome(o record.Outcome) {
-	if s.cfg.OutcomeWindow <= 0 { // the default: no window, no locks
+	window := s.cfg.OutcomeWindow
+	if window <= 0 && o.AtOnce {
+		window = AtOnceOutcomeWindow
+	}
+	b := &s.outcomes
+	if window <= 0 && !b.waiting.Load() { // the default: no window, no locks
 		s.publishOutcomes([]record.Outcome{o})
 		return
 	}
 	draining := s.isDraining()
-	b := &s.outcomes
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	switch {
-	case draining:
+	case draining || window <= 0:
 		out := append(b.buf, o)
 		b.buf = nil
+		b.waiting.Store(false)
 		s.publishOutcomes(out)
 	case !b.open:
-		b.open = true
+		b.open, b.window = true, window
 		if b.timer == nil {
-			b.timer = time.AfterFunc(s.cfg.OutcomeWindow, s.flushOutcomes)
+			b.timer = time.AfterFunc(window, s.flushOutcomes)
 		} else {
-			b.timer.Reset(s.cfg.OutcomeWindow)
+			b.timer.Reset(window)
 		}
 		s.publishOutcomes([]record.Outcome{o})
 	default:
 		b.buf = append(b.buf, o)
+		b.waiting.Store(true)
 		if len(b.buf) >= OutcomeBatchMax {
 			out := b.buf
 			b.buf = nil
+			b.waiting.Store(false)
 			s.publishOutcomes(out)
 		}
 	}
@@ -79,13 +100,14 @@ func (s *Service) flushOutcomes() {
 	defer b.mu.Unlock()
 	out := b.buf
 	b.buf = nil
+	b.waiting.Store(false)
 	if len(out) == 0 || draining {
 		b.open = false
 		if b.timer != nil {
 			b.timer.Stop()
 		}
 	} else {
-		b.timer.Reset(s.cfg.OutcomeWindow)
+		b.timer.Reset(b.window)
 	}
 	s.publishOutcomes(out)
 }

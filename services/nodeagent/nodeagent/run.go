@@ -36,6 +36,14 @@ type job struct {
 	bodyOut    bool
 	bodyErr    error
 	acceptBlob bool
+	// ackTo is the reply subject of a dispatch answered at once (atOnce)
+	// whose ack has not gone out: ackDone sends Fed-Status: done there after
+	// the final (DESIGN §4); "" once acked. ackBy is its Fed-Ack-Deadline:
+	// a final that would go out at or after it is not sent, nor the ack.
+	// atOnce: the done ack went out (the outcome says so).
+	ackTo  string
+	ackBy  time.Time
+	atOnce bool
 }
 
 // run executes an accepted request on the backend and ends it with exactly
@@ -64,6 +72,16 @@ func (s *Service) run(j *job) {
 		s.observe(res.Tokens, latency-out.ttft)
 	}
 	withdrawn := context.Cause(j.ctx) == errWithdrawn
+	if j.ackTo != "" && !withdrawn && !time.Now().Before(j.ackBy) {
+		// Answered at once but no sooner than the ack deadline (the node
+		// was frozen, or its clock is ahead): the router may have placed the
+		// request elsewhere, so the final must not go out; it is as if the
+		// dispatch had come late (DESIGN §3.2).
+		withdrawn = true
+		n := s.lateDispatches.Add(1)
+		s.log.Debug().Str(logging.KeyRequest, j.call.RequestID).Time("ack_deadline", j.ackBy).
+			Int64("late_dispatches", n).Msg("answer ready after its ack deadline: not sent")
+	}
 	if out.kept != nil && withdrawn {
 		s.replay.drop(out.kept)
 	}
@@ -76,6 +94,7 @@ func (s *Service) run(j *job) {
 			s.replay.finish(out.kept)
 		}
 		s.sendFinal(j, m)
+		s.ackDone(j) // answered at once: the ack goes after the final
 	} else if out.answer != nil {
 		s.deleteAnswer(j, out.answer.Name) // nobody will be told where it is
 	}
@@ -182,6 +201,44 @@ func (o *output) final(res backend.Result, werr *wire.Error, latency time.Durati
 	return m
 }
 
+// ackNow acks a dispatch answered at once the usual way (accepted), before
+// something that may take a while (storing a large answer in fed_blobs): a
+// router must not wait on it until its ack deadline.
+func (s *Service) ackNow(j *job) {
+	if j.ackTo == "" || !time.Now().Before(j.ackBy) {
+		return // acked already, or too late: run sends no final then either
+	}
+	s.mu.Lock()
+	inFlight := s.active
+	s.mu.Unlock()
+	m := &nats.Msg{Subject: j.ackTo, Header: s.ackHeader(wire.StatusAccepted, inFlight)}
+	j.ackTo = ""
+	if err := s.nc.PublishMsg(m); err != nil && !s.nc.IsClosed() {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("ack not sent")
+	}
+}
+
+// doneAck is the header of a done ack (shared: a publish only reads it).
+var doneAck = nats.Header{wire.HdrStatus: []string{wire.StatusDone}}
+
+// ackDone acks a dispatch answered at once, after its final: accepted and
+// answered (DESIGN §4). Its router has settled the request with it, so the
+// outcome may then wait in a window (outcomes.go).
+func (s *Service) ackDone(j *job) {
+	if j.ackTo == "" {
+		return
+	}
+	m := &nats.Msg{Subject: j.ackTo, Header: doneAck}
+	j.ackTo = ""
+	if err := s.nc.PublishMsg(m); err != nil {
+		if !s.nc.IsClosed() {
+			s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("done ack not sent")
+		}
+		return
+	}
+	j.atOnce = true
+}
+
 func (s *Service) sendFinal(j *job, m *nats.Msg) {
 	if err := s.nc.PublishMsg(m); err != nil && !s.nc.IsClosed() {
 		s.log.Warn().Err(err).Str(logging.KeyRequest, j.call.RequestID).Msg("final message not sent")
@@ -194,7 +251,7 @@ func (s *Service) sendFinal(j *job, m *nats.Msg) {
 func (s *Service) publishOutcome(j *job, res backend.Result, werr *wire.Error, fault string, silent bool, latency, ttft time.Duration) {
 	o := record.Outcome{Kind: record.OutcomeCompleted, NodeID: s.cfg.NodeID, RequestID: j.call.RequestID, OK: werr == nil, Silent: silent,
 		Capability: j.call.Capability, Model: j.call.Model, Tenant: j.tenant, Attempt: j.attempt,
-		LatencyMs: ms(latency), TTFTMs: ms(ttft), Tokens: res.Tokens, Stream: j.call.Stream, Time: time.Now().UTC()}
+		LatencyMs: ms(latency), TTFTMs: ms(ttft), Tokens: res.Tokens, Stream: j.call.Stream, AtOnce: j.atOnce, Time: time.Now().UTC()}
 	if werr != nil {
 		o.Code, o.Error, o.Fault = werr.Code, werr.Description, fault
 	}

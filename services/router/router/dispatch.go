@@ -283,6 +283,7 @@ type ackKind uint8
 
 const (
 	ackAccepted ackKind = iota
+	ackDone             // accepted and answered already (Fed-Status: done after the final): placed and completed
 	ackBusy             // the node is full: try another, or wait in the queue; not a failure
 	ackDraining         // the node is stopping: try another; not a failure
 	ackFailed           // no responders, ack timeout, refusal…: counts against max_retries
@@ -468,7 +469,7 @@ func (p *placement) after(kind ackKind, why string, err error) bool {
 	s := p.s
 	d := &p.d
 	switch kind {
-	case ackAccepted:
+	case ackAccepted, ackDone:
 	case ackBusy:
 		p.aspan.Fail(wire.CodeOverloaded, why)
 	default:
@@ -479,11 +480,15 @@ func (p *placement) after(kind ackKind, why string, err error) bool {
 	if kind != ackAccepted {
 		s.out.done(p.spec.RequestID, d.e.id) // also frees a half-open probe slot
 	}
+	if kind == ackDone {
+		s.stats.doneAcks.Add(1)
+		s.wakeFor(d.e, 1) // its slot is free again, as a completion outcome would say
+	}
 	if kind == ackTooLarge {
 		p.attempts--
 	}
 	switch {
-	case kind == ackAccepted:
+	case kind == ackAccepted || kind == ackDone:
 		s.prefix.add(d.e, p.query.blocks)
 		res := Result{Node: d.e.id, Model: d.model, Attempts: p.attempts, Score: d.total, DecidedBy: d.decidedBy,
 			PredictedTTFTMs: d.predicted.ms, PrefixMatch: d.predicted.match}
@@ -635,6 +640,7 @@ func (p *placement) dispatchMsg(d *decision, attempt int, ackBy time.Time) (*nat
 	hv.set(wire.HdrDeadline, strconv.FormatInt(p.deadline.UnixMilli(), 10))
 	hv.set(wire.HdrCapability, p.inbound.Capability)
 	hv.set(wire.HdrAckDeadline, strconv.FormatInt(ackBy.UnixMilli(), 10))
+	hv.set(wire.HdrAckDone, "true") // a done ack (answered at once) is understood here
 	if d.model != "" {
 		hv.set(wire.HdrModel, d.model)
 	}
@@ -685,7 +691,7 @@ type headerVals struct {
 }
 
 var dispatchHeaders = sync.Pool{New: func() any {
-	return &headerVals{h: make(nats.Header, 24), vals: make([]string, 0, 9)}
+	return &headerVals{h: make(nats.Header, 24), vals: make([]string, 0, 10)}
 }}
 
 // release hands hv back to dispatchHeaders; the message built on it must
@@ -738,6 +744,10 @@ func (p *placement) readAck(resp *nats.Msg) (ackKind, string, error) {
 			d.e.completed()
 		}
 		return ackAccepted, "", nil
+	case wire.StatusDone:
+		// The node answered at once: the final is out, the request over
+		// (no load headers: it holds no slot any more).
+		return ackDone, "", nil
 	case wire.StatusBusy:
 		s.learnAck(d.e, resp.Header, true)
 		return ackBusy, st, errors.New(st)

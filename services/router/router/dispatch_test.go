@@ -406,3 +406,49 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 		})
 	}
 }
+
+// A node that answered at once acks done after its final (DESIGN §4): the
+// router places the request and ends its outstanding dispatch on that ack
+// alone, with no retry and no wait for the completion outcome; the client
+// gets the node's one final. A router says it reads such acks on every
+// dispatch (Fed-Ack-Done).
+func TestIntegrationDoneAck(t *testing.T) {
+	cases := []struct {
+		name string
+		ack  string
+	}{
+		{"done ack and at_once outcome", wire.StatusDone},
+		{"done ack, outcome never sent", doneNoOutcome},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.addNode(tnode{id: "a", region: "eu", maxConc: 1, health: healthy(20)})
+			f := e.fakeNode("a", always(c.ack))
+			e.waitEligible("a")
+			for i := 0; i < 3; i++ { // max_concurrency 1: each needs the slot the one before freed (a done ack or a queue wake)
+				resp, err := e.infer(client.Request{})
+				require.NoError(t, err)
+				assert.Equal(t, "hi from a", string(resp.Body))
+			}
+			// the client has the final before the router reads the ack after it
+			natsembed.Eventually(t, 2*time.Second, func() error {
+				st := e.svc.Stats()
+				return natsembed.Check(st.DoneAcks == 3 && st.Placed == 3 && st.Outstanding == 0,
+					"want 3 done acks, 3 placed, 0 outstanding (the done ack ends the dispatch): %+v", st)
+			})
+			st := e.svc.Stats()
+			assert.Zero(t, st.Retries)
+			assert.Zero(t, st.Unplaced)
+			en := e.svc.cache.lookup("a")
+			require.NotNil(t, en)
+			assert.Zero(t, en.inFlight(), "no slot counted for answered requests")
+			hs := f.headers()
+			require.Len(t, hs, 3)
+			for _, h := range hs {
+				assert.Equal(t, "true", h.Get(wire.HdrAckDone))
+			}
+			assert.Zero(t, e.c.LateMessages(), "one final per request")
+		})
+	}
+}

@@ -168,6 +168,19 @@ func (e *env) fakeNode(id string, ack func(attempt int) string) *fakeNode {
 		f.mu.Unlock()
 		attempt, _ := strconv.Atoi(m.Header.Get(wire.HdrAttempt))
 		st := ack(attempt)
+		if st == wire.StatusDone || st == doneNoOutcome {
+			// answered at once (DESIGN §4): the final, then the done ack,
+			// then (unless the test says not) an at_once outcome
+			rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: id}
+			_ = e.nc.PublishMsg(rep.Done([]byte("hi from "+id), wire.DoneInfo{Tokens: 1, LatencyMs: 1}))
+			_ = m.RespondMsg(&nats.Msg{Header: nats.Header{wire.HdrStatus: {wire.StatusDone}}})
+			if st == wire.StatusDone {
+				ev, _ := json.Marshal(record.Outcome{Kind: record.OutcomeCompleted, NodeID: id,
+					RequestID: m.Header.Get(wire.HdrRequestID), OK: true, AtOnce: true, Time: time.Now()})
+				_ = e.nc.Publish(subject.Default.Outcome(id), ev)
+			}
+			return
+		}
 		_ = m.RespondMsg(&nats.Msg{Header: nats.Header{wire.HdrStatus: {st}}})
 		if st != wire.StatusAccepted {
 			return
@@ -192,6 +205,10 @@ func (f *fakeNode) headers() []nats.Header {
 }
 
 func always(st string) func(int) string { return func(int) string { return st } }
+
+// doneNoOutcome makes a fakeNode answer at once and ack done, and never
+// send the completion outcome.
+const doneNoOutcome = "done-no-outcome"
 
 func codeOf(t *testing.T, err error) int {
 	t.Helper()

@@ -42,6 +42,7 @@ var (
 	descSupp     = desc("finals_suppressed_total", "Final errors not sent because the node of an attempt whose ack was lost answered.")
 	descTakeover = desc("takeovers_total", "Requests of a lost node placed again on another node (Fed-Takeover).")
 	descLost     = desc("lost_finals_total", "Requests of a lost node that could not continue: a final 503 with Fed-Lost-Node.")
+	descDoneAck  = desc("done_acks_total", "Dispatches acked done: the node answered at once and acked after its final.")
 	descDecision = desc("decisions_total", "Accepted dispatches by strategy and the policy term that decided them (DESIGN §9.5 decided_by; "+
 		"none: the only candidate).", "strategy", "decided_by")
 	descInFlight = desc("in_flight", "Requests being placed now.")
@@ -53,7 +54,7 @@ var (
 	descStrategy = desc("strategy", "1 for the strategy in force (fed_config router.policy, else the configured one).", "strategy")
 
 	routerDescs = []*prometheus.Desc{descRequests, descPlaced, descUnplaced, descRetries, descRejected, descBusy, descQueued,
-		descQueueTO, descQueueFul, descWait, descTooLarge, descCancels, descSupp, descTakeover, descLost, descDecision,
+		descQueueTO, descQueueFul, descWait, descTooLarge, descCancels, descSupp, descTakeover, descLost, descDoneAck, descDecision,
 		descInFlight, descMaxIn, descOutst, descQueueLen, descMaxQueue, descNodes, descStrategy}
 )
 
@@ -76,6 +77,7 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 		{descRejected, st.Rejected}, {descBusy, st.Busy}, {descQueued, st.Queued}, {descQueueTO, st.QueueTimeouts},
 		{descQueueFul, st.QueueFull}, {descTooLarge, st.TooLarge}, {descCancels, st.AckCancels},
 		{descSupp, st.FinalsSuppressed}, {descTakeover, st.Takeovers}, {descLost, st.LostFinals},
+		{descDoneAck, st.DoneAcks},
 	} {
 		metrics.Counter(ch, x.d, float64(x.v))
 	}

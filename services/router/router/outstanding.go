@@ -166,6 +166,7 @@ type outcomeHead struct {
 	NodeID    string `json:"node_id"`
 	RequestID string `json:"request_id"`
 	Silent    bool   `json:"silent"`
+	AtOnce    bool   `json:"at_once"`
 }
 
 // onOutcome runs on the outcome subscription: completions end outstanding
@@ -221,6 +222,12 @@ func (s *Service) outcome(node string, h *outcomeHead) {
 	}
 	s.out.done(h.RequestID, h.NodeID)
 	s.answered.mark(h.RequestID, h.NodeID, h.Silent)
+	if h.AtOnce {
+		// Answered where the dispatch arrived, acked done after its final:
+		// no ack counted it in the node's load, and its placing router woke
+		// the queue for its slot already.
+		return
+	}
 	if e := s.cache.lookup(h.NodeID); e != nil {
 		e.completed()
 		s.wakeFor(e, 1)

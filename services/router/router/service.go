@@ -90,6 +90,7 @@ type routerStats struct {
 	// finals the router did not send: the node of an attempt whose ack was
 	// lost answered the client itself
 	finalsSuppressed atomic.Int64
+	doneAcks         atomic.Int64
 	// steps handed to the deciders (offload); not reported
 	offloaded atomic.Int64
 }
@@ -285,6 +286,9 @@ type Stats struct {
 	FinalsSuppressed int64 `json:"finals_suppressed"`
 	// Busy counts busy acks (the request went on to another node or waited).
 	Busy int64 `json:"busy"`
+	// DoneAcks counts dispatches acked done: the node answered at once and
+	// acked after its final (DESIGN §4).
+	DoneAcks int64 `json:"done_acks"`
 	// Takeovers counts requests of a lost node placed again on another node
 	// (dispatched with Fed-Takeover and accepted).
 	Takeovers int64 `json:"takeovers"`
@@ -313,6 +317,7 @@ func (s *Service) Stats() Stats {
 		AckCancels:       s.stats.cancels.Load(),
 		FinalsSuppressed: s.stats.finalsSuppressed.Load(),
 		Busy:             s.stats.busy.Load(),
+		DoneAcks:         s.stats.doneAcks.Load(),
 		Takeovers:        s.stats.takeovers.Load(),
 		LostFinals:       s.stats.lostFinals.Load(),
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -95,10 +96,28 @@ func (r *rig) latency(ctx context.Context, n int) (sides, error) {
 	return sides{raw: summarise(raw), mesh: summarise(mesh)}, nil
 }
 
-type rates struct{ raw, mesh float64 }
+// rates are requests per second, and the CPU time the whole process
+// (server, mesh, clients) spent per request: the rate follows the CPU share
+// the machine gives the run, the CPU per request much less so.
+type rates struct {
+	raw, mesh       float64
+	rawCPU, meshCPU time.Duration
+}
+
+// processCPU is the CPU time (user + system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// throughputBlocks is how many blocks each side's window is cut into.
+const throughputBlocks = 6
 
 // throughput: clients concurrent connections, each sending requests back to
-// back for the window; raw first, then routed.
+// back for the window, raw and routed alternating in throughputBlocks blocks.
 func (r *rig) throughput(ctx context.Context, clients int, window time.Duration) (rates, error) {
 	sessions := make([]*session, clients)
 	for i := range sessions {
@@ -110,11 +129,13 @@ func (r *rig) throughput(ctx context.Context, clients int, window time.Duration)
 		sessions[i] = sess
 	}
 	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
-	run := func(one func(i int) error) (float64, error) {
+	// one side for d: requests done, wall time, CPU time
+	run := func(d time.Duration, one func(i int) error) (int64, time.Duration, time.Duration, error) {
 		var done atomic.Int64
 		var firstErr error
 		var once sync.Once
-		stop := time.Now().Add(window)
+		t0, cpu0 := time.Now(), processCPU()
+		stop := t0.Add(d)
 		var wg sync.WaitGroup
 		for i := 0; i < clients; i++ {
 			wg.Add(1)
@@ -129,23 +150,40 @@ func (r *rig) throughput(ctx context.Context, clients int, window time.Duration)
 				}
 			}(i)
 		}
-		t0 := time.Now()
 		wg.Wait()
-		return float64(done.Load()) / time.Since(t0).Seconds(), firstErr
+		return done.Load(), time.Since(t0), processCPU() - cpu0, firstErr
 	}
-	raw, err := run(func(i int) error {
+	rawOne := func(i int) error {
 		_, err := sessions[i].nc.Request(rawEchoSubject, benchBody, 10*time.Second)
 		return err
-	})
-	if err != nil {
-		return rates{}, fmt.Errorf("raw throughput: %w", err)
 	}
-	mesh, err := run(func(i int) error {
+	meshOne := func(i int) error {
 		_, err := sessions[i].c.Infer(ctx, req)
 		return err
-	})
-	if err != nil {
-		return rates{}, fmt.Errorf("routed throughput: %w", err)
 	}
-	return rates{raw: raw, mesh: mesh}, nil
+	// Raw and routed alternate in blocks, as the latency part does, so both
+	// see the same machine: one window each in all.
+	var rawN, meshN int64
+	var rawWall, meshWall, rawCPUAll, meshCPUAll time.Duration
+	for range throughputBlocks {
+		n, wall, cpu, err := run(window/throughputBlocks, rawOne)
+		if err != nil {
+			return rates{}, fmt.Errorf("raw throughput: %w", err)
+		}
+		rawN, rawWall, rawCPUAll = rawN+n, rawWall+wall, rawCPUAll+cpu
+		n, wall, cpu, err = run(window/throughputBlocks, meshOne)
+		if err != nil {
+			return rates{}, fmt.Errorf("routed throughput: %w", err)
+		}
+		meshN, meshWall, meshCPUAll = meshN+n, meshWall+wall, meshCPUAll+cpu
+	}
+	perReq := func(cpu time.Duration, n int64) time.Duration {
+		if n == 0 {
+			return 0
+		}
+		return cpu / time.Duration(n)
+	}
+	raw, mesh := float64(rawN)/rawWall.Seconds(), float64(meshN)/meshWall.Seconds()
+	rawCPU, meshCPU := perReq(rawCPUAll, rawN), perReq(meshCPUAll, meshN)
+	return rates{raw: raw, mesh: mesh, rawCPU: rawCPU, meshCPU: meshCPU}, nil
 }

@@ -51,7 +51,10 @@ type Backend struct {
 	count atomic.Uint64
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend   = (*Backend)(nil)
+	_ backend.Immediate = (*Backend)(nil)
+)
 
 // New returns a synthetic backend. Out-of-range values are clamped.
 func New(cfg Config) *Backend {
@@ -80,6 +83,25 @@ func (b *Backend) Resumable() bool { return b.cfg.TokenBytes == 0 }
 // from a given Fed-Seq (backend.Call.Continue), since it knows the tokens
 // before it.
 func (b *Backend) Continues() bool { return b.Resumable() }
+
+// ImmediateMaxTokens bounds the answers of a backend that says it answers
+// at once (Immediate): longer ones are work enough to belong on a goroutine.
+const ImmediateMaxTokens = 4096
+
+// Immediate: without TTFT and TokenDelay the backend never sleeps, and
+// with answers of at most ImmediateMaxTokens its work is small and bounded,
+// so the agent may run it where the dispatch arrived (backend.Immediate).
+func (b *Backend) Immediate() bool {
+	if b.cfg.TTFT > 0 || b.cfg.TokenDelay > 0 || max(b.cfg.Tokens, b.cfg.TokensMax) > ImmediateMaxTokens {
+		return false
+	}
+	for _, n := range b.cfg.TokensByModel {
+		if n > ImmediateMaxTokens {
+			return false
+		}
+	}
+	return true
+}
 
 // tokens is the answer length for model (and, with TokensMax, the request).
 func (b *Backend) tokens(model string, seed uint64) int {

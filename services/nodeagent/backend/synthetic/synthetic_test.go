@@ -240,3 +240,30 @@ func TestContinue(t *testing.T) {
 	require.True(t, errors.As(err, &we))
 	assert.Equal(t, wire.CodeBadRequest, we.Code)
 }
+
+func TestImmediate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  Config
+		want bool
+	}{
+		{"no delays", Config{Tokens: 8}, true},
+		{"defaults", Config{}, true},
+		{"ttft", Config{TTFT: time.Millisecond}, false},
+		{"token delay", Config{TokenDelay: time.Millisecond}, false},
+		{"at the token bound", Config{Tokens: ImmediateMaxTokens}, true},
+		{"over the token bound", Config{Tokens: ImmediateMaxTokens + 1}, false},
+		{"tokens_max over the bound", Config{Tokens: 4, TokensMax: ImmediateMaxTokens + 1}, false},
+		{"a model over the bound", Config{Tokens: 4, TokensByModel: map[string]int{"m": ImmediateMaxTokens + 1}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := New(c.cfg).Immediate(); got != c.want {
+				t.Fatalf("Immediate() = %v, want %v", got, c.want)
+			}
+			if got := backend.AnswersAtOnce(New(c.cfg)); got != c.want {
+				t.Fatalf("backend.AnswersAtOnce = %v, want %v", got, c.want)
+			}
+		})
+	}
+}
