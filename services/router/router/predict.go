@@ -92,12 +92,12 @@ func (e *entry) learnServerLoad(h nats.Header) {
 func (e *entry) setTTFT(h *record.Health) {
 	e.ttft = e.ttft[:0]
 	for k, m := range h.Models {
-		if m.TTFTP50Ms <= 0 {
+		if m.TTFTP50Ms <= 0 && m.Streams == 0 {
 			continue
 		}
 		for i := 0; i < len(k); i++ {
 			if k[i] == '/' {
-				e.ttft = append(e.ttft, ttftStat{capability: k[:i], model: k[i+1:], ms: m.TTFTP50Ms})
+				e.ttft = append(e.ttft, ttftStat{capability: k[:i], model: k[i+1:], ms: math.Max(m.TTFTP50Ms, minBaseMs)})
 				break
 			}
 		}
@@ -119,11 +119,17 @@ func (e *entry) baseTTFT(capability, model string) float64 {
 			return t.ms
 		}
 	}
-	if e.samples > 0 && e.p50 > 0 {
-		return e.p50
+	if e.samples > 0 {
+		return math.Max(e.p50, minBaseMs)
 	}
 	return 0
 }
+
+// minBaseMs is the base of a node with samples whose p50 reads 0: health
+// rounds to 0.1 ms, so it answers in under 0.05 ms (a backend answering at
+// once), which is data, not its absence (that would give it the new-node
+// prior, hundreds of times slower than it is).
+const minBaseMs = 0.05
 
 // anyTTFT is the node's TTFT for the fleet median: its first per-model
 // p50, else its latency p50, else 0.
@@ -132,7 +138,7 @@ func (e *entry) anyTTFT() float64 {
 		return e.ttft[0].ms
 	}
 	if e.samples > 0 {
-		return e.p50
+		return math.Max(e.p50, minBaseMs)
 	}
 	return 0
 }

@@ -253,3 +253,30 @@ func TestPredictionBeats(t *testing.T) {
 		})
 	}
 }
+
+// A node whose p50 rounds to 0 (health keeps 0.1 ms) has data: it answers
+// in under 0.05 ms and must not get the new-node prior, which made a
+// backend answering at once lose every placement to a 20 ms node.
+func TestBaseTTFTOfAnInstantNode(t *testing.T) {
+	cases := []struct {
+		name string
+		h    record.Health
+		want float64
+	}{
+		{"no samples: no data", record.Health{}, 0},
+		{"samples, p50 rounds to 0", record.Health{Samples: 3}, minBaseMs},
+		{"samples, p50 3 ms", record.Health{Samples: 3, LatencyP50Ms: 3}, 3},
+		{"streams of the model, ttft rounds to 0", record.Health{Samples: 3, LatencyP50Ms: 3,
+			Models: map[string]record.ModelStats{"generate/m": {Samples: 3, Streams: 3}}}, minBaseMs},
+		{"the model without streams: the node's p50", record.Health{Samples: 3, LatencyP50Ms: 3,
+			Models: map[string]record.ModelStats{"generate/m": {Samples: 3}}}, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := &entry{}
+			h := c.h
+			e.setHealth(&h)
+			assert.Equal(t, c.want, e.baseTTFT("generate", "m"))
+		})
+	}
+}
