@@ -25,6 +25,23 @@ const ReplayTimeout = 500 * time.Millisecond
 // MaxReplays is how many replay requests one request may make.
 const MaxReplays = 3
 
+// ReplayRetryPause is how long a client waits before asking again for a
+// replay nobody answered (ReplayUnanswered); such tries are not counted in
+// MaxReplays, and go on for ReplayPatience from the first (a server
+// failover's reconnect takes about 2 s), then the gap is an error.
+const (
+	ReplayRetryPause = 250 * time.Millisecond
+	ReplayPatience   = 3 * time.Second
+)
+
+// ReplayUnanswered reports whether a replay request failed for want of an
+// answer (no responders, a timeout) rather than by the node's refusal: the
+// node may be reconnecting, and asking again may fill the gap.
+func ReplayUnanswered(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
 // MaxContinues is how many continuations (DESIGN §4 step 9) one stream
 // may send after its nodes were lost.
 const MaxContinues = 2
@@ -57,7 +74,10 @@ type call struct {
 	held    []heldMsg
 	replays int
 	askedTo int
-	fillBy  time.Time
+	// unanswered: when the first replay request nobody answered failed
+	// (zero: none); such tries go on for ReplayPatience
+	unanswered time.Time
+	fillBy     time.Time
 	// Continuation of a lost stream (reader only, but req is set before
 	// the call is shared): req is the request as published, kept for a
 	// stream without Fed-No-Resume (nil otherwise); text the chunks read so
@@ -523,6 +543,18 @@ func (cl *call) recoverGap(ctx context.Context) (time.Time, error) {
 	if err := cl.askReplay(ctx, node, from, to, d); err != nil {
 		if ctx.Err() != nil {
 			return time.Time{}, cl.giveUp(ctx.Err())
+		}
+		if ReplayUnanswered(err) {
+			if cl.unanswered.IsZero() {
+				cl.unanswered = time.Now()
+			}
+			if time.Since(cl.unanswered) < ReplayPatience {
+				// The node did not hear or answer (it or we reconnecting
+				// after a server failover; its buffer keeps the stream
+				// 30 s): ask again after a pause, not counted.
+				cl.replays--
+				return time.Now().Add(min(ReplayRetryPause, max(time.Until(cl.deadline), 0))), nil
+			}
 		}
 		return time.Time{}, cl.gapError(node, err)
 	}

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -36,8 +37,10 @@ type request struct {
 	// when its messages must have filled the gap.
 	gapCh   chan struct{}
 	replays int
-	askedTo int
-	fillBy  time.Time
+	// unanswered: when the first replay nobody answered failed
+	unanswered time.Time
+	askedTo    int
+	fillBy     time.Time
 
 	verdict Verdict
 }
@@ -146,7 +149,16 @@ func (c *client) deliver(m *nats.Msg) {
 const (
 	replayTimeout = 500 * time.Millisecond
 	maxReplays    = 3
+	// replayRetryPause: a replay nobody answered (no responders, a
+	// timeout: the node reconnecting after a failover) is asked again after
+	// it, up to the deadline, not counted in maxReplays
+	replayRetryPause = 250 * time.Millisecond
+	replayPatience   = 3 * time.Second
 )
+
+func replayUnanswered(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
 
 // recoverGap asks the kept node to replay a gap of r, or checks that the
 // replay asked for filled it; false when the client gives up on the gap
@@ -175,7 +187,22 @@ func (l *load) recoverGap(c *client, r *request) bool {
 	r.replays++
 	r.mu.Unlock()
 	if err := askReplay(c.nc, l.m.space.NodeReplay(node), r.id, from, to, d); err != nil {
-		return r.giveUp(fmt.Sprintf("node %s: %v", node, err))
+		r.mu.Lock()
+		if r.unanswered.IsZero() {
+			r.unanswered = time.Now()
+		}
+		patient := time.Since(r.unanswered) < replayPatience
+		r.mu.Unlock()
+		if !replayUnanswered(err) || !patient {
+			return r.giveUp(fmt.Sprintf("node %s: %v", node, err))
+		}
+		// nobody answered (a failover): ask again after a pause, for
+		// replayPatience, as the SDK does
+		r.mu.Lock()
+		r.replays--
+		r.fillBy = time.Now().Add(replayRetryPause)
+		r.mu.Unlock()
+		return true
 	}
 	r.mu.Lock()
 	r.askedTo, r.fillBy = to, time.Now().Add(replayTimeout)
