@@ -25,6 +25,10 @@ const ReplayTimeout = 500 * time.Millisecond
 // MaxReplays is how many replay requests one request may make.
 const MaxReplays = 3
 
+// StallAfter is how long a stream that has chunks may hear nothing before
+// the reader asks its node for the next Fed-Seq (DESIGN §3.6).
+const StallAfter = 2 * time.Second
+
 // ReplayRetryPause is how long a client waits before asking again for a
 // replay nobody answered (ReplayUnanswered); such tries are not counted in
 // MaxReplays, and go on for ReplayPatience from the first (a server
@@ -65,6 +69,9 @@ type call struct {
 	// wait, and used only by the reader: a timer per chunk cost a fifth of
 	// a stream's decode rate. An unstopped timer is collected (Go ≥ 1.23).
 	timer *time.Timer
+	// stall fires when a started stream has heard nothing for StallAfter
+	// (reader only; made on the first wait that needs it).
+	stall *time.Timer
 	// nextSeq is the Fed-Seq the reader expects next (reader only).
 	nextSeq int
 	// Replay of a gap (reader only): held are the kept node's messages
@@ -420,9 +427,23 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 		if cl.timer == nil {
 			cl.timer = time.NewTimer(time.Until(cl.deadline))
 		}
+		// A stream with chunks and no gap that hears nothing for
+		// StallAfter asks its node for the next Fed-Seq: a lost final
+		// shows no gap. One timer, reset per wait (reader only).
+		var stalled <-chan time.Time
+		if cl.stream && cl.nextSeq > 0 && fill == nil {
+			if cl.stall == nil {
+				cl.stall = time.NewTimer(StallAfter)
+			} else {
+				cl.stall.Reset(StallAfter)
+			}
+			stalled = cl.stall.C
+		}
 		var err error
 		select {
 		case <-cl.notify:
+		case <-stalled:
+			cl.probeStall(ctx)
 		case <-filled: // recoverGap decides on the next round
 		case <-cl.timer.C:
 			err = cl.giveUp(context.DeadlineExceeded)
@@ -561,6 +582,24 @@ func (cl *call) recoverGap(ctx context.Context) (time.Time, error) {
 	cl.askedTo = to
 	cl.fillBy = time.Now().Add(min(ReplayTimeout, max(time.Until(cl.deadline), 0)))
 	return cl.fillBy, nil
+}
+
+// probeStall asks the kept node of a stream that went quiet for the
+// Fed-Seq the reader expects next. A node that sent it (its final, lost
+// with a server) replays it; one still working answers 404 and the reader
+// goes on waiting; no answer is no conclusion either. Not counted in
+// MaxReplays: at most one per StallAfter, bounded by the deadline.
+func (cl *call) probeStall(ctx context.Context) {
+	cl.mu.Lock()
+	node := cl.node
+	cl.mu.Unlock()
+	d := min(ReplayTimeout, time.Until(cl.deadline))
+	if node == "" || d <= 0 {
+		return
+	}
+	if cl.askReplay(ctx, node, cl.nextSeq, cl.nextSeq, d) == nil {
+		cl.c.stallProbes.Add(1)
+	}
 }
 
 // askReplay asks node for request's messages from … to (inclusive) on

@@ -56,6 +56,8 @@ type Client struct {
 	late       atomic.Int64
 	resumed    atomic.Int64
 	replayed   atomic.Int64
+	// stallProbes: replays of a quiet stream's next Fed-Seq the node sent
+	stallProbes atomic.Int64
 
 	// Out-of-band bodies (blob.go): the body cap, fed_blobs (opened on
 	// first use), the deletes of answer blobs nobody reads, and the blobs
@@ -192,6 +194,12 @@ func (c *Client) Resumed() int64 { return c.resumed.Load() }
 // silently. A gap the replay does not fill ends the request in a 500
 // "stream lost messages".
 func (c *Client) Replayed() int64 { return c.replayed.Load() }
+
+// StallProbes counts streams that heard nothing for StallAfter after their
+// first chunk and whose node, asked for the next Fed-Seq, sent it again
+// (its final or a chunk lost with a server, which a gap cannot show when
+// nothing follows it).
+func (c *Client) StallProbes() int64 { return c.stallProbes.Load() }
 
 // Request is one inference request. Empty fields take the defaults of
 // DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).

@@ -227,12 +227,12 @@ func (a *actors) run(m *nats.Msg, steps []step) {
 			a.send(s.from, r.Chunk([]byte(s.data)), false)
 		case "lose":
 			a.send(s.from, r.Chunk([]byte(s.data)), true)
-		case "done":
+		case "done", "lose-done":
 			var data []byte
 			if s.data != "" {
 				data = []byte(s.data)
 			}
-			a.send(s.from, r.Done(data, wire.DoneInfo{Tokens: 1}), false)
+			a.send(s.from, r.Done(data, wire.DoneInfo{Tokens: 1}), s.kind == "lose-done")
 		case "fail":
 			f := r.Fail(s.code, "from "+s.from)
 			if s.lost != "" {
@@ -643,6 +643,9 @@ func TestRequestTooLarge(t *testing.T) {
 
 func lose(from, data string) step { return step{from: from, kind: "lose", data: data} }
 
+// loseDone is a final sent (the node can replay it) but lost on the way.
+func loseDone(from string) step { return step{from: from, kind: "lose-done"} }
+
 // tlose is a chunk lost on the way from a node that took over from lost.
 func tlose(from, lost, data string) step { s := lose(from, data); s.takeover = lost; return s }
 
@@ -678,6 +681,9 @@ func TestReplay(t *testing.T) {
 			steps: []step{chunk("n1", "a"), lose("n1", "b"), chunk("n1", "c"), done("n1", "")}, replay: map[string]string{"n1": replayTimeout},
 			code: wire.CodeInternal, lost: true, desc: "replay failed: node n1", chunks: []string{"a"},
 			replays: []api.ReplayRequest{rr(1, 1)}, retried: true, dropped: []client.Dropped{late("n1", true)}},
+		{name: "a lost final: the quiet stream asks for its next Fed-Seq", stream: true,
+			steps: []step{chunk("n1", "a"), chunk("n1", "b"), loseDone("n1")},
+			body:  "ab", node: "n1", replays: []api.ReplayRequest{rr(2, 2)}, replayed: 1},
 		{name: "a replayed duplicate is dropped silently", stream: true,
 			steps: []step{chunk("n1", "a"), lose("n1", "b"), chunk("n1", "c"), done("n1", "")}, replay: map[string]string{"n1": replayDup},
 			body: "abc", node: "n1", replays: []api.ReplayRequest{rr(1, 1)}, replayed: 1},

@@ -210,6 +210,30 @@ func (l *load) recoverGap(c *client, r *request) bool {
 	return true
 }
 
+// stallAfter is how long a stream that has chunks may hear nothing before
+// its client asks the node for the next Fed-Seq (as the SDK does).
+const stallAfter = 2 * time.Second
+
+// probeStall asks the kept node of a stalled stream for the Fed-Seq it
+// expects next: a node that sent it (its final, lost with a server) replays
+// it; one that has not got that far answers 404, and the stream goes on
+// waiting. Nothing is concluded from the answer: the messages decide.
+func (l *load) probeStall(c *client, r *request) {
+	r.mu.Lock()
+	node, next, started := r.follow.kept, r.follow.next(), r.follow.kept != "" && r.follow.final == nil
+	_, _, _, gap := r.follow.gap()
+	quiet := len(r.msgs) > 0 && time.Since(r.msgs[len(r.msgs)-1].at) >= stallAfter
+	r.mu.Unlock()
+	if !r.stream || !started || gap || next == 0 || !quiet {
+		return
+	}
+	d := min(replayTimeout, time.Until(r.start.Add(l.timeout)))
+	if d <= 0 {
+		return
+	}
+	_ = askReplay(c.nc, l.m.space.NodeReplay(node), r.id, next, next, d)
+}
+
 // askReplay is the replay request on the wire, as any client sends it.
 func askReplay(nc *nats.Conn, subj, id string, from, to int, d time.Duration) error {
 	body, err := json.Marshal(api.ReplayRequest{RequestID: id, FromSeq: from, ToSeq: to})
@@ -322,18 +346,27 @@ func (l *load) one(ctx context.Context, c *client) bool {
 			fill.Stop()
 		}
 	}()
+	// stall: a stream that has chunks and no gap but hears nothing for
+	// stallAfter asks its node for the next Fed-Seq (its final may be the
+	// message lost, and a lost final shows no gap); one timer, reset.
+	stall := time.NewTimer(stallAfter)
+	defer stall.Stop()
 wait:
 	for {
 		var filled <-chan time.Time
 		if fill != nil {
 			filled = fill.C
 		}
+		stall.Reset(stallAfter)
 		select {
 		case <-r.finalCh:
 			break wait
 		case <-r.gapCh:
 		case <-filled:
 			fill = nil
+		case <-stall.C:
+			l.probeStall(c, r)
+			continue
 		case <-t.C:
 			r.mu.Lock()
 			if !r.gotFin {
