@@ -109,3 +109,16 @@ type ReplayRequest struct {
 type ReplayResponse struct {
 	Sent int `json:"sent"`
 }
+
+// StatusRequest is the body of fed.node.<id>.status: does the node hold
+// request_id? A router asks when a dispatch's ack never came (DESIGN §4).
+type StatusRequest struct {
+	RequestID string `json:"request_id"`
+}
+
+// StatusResponse answers a status request: held is true when the node
+// accepted request_id and is running it, or answered it lately (its final
+// went out); the router then counts the dispatch as accepted.
+type StatusResponse struct {
+	Held bool `json:"held"`
+}

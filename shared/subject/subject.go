@@ -57,6 +57,11 @@ func (s Space) NodeProbe(nodeID string) string { return s.join("node", nodeID, "
 // (the ones it missed, e.g. in a server failover).
 func (s Space) NodeReplay(nodeID string) string { return s.join("node", nodeID, "replay") }
 
+// NodeStatus is where a router whose dispatch ack never came asks the node
+// whether it holds the request (accepted and running, or answered lately)
+// before placing it elsewhere (DESIGN §4).
+func (s Space) NodeStatus(nodeID string) string { return s.join("node", nodeID, "status") }
+
 // Cancel is the subject that cancels one request's stream.
 func (s Space) Cancel(requestID string) string { return s.join("cancel", requestID) }
 

@@ -61,6 +61,10 @@ func (s *Service) startMicro() error {
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeReplay(s.cfg.NodeID))); err != nil {
 		return fmt.Errorf("node %s: add replay endpoint: %w", s.cfg.NodeID, err)
 	}
+	if err := svc.AddEndpoint("status", micro.HandlerFunc(s.handleStatus),
+		micro.WithEndpointSubject(s.cfg.Subjects.NodeStatus(s.cfg.NodeID))); err != nil {
+		return fmt.Errorf("node %s: add status endpoint: %w", s.cfg.NodeID, err)
+	}
 	return nil
 }
 

@@ -135,3 +135,31 @@ func FuzzDecodeReplayRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeStatusRequest: any client can publish on a node's status
+// subject. Never a panic; a refusal is a 400 with a description; an
+// accepted request has an id of 1–MaxRequestIDLen bytes and is what
+// encoding/json reads from the same body.
+func FuzzDecodeStatusRequest(f *testing.F) {
+	f.Add([]byte(`{"request_id":"req-1"}`))
+	f.Add([]byte(`{"request_id":""}`))
+	f.Add([]byte(`{"request_id":"a","x":1}`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		sr, werr := decodeStatusRequest(body)
+		if werr != nil {
+			if werr.Code != wire.CodeBadRequest || werr.Description == "" || len(werr.RequestID) > wire.MaxRequestIDLen {
+				t.Fatalf("bad refusal of %q: %+v", body, werr)
+			}
+			return
+		}
+		if sr.RequestID == "" || len(sr.RequestID) > wire.MaxRequestIDLen || len(body) > maxStatusBody {
+			t.Fatalf("accepted %q as %+v", body, sr)
+		}
+		var again api.StatusRequest
+		if err := json.Unmarshal(body, &again); err != nil || again != sr {
+			t.Fatalf("accepted %q as %+v, encoding/json reads %+v (%v)", body, sr, again, err)
+		}
+	})
+}

@@ -88,6 +88,7 @@ func (s *Service) run(j *job) {
 	if out.sendErr == nil && !withdrawn {
 		m := out.final(res, werr, latency)
 		out.keep(m)
+		s.answered.add(j.call.RequestID, time.Now()) // before release: a status question sees it held throughout
 		// Finished before it is sent: a client that has the final sees
 		// the buffer as it will stay (its bounds counted with this stream).
 		if out.kept != nil {

@@ -43,9 +43,11 @@ type Service struct {
 	serving bool
 	tps     float64 // EWMA of per-request tokens/s
 
-	replay *replays      // streams' messages kept for fed.node.<id>.replay
-	load   *scraper      // the model server's own load (scrape.go); nil: not scraped
-	blobs  *blobs.Opener // fed_blobs, opened on the first out-of-band body or answer (blob.go)
+	replay *replays // streams' messages kept for fed.node.<id>.replay
+	// answered: requests whose final went out lately, for fed.node.<id>.status
+	answered *answeredIDs
+	load     *scraper      // the model server's own load (scrape.go); nil: not scraped
+	blobs    *blobs.Opener // fed_blobs, opened on the first out-of-band body or answer (blob.go)
 
 	svc       micro.Service
 	cancelSub *nats.Subscription
@@ -84,13 +86,14 @@ func New(nc *nats.Conn, cfg Config, log zerolog.Logger) (*Service, error) {
 	}
 	return &Service{
 		nc: nc, cfg: cfg, instance: inst, metrics: newNodeMetrics(cfg),
-		log:    log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
-		jobs:   map[string][]*job{},
-		replay: newReplays(cfg),
-		blobs:  blobs.NewOpener(nc),
-		load:   newScraper(cfg, log.With().Str(logging.KeyNode, cfg.NodeID).Logger()),
-		loops:  lifecycle.NewGroup(),
-		work:   lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it
+		log:      log.With().Str(logging.KeyNode, cfg.NodeID).Logger(),
+		jobs:     map[string][]*job{},
+		replay:   newReplays(cfg),
+		answered: newAnsweredIDs(),
+		blobs:    blobs.NewOpener(nc),
+		load:     newScraper(cfg, log.With().Str(logging.KeyNode, cfg.NodeID).Logger()),
+		loops:    lifecycle.NewGroup(),
+		work:     lifecycle.NewGroupWithCause(errDrained), // jobs' contexts derive from it
 	}, nil
 }
 

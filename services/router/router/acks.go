@@ -32,6 +32,9 @@ type acks struct {
 type pendingAck struct {
 	p   *placement
 	gen uint64
+	// status: the reply is the node's answer to a status question
+	// (askStatus), not a dispatch's ack
+	status bool
 }
 
 func newAcks(inbox string) *acks {
@@ -63,6 +66,13 @@ func (a *acks) token() (uint64, string) {
 func (a *acks) put(tok uint64, p *placement, gen uint64) {
 	a.mu.Lock()
 	a.m[tok] = pendingAck{p: p, gen: gen}
+	a.mu.Unlock()
+}
+
+// putStatus registers the status question of token, asked for p in wait gen.
+func (a *acks) putStatus(tok uint64, p *placement, gen uint64) {
+	a.mu.Lock()
+	a.m[tok] = pendingAck{p: p, gen: gen, status: true}
 	a.mu.Unlock()
 }
 

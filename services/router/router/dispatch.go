@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/textproto"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/tracing"
@@ -104,7 +106,10 @@ type placement struct {
 	// the attempt in flight: its decision, ack token and span
 	d     decision
 	token uint64
-	aspan tracing.Span
+	// statusTok is the token of the status question asked of the node
+	// whose ack never came (askStatus); 0 when none is pending.
+	statusTok uint64
+	aspan     tracing.Span
 	// queue limit of the current wait: why it ends (max_queue_ms or the
 	// deadline) and max_queue_ms then
 	byDeadline bool
@@ -205,10 +210,13 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 	}
 	switch kind {
 	case timerAck:
-		s.acks.drop(p.token)
-		s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), p.d.e.id)
-		p.uncertain = append(p.uncertain, p.d.e.id)
-		p.resolve(ackFailed, "ack timeout", errAckTimeout)
+		if !p.askStatus() {
+			p.ackLost()
+		}
+	case timerStatus:
+		s.acks.drop(p.statusTok)
+		p.statusTok = 0
+		p.ackLost()
 	case timerRetry:
 		p.step()
 	case timerQueue:
@@ -224,6 +232,76 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 		s.answered.forget(p.spec.RequestID, p)
 		p.finalError(p.err, s.answered.has(p.spec.RequestID))
 	}
+}
+
+// ackLost settles the attempt in flight whose ack never came and whose
+// node did not say it holds the request: the targeted cancel takes it back
+// there, the node stays uncertain (it may answer all the same) and the
+// placement goes on as after any failed attempt.
+func (p *placement) ackLost() {
+	s := p.s
+	s.acks.drop(p.token)
+	s.cancelAttempt(p.spec.RequestID, p.msg.Header.Get(wire.HdrCancelKey), p.d.e.id)
+	p.uncertain = append(p.uncertain, p.d.e.id)
+	p.resolve(ackFailed, "ack timeout", errAckTimeout)
+}
+
+// statusWait bounds the wait for a node's answer to a status request
+// (askStatus), and never past the request's deadline.
+const statusWait = 250 * time.Millisecond
+
+// askStatus is the ack wait running out: before withdrawing the attempt
+// and placing the request elsewhere, the router asks the node once, on
+// fed.node.<id>.status, whether it holds the request (it may have accepted
+// and its ack been lost, e.g. in a server failover; placing again would give
+// the client two answers). The question is asynchronous like the dispatch:
+// its reply subject is another token on the ack subscription (acks.go), and
+// the placement waits on its timer, at most statusWait. The dispatch's own
+// token stays registered for the same wait, so an ack that comes late still
+// counts. It reports false, having changed nothing, when there is no time
+// left to ask. The caller owns p; once askStatus returned true it does not.
+func (p *placement) askStatus() bool {
+	s := p.s
+	wait := min(statusWait, time.Until(p.deadline))
+	if wait <= 0 || s.stopping.Load() {
+		return false
+	}
+	body, err := json.Marshal(api.StatusRequest{RequestID: p.spec.RequestID})
+	if err != nil {
+		return false
+	}
+	s.stats.statusAsked.Add(1)
+	tok, reply := s.acks.token()
+	p.statusTok = tok
+	gen := p.park()
+	s.acks.put(p.token, p, gen) // the dispatch's ack, should it come late
+	s.acks.putStatus(tok, p, gen)
+	s.sched.at(&p.tm, time.Now().Add(wait), p, timerStatus, gen)
+	p.parked(gen)
+	err = s.nc.PublishMsg(&nats.Msg{Subject: s.cfg.Subjects.NodeStatus(p.d.e.id), Reply: reply, Data: body})
+	if err == nil || !p.waiting.CompareAndSwap(gen, 0) {
+		return true
+	}
+	// not asked: go on as without an answer
+	s.sched.cancel(&p.tm, gen)
+	s.acks.drop(tok)
+	p.statusTok = 0
+	p.ackLost()
+	return true
+}
+
+// readStatus reports whether a status answer says the node holds the
+// request. Anything else (not held, an error, no responders, a body that
+// does not decode) is no.
+func readStatus(m *nats.Msg) bool {
+	if len(m.Data) == 0 || len(m.Data) > 256 || wire.ErrorFromHeader(m.Header) != nil {
+		return false
+	}
+	var r api.StatusResponse
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return false
+	}
+	return r.Held
 }
 
 // ackReturn is how long past Fed-Ack-Deadline the router still waits for
@@ -723,8 +801,38 @@ func (s *Service) onAck(m *nats.Msg) {
 		return // the ack deadline passed meanwhile: its timer has the placement
 	}
 	s.sched.cancel(&p.tm, r.gen)
+	if r.status {
+		// the node's answer to askStatus
+		p.statusTok = 0
+		if !readStatus(m) {
+			p.ackLost()
+			return
+		}
+		s.acks.drop(p.token)
+		s.stats.statusHeld.Add(1)
+		s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).Str(logging.KeyNode, p.d.e.id).
+			Msg("ack lost, but the node holds the request: placed there")
+		p.resolve(p.heldAck(), "", nil)
+		return
+	}
+	if p.statusTok != 0 {
+		// the dispatch's ack came while the node was being asked
+		s.acks.drop(p.statusTok)
+		p.statusTok = 0
+	}
 	kind, why, err := p.readAck(m)
 	p.resolve(kind, why, err)
+}
+
+// heldAck is a status answer saying held, taken as the accept whose ack was
+// lost: the request is outstanding on the node until its completion outcome.
+func (p *placement) heldAck() ackKind {
+	s, d := p.s, &p.d
+	if !s.out.accept(p.spec.RequestID, d.e.id, time.Now()) {
+		// its completion outcome was handled already (as in readAck)
+		d.e.completed()
+	}
+	return ackAccepted
 }
 
 // readAck says what the ack of the attempt in flight means, and takes the

@@ -43,6 +43,8 @@ var (
 	descTakeover = desc("takeovers_total", "Requests of a lost node placed again on another node (Fed-Takeover).")
 	descLost     = desc("lost_finals_total", "Requests of a lost node that could not continue: a final 503 with Fed-Lost-Node.")
 	descDoneAck  = desc("done_acks_total", "Dispatches acked done: the node answered at once and acked after its final.")
+	descStAsked  = desc("status_asked_total", "Nodes asked whether they hold a request whose dispatch ack never came.")
+	descStHeld   = desc("status_held_total", "Lost acks whose node said it holds the request: placed there.")
 	descDecision = desc("decisions_total", "Accepted dispatches by strategy and the policy term that decided them (DESIGN §9.5 decided_by; "+
 		"none: the only candidate).", "strategy", "decided_by")
 	descInFlight = desc("in_flight", "Requests being placed now.")
@@ -54,7 +56,7 @@ var (
 	descStrategy = desc("strategy", "1 for the strategy in force (fed_config router.policy, else the configured one).", "strategy")
 
 	routerDescs = []*prometheus.Desc{descRequests, descPlaced, descUnplaced, descRetries, descRejected, descBusy, descQueued,
-		descQueueTO, descQueueFul, descWait, descTooLarge, descCancels, descSupp, descTakeover, descLost, descDoneAck, descDecision,
+		descQueueTO, descQueueFul, descWait, descTooLarge, descCancels, descSupp, descTakeover, descLost, descDoneAck, descStAsked, descStHeld, descDecision,
 		descInFlight, descMaxIn, descOutst, descQueueLen, descMaxQueue, descNodes, descStrategy}
 )
 
@@ -78,6 +80,7 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 		{descQueueFul, st.QueueFull}, {descTooLarge, st.TooLarge}, {descCancels, st.AckCancels},
 		{descSupp, st.FinalsSuppressed}, {descTakeover, st.Takeovers}, {descLost, st.LostFinals},
 		{descDoneAck, st.DoneAcks},
+		{descStAsked, st.StatusAsked}, {descStHeld, st.StatusHeld},
 	} {
 		metrics.Counter(ch, x.d, float64(x.v))
 	}

@@ -29,11 +29,12 @@ type sched struct {
 type timerKind uint8
 
 const (
-	timerAck   timerKind = iota + 1 // the ack did not come by Fed-Ack-Deadline
-	timerRetry                      // the retry delay after a failed attempt is over
-	timerQueue                      // max_queue_ms (or the deadline margin) passed in the queue
-	timerWake                       // a slot freed: the queued request decides again
-	timerGrace                      // the finals grace after an uncertain attempt is over
+	timerAck    timerKind = iota + 1 // the ack did not come by Fed-Ack-Deadline
+	timerRetry                       // the retry delay after a failed attempt is over
+	timerQueue                       // max_queue_ms (or the deadline margin) passed in the queue
+	timerWake                        // a slot freed: the queued request decides again
+	timerGrace                       // the finals grace after an uncertain attempt is over
+	timerStatus                      // the node did not answer the status question of a lost ack
 )
 
 // timer is one placement's pending timed step. Its fields change only

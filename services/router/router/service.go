@@ -91,6 +91,8 @@ type routerStats struct {
 	// lost answered the client itself
 	finalsSuppressed atomic.Int64
 	doneAcks         atomic.Int64
+	// status questions after a lost ack, and those the node answered held
+	statusAsked, statusHeld atomic.Int64
 	// steps handed to the deciders (offload); not reported
 	offloaded atomic.Int64
 }
@@ -295,6 +297,11 @@ type Stats struct {
 	// LostFinals counts requests of a lost node that could not continue and
 	// got a final 503 with Fed-Lost-Node.
 	LostFinals int64 `json:"lost_finals"`
+	// StatusAsked counts nodes asked whether they hold a request whose
+	// dispatch ack never came; StatusHeld those that said held (the request
+	// stayed placed there, DESIGN §4).
+	StatusAsked int64 `json:"status_asked"`
+	StatusHeld  int64 `json:"status_held"`
 }
 
 // Stats returns the router's counters.
@@ -320,6 +327,8 @@ func (s *Service) Stats() Stats {
 		DoneAcks:         s.stats.doneAcks.Load(),
 		Takeovers:        s.stats.takeovers.Load(),
 		LostFinals:       s.stats.lostFinals.Load(),
+		StatusAsked:      s.stats.statusAsked.Load(),
+		StatusHeld:       s.stats.statusHeld.Load(),
 	}
 	if n := s.stats.queueLeft.Load(); n > 0 {
 		st.QueueWaitAvgMs = math.Round(float64(s.stats.queueWaitNs.Load())/float64(n)/1e3) / 1e3

@@ -201,7 +201,8 @@ func Perms(prefix string) []Perm {
 				p("catalog", "list"), p("catalog", "get"), p("catalog", "find")}, objUse(buckets.Blobs)),
 			Sub: []string{inbox(RoleGateway)}},
 		{Key: RoleRouter, Role: RoleRouter,
-			Pub: cat([]string{p("node", "*", "infer", "*"), p("cancel", "*"), p("router", "unplaced"), p("router", "decisions"),
+			// fed.node.*.status: a dispatch's ack never came, does the node hold it?
+			Pub: cat([]string{p("node", "*", "infer", "*"), p("node", "*", "status"), p("cancel", "*"), p("router", "unplaced"), p("router", "decisions"),
 				p("router", "failed", "*"), replies},
 				kvRead(buckets.Catalog), kvRead(buckets.Health), kvRead(buckets.Config), objOpen(buckets.Blobs)),
 			Sub: []string{p("infer", ">"), p("outcome", "*"), p("router", "candidates"), "$SRV.>", inbox(RoleRouter)}},
@@ -223,7 +224,7 @@ func Perms(prefix string) []Perm {
 		for _, l := range Levels[:c+1] {
 			sub = append(sub, p("node", tmplName, "infer", l.String()))
 		}
-		sub = append(sub, p("node", tmplName, "probe"), p("node", tmplName, "replay"), p("cancel", "*"), "$SRV.>",
+		sub = append(sub, p("node", tmplName, "probe"), p("node", tmplName, "replay"), p("node", tmplName, "status"), p("cancel", "*"), "$SRV.>",
 			InboxPrefix(RoleNode, tmplName)+".>")
 		perms = append(perms, Perm{Key: NodeKey(c), Role: RoleNode, Clearance: c,
 			Pub: cat([]string{p("heartbeat", tmplName), p("outcome", tmplName),

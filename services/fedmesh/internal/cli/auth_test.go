@@ -256,11 +256,11 @@ func TestAuthPermissionTable(t *testing.T) {
 	}
 	// Node X, cleared internal, in eu.
 	add("node-x", "sub", true, "fed.node.node-x.infer.public", "fed.node.node-x.infer.internal", "fed.node.node-x.probe",
-		"fed.node.node-x.replay", "fed.cancel.*", "$SRV.>", "_INBOX.node.node-x.>")
+		"fed.node.node-x.replay", "fed.node.node-x.status", "fed.cancel.*", "$SRV.>", "_INBOX.node.node-x.>")
 	add("node-x", "qsub", true, "fed.node.node-x.infer.internal")
 	add("node-x", "sub", false, "fed.node.node-x.infer.confidential", "fed.node.node-x.infer.restricted",
 		"fed.node.node-y.infer.internal", "fed.node.node-x.infer.*", "fed.node.*.infer.internal", "fed.node.node-y.probe",
-		"fed.node.node-y.replay", "fed.infer.>", "fed.heartbeat.*", "fed.outcome.*", "_INBOX.>",
+		"fed.node.node-y.replay", "fed.node.node-y.status", "fed.node.*.status", "fed.infer.>", "fed.heartbeat.*", "fed.outcome.*", "_INBOX.>",
 		"_INBOX.acme.>", "_INBOX.node.node-y.>", "$KV.fed_catalog.>",
 		// nor any requester's inbox: a client's, a service's
 		"_INBOX.acme.*", "_INBOX.umbrella.>", "_INBOX.router.router-1.>", "_INBOX.gateway.gateway-1.>",
@@ -277,6 +277,8 @@ func TestAuthPermissionTable(t *testing.T) {
 		"$KV.fed_catalog.nodes.node-x", "$KV.fed_health.nodes.node-x",
 		// the open register forms, whose body alone names the node: the operator's
 		"fed.catalog.register", "fed.catalog.deregister", "fed.router.failed.node-y", "fed.node.node-y.replay",
+		// only routers ask a node whether it holds a request
+		"fed.node.node-y.status", "fed.node.node-x.status",
 		// nobody asks a node for anything that another node could answer:
 		// not another node's inbox (a forged register reply), not catalog's
 		"_INBOX.node.node-y.reply", "_INBOX.catalog.catalog-1.reply")
@@ -296,7 +298,7 @@ func TestAuthPermissionTable(t *testing.T) {
 		// matches fed.infer.*.acme, but the router reads it as capability
 		// custom.acme without a tenant: Fed-Tenant would name any tenant
 		"fed.infer.custom.acme",
-		"fed.node.node-x.infer.public", "fed.node.node-x.probe", "fed.heartbeat.node-x", "fed.outcome.node-x",
+		"fed.node.node-x.infer.public", "fed.node.node-x.probe", "fed.node.node-x.status", "fed.heartbeat.node-x", "fed.outcome.node-x",
 		"fed.catalog.list", "fed.catalog.register.node-x.eu.internal", "fed.router.candidates", "fed.stats", "_INBOX.umbrella.x",
 		"$KV.fed_config.router.policy", "$KV.fed_catalog.nodes.node-x", "$JS.API.STREAM.INFO.KV_fed_catalog",
 		"$JS.API.STREAM.CREATE.EVIL", "$JS.API.INFO",
@@ -315,19 +317,19 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("gateway", "pub", true, "fed.infer.generate.acme", "fed.infer.custom.mine.umbrella", "fed.cancel.req-1",
 		"fed.client.duplicate.node-x", "fed.node.node-x.replay", "fed.catalog.list", "fed.catalog.get", "fed.catalog.find")
 	add("gateway", "pub", false, "fed.catalog.register.node-x.eu.internal", "fed.catalog.deregister.node-x",
-		"fed.node.node-x.infer.public", "fed.health.list", "fed.stats", "_INBOX.acme.x", "$KV.fed_catalog.nodes.x",
+		"fed.node.node-x.infer.public", "fed.node.node-x.status", "fed.health.list", "fed.stats", "_INBOX.acme.x", "$KV.fed_catalog.nodes.x",
 		"fed.outcome.node-x", "fed.router.failed.node-x", "fed.heartbeat.node-x", "fed.catalog.register")
 
 	// Router.
 	add("router", "qsub", true, "fed.infer.>", "fed.router.candidates")
 	add("router", "sub", true, "fed.outcome.*", "$SRV.>", "_INBOX.router.router-1.>")
-	add("router", "sub", false, "fed.heartbeat.*", "fed.node.*.infer.*", "fed.cancel.*", "_INBOX.>", "_INBOX.acme.>",
+	add("router", "sub", false, "fed.heartbeat.*", "fed.node.*.infer.*", "fed.node.*.status", "fed.cancel.*", "_INBOX.>", "_INBOX.acme.>",
 		"fed.catalog.register.*.*.*", "fed.router.failed.*",
 		// not another router's inbox (its acks, its replies), nor any other instance's
 		"_INBOX.router.>", "_INBOX.router.router-2.>", "_INBOX.router.*.>", "_INBOX.catalog.catalog-1.>", "_INBOX.gateway.gateway-1.>")
 	add("router-2", "sub", true, "_INBOX.router.router-2.>")
 	add("router-2", "sub", false, "_INBOX.router.router-1.>", "_INBOX.router.>")
-	add("router", "pub", true, "fed.node.node-x.infer.internal", "fed.node.node-y.infer.restricted", "fed.cancel.req-1",
+	add("router", "pub", true, "fed.node.node-x.infer.internal", "fed.node.node-y.infer.restricted", "fed.node.node-x.status", "fed.cancel.req-1",
 		"fed.router.unplaced", "fed.router.decisions", "fed.router.failed.node-x", "_INBOX.acme.final", "_INBOX.gateway.final")
 	add("router", "pub", false, "fed.heartbeat.node-x", "fed.outcome.node-x", "fed.node.node-x.probe", "fed.infer.generate.acme",
 		"fed.catalog.register.node-x.eu.internal", "fed.client.duplicate.node-x", "$KV.fed_health.nodes.node-x",
@@ -343,7 +345,7 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("catalog-2", "sub", true, "_INBOX.catalog.catalog-2.>")
 	add("catalog-2", "sub", false, "_INBOX.catalog.catalog-1.>")
 	add("catalog", "pub", true, "_INBOX.node.node-x.reply")
-	add("catalog", "pub", false, "$KV.fed_health.nodes.node-x", "fed.heartbeat.node-x", "fed.node.node-x.probe",
+	add("catalog", "pub", false, "$KV.fed_health.nodes.node-x", "fed.heartbeat.node-x", "fed.node.node-x.probe", "fed.node.node-x.status",
 		"$JS.API.STREAM.DELETE.KV_fed_catalog", "$JS.API.STREAM.PURGE.KV_fed_catalog")
 
 	// Health.
@@ -353,7 +355,7 @@ func TestAuthPermissionTable(t *testing.T) {
 	add("health", "sub", false, "fed.infer.>", "fed.node.*.infer.*", "fed.router.decisions", "_INBOX.>",
 		"_INBOX.health.>", "_INBOX.health.health-2.>")
 	add("health", "pub", true, "fed.node.node-x.probe", "fed.health.stats", "_INBOX.operator.reply")
-	add("health", "pub", false, "fed.node.node-x.infer.public", "$KV.fed_catalog.nodes.node-x", "fed.heartbeat.node-x",
+	add("health", "pub", false, "fed.node.node-x.infer.public", "fed.node.node-x.status", "$KV.fed_catalog.nodes.node-x", "fed.heartbeat.node-x",
 		"$JS.API.STREAM.DELETE.KV_fed_health")
 
 	// Only health publishes its stats event (fedmesh top follows it as the
