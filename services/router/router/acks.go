@@ -35,6 +35,9 @@ type pendingAck struct {
 	// status: the reply is the node's answer to a status question
 	// (askStatus), not a dispatch's ack
 	status bool
+	// grace: the reply is an uncertain node's answer to the status
+	// question asked when the finals grace ran out (askGrace)
+	grace bool
 }
 
 func newAcks(inbox string) *acks {
@@ -73,6 +76,14 @@ func (a *acks) put(tok uint64, p *placement, gen uint64) {
 func (a *acks) putStatus(tok uint64, p *placement, gen uint64) {
 	a.mu.Lock()
 	a.m[tok] = pendingAck{p: p, gen: gen, status: true}
+	a.mu.Unlock()
+}
+
+// putGrace registers the status question of token asked of an uncertain
+// node when p's finals grace (wait gen) ran out.
+func (a *acks) putGrace(tok uint64, p *placement, gen uint64) {
+	a.mu.Lock()
+	a.m[tok] = pendingAck{p: p, gen: gen, grace: true}
 	a.mu.Unlock()
 }
 

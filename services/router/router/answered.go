@@ -141,6 +141,21 @@ func (a *answered) await(requestID string, nodes []string, p *placement, gen uin
 	return false, false
 }
 
+// unreported is nodes without those that reported silent for requestID,
+// each once.
+func (a *answered) unreported(requestID string, nodes []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.reqs[requestID]
+	var out []string
+	for _, n := range nodes {
+		if !slices.Contains(out, n) && (h == nil || !slices.Contains(h.silent, n)) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // forget stops p waiting for requestID (its grace ran out).
 func (a *answered) forget(requestID string, p *placement) {
 	a.mu.Lock()

@@ -116,6 +116,15 @@ type placement struct {
 	maxWait    time.Duration
 	// err is the final error held over the finals grace
 	err error
+	// graceToks are the tokens of the status questions asked of the
+	// uncertain nodes when the finals grace ran out (askGrace); graceLeft
+	// counts those not answered yet (each reply may come on the ack
+	// subscription while another party owns p); graceUntil bounds the wait
+	// for them while the router's connection is down.
+	graceToks  []uint64
+	graceLeft  atomic.Int32
+	graceHeld  atomic.Bool // an uncertain node answered held
+	graceUntil time.Time
 	// slot: the request holds one of MaxInFlight (takeovers do not)
 	slot bool
 	// tracked: in Service.active from begin until done
@@ -230,8 +239,106 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 		p.step()
 	case timerGrace:
 		s.answered.forget(p.spec.RequestID, p)
+		if s.answered.has(p.spec.RequestID) {
+			p.finalError(p.err, true)
+			return
+		}
+		p.askGrace()
+	case timerGraceStatus:
+		if p.graceHeld.Load() {
+			// a node said held while the wait was being restored below
+			s.answered.forget(p.spec.RequestID, p)
+			p.finalError(p.err, true)
+			return
+		}
+		if p.graceLeft.Load() > 0 && s.nc.Status() != nats.CONNECTED && !s.stopping.Load() && time.Now().Before(p.graceUntil) {
+			// the questions (or their answers) wait in a reconnect: wait
+			// on, bounded by graceUntil. Once the wait is restored another
+			// party may own p (a timer scheduled after it ended fires on
+			// a generation nobody waits in); an answer that came before
+			// it was restored left graceHeld or graceLeft for the timer.
+			next := time.Now().Add(statusWait)
+			if next.After(p.graceUntil) {
+				next = p.graceUntil
+			}
+			p.waiting.Store(gen)
+			s.sched.at(&p.tm, next, p, timerGraceStatus, gen)
+			return
+		}
+		s.answered.forget(p.spec.RequestID, p)
 		p.finalError(p.err, s.answered.has(p.spec.RequestID))
 	}
+}
+
+// graceReconnectWait bounds how much longer than statusWait the router
+// waits for the uncertain nodes' status answers while its own connection
+// is not connected.
+const graceReconnectWait = 2 * time.Second
+
+// askGrace is the finals grace running out with no outcome from some
+// uncertain node: before sending its own final error, the router asks each
+// of them that has not reported silent the status question of a lost ack
+// (askStatus), all at once, asynchronously, and waits up to statusWait
+// (longer, up to graceReconnectWait more, while its connection is down: a
+// router cut off across the grace missed the outcomes too). One that says
+// held answered the client or is answering it: no final error
+// (finals_suppressed). When every one says no (or cannot be asked), or the
+// wait ends, the error final goes out as before; a completion outcome that
+// comes meanwhile still counts. The caller owns p and gives it up.
+func (p *placement) askGrace() {
+	s, id := p.s, p.spec.RequestID
+	nodes := s.answered.unreported(id, p.uncertain)
+	body, err := json.Marshal(api.StatusRequest{RequestID: id})
+	if len(nodes) == 0 || err != nil {
+		p.finalError(p.err, s.answered.has(id))
+		return
+	}
+	replies := make([]string, len(nodes))
+	toks := make([]uint64, len(nodes))
+	for i := range nodes {
+		toks[i], replies[i] = s.acks.token()
+	}
+	p.graceToks = toks
+	p.graceLeft.Store(int32(len(nodes)))
+	now := time.Now()
+	p.graceUntil = now.Add(statusWait + graceReconnectWait)
+	gen := p.park()
+	// everything that ends the wait is registered before the outcomes
+	// waiter: from then on another party may own p
+	for _, tok := range toks {
+		s.acks.putGrace(tok, p, gen)
+	}
+	s.sched.at(&p.tm, now.Add(statusWait), p, timerGraceStatus, gen)
+	if settled, ans := s.answered.await(id, p.uncertain, p, gen); settled {
+		// heard meanwhile: ask nothing
+		if p.waiting.CompareAndSwap(gen, 0) {
+			s.sched.cancel(&p.tm, gen)
+			p.finalError(p.err, ans)
+		}
+		return
+	}
+	p.parked(gen)
+	for i, node := range nodes {
+		s.stats.statusAsked.Add(1)
+		if err := s.nc.PublishMsg(&nats.Msg{Subject: s.cfg.Subjects.NodeStatus(node), Reply: replies[i], Data: body}); err != nil {
+			s.log.Warn().Err(err).Str(logging.KeyRequest, id).Str(logging.KeyNode, node).
+				Msg("publish status question at the end of the finals grace")
+			p.graceNo(gen)
+		}
+	}
+}
+
+// graceNo counts an uncertain node that does not hold the request (or
+// could not be asked) in the status wait gen of askGrace; the last one
+// ends the wait with the error final. Any party may call it.
+func (p *placement) graceNo(gen uint64) {
+	if p.graceLeft.Add(-1) != 0 || !p.waiting.CompareAndSwap(gen, 0) {
+		return
+	}
+	s := p.s
+	s.sched.cancel(&p.tm, gen)
+	s.answered.forget(p.spec.RequestID, p)
+	p.finalError(p.err, s.answered.has(p.spec.RequestID))
 }
 
 // ackLost settles the attempt in flight whose ack never came and whose
@@ -797,6 +904,24 @@ func (s *Service) onAck(m *nats.Msg) {
 		return
 	}
 	p := r.p
+	if r.grace {
+		// an uncertain node's answer at the end of the finals grace
+		if !readStatus(m) {
+			p.graceNo(r.gen)
+			return
+		}
+		s.stats.statusHeld.Add(1)
+		p.graceHeld.Store(true)
+		if !p.waiting.CompareAndSwap(r.gen, 0) {
+			return // the timer has p; it reads graceHeld
+		}
+		s.sched.cancel(&p.tm, r.gen)
+		s.answered.forget(p.spec.RequestID, p)
+		s.log.Debug().Str(logging.KeyRequest, p.spec.RequestID).
+			Msg("finals grace over, but an uncertain node holds the request: no final error from the router")
+		p.finalError(p.err, true)
+		return
+	}
 	if !p.waiting.CompareAndSwap(r.gen, 0) {
 		return // the ack deadline passed meanwhile: its timer has the placement
 	}
@@ -1025,7 +1150,8 @@ func rejectSummary(r reject) string {
 // attempt whose ack never came it first waits for the completed outcomes of
 // the uncertain nodes (answered.go), on no goroutine: an outcome or the
 // grace timer goes on. It waits up to finalGrace, less when the deadline is
-// nearer, never less than minFinalGrace.
+// nearer, never less than minFinalGrace; when it runs out without a word
+// from some uncertain node, askGrace asks them before the final error.
 func (p *placement) fail(err error) {
 	s := p.s
 	if len(p.uncertain) == 0 {
@@ -1063,6 +1189,10 @@ func (p *placement) heardDuring(gen uint64, ans bool) {
 func (p *placement) finalError(err error, answered bool) {
 	defer p.done()
 	s, in := p.s, &p.inbound
+	for _, tok := range p.graceToks {
+		s.acks.drop(tok) // status questions of askGrace not answered
+	}
+	p.graceToks = nil
 	if answered {
 		s.stats.finalsSuppressed.Add(1)
 		s.log.Debug().Str(logging.KeyRequest, in.ID).Msg("a node answered an attempt whose ack was lost: no final error from the router")

@@ -43,8 +43,8 @@ var (
 	descTakeover = desc("takeovers_total", "Requests of a lost node placed again on another node (Fed-Takeover).")
 	descLost     = desc("lost_finals_total", "Requests of a lost node that could not continue: a final 503 with Fed-Lost-Node.")
 	descDoneAck  = desc("done_acks_total", "Dispatches acked done: the node answered at once and acked after its final.")
-	descStAsked  = desc("status_asked_total", "Nodes asked whether they hold a request whose dispatch ack never came.")
-	descStHeld   = desc("status_held_total", "Lost acks whose node said it holds the request: placed there.")
+	descStAsked  = desc("status_asked_total", "Nodes asked whether they hold a request whose dispatch ack never came (at the ack wait's end and at the finals grace's end).")
+	descStHeld   = desc("status_held_total", "Status questions answered held: placed there, or no final error from the router.")
 	descDecision = desc("decisions_total", "Accepted dispatches by strategy and the policy term that decided them (DESIGN §9.5 decided_by; "+
 		"none: the only candidate).", "strategy", "decided_by")
 	descInFlight = desc("in_flight", "Requests being placed now.")

@@ -29,12 +29,13 @@ type sched struct {
 type timerKind uint8
 
 const (
-	timerAck    timerKind = iota + 1 // the ack did not come by Fed-Ack-Deadline
-	timerRetry                       // the retry delay after a failed attempt is over
-	timerQueue                       // max_queue_ms (or the deadline margin) passed in the queue
-	timerWake                        // a slot freed: the queued request decides again
-	timerGrace                       // the finals grace after an uncertain attempt is over
-	timerStatus                      // the node did not answer the status question of a lost ack
+	timerAck         timerKind = iota + 1 // the ack did not come by Fed-Ack-Deadline
+	timerRetry                            // the retry delay after a failed attempt is over
+	timerQueue                            // max_queue_ms (or the deadline margin) passed in the queue
+	timerWake                             // a slot freed: the queued request decides again
+	timerGrace                            // the finals grace after an uncertain attempt is over
+	timerStatus                           // the node did not answer the status question of a lost ack
+	timerGraceStatus                      // the uncertain nodes did not all answer the status question at the grace's end
 )
 
 // timer is one placement's pending timed step. Its fields change only
@@ -98,10 +99,11 @@ func (s *sched) cancel(t *timer, gen uint64) {
 }
 
 // expedite makes t of wait gen fire now (Stop cutting waits short), except
-// a finals grace, which runs out: the node may still show it answered.
+// a finals grace and the status questions at its end, which run out: the
+// node may still show it answered.
 func (s *sched) expedite(t *timer, gen uint64) {
 	s.mu.Lock()
-	if s.scheduledLocked(t) && t.gen == gen && t.kind != timerGrace {
+	if s.scheduledLocked(t) && t.gen == gen && t.kind != timerGrace && t.kind != timerGraceStatus {
 		t.when = time.Time{}
 		s.fixLocked(t.idx)
 		s.armed = t.when

@@ -298,8 +298,9 @@ type Stats struct {
 	// got a final 503 with Fed-Lost-Node.
 	LostFinals int64 `json:"lost_finals"`
 	// StatusAsked counts nodes asked whether they hold a request whose
-	// dispatch ack never came; StatusHeld those that said held (the request
-	// stayed placed there, DESIGN §4).
+	// dispatch ack never came, at the ack wait's end and again at the end of
+	// the finals grace; StatusHeld those that said held (the request stayed
+	// placed there, or the router sent no final error; DESIGN §4).
 	StatusAsked int64 `json:"status_asked"`
 	StatusHeld  int64 `json:"status_held"`
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/json"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,6 +150,124 @@ func TestIntegrationLostAckAsksTheNode(t *testing.T) {
 			default:
 				t.Fatal("no withdrawal of the attempt")
 			}
+		})
+	}
+}
+
+// Two nodes accept a dispatch each, but neither ack nor outcome reaches the
+// router, and neither answers the status question when its ack wait runs
+// out (the router's connection is cut, as at a meta-leader kill): both stay
+// uncertain, and the finals grace runs out with nothing heard. Before its own
+// error final the router asks both once more: one that says held answered
+// (or is answering) the client, so the router sends nothing and the client
+// gets that node's one final; when both say no, or say nothing within the
+// status wait, the router's error is the one final, as before.
+func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
+	const (
+		held    = "held"
+		notHeld = "not held"
+		silent  = "silent"
+	)
+	for _, tc := range []struct {
+		name  string
+		grace map[string]string // node → its answer at the end of the grace
+		want  string            // the client's one final, by sender
+	}{
+		{"the second says held", map[string]string{"a": notHeld, "b": held}, "b:done"},
+		{"the first says held", map[string]string{"a": held, "b": silent}, "a:done"},
+		{"both say not held", map[string]string{"a": notHeld, "b": notHeld}, "router:error"},
+		{"neither answers", map[string]string{"a": silent, "b": silent}, "router:error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.Policy.AckTimeoutMs = 150; c.Policy.RetryDelayMs = 0; c.Policy.MaxRetries = 1 })
+			e.addNode(tnode{id: "a", region: "eu", health: healthy(10)})
+			e.addNode(tnode{id: "b", region: "eu", health: healthy(10)})
+			type asked struct {
+				node string
+				req  api.StatusRequest
+			}
+			questions := make(chan asked, 8)
+			var dispatched atomic.Int32
+			for _, node := range []string{"a", "b"} {
+				// accepts; the ack goes nowhere, no outcome is sent; a node
+				// that will say held answers the client
+				dsub, err := e.nc.Subscribe(subject.Default.NodeInferAt(node, "*"), func(m *nats.Msg) {
+					dispatched.Add(1)
+					_ = e.nc.PublishMsg(&nats.Msg{Subject: "nobody.reads.this", Header: nats.Header{wire.HdrStatus: {wire.StatusAccepted}}})
+					if tc.grace[node] == held {
+						rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: node}
+						_ = e.nc.PublishMsg(rep.Done([]byte("hi"), wire.DoneInfo{Tokens: 1}))
+					}
+				})
+				require.NoError(t, err)
+				defer dsub.Unsubscribe()
+				var n atomic.Int32
+				ssub, err := e.nc.Subscribe(subject.Default.NodeStatus(node), func(m *nats.Msg) {
+					var sr api.StatusRequest
+					_ = json.Unmarshal(m.Data, &sr)
+					questions <- asked{node, sr}
+					if n.Add(1) == 1 || tc.grace[node] == silent {
+						return // the question at the ack wait's end is lost
+					}
+					b, _ := json.Marshal(api.StatusResponse{Held: tc.grace[node] == held})
+					_ = m.Respond(b)
+				})
+				require.NoError(t, err)
+				defer ssub.Unsubscribe()
+			}
+			require.NoError(t, e.nc.Flush())
+			e.waitEligible("a", "b")
+
+			inbox := nats.NewInbox()
+			replies, err := e.nc.SubscribeSync(inbox)
+			require.NoError(t, err)
+			m := nats.NewMsg(subject.Default.Infer(wire.CapGenerate))
+			m.Reply = inbox
+			id := "req-grace-" + strings.ReplaceAll(tc.name, " ", "-")
+			m.Header.Set(wire.HdrRequestID, id)
+			m.Header.Set(wire.HdrTimeoutMs, "10000")
+			start := time.Now()
+			require.NoError(t, e.nc.PublishMsg(m))
+			var got []string
+			// past both ack and status waits, finalGrace and the last
+			// status wait: the router's final would be here
+			until := start.Add(2*(150*time.Millisecond+ackReturn+statusWait) + finalGrace + statusWait + time.Second)
+			for {
+				r, err := replies.NextMsg(time.Until(until))
+				if err != nil {
+					break
+				}
+				if wire.IsFinal(r) {
+					from := r.Header.Get(wire.HdrNode)
+					if from == "" {
+						from = "router"
+					}
+					got = append(got, from+":"+r.Header.Get(wire.HdrStatus))
+				}
+			}
+			assert.Equal(t, []string{tc.want}, got, "exactly one final")
+			assert.EqualValues(t, 2, dispatched.Load(), "dispatched to both")
+			per := map[string]int{}
+			for len(questions) > 0 {
+				q := <-questions
+				assert.Equal(t, id, q.req.RequestID)
+				per[q.node]++
+			}
+			assert.Equal(t, map[string]int{"a": 2, "b": 2}, per, "each asked at its ack wait's end and at the grace's end")
+
+			st := e.svc.Stats()
+			assert.EqualValues(t, 4, st.StatusAsked)
+			if tc.want == "router:error" {
+				assert.Zero(t, st.FinalsSuppressed)
+				assert.Zero(t, st.StatusHeld)
+				assert.EqualValues(t, 1, st.Unplaced)
+			} else {
+				assert.EqualValues(t, 1, st.FinalsSuppressed)
+				assert.EqualValues(t, 1, st.StatusHeld)
+				assert.Zero(t, st.Unplaced)
+			}
+			assert.Zero(t, e.svc.acks.len(), "no status question left registered")
+			t.Logf("took %v", time.Since(start))
 		})
 	}
 }
