@@ -176,41 +176,58 @@ func heldRange(first, last int) string {
 	return fmt.Sprintf("%d-%d", first, last)
 }
 
-// decodeReplayRequest reads a replay request's body strictly: one JSON
-// object, no unknown fields, request_id 1–MaxRequestIDLen bytes, 0 ≤
-// from_seq ≤ to_seq (integers). Anything else is a 400 naming the field.
+// decodeReplayRequest reads a replay request's body strictly
+// (decodeStrict), then 0 ≤ from_seq ≤ to_seq. Anything else is a 400
+// naming the field.
 func decodeReplayRequest(data []byte) (api.ReplayRequest, *wire.Error) {
 	var rr api.ReplayRequest
+	if werr := decodeStrict("replay request", data, maxReplayBody, &rr, &rr.RequestID); werr != nil {
+		return api.ReplayRequest{}, werr
+	}
 	bad := func(format string, args ...any) (api.ReplayRequest, *wire.Error) {
 		e := wire.Errorf(wire.CodeBadRequest, "replay request: "+format, args...)
 		e.RequestID = rr.RequestID
-		if len(e.RequestID) > wire.MaxRequestIDLen {
-			e.RequestID = ""
-		}
 		return api.ReplayRequest{}, e
 	}
-	if len(data) > maxReplayBody {
-		return bad("body is longer than %d bytes", maxReplayBody)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rr); err != nil {
-		return bad("%v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return bad("data after the JSON object")
-	}
 	switch {
-	case rr.RequestID == "":
-		return bad("request_id is missing")
-	case len(rr.RequestID) > wire.MaxRequestIDLen:
-		return bad("request_id is longer than %d bytes", wire.MaxRequestIDLen)
 	case rr.FromSeq < 0:
 		return bad("from_seq must be >= 0, got %d", rr.FromSeq)
 	case rr.ToSeq < rr.FromSeq:
 		return bad("to_seq must be >= from_seq (%d), got %d", rr.FromSeq, rr.ToSeq)
 	}
 	return rr, nil
+}
+
+// decodeStrict reads a request body a node takes (replay, status) into v:
+// at most max bytes, one JSON object, no unknown fields, nothing after it,
+// *id (its request_id) 1–MaxRequestIDLen bytes. A failure is a 400 naming
+// what and the field, with the request id when it is a valid one.
+func decodeStrict(what string, data []byte, max int, v any, id *string) *wire.Error {
+	bad := func(format string, args ...any) *wire.Error {
+		e := wire.Errorf(wire.CodeBadRequest, what+": "+format, args...)
+		if len(*id) <= wire.MaxRequestIDLen {
+			e.RequestID = *id
+		}
+		return e
+	}
+	if len(data) > max {
+		return bad("body is longer than %d bytes", max)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bad("%v", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return bad("data after the JSON object")
+	}
+	switch {
+	case *id == "":
+		return bad("request_id is missing")
+	case len(*id) > wire.MaxRequestIDLen:
+		return bad("request_id is longer than %d bytes", wire.MaxRequestIDLen)
+	}
+	return nil
 }
 
 // handleReplay serves fed.node.<id>.replay: it publishes the asked-for

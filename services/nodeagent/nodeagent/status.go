@@ -1,11 +1,7 @@
 package nodeagent
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"io"
 	"sync"
 	"time"
 
@@ -61,35 +57,13 @@ func (a *answeredIDs) has(id string, now time.Time, keep time.Duration) bool {
 	return ok && now.Sub(t) < keep
 }
 
-// decodeStatusRequest reads a status request's body strictly, as
-// decodeReplayRequest does: one JSON object, no unknown fields, request_id
-// 1–MaxRequestIDLen bytes. Anything else is a 400 naming the field.
+// decodeStatusRequest reads a status request's body strictly, the way
+// every request body a node takes is read (decodeStrict). Anything else is
+// a 400 naming the field.
 func decodeStatusRequest(data []byte) (api.StatusRequest, *wire.Error) {
 	var sr api.StatusRequest
-	bad := func(format string, args ...any) (api.StatusRequest, *wire.Error) {
-		e := wire.Errorf(wire.CodeBadRequest, "status request: "+format, args...)
-		e.RequestID = sr.RequestID
-		if len(e.RequestID) > wire.MaxRequestIDLen {
-			e.RequestID = ""
-		}
-		return api.StatusRequest{}, e
-	}
-	if len(data) > maxStatusBody {
-		return bad("body is longer than %d bytes", maxStatusBody)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&sr); err != nil {
-		return bad("%v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return bad("data after the JSON object")
-	}
-	switch {
-	case sr.RequestID == "":
-		return bad("request_id is missing")
-	case len(sr.RequestID) > wire.MaxRequestIDLen:
-		return bad("request_id is longer than %d bytes", wire.MaxRequestIDLen)
+	if werr := decodeStrict("status request", data, maxStatusBody, &sr, &sr.RequestID); werr != nil {
+		return api.StatusRequest{}, werr
 	}
 	return sr, nil
 }
