@@ -385,20 +385,7 @@ func TestIntegrationNoSecondFinalAfterALostAck(t *testing.T) {
 			m.Header.Set(wire.HdrRequestID, "req-lost-ack-"+strings.ReplaceAll(tc.name, " ", "-"))
 			m.Header.Set(wire.HdrTimeoutMs, "10000")
 			require.NoError(t, e.nc.PublishMsg(m))
-			var got []string
-			for {
-				r, err := replies.NextMsg(tc.read)
-				if err != nil {
-					break
-				}
-				if wire.IsFinal(r) {
-					from := r.Header.Get(wire.HdrNode)
-					if from == "" {
-						from = "router"
-					}
-					got = append(got, from+":"+r.Header.Get(wire.HdrStatus))
-				}
-			}
+			got := finalsUntil(replies, func() time.Duration { return tc.read })
 			assert.Equal(t, tc.want, got, "exactly one final")
 			if tc.answer {
 				assert.Equal(t, int64(1), e.svc.Stats().FinalsSuppressed)

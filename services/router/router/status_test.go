@@ -101,22 +101,9 @@ func TestIntegrationLostAckAsksTheNode(t *testing.T) {
 			m.Header.Set(wire.HdrRequestID, id)
 			m.Header.Set(wire.HdrTimeoutMs, "10000")
 			require.NoError(t, e.nc.PublishMsg(m))
-			var got []string
-			for {
-				// past the status wait, the retry and finalGrace: a
-				// second final would be here
-				r, err := replies.NextMsg(finalGrace + 500*time.Millisecond)
-				if err != nil {
-					break
-				}
-				if wire.IsFinal(r) {
-					from := r.Header.Get(wire.HdrNode)
-					if from == "" {
-						from = "router"
-					}
-					got = append(got, from+":"+r.Header.Get(wire.HdrStatus))
-				}
-			}
+			// past the status wait, the retry and finalGrace: a second
+			// final would be here
+			got := finalsUntil(replies, func() time.Duration { return finalGrace + 500*time.Millisecond })
 			assert.Equal(t, []string{tc.want}, got, "exactly one final")
 
 			st := e.svc.Stats()
@@ -228,23 +215,10 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 			m.Header.Set(wire.HdrTimeoutMs, "10000")
 			start := time.Now()
 			require.NoError(t, e.nc.PublishMsg(m))
-			var got []string
 			// past both ack and status waits, finalGrace and the last
 			// status wait: the router's final would be here
 			until := start.Add(2*(150*time.Millisecond+ackReturn+statusWait) + finalGrace + statusWait + time.Second)
-			for {
-				r, err := replies.NextMsg(time.Until(until))
-				if err != nil {
-					break
-				}
-				if wire.IsFinal(r) {
-					from := r.Header.Get(wire.HdrNode)
-					if from == "" {
-						from = "router"
-					}
-					got = append(got, from+":"+r.Header.Get(wire.HdrStatus))
-				}
-			}
+			got := finalsUntil(replies, func() time.Duration { return time.Until(until) })
 			assert.Equal(t, []string{tc.want}, got, "exactly one final")
 			assert.EqualValues(t, 2, dispatched.Load(), "dispatched to both")
 			per := map[string]int{}
@@ -269,5 +243,25 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 			assert.Zero(t, e.svc.acks.len(), "no status question left registered")
 			t.Logf("took %v", time.Since(start))
 		})
+	}
+}
+
+// finalsUntil reads replies until no message comes for each wait(): every
+// final as "<node>:<status>", "router" for one without Fed-Node (the
+// router's own). A second final would be in the list.
+func finalsUntil(replies *nats.Subscription, wait func() time.Duration) []string {
+	var got []string
+	for {
+		r, err := replies.NextMsg(wait())
+		if err != nil {
+			return got
+		}
+		if wire.IsFinal(r) {
+			from := r.Header.Get(wire.HdrNode)
+			if from == "" {
+				from = "router"
+			}
+			got = append(got, from+":"+r.Header.Get(wire.HdrStatus))
+		}
 	}
 }
