@@ -199,10 +199,10 @@ func decodeReplayRequest(data []byte) (api.ReplayRequest, *wire.Error) {
 }
 
 // decodeStrict reads a request body a node takes (replay, status) into v:
-// at most max bytes, one JSON object, no unknown fields, nothing after it,
+// at most limit bytes, one JSON object, no unknown fields, nothing after it,
 // *id (its request_id) 1–MaxRequestIDLen bytes. A failure is a 400 naming
 // what and the field, with the request id when it is a valid one.
-func decodeStrict(what string, data []byte, max int, v any, id *string) *wire.Error {
+func decodeStrict(what string, data []byte, limit int, v any, id *string) *wire.Error {
 	bad := func(format string, args ...any) *wire.Error {
 		e := wire.Errorf(wire.CodeBadRequest, what+": "+format, args...)
 		if len(*id) <= wire.MaxRequestIDLen {
@@ -210,8 +210,8 @@ func decodeStrict(what string, data []byte, max int, v any, id *string) *wire.Er
 		}
 		return e
 	}
-	if len(data) > max {
-		return bad("body is longer than %d bytes", max)
+	if len(data) > limit {
+		return bad("body is longer than %d bytes", limit)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
