@@ -17,6 +17,8 @@ import (
 const (
 	rawEchoSubject   = "bench.raw.echo"
 	rawStreamSubject = "bench.raw.stream"
+	// rawLongStreamSubject streams longStreamTok tokens.
+	rawLongStreamSubject = "bench.raw.stream.long"
 )
 
 var benchBody = []byte("ping")
@@ -35,20 +37,25 @@ func (r *rig) serveRaw() error {
 	for i := range chunk {
 		chunk[i] = 'a' + byte(i%26)
 	}
-	if _, err := r.raw.Subscribe(rawStreamSubject, func(m *nats.Msg) {
-		// A real streamer works off the callback, as the node agent does.
-		go func(reply string) {
-			rep := wire.Reply{Inbox: reply, RequestID: "raw", Node: "raw"}
-			for i := 0; i < streamTok; i++ {
-				_ = r.raw.PublishMsg(rep.Chunk(chunk))
-				if i == 0 {
-					_ = r.raw.Flush()
+	streamer := func(tokens int) nats.MsgHandler {
+		return func(m *nats.Msg) {
+			// A real streamer works off the callback, as the node agent does.
+			go func(reply string) {
+				rep := wire.Reply{Inbox: reply, RequestID: "raw", Node: "raw"}
+				for i := 0; i < tokens; i++ {
+					_ = r.raw.PublishMsg(rep.Chunk(chunk))
+					if i == 0 {
+						_ = r.raw.Flush()
+					}
 				}
-			}
-			_ = r.raw.PublishMsg(rep.Done(nil, wire.DoneInfo{Tokens: streamTok}))
-		}(m.Reply)
-	}); err != nil {
-		return err
+				_ = r.raw.PublishMsg(rep.Done(nil, wire.DoneInfo{Tokens: tokens}))
+			}(m.Reply)
+		}
+	}
+	for subject, tokens := range map[string]int{rawStreamSubject: streamTok, rawLongStreamSubject: longStreamTok} {
+		if _, err := r.raw.Subscribe(subject, streamer(tokens)); err != nil {
+			return err
+		}
 	}
 	return r.raw.Flush()
 }

@@ -34,11 +34,13 @@ func summarise(samples []time.Duration) dist {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
-// medianFloat returns the median of xs (0 for none); xs is sorted in place.
-func medianFloat(xs []float64) float64 {
+// quantileFloat returns the q quantile of xs, q in [0,1] (nearest rank; 0
+// for none); xs is sorted in place.
+func quantileFloat(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
 	slices.Sort(xs)
-	return xs[len(xs)/2]
+	i := int(q*float64(len(xs))+0.5) - 1
+	return xs[max(0, min(i, len(xs)-1))]
 }

@@ -20,11 +20,19 @@ func TestPercentile(t *testing.T) {
 	assert.Equal(t, 7*time.Millisecond, percentile([]time.Duration{7 * time.Millisecond}, 0.99))
 }
 
-func TestMedianFloat(t *testing.T) {
+func TestQuantileFloat(t *testing.T) {
 	for _, tc := range []struct {
 		in   []float64
+		q    float64
 		want float64
-	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 3}} {
-		assert.Equal(t, tc.want, medianFloat(tc.in), "%v", tc.in)
+	}{
+		{nil, 0.5, 0},
+		{[]float64{3}, 0.1, 3},
+		{[]float64{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}, 0.1, 1},
+		{[]float64{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}, 0.5, 5},
+		{[]float64{10, 9, 8, 7, 6, 5, 4, 3, 2, 1}, 1, 10},
+		{[]float64{2, 1}, 0, 1},
+	} {
+		assert.Equal(t, tc.want, quantileFloat(tc.in, tc.q), "%v q=%v", tc.in, tc.q)
 	}
 }
