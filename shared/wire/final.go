@@ -62,6 +62,21 @@ func (r *Reply) Chunk(data []byte) *nats.Msg {
 	return &nats.Msg{Subject: r.Inbox, Header: r.header(0).h, Data: data}
 }
 
+// NextChunk is Chunk for a stream that publishes its chunks one by one:
+// prev, the previous chunk NextChunk or Chunk returned (nil for the first),
+// is reused with the next Fed-Seq and data, so a stream allocates no
+// message per chunk. prev must have been published (nats.go copies a
+// message out when it publishes it) and not be kept by anyone.
+func (r *Reply) NextChunk(prev *nats.Msg, data []byte) *nats.Msg {
+	if prev == nil || len(prev.Header[HdrSeq]) != 1 {
+		return r.Chunk(data)
+	}
+	prev.Header[HdrSeq][0] = strconv.Itoa(r.seq)
+	r.seq++
+	prev.Data = data
+	return prev
+}
+
 // Done is the final success message. data is the whole output for a
 // non-streamed answer and nil (the ADR-47 empty sentinel) after a stream.
 func (r *Reply) Done(data []byte, d DoneInfo) *nats.Msg {

@@ -54,3 +54,42 @@ func TestReplyAllocs(t *testing.T) {
 		t.Errorf("Done: %.0f allocations, want ≤ 7 (message, header map and its table, values, two numbers)", n)
 	}
 }
+
+// NextChunk gives each chunk of a stream the headers Chunk would, with
+// Fed-Seq counting on, whether it starts the stream or reuses the last
+// message; reusing allocates at most the Fed-Seq string.
+func TestNextChunk(t *testing.T) {
+	for _, start := range []int{0, 98, 1000} {
+		fresh := Reply{Inbox: "i", RequestID: "req", Node: "n1", Takeover: "n0"}
+		reused := fresh
+		fresh.StartAt(start)
+		reused.StartAt(start)
+		var prev *nats.Msg
+		for i := range 4 {
+			data := []byte{byte('a' + i)}
+			want := fresh.Chunk(data)
+			prev = reused.NextChunk(prev, data)
+			if prev.Subject != want.Subject || string(prev.Data) != string(want.Data) {
+				t.Errorf("start %d, chunk %d: %s %q, want %s %q", start, i, prev.Subject, prev.Data, want.Subject, want.Data)
+			}
+			if len(prev.Header) != len(want.Header) {
+				t.Errorf("start %d, chunk %d: headers %v, want %v", start, i, prev.Header, want.Header)
+			}
+			for k := range want.Header {
+				if got := prev.Header.Get(k); got != want.Header.Get(k) {
+					t.Errorf("start %d, chunk %d: %s %q, want %q", start, i, k, got, want.Header.Get(k))
+				}
+			}
+		}
+		if reused.Seq() != fresh.Seq() {
+			t.Errorf("start %d: next Fed-Seq %d, want %d", start, reused.Seq(), fresh.Seq())
+		}
+	}
+	r := Reply{Inbox: "i", RequestID: "req", Node: "n1"}
+	r.StartAt(1000)
+	chunk := []byte("x")
+	m := r.NextChunk(nil, chunk)
+	if n := testing.AllocsPerRun(100, func() { m = r.NextChunk(m, chunk) }); n > 1 {
+		t.Errorf("NextChunk: %.0f allocations, want ≤ 1 (the Fed-Seq string)", n)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -42,11 +43,23 @@ type replays struct {
 	finished *list.List               // of *replayStream, oldest finished first
 }
 
-// replayStream is one request's kept messages: seqs first … first+len(msgs)-1.
+// replayStream is one request's kept messages, Fed-Seq first … first +
+// kept() - 1: its chunks compactly, their payloads back to back in one
+// buffer and their headers rebuilt on replay from the stream's (a chunk's
+// differ only in Fed-Seq), then the final whole. Nothing is kept per chunk
+// that the garbage collector must trace: a node keeps up to 4096 chunks of
+// each of 256 streams, and a header map per kept chunk was most of the
+// per-token cost of a stream (issue 16).
 type replayStream struct {
 	id       string
-	first    int // Fed-Seq of msgs[0]
-	msgs     []replayMsg
+	subject  string      // every message's: the request's reply subject
+	header   nats.Header // a chunk's headers but Fed-Seq; nil until the first chunk
+	hdrSize  int         // bytes of header's keys and values
+	first    int         // Fed-Seq of the oldest message kept
+	data     []byte      // chunk payloads back to back
+	ends     []int       // end of each chunk's payload in data; kept: ends[lo:]
+	lo       int
+	final    *replayMsg // once kept
 	bytes    int
 	doneAt   time.Time     // when the final was kept; zero while in flight
 	finished *list.Element // in replays.finished once done
@@ -80,25 +93,101 @@ func (r *replays) begin(id string, first int) *replayStream {
 	return st
 }
 
-// keepMsg appends m (as sent, Fed-Seq next in order) to st, dropping the
-// oldest messages beyond the per-stream bounds. The payload is copied:
-// a backend may reuse its buffer.
-func (r *replays) keepMsg(st *replayStream, m *nats.Msg) {
-	km := replayMsg{subject: m.Subject, header: m.Header, data: bytes.Clone(m.Data), size: len(m.Data)}
-	for k, vs := range m.Header {
+// headerSize is the bytes of h's keys and values, what the bounds count.
+func headerSize(h nats.Header) int {
+	n := 0
+	for k, vs := range h {
 		for _, v := range vs {
-			km.size += len(k) + len(v)
+			n += len(k) + len(v)
 		}
 	}
+	return n
+}
+
+// seqSize is what a chunk's Fed-Seq header adds to its size.
+func seqSize(seq int) int {
+	digits := 1
+	for ; seq >= 10; seq /= 10 {
+		digits++
+	}
+	return len(wire.HdrSeq) + digits
+}
+
+// chunks is how many chunks st keeps.
+func (st *replayStream) chunks() int { return len(st.ends) - st.lo }
+
+// kept is how many messages st keeps.
+func (st *replayStream) kept() int {
+	if st.final != nil {
+		return st.chunks() + 1
+	}
+	return st.chunks()
+}
+
+// chunk is kept chunk i (0 the oldest): its payload and size.
+func (st *replayStream) chunk(i int) ([]byte, int) {
+	k := st.lo + i
+	start := 0
+	if k > 0 {
+		start = st.ends[k-1]
+	}
+	data := st.data[start:st.ends[k]:st.ends[k]] // capped: a reader's append never writes into the next
+	return data, len(data) + st.hdrSize + seqSize(st.first+i)
+}
+
+// keepChunk appends chunk m (as sent, Fed-Seq next in order) to st,
+// dropping the oldest messages beyond the per-stream bounds. The payload is
+// copied: a backend may reuse its buffer.
+func (r *replays) keepChunk(st *replayStream, m *nats.Msg) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st.msgs = append(st.msgs, km)
+	if st.header == nil {
+		st.subject = m.Subject
+		st.header = nats.Header(http.Header(m.Header).Clone())
+		st.header.Del(wire.HdrSeq)
+		st.hdrSize = headerSize(st.header)
+	}
+	st.data = append(st.data, m.Data...)
+	st.ends = append(st.ends, len(st.data))
+	st.bytes += len(m.Data) + st.hdrSize + seqSize(st.first+st.chunks()-1)
+	r.bound(st)
+}
+
+// keepFinal keeps st's final m, dropping the oldest chunks beyond the
+// per-stream bounds.
+func (r *replays) keepFinal(st *replayStream, m *nats.Msg) {
+	km := &replayMsg{subject: m.Subject, header: m.Header, data: bytes.Clone(m.Data), size: len(m.Data) + headerSize(m.Header)}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st.final = km
 	st.bytes += km.size
-	for len(st.msgs) > 0 && (len(st.msgs) > r.maxMsgs || st.bytes > r.maxBytes) {
-		st.bytes -= st.msgs[0].size
-		st.msgs[0] = replayMsg{}
-		st.msgs = st.msgs[1:]
+	r.bound(st)
+}
+
+// bound drops st's oldest messages beyond the per-stream bounds; r.mu held.
+func (r *replays) bound(st *replayStream) {
+	for st.kept() > 0 && (st.kept() > r.maxMsgs || st.bytes > r.maxBytes) {
+		if st.chunks() == 0 {
+			st.bytes -= st.final.size
+			st.final = nil
+		} else {
+			_, size := st.chunk(0)
+			st.bytes -= size
+			st.lo++
+		}
 		st.first++
+	}
+	// Drop the payloads of dropped chunks once they are most of the
+	// buffer: a copy per chunk amortised, and replays being served keep
+	// the old buffer they read.
+	if st.lo > 64 && st.lo > st.chunks() {
+		start := st.ends[st.lo-1]
+		ends := make([]int, st.chunks(), max(2*st.chunks(), 64))
+		for i, e := range st.ends[st.lo:] {
+			ends[i] = e - start
+		}
+		st.data = append(make([]byte, 0, 2*(len(st.data)-start)), st.data[start:]...)
+		st.ends, st.lo = ends, 0
 	}
 }
 
@@ -159,14 +248,26 @@ func (r *replays) get(id string, from, to int) ([]replayMsg, *wire.Error) {
 	if st == nil {
 		return nil, wire.Errorf(wire.CodeNotFound, "request %s: no stream held for replay", id)
 	}
-	last := st.first + len(st.msgs) - 1
+	last := st.first + st.kept() - 1
 	if from < st.first || to > last {
 		return nil, wire.Errorf(wire.CodeNotFound, "request %s: Fed-Seq %d-%d not held for replay (held: %s)",
 			id, from, to, heldRange(st.first, last))
 	}
-	// The entries are never changed once kept: a copy of the slice header
-	// is enough to publish them without the lock.
-	return append([]replayMsg(nil), st.msgs[from-st.first:to-st.first+1]...), nil
+	// Payloads are never changed once kept (a compaction copies them), so
+	// the messages can be published without the lock.
+	msgs := make([]replayMsg, 0, to-from+1)
+	for seq := from; seq <= to; seq++ {
+		i := seq - st.first
+		if i == st.chunks() {
+			msgs = append(msgs, *st.final)
+			continue
+		}
+		data, size := st.chunk(i)
+		h := nats.Header(http.Header(st.header).Clone())
+		h[wire.HdrSeq] = []string{strconv.Itoa(seq)}
+		msgs = append(msgs, replayMsg{subject: st.subject, header: h, data: data, size: size})
+	}
+	return msgs, nil
 }
 
 func heldRange(first, last int) string {

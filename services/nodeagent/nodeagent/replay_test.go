@@ -235,3 +235,75 @@ func TestReplayDroppedOnWithdraw(t *testing.T) {
 		return nil
 	})
 }
+
+// The compact buffer gives back every held message exactly as kept, its
+// chunks' headers rebuilt, through the bounds dropping the oldest and
+// the compactions of the payload buffer that follow. The held range is
+// worked out here from the bounds' definition: the newest messages, at
+// most maxMsgs of them and maxBytes of payload, header keys and values.
+func TestReplayBufferKeepsExactly(t *testing.T) {
+	for _, tc := range []struct {
+		name            string
+		maxMsgs, chunks int
+		maxBytes        int
+		first           int // Fed-Seq of the first chunk (a continuation's)
+	}{
+		{name: "all held", maxMsgs: 4096, maxBytes: 1 << 20, chunks: 100},
+		{name: "count bound, compacted", maxMsgs: 100, maxBytes: 1 << 20, chunks: 1000},
+		{name: "continuation", maxMsgs: 100, maxBytes: 1 << 20, chunks: 300, first: 7},
+		{name: "byte bound, compacted", maxMsgs: 4096, maxBytes: 6000, chunks: 500},
+		{name: "only the final", maxMsgs: 1, maxBytes: 1 << 20, chunks: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newReplays(Config{ReplayChunks: tc.maxMsgs, ReplayBytes: tc.maxBytes, ReplayStreams: 4, ReplayKeep: time.Minute})
+			rep := wire.Reply{Inbox: "_INBOX.c.1", RequestID: "r1", Node: "n1", Takeover: "n0"}
+			rep.StartAt(tc.first)
+			st := r.begin("r1", rep.Seq())
+			var sent []*nats.Msg // by Fed-Seq - tc.first
+			buf := make([]byte, 8)
+			for i := range tc.chunks {
+				copy(buf, fmt.Sprintf("tok%05d", i)) // one buffer reused, as a backend may
+				m := rep.Chunk(buf)
+				r.keepChunk(st, m)
+				sent = append(sent, &nats.Msg{Subject: m.Subject, Header: m.Header, Data: append([]byte(nil), buf...)})
+			}
+			final := rep.Done(nil, wire.DoneInfo{Tokens: tc.chunks})
+			r.keepFinal(st, final)
+			sent = append(sent, final)
+			last := tc.first + tc.chunks
+
+			held, bytes := 0, 0
+			for i := len(sent) - 1; i >= 0 && held < tc.maxMsgs; i-- {
+				size := len(sent[i].Data)
+				for k, vs := range sent[i].Header {
+					for _, v := range vs {
+						size += len(k) + len(v)
+					}
+				}
+				if bytes+size > tc.maxBytes {
+					break
+				}
+				held, bytes = held+1, bytes+size
+			}
+			from := last - held + 1
+			require.Positive(t, held)
+
+			got, werr := r.get("r1", from, last)
+			require.Nil(t, werr)
+			require.Len(t, got, held)
+			for i, km := range got {
+				want := sent[from-tc.first+i]
+				assert.Equal(t, want.Subject, km.subject, "subject of Fed-Seq %d", from+i)
+				assert.Equal(t, want.Header, km.header, "headers of Fed-Seq %d", from+i)
+				assert.Equal(t, string(want.Data), string(km.data), "payload of Fed-Seq %d", from+i)
+			}
+			assert.Equal(t, bytes, st.bytes, "bytes counted are the held messages'")
+			if from > tc.first {
+				_, werr = r.get("r1", from-1, last)
+				require.NotNil(t, werr, "Fed-Seq %d was dropped", from-1)
+				assert.Equal(t, wire.CodeNotFound, werr.Code)
+				assert.Contains(t, werr.Description, fmt.Sprintf("held: %d-%d", from, last))
+			}
+		})
+	}
+}

@@ -87,7 +87,9 @@ func (s *Service) run(j *job) {
 	}
 	if out.sendErr == nil && !withdrawn {
 		m := out.final(res, werr, latency)
-		out.keep(m)
+		if out.kept != nil {
+			s.replay.keepFinal(out.kept, m)
+		}
 		s.answered.add(j.call.RequestID, time.Now()) // before release: a status question sees it held throughout
 		// Finished before it is sent: a client that has the final sees
 		// the buffer as it will stay (its bounds counted with this stream).
@@ -121,17 +123,12 @@ type output struct {
 	// answer is the blob holding the whole answer (body is then nil); nil
 	// when the answer goes inline.
 	answer *blobs.Ref
+	// chunk is the last chunk published, reused for the next (NextChunk):
+	// the replay buffer copies what it keeps.
+	chunk *nats.Msg
 	// pieceMax bounds one chunk message's payload (the inline limit of
 	// max_payload); 0 until the first chunk.
 	pieceMax int
-}
-
-// keep puts m in the replay buffer before it is sent, so a client that
-// sees a later message can already have it again.
-func (o *output) keep(m *nats.Msg) {
-	if o.kept != nil {
-		o.s.replay.keepMsg(o.kept, m)
-	}
 }
 
 // emit forwards one chunk (streamed) or keeps it (whole answer).
@@ -163,9 +160,14 @@ func (o *output) emit(chunk []byte) error {
 	// as several chunks, each cut on a UTF-8 boundary when it is text.
 	for len(chunk) > 0 {
 		n := pieceLen(chunk, o.pieceMax)
-		m := j.reply.Chunk(chunk[:n])
+		o.chunk = j.reply.NextChunk(o.chunk, chunk[:n])
+		m := o.chunk
 		chunk = chunk[n:]
-		o.keep(m)
+		if o.kept != nil {
+			// Kept before it is sent, so a client that sees a later
+			// message can already have it again.
+			o.s.replay.keepChunk(o.kept, m)
+		}
 		if err := o.s.nc.PublishMsg(m); err != nil {
 			o.sendErr = err
 			j.cancel(errLost)

@@ -42,8 +42,10 @@ func (r *rig) serveRaw() error {
 			// A real streamer works off the callback, as the node agent does.
 			go func(reply string) {
 				rep := wire.Reply{Inbox: reply, RequestID: "raw", Node: "raw"}
+				var m *nats.Msg
 				for i := 0; i < tokens; i++ {
-					_ = r.raw.PublishMsg(rep.Chunk(chunk))
+					m = rep.NextChunk(m, chunk) // as the node agent does
+					_ = r.raw.PublishMsg(m)
 					if i == 0 {
 						_ = r.raw.Flush()
 					}
