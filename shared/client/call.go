@@ -46,6 +46,16 @@ func ReplayUnanswered(err error) bool {
 		errors.Is(err, context.DeadlineExceeded)
 }
 
+// SilentAfter is how long a request may hear nothing at all (no chunk, no
+// final) before the reader asks who holds it (fed.held.<id>, DESIGN
+// §3.8); HeldWait how long it waits for an answer, and MaxResends how
+// many times it sends the request again when none came.
+const (
+	SilentAfter = 2 * time.Second
+	HeldWait    = 500 * time.Millisecond
+	MaxResends  = 2
+)
+
 // MaxContinues is how many continuations (DESIGN §4 step 9) one stream
 // may send after its nodes were lost.
 const MaxContinues = 2
@@ -85,20 +95,30 @@ type call struct {
 	// (zero: none); such tries go on for ReplayPatience
 	unanswered time.Time
 	fillBy     time.Time
-	// Continuation of a lost stream (reader only, but req is set before
-	// the call is shared): req is the request as published, kept for a
-	// stream without Fed-No-Resume (nil otherwise); text the chunks read so
-	// far, joined; continues how many continuations were sent (under mu:
-	// push reads it).
+	// req is the request as published (set before the call is shared):
+	// sent again when nobody holds it, or continued when its stream's node
+	// was lost. Continuation (reader only): resumable, a stream without
+	// Fed-No-Resume; text the chunks read so far, joined; continues how
+	// many continuations were sent (under mu: push reads it).
 	req       *nats.Msg
 	stream    bool
+	resumable bool
 	text      []byte
 	continues int
+	// askAt is when a request that has heard nothing asks who holds it;
+	// resends counts the times it was sent again for it (§3.8; reader
+	// only).
+	askAt   time.Time
+	resends int
+	// timerAt is when timer is set to fire (reader only).
+	timerAt time.Time
 
 	mu     sync.Mutex
 	queue  []*nats.Msg
 	notify chan struct{} // cap 1: "queue grew"
 	node   string        // the kept node: the first that answered, or the one that took over from it
+	// heard: a message of this request was queued (any: a chunk, a final)
+	heard bool
 	// lost are the nodes another node took over from (Fed-Takeover) or a
 	// router's Fed-Lost-Node final replaced: their messages are late.
 	lost map[string]bool
@@ -206,6 +226,7 @@ func (cl *call) push(m *nats.Msg) {
 		return
 	}
 	cl.queue = append(cl.queue, m)
+	cl.heard = true
 	switch {
 	case replaces && cl.mayContinue():
 		// The reader may continue the stream on another node: until it
@@ -220,7 +241,7 @@ func (cl *call) push(m *nats.Msg) {
 
 // mayContinue reports whether a lost stream may be continued. cl.mu is held.
 func (cl *call) mayContinue() bool {
-	return cl.req != nil && cl.continues < MaxContinues && time.Now().Before(cl.deadline)
+	return cl.resumable && cl.continues < MaxContinues && time.Now().Before(cl.deadline)
 }
 
 // wake tells the reader the queue or the failure changed; never blocks.
@@ -411,6 +432,7 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			}
 			return it, nil
 		}
+		heard := cl.heard
 		cl.mu.Unlock()
 		// A gap: ask for a replay (or wait for the one asked); a timer for
 		// the fill only then, so a stream without gaps has one timer.
@@ -424,8 +446,15 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			fill = time.NewTimer(time.Until(by))
 			filled = fill.C
 		}
+		// One timer: the deadline, or sooner to ask who holds a request
+		// that has heard nothing (§3.8); moved only when that changes.
 		if cl.timer == nil {
-			cl.timer = time.NewTimer(time.Until(cl.deadline))
+			cl.askAt = time.Now().Add(SilentAfter)
+			cl.timerAt = cl.wakeAt(heard)
+			cl.timer = time.NewTimer(time.Until(cl.timerAt))
+		} else if at := cl.wakeAt(heard); !at.Equal(cl.timerAt) {
+			cl.timerAt = at
+			cl.timer.Reset(time.Until(at))
 		}
 		// A stream with chunks and no gap that hears nothing for
 		// StallAfter asks its node for the next Fed-Seq: a lost final
@@ -446,7 +475,19 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			cl.probeStall(ctx)
 		case <-filled: // recoverGap decides on the next round
 		case <-cl.timer.C:
-			err = cl.giveUp(context.DeadlineExceeded)
+			if !time.Now().Before(cl.deadline) {
+				err = cl.giveUp(context.DeadlineExceeded)
+				break
+			}
+			// A request that has heard nothing at all for SilentAfter
+			// asks who holds it (§3.8): a router killed with it in hand
+			// leaves nobody to answer.
+			if !heard && cl.resends < MaxResends {
+				cl.askHeld(ctx)
+				cl.askAt = time.Now().Add(SilentAfter)
+			}
+			cl.timerAt = cl.wakeAt(cl.heardYet())
+			cl.timer.Reset(time.Until(cl.timerAt))
 		case <-ctx.Done():
 			err = cl.giveUp(ctx.Err())
 		}
@@ -457,6 +498,71 @@ func (cl *call) wait(ctx context.Context) (item, error) {
 			return item{}, err
 		}
 	}
+}
+
+// wakeAt is when the reader's timer fires: the deadline, or sooner to
+// ask who holds a request that has heard nothing.
+func (cl *call) wakeAt(heard bool) time.Time {
+	if !heard && cl.resends < MaxResends && cl.askAt.Before(cl.deadline) {
+		return cl.askAt
+	}
+	return cl.deadline
+}
+
+// heardYet reports whether a message of the request was queued.
+func (cl *call) heardYet() bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.heard
+}
+
+// askHeld asks fed.held.<id> whether a router or node holds the request
+// (DESIGN §3.8) and, when none answers within HeldWait and nothing was
+// heard meanwhile, sends the request again: same id, reply subject and
+// cancel key, Fed-Timeout-Ms what is left. A held answer, or trouble on
+// the connection, leaves it waiting: it asks again after the next
+// SilentAfter. Two answering nodes are sorted out as ever (§3.3).
+func (cl *call) askHeld(ctx context.Context) {
+	wait := min(HeldWait, time.Until(cl.deadline))
+	if wait <= 0 {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	_, err := cl.c.nc.RequestWithContext(hctx, cl.c.subj.Held(cl.id), nil)
+	if err == nil || ctx.Err() != nil || !ReplayUnanswered(err) {
+		return
+	}
+	cl.mu.Lock()
+	over := cl.heard || cl.ended
+	cl.mu.Unlock()
+	if over {
+		return
+	}
+	if m := cl.again(); m != nil && cl.c.nc.PublishMsg(m) == nil {
+		cl.resends++
+		cl.c.resent.Add(1)
+	}
+}
+
+// again is the request as published, with Fed-Timeout-Ms what is left of
+// its deadline and room for two more headers; nil when nothing is left or
+// it would not fit the connection's max_payload.
+func (cl *call) again() *nats.Msg {
+	left := time.Until(cl.deadline)
+	if left <= 0 {
+		return nil
+	}
+	h := make(nats.Header, len(cl.req.Header)+2)
+	for k, v := range cl.req.Header {
+		h[k] = v
+	}
+	h.Set(wire.HdrTimeoutMs, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
+	m := &nats.Msg{Subject: cl.req.Subject, Reply: cl.req.Reply, Header: h, Data: cl.req.Data}
+	if limit := cl.c.nc.MaxPayload(); limit > 0 && msgSize(h, m.Data) > limit {
+		return nil
+	}
+	return m
 }
 
 // continueLost sends a continuation of a stream whose node was lost (a
@@ -474,22 +580,16 @@ func (cl *call) continueLost() bool {
 	if !ok {
 		return false
 	}
-	left := time.Until(cl.deadline)
-	if left <= 0 {
+	m := cl.again()
+	if m == nil {
 		return false
 	}
-	h := make(nats.Header, len(cl.req.Header)+2)
-	for k, v := range cl.req.Header {
-		h[k] = v
-	}
-	h.Set(wire.HdrTimeoutMs, strconv.FormatInt(max(left.Milliseconds(), 1), 10))
 	if cl.nextSeq > 0 {
-		h.Set(wire.HdrContinueSeq, strconv.Itoa(cl.nextSeq))
-		h.Set(wire.HdrContinueText, base64.StdEncoding.EncodeToString(cl.text))
-	}
-	m := &nats.Msg{Subject: cl.req.Subject, Reply: cl.req.Reply, Header: h, Data: cl.req.Data}
-	if limit := cl.c.nc.MaxPayload(); limit > 0 && msgSize(h, m.Data) > limit {
-		return false
+		m.Header.Set(wire.HdrContinueSeq, strconv.Itoa(cl.nextSeq))
+		m.Header.Set(wire.HdrContinueText, base64.StdEncoding.EncodeToString(cl.text))
+		if limit := cl.c.nc.MaxPayload(); limit > 0 && msgSize(m.Header, m.Data) > limit {
+			return false
+		}
 	}
 	if cl.c.nc.PublishMsg(m) != nil {
 		return false

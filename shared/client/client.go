@@ -58,6 +58,9 @@ type Client struct {
 	replayed   atomic.Int64
 	// stallProbes: replays of a quiet stream's next Fed-Seq the node sent
 	stallProbes atomic.Int64
+	// resent: requests sent again because, silent for SilentAfter, nobody
+	// held them (§3.8)
+	resent atomic.Int64
 
 	// Out-of-band bodies (blob.go): the body cap, fed_blobs (opened on
 	// first use), the deletes of answer blobs nobody reads, and the blobs
@@ -200,6 +203,11 @@ func (c *Client) Replayed() int64 { return c.replayed.Load() }
 // (its final or a chunk lost with a server, which a gap cannot show when
 // nothing follows it).
 func (c *Client) StallProbes() int64 { return c.stallProbes.Load() }
+
+// Resent counts requests sent again because the Client had heard nothing
+// of them for SilentAfter and no router or node answered that it held
+// them (DESIGN §3.8): a router killed with the request in hand.
+func (c *Client) Resent() int64 { return c.resent.Load() }
 
 // Request is one inference request. Empty fields take the defaults of
 // DESIGN §3 (privacy internal, prefer GPU, cost tolerance 50, 30 s deadline).
@@ -356,9 +364,8 @@ func (c *Client) start(ctx context.Context, r *Request, stream bool) (*call, err
 		Data:    b.data,
 	}
 	cl.stream = stream
-	if stream && hdr.Get(wire.HdrNoResume) != "true" {
-		cl.req = msg // kept for a continuation, should its node be lost
-	}
+	cl.req = msg // kept to send again: when nobody holds it (§3.8), or its stream's node was lost
+	cl.resumable = stream && hdr.Get(wire.HdrNoResume) != "true"
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

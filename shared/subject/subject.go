@@ -68,6 +68,14 @@ func (s Space) Cancel(requestID string) string { return s.join("cancel", request
 // CancelAll matches every cancel subject.
 func (s Space) CancelAll() string { return s.join("cancel", "*") }
 
+// Held is where a client that has heard nothing of its request asks who
+// holds it (DESIGN §3.8): every router and node agent listens on HeldAll,
+// and only one that holds it answers.
+func (s Space) Held(requestID string) string { return s.join("held", requestID) }
+
+// HeldAll matches every held question.
+func (s Space) HeldAll() string { return s.join("held", "*") }
+
 // Heartbeat is a node's load-report subject.
 func (s Space) Heartbeat(nodeID string) string { return s.join("heartbeat", nodeID) }
 

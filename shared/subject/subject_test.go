@@ -13,6 +13,8 @@ func TestSubjects(t *testing.T) {
 		{Default.NodeInfer("n1"), "fed.node.n1.infer"},
 		{Default.NodeProbe("n1"), "fed.node.n1.probe"},
 		{Default.Cancel("r1"), "fed.cancel.r1"},
+		{Default.Held("r1"), "fed.held.r1"},
+		{Default.HeldAll(), "fed.held.*"},
 		{Default.Heartbeat("n1"), "fed.heartbeat.n1"},
 		{Default.OutcomeAll(), "fed.outcome.*"},
 		{Default.CatalogRegister(), "fed.catalog.register"},

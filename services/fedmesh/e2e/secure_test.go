@@ -17,6 +17,7 @@ import (
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -110,6 +111,10 @@ func TestSecuredMesh(t *testing.T) {
 	}
 	st.Close()
 	assert.Equal(t, 4, n)
+	// a silent request's question (§3.8): the client may ask it, routers
+	// and nodes may hear it; nobody holds this id, so nobody answers
+	_, err = nc.Request(subject.Default.Held("nobody-holds-this"), nil, 300*time.Millisecond)
+	assert.ErrorIs(t, err, nats.ErrTimeout)
 	count, by := v.snapshot()
 	assert.Zero(t, count, "permission violations in normal operation: %v", by)
 

@@ -51,6 +51,7 @@ type Service struct {
 
 	svc       micro.Service
 	cancelSub *nats.Subscription
+	heldSub   *nats.Subscription // fed.held.* (DESIGN §3.8)
 	// registered: start's registration succeeded, so stop drains and
 	// deregisters; after a failed start there is nothing to take back.
 	registered bool
@@ -120,6 +121,9 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("node %s: subscribe to cancels: %w", s.cfg.NodeID, err)
 	}
 	s.cancelSub = sub
+	if s.heldSub, err = s.nc.Subscribe(s.cfg.Subjects.HeldAll(), s.onHeld); err != nil {
+		return fmt.Errorf("node %s: subscribe to held questions: %w", s.cfg.NodeID, err)
+	}
 	if err := s.startMicro(); err != nil {
 		return err
 	}
@@ -202,5 +206,8 @@ func (s *Service) stopMicro() {
 	}
 	if s.cancelSub != nil {
 		_ = s.cancelSub.Unsubscribe()
+	}
+	if s.heldSub != nil {
+		_ = s.heldSub.Unsubscribe()
 	}
 }

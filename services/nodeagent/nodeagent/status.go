@@ -2,13 +2,16 @@ package nodeagent
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -72,15 +75,37 @@ func decodeStatusRequest(data []byte) (api.StatusRequest, *wire.Error) {
 // runs (not one a targeted cancel withdrew), or a final it sent lately.
 // Memory only; the backend is never asked.
 func (s *Service) holds(id string) bool {
+	return s.runs(id) || s.answered.has(id, time.Now(), s.cfg.ReplayKeep)
+}
+
+// runs reports whether the node runs request id: a job it accepted (not
+// one a targeted cancel withdrew) and has not ended.
+func (s *Service) runs(id string) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, j := range s.jobs[id] {
 		if context.Cause(j.ctx) != errWithdrawn {
-			s.mu.Unlock()
 			return true
 		}
 	}
-	s.mu.Unlock()
-	return s.answered.has(id, time.Now(), s.cfg.ReplayKeep)
+	return false
+}
+
+// heldAnswer is the body of an answer to a held question.
+var heldAnswer, _ = json.Marshal(api.StatusResponse{Held: true})
+
+// onHeld answers fed.held.<request_id> (DESIGN §3.8) when the node runs
+// that request; otherwise it stays silent, as every router and node that
+// does not hold it does. Not a finished one: a client asking has heard
+// nothing, and a whole answer is not kept, so only sending the request
+// again gets it an answer.
+func (s *Service) onHeld(m *nats.Msg) {
+	if m.Reply == "" || !s.runs(subject.LastToken(m.Subject)) {
+		return
+	}
+	if err := m.Respond(heldAnswer); err != nil {
+		s.log.Debug().Err(err).Str(logging.KeyRequest, subject.LastToken(m.Subject)).Msg("held answer not sent")
+	}
 }
 
 // handleStatus serves fed.node.<id>.status: a router whose dispatch ack

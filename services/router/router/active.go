@@ -62,6 +62,19 @@ func (a *active) len() int {
 	return a.n
 }
 
+// has reports whether a placement of request id is in progress (a walk of
+// the list: only a held question asks, DESIGN §3.8).
+func (a *active) has(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for p := a.head; p != nil; p = p.next {
+		if p.inbound.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 // close refuses new placements.
 func (a *active) close() {
 	a.mu.Lock()

@@ -72,6 +72,15 @@ func (o *outstanding) add(requestID string, e *entry, expires time.Time, probe b
 	}
 }
 
+// has reports whether a dispatch of requestID is outstanding: sent and
+// not yet completed.
+func (o *outstanding) has(requestID string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.m[requestID]
+	return ok
+}
+
 // accept marks the dispatch of requestID to node accepted: from now on a
 // loss of the node hands it to a takeover. False when the dispatch is gone
 // already (its completion outcome came before the ack was read).

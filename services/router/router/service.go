@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -14,8 +15,10 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
+	"github.com/fedmesh/fedmesh/shared/api"
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/lifecycle"
+	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/metrics"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 	"github.com/fedmesh/fedmesh/shared/subject"
@@ -75,6 +78,7 @@ type Service struct {
 	requests *lifecycle.Group
 	svc      micro.Service
 	outSub   *nats.Subscription
+	heldSub  *nats.Subscription // fed.held.* (DESIGN §3.8)
 }
 
 // routerStats are the counters in `nats micro stats fed-router`.
@@ -148,6 +152,9 @@ func (s *Service) start(ctx context.Context) error {
 	if s.acks.sub, err = s.nc.Subscribe(s.acks.subject(), s.onAck); err != nil {
 		return fmt.Errorf("router: subscribe acks: %w", err)
 	}
+	if s.heldSub, err = s.nc.Subscribe(s.cfg.Subjects.HeldAll(), s.onHeld); err != nil {
+		return fmt.Errorf("router: subscribe held questions: %w", err)
+	}
 	s.loops.Go(s.sched.run)
 	for range max(runtime.GOMAXPROCS(0), 2) {
 		s.loops.Go(s.decide)
@@ -198,6 +205,23 @@ func (s *Service) serve() error {
 	return nil
 }
 
+// heldAnswer is the body of an answer to a held question.
+var heldAnswer, _ = json.Marshal(api.StatusResponse{Held: true})
+
+// onHeld answers fed.held.<request_id> (DESIGN §3.8) when this router is
+// placing that request (deciding, queued, awaiting an ack, taking it
+// over) or has dispatched it and not yet seen it complete; otherwise it
+// stays silent, as every router and node that does not hold it does.
+func (s *Service) onHeld(m *nats.Msg) {
+	id := subject.LastToken(m.Subject)
+	if m.Reply == "" || !(s.active.has(id) || s.out.has(id)) {
+		return
+	}
+	if err := m.Respond(heldAnswer); err != nil {
+		s.log.Debug().Err(err).Str(logging.KeyRequest, id).Msg("held answer not sent")
+	}
+}
+
 // stop undoes whatever start did: it also runs after a failed start.
 func (s *Service) stop() error {
 	var errs []error
@@ -207,7 +231,7 @@ func (s *Service) stop() error {
 		}
 	}
 	s.drain()
-	for _, sub := range []*nats.Subscription{s.outSub, s.ackSub()} {
+	for _, sub := range []*nats.Subscription{s.outSub, s.ackSub(), s.heldSub} {
 		if sub == nil {
 			continue
 		}

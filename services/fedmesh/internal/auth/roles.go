@@ -190,14 +190,14 @@ func Perms(prefix string) []Perm {
 	perms := []Perm{
 		{Key: RoleClient, Role: RoleClient,
 			Pub: cat([]string{p("infer", "*", tmplTenant), p("infer", "custom", "*", tmplTenant), p("cancel", "*"),
-				p("client", "duplicate", "*"), p("node", "*", "replay")}, objUse(buckets.Blobs)),
+				p("held", "*"), p("client", "duplicate", "*"), p("node", "*", "replay")}, objUse(buckets.Blobs)),
 			// fed.infer.*.T matches fed.infer.custom.T too, which names no
 			// tenant (capability custom.T): the Fed-Tenant header would decide
 			PubDeny: []string{p("infer", "custom", tmplTenant)},
 			Sub:     []string{InboxRoot + "." + tmplTenant + ".>"},
 			SubDeny: svcInboxes},
 		{Key: RoleGateway, Role: RoleGateway,
-			Pub: cat([]string{p("infer", ">"), p("cancel", "*"), p("client", "duplicate", "*"), p("node", "*", "replay"),
+			Pub: cat([]string{p("infer", ">"), p("cancel", "*"), p("held", "*"), p("client", "duplicate", "*"), p("node", "*", "replay"),
 				p("catalog", "list"), p("catalog", "get"), p("catalog", "find")}, objUse(buckets.Blobs)),
 			Sub: []string{inbox(RoleGateway)}},
 		{Key: RoleRouter, Role: RoleRouter,
@@ -205,7 +205,7 @@ func Perms(prefix string) []Perm {
 			Pub: cat([]string{p("node", "*", "infer", "*"), p("node", "*", "status"), p("cancel", "*"), p("router", "unplaced"), p("router", "decisions"),
 				p("router", "failed", "*"), replies},
 				kvRead(buckets.Catalog), kvRead(buckets.Health), kvRead(buckets.Config), objOpen(buckets.Blobs)),
-			Sub: []string{p("infer", ">"), p("outcome", "*"), p("router", "candidates"), "$SRV.>", inbox(RoleRouter)}},
+			Sub: []string{p("infer", ">"), p("outcome", "*"), p("router", "candidates"), p("held", "*"), "$SRV.>", inbox(RoleRouter)}},
 		{Key: RoleCatalog, Role: RoleCatalog,
 			Pub: cat([]string{replies}, kvRead(buckets.Catalog), kvWrite(buckets.Catalog),
 				kvOpen(buckets.Health), kvOpen(buckets.Config), objOpen(buckets.Blobs)),
@@ -224,7 +224,7 @@ func Perms(prefix string) []Perm {
 		for _, l := range Levels[:c+1] {
 			sub = append(sub, p("node", tmplName, "infer", l.String()))
 		}
-		sub = append(sub, p("node", tmplName, "probe"), p("node", tmplName, "replay"), p("node", tmplName, "status"), p("cancel", "*"), "$SRV.>",
+		sub = append(sub, p("node", tmplName, "probe"), p("node", tmplName, "replay"), p("node", tmplName, "status"), p("cancel", "*"), p("held", "*"), "$SRV.>",
 			InboxPrefix(RoleNode, tmplName)+".>")
 		perms = append(perms, Perm{Key: NodeKey(c), Role: RoleNode, Clearance: c,
 			Pub: cat([]string{p("heartbeat", tmplName), p("outcome", tmplName),

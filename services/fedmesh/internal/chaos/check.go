@@ -104,6 +104,9 @@ type Verdict struct {
 	Superseded int
 	// Replayed: messages a replay request recovered and that filled a gap.
 	Replayed int
+	// Resent: times the client sent the request again, nobody holding it
+	// (§3.8; the load sets it, not judge).
+	Resent int
 }
 
 // follow applies the client rules (DESIGN §4, as shared/client does) to one

@@ -41,6 +41,8 @@ type request struct {
 	unanswered time.Time
 	askedTo    int
 	fillBy     time.Time
+	// resends: the request went out again, nobody holding it (§3.8)
+	resends int
 
 	verdict Verdict
 }
@@ -234,6 +236,43 @@ func (l *load) probeStall(c *client, r *request) {
 	_ = askReplay(c.nc, l.m.space.NodeReplay(node), r.id, next, next, d)
 }
 
+// Silent requests, as shared/client has them (DESIGN §3.8).
+const (
+	heldWait   = 500 * time.Millisecond
+	maxResends = 2
+)
+
+// askHeld: a request that has heard nothing at all when its stall timer
+// fires (stallAfter of quiet, the SDK's SilentAfter) asks fed.held.<id>
+// and, when nobody holds it and it still heard nothing, sends msg again
+// with what is left of its deadline (DESIGN §3.8), as any client does.
+func (l *load) askHeld(c *client, r *request, msg *nats.Msg) {
+	heard := func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.msgs) > 0
+	}
+	left := time.Until(r.start.Add(l.timeout))
+	if heard() || r.resends >= maxResends || left <= 0 {
+		return
+	}
+	if _, err := c.nc.Request(l.m.space.Held(r.id), nil, min(heldWait, left)); err == nil ||
+		!(errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)) || heard() {
+		return
+	}
+	again := nats.NewMsg(msg.Subject)
+	again.Reply, again.Data = msg.Reply, msg.Data
+	for k, v := range msg.Header {
+		again.Header[k] = v
+	}
+	again.Header.Set(wire.HdrTimeoutMs, strconv.FormatInt(max(time.Until(r.start.Add(l.timeout)).Milliseconds(), 1), 10))
+	if c.nc.PublishMsg(again) == nil {
+		r.mu.Lock()
+		r.resends++
+		r.mu.Unlock()
+	}
+}
+
 // askReplay is the replay request on the wire, as any client sends it.
 func askReplay(nc *nats.Conn, subj, id string, from, to int, d time.Duration) error {
 	body, err := json.Marshal(api.ReplayRequest{RequestID: id, FromSeq: from, ToSeq: to})
@@ -365,6 +404,7 @@ wait:
 		case <-filled:
 			fill = nil
 		case <-stall.C:
+			l.askHeld(c, r, msg)
 			l.probeStall(c, r)
 			continue
 		case <-t.C:
@@ -425,6 +465,7 @@ func (l *load) judgeAll(expect func(body []byte) expectation) []*request {
 		cut := r.cut
 		r.mu.Unlock()
 		r.verdict = judge(msgs, r.stream, cut, expect(r.body))
+		r.verdict.Resent = r.resends
 	}
 	return reqs
 }

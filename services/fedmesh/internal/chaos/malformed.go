@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -193,6 +194,9 @@ func (h *harness) inputs(n1 string) []input {
 		ev("unplaced attempts -1, code 1e308", sp.Unplaced(), []byte(`{"code":1e308,"attempts":-1,"ts":"`+now+`"}`)),
 		ev("cancel of an unknown id, garbage payload", sp.Cancel("chaos-unknown-id"), []byte("garbage")),
 		input{name: "cancel with Fed-Node of no node", kind: kindPublish, subject: sp.Cancel("chaos-unknown-id-2"), header: map[string]string{"Fed-Node": "ghost-node"}},
+		// nobody holds these: nobody answers (§3.8)
+		input{name: "held question of an unknown id, garbage payload", kind: kindReq, subject: sp.Held("chaos-unknown-id"), body: []byte("garbage"), want: []int{noAnswer}, doc: "§3.8"},
+		input{name: "held question of a 200-byte id", kind: kindReq, subject: sp.Held(long(200)), want: []int{noAnswer}, doc: "§3.8"},
 	)
 
 	// After the poison: every read endpoint still answers.
@@ -296,9 +300,14 @@ func (h *harness) sendInput(in input) (string, bool) {
 		for k, v := range in.header {
 			m.Header.Set(k, v)
 		}
-		r, err := h.nc.RequestMsg(m, 2*time.Second)
+		wait := 2 * time.Second
+		silent := slices.Contains(in.want, noAnswer)
+		if silent { // nobody answering is the documented answer: a shorter wait
+			wait = 500 * time.Millisecond
+		}
+		r, err := h.nc.RequestMsg(m, wait)
 		if err != nil {
-			return "no answer (" + err.Error() + ")", false
+			return "no answer (" + err.Error() + ")", silent && errors.Is(err, nats.ErrTimeout)
 		}
 		code := 0
 		if c := r.Header.Get(wire.HdrServiceErrorCode); c != "" {

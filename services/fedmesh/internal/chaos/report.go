@@ -43,6 +43,9 @@ type summary struct {
 	// Replayed: messages recovered by a replay request (they filled a gap);
 	// ReplayedReqs: requests with any, ReplayedOK: of them strict.
 	Replayed, ReplayedReqs, ReplayedOK int
+	// ResentReqs: requests sent again because nobody held them (§3.8),
+	// ResentOK: of them strict.
+	ResentReqs, ResentOK int
 }
 
 func summarize(outs []outcome) summary {
@@ -77,6 +80,12 @@ func summarize(outs []outcome) summary {
 			s.LostFinals++
 		}
 		s.Superseded += o.verdict.Superseded
+		if o.verdict.Resent > 0 {
+			s.ResentReqs++
+			if o.verdict.Class == ClassOK {
+				s.ResentOK++
+			}
+		}
 		if o.verdict.Replayed > 0 {
 			s.Replayed += o.verdict.Replayed
 			s.ReplayedReqs++
@@ -351,6 +360,9 @@ func (r *report) write(w io.Writer) {
 	}
 	if t := s.replays(); t != "" {
 		fmt.Fprintf(w, "Gaps: %s.\n\n", t)
+	}
+	if s.ResentReqs > 0 {
+		fmt.Fprintf(w, "Silent requests: %d sent again, nobody holding them (%d strict).\n\n", s.ResentReqs, s.ResentOK)
 	}
 	fmt.Fprintf(w, "| fault | at | target | requests affected | effect | time to normal |\n|---|---|---|---|---|---|\n")
 	if r.Before.Requests > 0 {

@@ -205,3 +205,22 @@ func TestReportReplays(t *testing.T) {
 	assert.Contains(t, out, "Gaps: 2 messages recovered by replay in 1 requests (1 strict).")
 	assert.Contains(t, out, "no failed request, 1 recovered by replay (2 messages)")
 }
+
+// Requests sent again because nobody held them (§3.8) are counted on
+// their own line; only requests that went out again count.
+func TestReportResent(t *testing.T) {
+	saved := ok(10, 11)
+	saved.verdict.Resent = 1
+	outs := append(steady(0, 30), saved)
+	r := &report{Title: "t", Setup: "s", T0: t0, Total: summarize(outs), AfterOK: true}
+	assert.Equal(t, 1, r.Total.ResentReqs)
+	assert.Equal(t, 1, r.Total.ResentOK)
+	var buf bytes.Buffer
+	r.write(&buf)
+	assert.Contains(t, buf.String(), "Silent requests: 1 sent again, nobody holding them (1 strict).")
+
+	r = &report{Title: "t", Setup: "s", T0: t0, Total: summarize(steady(0, 30)), AfterOK: true}
+	buf.Reset()
+	r.write(&buf)
+	assert.NotContains(t, buf.String(), "Silent requests")
+}
