@@ -122,3 +122,8 @@ type StatusRequest struct {
 type StatusResponse struct {
 	Held bool `json:"held"`
 }
+
+// HeldAnswer is a router's or node's answer to fed.held.<request_id>
+// when it holds the request (DESIGN §3.8): StatusResponse{Held: true}.
+// Whoever does not hold it stays silent.
+var HeldAnswer = []byte(`{"held":true}`)

@@ -2,7 +2,6 @@ package nodeagent
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"time"
 
@@ -91,9 +90,6 @@ func (s *Service) runs(id string) bool {
 	return false
 }
 
-// heldAnswer is the body of an answer to a held question.
-var heldAnswer, _ = json.Marshal(api.StatusResponse{Held: true})
-
 // onHeld answers fed.held.<request_id> (DESIGN §3.8) when the node runs
 // that request; otherwise it stays silent, as every router and node that
 // does not hold it does. Not a finished one: a client asking has heard
@@ -103,7 +99,7 @@ func (s *Service) onHeld(m *nats.Msg) {
 	if m.Reply == "" || !s.runs(subject.LastToken(m.Subject)) {
 		return
 	}
-	if err := m.Respond(heldAnswer); err != nil {
+	if err := m.Respond(api.HeldAnswer); err != nil {
 		s.log.Debug().Err(err).Str(logging.KeyRequest, subject.LastToken(m.Subject)).Msg("held answer not sent")
 	}
 }

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -205,9 +204,6 @@ func (s *Service) serve() error {
 	return nil
 }
 
-// heldAnswer is the body of an answer to a held question.
-var heldAnswer, _ = json.Marshal(api.StatusResponse{Held: true})
-
 // onHeld answers fed.held.<request_id> (DESIGN §3.8) when this router is
 // placing that request (deciding, queued, awaiting an ack, taking it
 // over) or has dispatched it and not yet seen it complete; otherwise it
@@ -217,7 +213,7 @@ func (s *Service) onHeld(m *nats.Msg) {
 	if m.Reply == "" || !(s.active.has(id) || s.out.has(id)) {
 		return
 	}
-	if err := m.Respond(heldAnswer); err != nil {
+	if err := m.Respond(api.HeldAnswer); err != nil {
 		s.log.Debug().Err(err).Str(logging.KeyRequest, id).Msg("held answer not sent")
 	}
 }
