@@ -822,7 +822,18 @@ func (cl *call) decode(m *nats.Msg) (item, error) {
 func (cl *call) response(m item, body []byte) *Response {
 	r := &Response{RequestID: cl.id, Node: m.node, Body: body, Header: m.hdr}
 	r.Tokens, _ = strconv.Atoi(m.hdr.Get(wire.HdrTokens))
-	r.LatencyMs, _ = strconv.ParseFloat(m.hdr.Get(wire.HdrLatencyMs), 64)
-	r.TTFTMs, _ = strconv.ParseFloat(m.hdr.Get(wire.HdrTTFTMs), 64)
+	r.LatencyMs = headerFloat(m.hdr, wire.HdrLatencyMs)
+	r.TTFTMs = headerFloat(m.hdr, wire.HdrTTFTMs)
 	return r
+}
+
+// headerFloat is a header's number, 0 when absent or not a number (an
+// absent header is not parsed: strconv's error would allocate per call).
+func headerFloat(h nats.Header, name string) float64 {
+	v := h.Get(name)
+	if v == "" {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(v, 64)
+	return f
 }

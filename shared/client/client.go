@@ -288,9 +288,12 @@ func (c *Client) header(r *Request, stream bool, timeout time.Duration) (nats.He
 		h[k] = append([]string(nil), v...)
 	}
 	spec.Encode(h)
-	h.Set(blobs.HdrAccept, "true") // a large answer may come through fed_blobs
+	// The SDK's own two in one values slice (see Spec.Encode).
+	own := []string{"true", ""}
+	h[blobs.HdrAccept] = own[0:1:1] // a large answer may come through fed_blobs
 	if h.Get(wire.HdrCancelKey) == "" {
-		h.Set(wire.HdrCancelKey, cancelKey()) // the cancel secret: nobody else may stop it
+		own[1] = cancelKey() // the cancel secret: nobody else may stop it
+		h[wire.HdrCancelKey] = own[1:2:2]
 	}
 	return h, nil
 }
