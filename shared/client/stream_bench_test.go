@@ -19,16 +19,8 @@ import (
 // allocs/op compare the SDK's per-chunk cost with raw NATS's.
 func BenchmarkStreamRead(b *testing.B) {
 	const chunks = 4096
-	s := natsembed.StartForTest(b)
-	srv := natsembed.ConnectForTest(b, s)
-	nc := natsembed.ConnectForTest(b, s)
-	c, err := client.New(natsembed.ConnectForTest(b, s))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = c.Close() })
 	data := []byte("abcdefghijklmnop")
-	streamer := func(m *nats.Msg) {
+	nc, c := benchResponder(b, func(srv *nats.Conn, m *nats.Msg) {
 		go func() {
 			r := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID), Node: "n1"}
 			var cm *nats.Msg
@@ -38,16 +30,7 @@ func BenchmarkStreamRead(b *testing.B) {
 			}
 			_ = srv.PublishMsg(r.Done(nil, wire.DoneInfo{Tokens: chunks}))
 		}()
-	}
-	if _, err := srv.Subscribe(subject.Default.Infer("generate"), streamer); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.Subscribe("bench.raw", streamer); err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	})
 	streams := func(b *testing.B) int { return (b.N + chunks - 1) / chunks }
 
 	b.Run("raw", func(b *testing.B) {
@@ -108,27 +91,10 @@ func BenchmarkStreamRead(b *testing.B) {
 // sends; sdk is Client.Infer. The difference is what the SDK adds to a
 // request's round trip (its headers, secrets, call bookkeeping, timer).
 func BenchmarkInferWhole(b *testing.B) {
-	s := natsembed.StartForTest(b)
-	srv := natsembed.ConnectForTest(b, s)
-	nc := natsembed.ConnectForTest(b, s)
-	c, err := client.New(natsembed.ConnectForTest(b, s))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = c.Close() })
-	echo := func(m *nats.Msg) {
+	nc, c := benchResponder(b, func(srv *nats.Conn, m *nats.Msg) {
 		r := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID), Node: "n1"}
 		_ = srv.PublishMsg(r.Done(m.Data, wire.DoneInfo{Tokens: 1}))
-	}
-	if _, err := srv.Subscribe(subject.Default.Infer("generate"), echo); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := srv.Subscribe("bench.raw", echo); err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	})
 	body := []byte("ping")
 	b.Run("raw", func(b *testing.B) {
 		b.ReportAllocs()
@@ -148,4 +114,26 @@ func BenchmarkInferWhole(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchResponder starts a server whose responder answers both the raw
+// subject (bench.raw) and fed.infer.generate with answer, and returns the
+// raw side's connection and an SDK Client, each a connection of its own.
+func benchResponder(b *testing.B, answer func(srv *nats.Conn, m *nats.Msg)) (*nats.Conn, *client.Client) {
+	s := natsembed.StartForTest(b)
+	srv := natsembed.ConnectForTest(b, s)
+	c, err := client.New(natsembed.ConnectForTest(b, s))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = c.Close() })
+	for _, subj := range []string{"bench.raw", subject.Default.Infer("generate")} {
+		if _, err := srv.Subscribe(subj, func(m *nats.Msg) { answer(srv, m) }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := srv.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return natsembed.ConnectForTest(b, s), c
 }
