@@ -23,11 +23,11 @@ type Reply struct {
 func (r *Reply) StartAt(seq int) { r.seq = seq }
 
 // header starts a message's headers with room for extra more values.
-func (r *Reply) header(extra int) replyHeader {
+func (r *Reply) header(extra int) headerValues {
 	n := 4 + extra
 	// a map hint over 8 costs a bigger table in more allocations than
 	// the rare ninth header growing it
-	h := replyHeader{h: make(nats.Header, min(n, 8)), vals: make([]string, 0, n)}
+	h := headerValues{h: make(nats.Header, min(n, 8)), vals: make([]string, 0, n)}
 	if r.RequestID != "" {
 		h.set(HdrRequestID, r.RequestID)
 	}
@@ -42,16 +42,16 @@ func (r *Reply) header(extra int) replyHeader {
 	return h
 }
 
-// replyHeader builds a reply's headers with one backing slice for all
+// headerValues builds a reply's headers with one backing slice for all
 // their values (nats.Header.Set allocates one per header): two
 // allocations per message instead of one per header. The keys are this
 // package's constants, already in canonical form.
-type replyHeader struct {
+type headerValues struct {
 	h    nats.Header
 	vals []string
 }
 
-func (b *replyHeader) set(k, v string) {
+func (b *headerValues) set(k, v string) {
 	n := len(b.vals)
 	b.vals = append(b.vals, v)
 	b.h[k] = b.vals[n : n+1 : n+1] // capped: an Add to one header never writes into the next

@@ -182,9 +182,8 @@ var specPool = sync.Pool{New: func() any { return new(Spec) }}
 // default; ParseSpec(h) then gives s back. Clients (the SDK, the gateway)
 // build their requests with it.
 func (s *Spec) Encode(h nats.Header) {
-	// One backing array for every value (each header's slice capped at
-	// one, so an append elsewhere copies): h.Set allocates a slice per
-	// header, and a request sets about eight on every call.
+	// One values slice for every header (headerValues), where h.Set
+	// allocates one per header on every request.
 	var vals [len(specHeaders)]string
 	n := 0
 	for i := range specHeaders {
@@ -192,11 +191,10 @@ func (s *Spec) Encode(h nats.Header) {
 			n++
 		}
 	}
-	backing := make([]string, 0, n)
+	b := headerValues{h: h, vals: make([]string, 0, n)}
 	for i := range specHeaders {
 		if vals[i] != "" {
-			backing = append(backing, vals[i])
-			h[specHeaders[i].name] = backing[len(backing)-1 : len(backing) : len(backing)]
+			b.set(specHeaders[i].name, vals[i])
 		}
 	}
 }
