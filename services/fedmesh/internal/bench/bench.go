@@ -45,6 +45,11 @@ type Options struct {
 	BinDir     string        // where the router/health binaries are for the scale run
 	Only       string        // run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
+	// SideCommand starts a side process of the decode measurement
+	// (ServeSide; side.go): the program and its arguments, to which
+	// "--side S --conc N" are added. Empty: the decode rate is measured in
+	// this process only.
+	SideCommand []string
 	// OutcomeWindow is the bench nodes' outcome_window (0: each outcome at
 	// once, the node default): what batching outcomes buys.
 	OutcomeWindow time.Duration
@@ -297,17 +302,29 @@ func (r *rig) streamTable(ctx context.Context, w io.Writer, o Options) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "### Decode rate over %d-token streams: waves of raw and routed streams alternated\n\n", longStreamTok)
-	fmt.Fprintf(w, "Decode rate is each stream's tokens after the first over the time after the first (the usual tokens/s of LLM serving; the routing cost is in TTFT), p50 and p10 over streams. Waves of as many streams as the row's concurrency, raw and routed waves alternating until each side has its streams, so both sides see the same machine and a wave streams one kind only. CPU per token is the whole process's (server, node, client) over its side's waves, which follows the machine's load far less than a rate.\n\n")
-	fmt.Fprintf(w, "| concurrent streams | streams per side | decode tokens/s p50 raw | fedmesh | ratio (target ≥ 0.9×) | p10 ratio | CPU per token raw | fedmesh | ratio |\n|---|---|---|---|---|---|---|---|---|\n")
-	for _, c := range []struct{ conc, perSide int }{{1, max(8, o.Streams/4)}, {32, max(32, o.Streams)}} {
-		d, err := r.decodeAlternated(ctx, c.conc, c.perSide)
-		if err != nil {
-			return fmt.Errorf("decode rate (%d concurrent): %w", c.conc, err)
+	fmt.Fprintf(w, "Decode rate is each stream's tokens after the first over the time after the first (the usual tokens/s of LLM serving; the routing cost is in TTFT), p50 and p10 over streams. Waves of as many streams as the row's concurrency, raw and routed waves alternating until each side has its streams, so both sides see the same machine and a wave streams one kind only. CPU per token is the whole process's (server, node, client) over its side's waves, which follows the machine's load far less than a rate. One per side: each side streams in a process of its own (its own server and mesh, started alike), so the sides do not share a garbage collector; one, shared: both in this process.\n\n")
+	fmt.Fprintf(w, "| processes | concurrent streams | streams per side | decode tokens/s p50 raw | fedmesh | ratio (target ≥ 0.9×) | p10 ratio | CPU per token raw | fedmesh | ratio |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	type way struct {
+		name    string
+		measure func(conc, perSide int) (decodeRates, error)
+	}
+	ways := []way{{"one, shared by both sides", func(conc, perSide int) (decodeRates, error) { return r.decodeAlternated(ctx, conc, perSide) }}}
+	if len(o.SideCommand) > 0 {
+		ways = append([]way{{"one per side", func(conc, perSide int) (decodeRates, error) {
+			return decodeSeparate(ctx, o.SideCommand, conc, perSide)
+		}}}, ways...)
+	}
+	for _, wy := range ways {
+		for _, c := range []struct{ conc, perSide int }{{1, max(8, o.Streams/4)}, {32, max(32, o.Streams)}} {
+			d, err := wy.measure(c.conc, c.perSide)
+			if err != nil {
+				return fmt.Errorf("decode rate (%d concurrent, %s): %w", c.conc, wy.name, err)
+			}
+			r50, m50 := quantileFloat(d.raw, 0.5), quantileFloat(d.mesh, 0.5)
+			r10, m10 := quantileFloat(d.raw, 0.1), quantileFloat(d.mesh, 0.1)
+			fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.0f | %.2f× | %.2f× | %.2f µs | %.2f µs | %.2f× |\n", wy.name, c.conc, len(d.mesh), r50, m50, m50/r50, m10/r10,
+				us(d.rawCPU), us(d.meshCPU), ratio(d.meshCPU, d.rawCPU))
 		}
-		r50, m50 := quantileFloat(d.raw, 0.5), quantileFloat(d.mesh, 0.5)
-		r10, m10 := quantileFloat(d.raw, 0.1), quantileFloat(d.mesh, 0.1)
-		fmt.Fprintf(w, "| %d | %d | %.0f | %.0f | %.2f× | %.2f× | %.2f µs | %.2f µs | %.2f× |\n", c.conc, len(d.mesh), r50, m50, m50/r50, m10/r10,
-			us(d.rawCPU), us(d.meshCPU), ratio(d.meshCPU, d.rawCPU))
 	}
 	fmt.Fprintln(w)
 	return nil

@@ -1,6 +1,9 @@
 package cli
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/fedmesh/fedmesh/services/fedmesh/internal/bench"
@@ -14,6 +17,11 @@ func newBenchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Out = cmd.OutOrStdout()
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			o.SideCommand = []string{exe, benchSideUse}
 			return bench.Run(cmd.Context(), o)
 		},
 	}
@@ -27,5 +35,26 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&o.Only, "only", "", "run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.DurationVar(&o.OutcomeWindow, "outcome-window", 0, "the bench nodes' outcome_window (0: each outcome at once, the node default)")
+	return cmd
+}
+
+const benchSideUse = "bench-side"
+
+// newBenchSideCmd is one side of bench's decode measurement in a process of
+// its own (bench.ServeSide): bench starts it, users do not.
+func newBenchSideCmd() *cobra.Command {
+	var side string
+	var conc int
+	cmd := &cobra.Command{
+		Use:    benchSideUse,
+		Short:  "one side (raw or routed) of bench's decode measurement, driven on stdin",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side, conc)
+		},
+	}
+	cmd.Flags().StringVar(&side, "side", "", "raw or routed")
+	cmd.Flags().IntVar(&conc, "conc", 1, "streams per wave")
 	return cmd
 }

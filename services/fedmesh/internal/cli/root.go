@@ -118,7 +118,7 @@ func NewRoot() *cobra.Command {
 	pf.StringVar(&g.conn.TLSKey, "tls-key", envOr("TLS_KEY", ""), "client key for mutual TLS (PEM; with --tls-cert) (env "+servicecmd.EnvPrefix+"TLS_KEY)")
 	pf.StringVar(&g.inbox, "inbox-prefix", envOr("INBOX_PREFIX", ""),
 		"inbox prefix of the connection (default: the one the --creds role may read, _INBOX.<tenant> for a client) (env "+servicecmd.EnvPrefix+"INBOX_PREFIX)")
-	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newChaosCmd(), newSimserverCmd())
+	root.AddCommand(newDevCmd(g), newInferCmd(g), newCandidatesCmd(g), newStatsCmd(g), newNodesCmd(g), newTopCmd(g), newBenchCmd(), newBenchSideCmd(), newChaosCmd(), newSimserverCmd())
 	root.AddCommand(newConfigCmds(g)...)
 	root.AddCommand(newAuthCmd(g))
 	root.AddCommand(newBenchRoutingCmd())
