@@ -45,10 +45,9 @@ type Options struct {
 	BinDir     string        // where the router/health binaries are for the scale run
 	Only       string        // run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
-	// SideCommand starts a side process of the decode measurement
-	// (ServeSide; side.go): the program and its arguments, to which
-	// "--side S --conc N" are added. Empty: the decode rate is measured in
-	// this process only.
+	// SideCommand starts a side process of the request-reply and decode
+	// measurements (ServeSide; side.go): the program and its arguments, to
+	// which "--side S" is added. Empty: both sides run in this process only.
 	SideCommand []string
 	// OutcomeWindow is the bench nodes' outcome_window (0: each outcome at
 	// once, the node default): what batching outcomes buys.
@@ -104,6 +103,8 @@ type rig struct {
 	upstream *openai.Backend
 	// outcomeWindow is every bench node's OutcomeWindow
 	outcomeWindow time.Duration
+	// pool are the client sessions of the localSides (clients)
+	pool []*session
 }
 
 func newRig(ctx context.Context, window time.Duration) (*rig, error) {
@@ -162,7 +163,23 @@ func benchNodes(window time.Duration) []nodeagent.Config {
 	return nodes
 }
 
+// clients are the rig's first n client sessions, connected on first use and
+// kept until close: the localSides share them.
+func (r *rig) clients(n int) ([]*session, error) {
+	for len(r.pool) < n {
+		s, err := r.session()
+		if err != nil {
+			return nil, err
+		}
+		r.pool = append(r.pool, s)
+	}
+	return r.pool[:n], nil
+}
+
 func (r *rig) close() {
+	for _, s := range r.pool {
+		s.close()
+	}
 	if r.raw != nil {
 		r.raw.Close()
 	}
@@ -227,13 +244,24 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// both sides in this process, and when o says how, each in its own
+	var ways []sidesWay
+	if len(o.SideCommand) > 0 && (o.runs("reqreply") || o.runs("stream")) {
+		procs, err := startSides(ctx, o.SideCommand)
+		if err != nil {
+			return err
+		}
+		defer stopSides(procs)
+		ways = append(ways, sidesWay{"one per side", procs})
+	}
+	ways = append(ways, sidesWay{"one, shared by both sides", localSides(r)})
 	if o.runs("reqreply") {
-		if err := r.reqReplyTable(ctx, w, o); err != nil {
+		if err := reqReplyTable(ctx, w, o, ways); err != nil {
 			return err
 		}
 	}
 	if o.runs("stream") {
-		if err := r.streamTable(ctx, w, o); err != nil {
+		if err := r.streamTable(ctx, w, o, ways); err != nil {
 			return err
 		}
 	}
@@ -270,25 +298,42 @@ func Run(ctx context.Context, o Options) error {
 	return nil
 }
 
-func (r *rig) reqReplyTable(ctx context.Context, w io.Writer, o Options) error {
-	lat, err := r.latency(ctx, o.Samples)
-	if err != nil {
-		return err
+// sidesWay is a way to run the two sides: in which processes, and their sides.
+type sidesWay struct {
+	name  string
+	sides [2]side
+}
+
+func reqReplyTable(ctx context.Context, w io.Writer, o Options, ways []sidesWay) error {
+	type measured struct {
+		lat sides
+		tp  rates
 	}
-	tp, err := r.throughput(ctx, o.Clients, o.Window)
-	if err != nil {
-		return err
+	ms := make([]measured, len(ways))
+	for i, wy := range ways {
+		var err error
+		if ms[i].lat, err = latency(ctx, wy.sides, o.Samples); err != nil {
+			return fmt.Errorf("bench: latency (%s): %w", wy.name, err)
+		}
+		if ms[i].tp, err = throughput(ctx, wy.sides, o.Clients, o.Window); err != nil {
+			return fmt.Errorf("bench: throughput (%s): %w", wy.name, err)
+		}
 	}
 	fmt.Fprintf(w, "### Request-reply: raw NATS vs routed by fedmesh (zero-delay synthetic node)\n\n")
-	fmt.Fprintf(w, "| measure | raw NATS | fedmesh | ratio (fedmesh/raw) | target |\n|---|---|---|---|---|\n")
-	fmt.Fprintf(w, "| p50 latency, 1 client (%d req) | %.1f µs | %.1f µs | %.2f× | ≤ 2.0× |\n", o.Samples, us(lat.raw.p50), us(lat.mesh.p50), ratio(lat.mesh.p50, lat.raw.p50))
-	fmt.Fprintf(w, "| p99 latency, 1 client | %.1f µs | %.1f µs | %.2f× | ≤ 2.5× |\n", us(lat.raw.p99), us(lat.mesh.p99), ratio(lat.mesh.p99, lat.raw.p99))
-	fmt.Fprintf(w, "| throughput, %d clients | %.0f req/s | %.0f req/s | %.2f× | ≥ 0.45× |\n", o.Clients, tp.raw, tp.mesh, tp.mesh/tp.raw)
-	fmt.Fprintf(w, "| CPU per request, %d clients (whole process) | %.1f µs | %.1f µs | %.2f× | — |\n\n", o.Clients, us(tp.rawCPU), us(tp.meshCPU), ratio(tp.meshCPU, tp.rawCPU))
+	fmt.Fprintf(w, "One per side: each side in a process of its own (its own server and mesh, started alike); one, shared: both in this process.\n\n")
+	fmt.Fprintf(w, "| measure | processes | raw NATS | fedmesh | ratio (fedmesh/raw) | target |\n|---|---|---|---|---|---|\n")
+	for i, wy := range ways {
+		lat, tp := ms[i].lat, ms[i].tp
+		fmt.Fprintf(w, "| p50 latency, 1 client (%d req) | %s | %.1f µs | %.1f µs | %.2f× | ≤ 2.0× |\n", o.Samples, wy.name, us(lat.raw.p50), us(lat.mesh.p50), ratio(lat.mesh.p50, lat.raw.p50))
+		fmt.Fprintf(w, "| p99 latency, 1 client | %s | %.1f µs | %.1f µs | %.2f× | ≤ 2.5× |\n", wy.name, us(lat.raw.p99), us(lat.mesh.p99), ratio(lat.mesh.p99, lat.raw.p99))
+		fmt.Fprintf(w, "| throughput, %d clients | %s | %.0f req/s | %.0f req/s | %.2f× | ≥ 0.45× |\n", o.Clients, wy.name, tp.raw, tp.mesh, tp.mesh/tp.raw)
+		fmt.Fprintf(w, "| CPU per request, %d clients (the process) | %s | %.1f µs | %.1f µs | %.2f× | — |\n", o.Clients, wy.name, us(tp.rawCPU), us(tp.meshCPU), ratio(tp.meshCPU, tp.rawCPU))
+	}
+	fmt.Fprintln(w)
 	return nil
 }
 
-func (r *rig) streamTable(ctx context.Context, w io.Writer, o Options) error {
+func (r *rig) streamTable(ctx context.Context, w io.Writer, o Options, ways []sidesWay) error {
 	fmt.Fprintf(w, "### Streaming %d tokens of %d B: raw NATS stream to an inbox vs through the mesh\n\n", streamTok, tokenBytes)
 	fmt.Fprintf(w, "TTFT is p50 from the request to the first token; aggregate is all tokens over the wall time, routing included. (Decode rate is the next table's: at zero delay a %d-token stream arrives in a few reads of the socket, and its rate measures that burst.)\n\n", streamTok)
 	fmt.Fprintf(w, "| concurrent streams | TTFT raw | TTFT fedmesh | TTFT ratio | aggregate tokens/s raw | fedmesh | ratio |\n|---|---|---|---|---|---|---|\n")
@@ -304,19 +349,9 @@ func (r *rig) streamTable(ctx context.Context, w io.Writer, o Options) error {
 	fmt.Fprintf(w, "### Decode rate over %d-token streams: waves of raw and routed streams alternated\n\n", longStreamTok)
 	fmt.Fprintf(w, "Decode rate is each stream's tokens after the first over the time after the first (the usual tokens/s of LLM serving; the routing cost is in TTFT), p50 and p10 over streams. Waves of as many streams as the row's concurrency, raw and routed waves alternating until each side has its streams, so both sides see the same machine and a wave streams one kind only. CPU per token is the whole process's (server, node, client) over its side's waves, which follows the machine's load far less than a rate. One per side: each side streams in a process of its own (its own server and mesh, started alike), so the sides do not share a garbage collector; one, shared: both in this process.\n\n")
 	fmt.Fprintf(w, "| processes | concurrent streams | streams per side | decode tokens/s p50 raw | fedmesh | ratio (target ≥ 0.9×) | p10 ratio | CPU per token raw | fedmesh | ratio |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	type way struct {
-		name    string
-		measure func(conc, perSide int) (decodeRates, error)
-	}
-	ways := []way{{"one, shared by both sides", func(conc, perSide int) (decodeRates, error) { return r.decodeAlternated(ctx, conc, perSide) }}}
-	if len(o.SideCommand) > 0 {
-		ways = append([]way{{"one per side", func(conc, perSide int) (decodeRates, error) {
-			return decodeSeparate(ctx, o.SideCommand, conc, perSide)
-		}}}, ways...)
-	}
 	for _, wy := range ways {
 		for _, c := range []struct{ conc, perSide int }{{1, max(8, o.Streams/4)}, {32, max(32, o.Streams)}} {
-			d, err := wy.measure(c.conc, c.perSide)
+			d, err := decode(ctx, wy.sides, c.conc, c.perSide)
 			if err != nil {
 				return fmt.Errorf("decode rate (%d concurrent, %s): %w", c.conc, wy.name, err)
 			}

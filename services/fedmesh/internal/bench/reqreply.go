@@ -64,50 +64,66 @@ func (r *rig) serveRaw() error {
 
 type sides struct{ raw, mesh dist }
 
-// latency: one client, sequential requests, raw and routed interleaved in
-// blocks so both see the same machine noise.
-func (r *rig) latency(ctx context.Context, n int) (sides, error) {
-	sess, err := r.session()
+// latencyBlockLen is how many sequential requests a side sends before the
+// other side's turn.
+const latencyBlockLen = 100
+
+// latency: one client per side, sequential requests, the sides (raw and
+// routed, or two meshes) alternating in blocks so both see the same machine
+// noise; the first side's are sides.raw.
+func latency(ctx context.Context, ss [2]side, n int) (sides, error) {
+	// Warm both paths (connections, caches, the node's health record).
+	for _, s := range ss {
+		if _, err := s.run(ctx, sideOp{Op: opLatency, N: 200}); err != nil {
+			return sides{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	var lat [2][]time.Duration
+	err := alternate((n+latencyBlockLen-1)/latencyBlockLen, func(side int) error {
+		res, err := ss[side].run(ctx, sideOp{Op: opLatency, N: min(latencyBlockLen, n-len(lat[side]))})
+		lat[side] = append(lat[side], res.Latencies...)
+		return err
+	})
 	if err != nil {
 		return sides{}, err
 	}
-	defer sess.close()
-	nc, c := sess.nc, sess.c
-	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
-	// Warm both paths (connections, caches, the node's health record).
-	for i := 0; i < 200; i++ {
-		if _, err := nc.Request(rawEchoSubject, benchBody, 5*time.Second); err != nil {
-			return sides{}, fmt.Errorf("raw warm-up: %w", err)
-		}
-		if _, err := c.Infer(ctx, req); err != nil {
-			return sides{}, fmt.Errorf("routed warm-up: %w", err)
-		}
-	}
-	raw := make([]time.Duration, 0, n)
-	mesh := make([]time.Duration, 0, n)
-	const block = 100
-	for len(raw) < n {
-		for i := 0; i < block && len(raw) < n; i++ {
-			t0 := time.Now()
-			if _, err := nc.Request(rawEchoSubject, benchBody, 5*time.Second); err != nil {
-				return sides{}, fmt.Errorf("raw request: %w", err)
-			}
-			raw = append(raw, time.Since(t0))
-		}
-		for i := 0; i < block && len(mesh) < n; i++ {
-			t0 := time.Now()
-			if _, err := c.Infer(ctx, req); err != nil {
-				return sides{}, fmt.Errorf("routed request: %w", err)
-			}
-			mesh = append(mesh, time.Since(t0))
-		}
-	}
-	return sides{raw: summarise(raw), mesh: summarise(mesh)}, nil
+	return sides{raw: summarise(lat[sideRaw]), mesh: summarise(lat[sideRouted])}, nil
 }
 
-// rates are requests per second, and the CPU time the whole process
-// (server, mesh, clients) spent per request: the rate follows the CPU share
-// the machine gives the run, the CPU per request much less so.
+// request is one request of side on this session: raw NATS to the echo
+// responder, or through the mesh with the SDK.
+func (s *session) request(ctx context.Context, side int) func() error {
+	if side == sideRaw {
+		return func() error {
+			_, err := s.nc.Request(rawEchoSubject, benchBody, 10*time.Second)
+			return err
+		}
+	}
+	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
+	return func() error {
+		_, err := s.c.Infer(ctx, req)
+		return err
+	}
+}
+
+// latencyBlock sends n requests of one, one after the other.
+func latencyBlock(n int, one func() error) (sideResult, error) {
+	res := sideResult{Latencies: make([]time.Duration, 0, n)}
+	cpu0 := processCPU()
+	for range n {
+		t0 := time.Now()
+		if err := one(); err != nil {
+			return sideResult{}, fmt.Errorf("request: %w", err)
+		}
+		res.Latencies = append(res.Latencies, time.Since(t0))
+	}
+	res.CPU = processCPU() - cpu0
+	return res, nil
+}
+
+// rates are requests per second, and the CPU time the process (server, mesh,
+// clients) spent per request: the rate follows the CPU share the machine
+// gives the run, the CPU per request much less so.
 type rates struct {
 	raw, mesh       float64
 	rawCPU, meshCPU time.Duration
@@ -125,74 +141,52 @@ func processCPU() time.Duration {
 // throughputBlocks is how many blocks each side's window is cut into.
 const throughputBlocks = 6
 
-// throughput: clients concurrent connections, each sending requests back to
-// back for the window, raw and routed alternating in throughputBlocks blocks.
-func (r *rig) throughput(ctx context.Context, clients int, window time.Duration) (rates, error) {
-	sessions := make([]*session, clients)
-	for i := range sessions {
-		sess, err := r.session()
-		if err != nil {
-			return rates{}, err
-		}
-		defer sess.close()
-		sessions[i] = sess
+// throughput: clients concurrent connections per side, each sending
+// requests back to back, raw and routed alternating in throughputBlocks
+// blocks of window/throughputBlocks.
+func throughput(ctx context.Context, ss [2]side, clients int, window time.Duration) (rates, error) {
+	var done [2]int64
+	var wall, cpu [2]time.Duration
+	err := alternate(throughputBlocks, func(side int) error {
+		res, err := ss[side].run(ctx, sideOp{Op: opThroughput, N: clients, Window: window / throughputBlocks})
+		done[side], wall[side], cpu[side] = done[side]+res.Done, wall[side]+res.Wall, cpu[side]+res.CPU
+		return err
+	})
+	if err != nil {
+		return rates{}, err
 	}
-	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
-	// one side for d: requests done, wall time, CPU time
-	run := func(d time.Duration, one func(i int) error) (int64, time.Duration, time.Duration, error) {
-		var done atomic.Int64
-		var firstErr error
-		var once sync.Once
-		t0, cpu0 := time.Now(), processCPU()
-		stop := t0.Add(d)
-		var wg sync.WaitGroup
-		for i := 0; i < clients; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				for time.Now().Before(stop) && ctx.Err() == nil {
-					if err := one(i); err != nil {
-						once.Do(func() { firstErr = err })
-						return
-					}
-					done.Add(1)
+	perReq := func(side int) time.Duration { return cpu[side] / time.Duration(max(1, done[side])) }
+	return rates{
+		raw: float64(done[sideRaw]) / wall[sideRaw].Seconds(), mesh: float64(done[sideRouted]) / wall[sideRouted].Seconds(),
+		rawCPU: perReq(sideRaw), meshCPU: perReq(sideRouted),
+	}, nil
+}
+
+// throughputBlock runs every one of ones back to back, concurrently, for d.
+func throughputBlock(ctx context.Context, d time.Duration, ones []func() error) (sideResult, error) {
+	var done atomic.Int64
+	var firstErr error
+	var once sync.Once
+	t0, cpu0 := time.Now(), processCPU()
+	stop := t0.Add(d)
+	var wg sync.WaitGroup
+	for _, one := range ones {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(stop) && ctx.Err() == nil {
+				if err := one(); err != nil {
+					once.Do(func() { firstErr = err })
+					return
 				}
-			}(i)
-		}
-		wg.Wait()
-		return done.Load(), time.Since(t0), processCPU() - cpu0, firstErr
+				done.Add(1)
+			}
+		}()
 	}
-	rawOne := func(i int) error {
-		_, err := sessions[i].nc.Request(rawEchoSubject, benchBody, 10*time.Second)
-		return err
+	wg.Wait()
+	res := sideResult{Done: done.Load(), Wall: time.Since(t0), CPU: processCPU() - cpu0}
+	if firstErr != nil {
+		return sideResult{}, fmt.Errorf("throughput: %w", firstErr)
 	}
-	meshOne := func(i int) error {
-		_, err := sessions[i].c.Infer(ctx, req)
-		return err
-	}
-	// Raw and routed alternate in blocks, as the latency part does, so both
-	// see the same machine: one window each in all.
-	var rawN, meshN int64
-	var rawWall, meshWall, rawCPUAll, meshCPUAll time.Duration
-	for range throughputBlocks {
-		n, wall, cpu, err := run(window/throughputBlocks, rawOne)
-		if err != nil {
-			return rates{}, fmt.Errorf("raw throughput: %w", err)
-		}
-		rawN, rawWall, rawCPUAll = rawN+n, rawWall+wall, rawCPUAll+cpu
-		n, wall, cpu, err = run(window/throughputBlocks, meshOne)
-		if err != nil {
-			return rates{}, fmt.Errorf("routed throughput: %w", err)
-		}
-		meshN, meshWall, meshCPUAll = meshN+n, meshWall+wall, meshCPUAll+cpu
-	}
-	perReq := func(cpu time.Duration, n int64) time.Duration {
-		if n == 0 {
-			return 0
-		}
-		return cpu / time.Duration(n)
-	}
-	raw, mesh := float64(rawN)/rawWall.Seconds(), float64(meshN)/meshWall.Seconds()
-	rawCPU, meshCPU := perReq(rawCPUAll, rawN), perReq(meshCPUAll, meshN)
-	return rates{raw: raw, mesh: mesh, rawCPU: rawCPU, meshCPU: meshCPU}, nil
+	return res, nil
 }

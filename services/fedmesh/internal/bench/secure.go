@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
@@ -16,7 +15,6 @@ import (
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
-	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // benchTenant is the secured bench client's tenant.
@@ -92,35 +90,11 @@ func (r *rig) secureTable(ctx context.Context, w io.Writer, n int) error {
 		return err
 	}
 	defer sec.close()
-	req := client.Request{Capability: wire.CapGenerate, Model: modelEcho, Body: benchBody}
-	for i := 0; i < 200; i++ { // warm both
-		if _, err := open.c.Infer(ctx, req); err != nil {
-			return fmt.Errorf("open warm-up: %w", err)
-		}
-		if _, err := sec.c.Infer(ctx, req); err != nil {
-			return fmt.Errorf("secured warm-up: %w", err)
-		}
+	lat, err := latency(ctx, [2]side{requestSide{"open", open.request(ctx, sideRouted)}, requestSide{"secured", sec.request(ctx, sideRouted)}}, n)
+	if err != nil {
+		return err
 	}
-	a := make([]time.Duration, 0, n)
-	b := make([]time.Duration, 0, n)
-	const block = 100
-	for len(a) < n {
-		for i := 0; i < block && len(a) < n; i++ {
-			t0 := time.Now()
-			if _, err := open.c.Infer(ctx, req); err != nil {
-				return fmt.Errorf("open request: %w", err)
-			}
-			a = append(a, time.Since(t0))
-		}
-		for i := 0; i < block && len(b) < n; i++ {
-			t0 := time.Now()
-			if _, err := sec.c.Infer(ctx, req); err != nil {
-				return fmt.Errorf("secured request: %w", err)
-			}
-			b = append(b, time.Since(t0))
-		}
-	}
-	op, se := summarise(a), summarise(b)
+	op, se := lat.raw, lat.mesh
 	fmt.Fprintf(w, "### Secured (operator mode, a credential per part) vs open, request-reply\n\n")
 	fmt.Fprintf(w, "| measure | open | secured | ratio (secured/open) | target |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(w, "| p50 latency, 1 client (%d req) | %.1f µs | %.1f µs | %.2f× | ≤ 1.10× |\n", n, us(op.p50), us(se.p50), ratio(se.p50, op.p50))

@@ -9,64 +9,168 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
+	"time"
 )
 
-// A side process runs one side of the decode measurement in a process of its
-// own (its own server, mesh and raw responders, as newRig), so the two sides
-// do not share a garbage collector: in one process the routed waves' heap
-// sets when raw's waves collect and the other way round, which in a
-// deployment they never do. The parent starts one per side and alternates
-// waves between them as decodeAlternated does within a process.
-//
-// The protocol, a line each way: the side writes {"rates":null} once it is
-// warmed up; then for every line "wave\n" on its stdin it runs one wave and
-// writes its waveResult as a JSON line (error set when the wave failed). It
-// exits at the end of its stdin.
+// The two sides of a side-by-side measurement, by index.
+const (
+	sideRaw = iota
+	sideRouted
+)
 
-// ServeSide is a side process: side "raw" or "routed", waves of conc
-// streams, commands on in, results on out.
-func ServeSide(ctx context.Context, in io.Reader, out io.Writer, side string, conc int) error {
+var sideNames = [2]string{"raw", "routed"}
+
+// A side runs one side's share of a measurement (sideOp) and says what it
+// measured (sideResult). A localSide runs it in this process, on the rig
+// both sides share; a sideProc hands it to a side process, which runs it on
+// a rig of its own: the two sides then do not share a garbage collector. In
+// one process the routed side's heap sets when raw collects and the other
+// way round, which in a deployment they never do (README → Performance).
+type side interface {
+	run(ctx context.Context, op sideOp) (sideResult, error)
+}
+
+// sideOp is one command to a side: a wave of N streams at once (opDecode),
+// a block of N sequential requests (opLatency), or N clients sending
+// requests back to back for Window (opThroughput).
+type sideOp struct {
+	Op     string        `json:"op"`
+	N      int           `json:"n"`
+	Window time.Duration `json:"window_ns,omitempty"`
+}
+
+const (
+	opDecode     = "decode"
+	opLatency    = "latency"
+	opThroughput = "throughput"
+)
+
+// sideResult is what an op measured; CPU is the CPU time of the side's
+// process over it (in one process: both sides' server and mesh).
+type sideResult struct {
+	Rates     []float64       `json:"rates,omitempty"`        // decode: each stream's decode rate
+	Latencies []time.Duration `json:"latencies_ns,omitempty"` // latency: each request's
+	Done      int64           `json:"done,omitempty"`         // throughput: requests answered
+	Wall      time.Duration   `json:"wall_ns,omitempty"`      // throughput: the block's wall time
+	CPU       time.Duration   `json:"cpu_ns,omitempty"`
+	Err       string          `json:"error,omitempty"`
+}
+
+// localSide is one side on a rig of this process.
+type localSide struct {
+	r    *rig
+	side int
+}
+
+func (l localSide) run(ctx context.Context, op sideOp) (sideResult, error) {
+	res, err := l.runOp(ctx, op)
+	if err != nil {
+		return sideResult{}, fmt.Errorf("%s: %w", sideNames[l.side], err)
+	}
+	return res, nil
+}
+
+func (l localSide) runOp(ctx context.Context, op sideOp) (sideResult, error) {
+	if op.N <= 0 {
+		return sideResult{}, fmt.Errorf("bench: %s of %d is not positive", op.Op, op.N)
+	}
+	switch op.Op {
+	case opDecode:
+		sess, err := l.r.clients(1)
+		if err != nil {
+			return sideResult{}, err
+		}
+		return decodeWave(op.N, sess[0].decodeStream(ctx, l.side))
+	case opLatency:
+		sess, err := l.r.clients(1)
+		if err != nil {
+			return sideResult{}, err
+		}
+		return latencyBlock(op.N, sess[0].request(ctx, l.side))
+	case opThroughput:
+		sess, err := l.r.clients(op.N)
+		if err != nil {
+			return sideResult{}, err
+		}
+		ones := make([]func() error, op.N)
+		for i, s := range sess[:op.N] {
+			ones[i] = s.request(ctx, l.side)
+		}
+		return throughputBlock(ctx, op.Window, ones)
+	}
+	return sideResult{}, fmt.Errorf("bench: unknown op %q", op.Op)
+}
+
+// localSides are both sides on r.
+func localSides(r *rig) [2]side { return [2]side{localSide{r, sideRaw}, localSide{r, sideRouted}} }
+
+// requestSide is a side that only sends requests, with one (opLatency):
+// two meshes compared on latency (secure.go).
+type requestSide struct {
+	name string
+	one  func() error
+}
+
+func (q requestSide) run(_ context.Context, op sideOp) (sideResult, error) {
+	if op.Op != opLatency || op.N <= 0 {
+		return sideResult{}, fmt.Errorf("bench: %s: %s of %d is not a latency block", q.name, op.Op, op.N)
+	}
+	res, err := latencyBlock(op.N, q.one)
+	if err != nil {
+		return sideResult{}, fmt.Errorf("%s: %w", q.name, err)
+	}
+	return res, nil
+}
+
+// alternate runs rounds of one op per side, which side goes first
+// alternating from round to round, so both sides see the same machine.
+func alternate(rounds int, one func(side int) error) error {
+	for round := range rounds {
+		first := round % 2
+		for _, side := range [2]int{first, 1 - first} {
+			if err := one(side); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ServeSide is a side process (`fedmesh bench-side`): side "raw" or
+// "routed" on a rig of its own, one sideOp per JSON line on in, its
+// sideResult as a JSON line on out (Err set when the op failed). It first
+// writes an empty result once its rig is up, and ends at the end of in.
+func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string) error {
 	idx := -1
 	for i, n := range sideNames {
-		if n == side {
+		if n == name {
 			idx = i
 		}
 	}
 	if idx < 0 {
-		return fmt.Errorf("bench side: unknown side %q (raw or routed)", side)
-	}
-	if conc <= 0 {
-		return fmt.Errorf("bench side: concurrency %d is not positive", conc)
+		return fmt.Errorf("bench side: unknown side %q (raw or routed)", name)
 	}
 	r, err := newRig(ctx, 0)
 	if err != nil {
-		return fmt.Errorf("bench side %s: start mesh: %w", side, err)
+		return fmt.Errorf("bench side %s: start mesh: %w", name, err)
 	}
 	defer r.close()
-	sess, err := r.session()
-	if err != nil {
-		return err
-	}
-	defer sess.close()
-	one := sess.decodeSide(ctx, idx)
-	if _, err := one(); err != nil { // warm up
-		return fmt.Errorf("bench side %s: warm-up: %w", side, err)
-	}
+	s := localSide{r, idx}
 	enc := json.NewEncoder(out)
-	if err := enc.Encode(waveResult{}); err != nil {
+	if err := enc.Encode(sideResult{}); err != nil {
 		return err
 	}
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
-		if sc.Text() != "wave" {
-			return fmt.Errorf("bench side %s: unknown command %q", side, sc.Text())
+		var op sideOp
+		if err := json.Unmarshal(sc.Bytes(), &op); err != nil {
+			return fmt.Errorf("bench side %s: command %q: %w", name, sc.Text(), err)
 		}
-		w, err := decodeWave(conc, one)
+		res, err := s.run(ctx, op)
 		if err != nil {
-			w = waveResult{Err: err.Error()}
+			res = sideResult{Err: err.Error()}
 		}
-		if err := enc.Encode(w); err != nil {
+		if err := enc.Encode(res); err != nil {
 			return err
 		}
 	}
@@ -81,8 +185,10 @@ type sideProc struct {
 	out  *bufio.Scanner
 }
 
-func startSide(ctx context.Context, argv []string, side string, conc int) (*sideProc, error) {
-	args := append(append([]string{}, argv[1:]...), "--side", side, "--conc", strconv.Itoa(conc))
+// startSide starts the side process of name by argv (ServeSide's command
+// line without --side) and waits until its rig is up.
+func startSide(ctx context.Context, argv []string, name string) (*sideProc, error) {
+	args := append(append([]string{}, argv[1:]...), "--side", name)
 	cmd := exec.CommandContext(ctx, argv[0], args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
@@ -94,84 +200,76 @@ func startSide(ctx context.Context, argv []string, side string, conc int) (*side
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench: start %s side process: %w", side, err)
+		return nil, fmt.Errorf("bench: start %s side process: %w", name, err)
 	}
-	p := &sideProc{name: side, cmd: cmd, in: in, out: bufio.NewScanner(out)}
-	if _, err := p.read(); err != nil { // its ready line
-		p.stop()
+	p := &sideProc{name: name, cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p.out.Buffer(nil, 16<<20) // a latency block's line is ≈ 2 kB, a decode wave's ≈ 1 kB; room to spare
+	if _, err := p.read(); err != nil {
+		_ = p.stop()
 		return nil, err
 	}
 	return p, nil
 }
 
+// startSides starts both side processes; stop them with stopSides.
+func startSides(ctx context.Context, argv []string) ([2]side, error) {
+	var sides [2]side
+	for i, name := range sideNames {
+		p, err := startSide(ctx, argv, name)
+		if err != nil {
+			_ = stopSides(sides)
+			return [2]side{}, err
+		}
+		sides[i] = p
+	}
+	return sides, nil
+}
+
+// stopSides stops the side processes among sides.
+func stopSides(sides [2]side) error {
+	var errs []error
+	for _, s := range sides {
+		if p, ok := s.(*sideProc); ok && p != nil {
+			if err := p.stop(); err != nil {
+				errs = append(errs, fmt.Errorf("bench: %s side process: %w", p.name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *sideProc) run(_ context.Context, op sideOp) (sideResult, error) {
+	line, err := json.Marshal(op)
+	if err != nil {
+		return sideResult{}, err
+	}
+	if _, err := p.in.Write(append(line, '\n')); err != nil {
+		return sideResult{}, fmt.Errorf("bench: %s side process: %w", p.name, err)
+	}
+	return p.read()
+}
+
 // read is the side's next result line.
-func (p *sideProc) read() (waveResult, error) {
-	var w waveResult
+func (p *sideProc) read() (sideResult, error) {
+	var res sideResult
 	if !p.out.Scan() {
 		err := p.out.Err()
 		if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
-		return w, fmt.Errorf("bench: %s side process: %w", p.name, err)
+		return res, fmt.Errorf("bench: %s side process: %w", p.name, err)
 	}
-	if err := json.Unmarshal(p.out.Bytes(), &w); err != nil {
-		return w, fmt.Errorf("bench: %s side process said %q: %w", p.name, p.out.Text(), err)
+	if err := json.Unmarshal(p.out.Bytes(), &res); err != nil {
+		return res, fmt.Errorf("bench: %s side process said %q: %w", p.name, p.out.Text(), err)
 	}
-	if w.Err != "" {
-		return w, fmt.Errorf("bench: %s stream: %s", p.name, w.Err)
+	if res.Err != "" { // already names the side
+		return res, errors.New(res.Err)
 	}
-	return w, nil
-}
-
-func (p *sideProc) wave() (waveResult, error) {
-	if _, err := io.WriteString(p.in, "wave\n"); err != nil {
-		return waveResult{}, fmt.Errorf("bench: %s side process: %w", p.name, err)
-	}
-	return p.read()
+	return res, nil
 }
 
 // stop ends the side: the end of its stdin, then its exit.
 func (p *sideProc) stop() error {
-	p.in.Close()
+	_ = p.in.Close()
 	return p.cmd.Wait()
-}
-
-// decodeSeparate is decodeAlternated with each side in a side process
-// started by argv (the command line of ServeSide, without its flags).
-func decodeSeparate(ctx context.Context, argv []string, conc, perSide int) (decodeRates, error) {
-	var procs [2]*sideProc
-	defer func() {
-		for _, p := range procs {
-			if p != nil {
-				p.stop()
-			}
-		}
-	}()
-	for i, name := range sideNames {
-		p, err := startSide(ctx, argv, name, conc)
-		if err != nil {
-			return decodeRates{}, err
-		}
-		procs[i] = p
-	}
-	var d decodeRates
-	err := alternate(waves(perSide, conc), func(side int) error {
-		w, err := procs[side].wave()
-		if err != nil {
-			return err
-		}
-		d.add(side, w)
-		return nil
-	})
-	if err != nil {
-		return decodeRates{}, err
-	}
-	var errs []error
-	for i, p := range procs {
-		procs[i] = nil
-		if err := p.stop(); err != nil {
-			errs = append(errs, fmt.Errorf("bench: %s side process: %w", p.name, err))
-		}
-	}
-	return d.perToken(), errors.Join(errs...)
 }

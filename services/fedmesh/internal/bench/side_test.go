@@ -14,7 +14,7 @@ import (
 )
 
 // sideEnv makes this test binary a side process (ServeSide) instead of
-// running tests: TestDecodeSeparate starts it so, with the flags after "--".
+// running tests, with the flags after "--": the tests below start it so.
 const sideEnv = "FEDMESH_BENCH_SIDE_PROCESS"
 
 func TestMain(m *testing.M) {
@@ -22,8 +22,7 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	fs := flag.NewFlagSet("side", flag.ExitOnError)
-	side := fs.String("side", "", "")
-	conc := fs.Int("conc", 0, "")
+	name := fs.String("side", "", "")
 	args := os.Args[1:]
 	for i, a := range args {
 		if a == "--" {
@@ -32,61 +31,98 @@ func TestMain(m *testing.M) {
 		}
 	}
 	_ = fs.Parse(args)
-	if err := ServeSide(context.Background(), os.Stdin, os.Stdout, *side, *conc); err != nil {
+	if err := ServeSide(context.Background(), os.Stdin, os.Stdout, *name); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	os.Exit(0)
 }
 
-// Each side in a process of its own: both processes stream their 4096-token
-// streams, and every wave's rates and CPU come back to the parent.
-func TestDecodeSeparate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts two meshes in processes of their own")
-	}
+// sideArgv starts this test binary as a side process.
+func sideArgv(t *testing.T) []string {
 	t.Setenv(sideEnv, "1")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	argv := []string{os.Args[0], "-test.run=^$", "--"}
-	d, err := decodeSeparate(ctx, argv, 2, 4)
-	require.NoError(t, err)
-	for side, rates := range [][]float64{d.raw, d.mesh} {
-		require.Len(t, rates, 4, sideNames[side])
-		for _, r := range rates {
-			assert.Positive(t, r, sideNames[side])
-		}
-	}
-	assert.Positive(t, d.rawCPU)
-	assert.Positive(t, d.meshCPU)
+	return []string{os.Args[0], "-test.run=^$", "--"}
 }
 
-// A side process that cannot start says why, and the parent does not wait
-// for a ready line that never comes.
-func TestServeSideRefuses(t *testing.T) {
-	for _, tc := range []struct {
-		name, side, in string
-		conc           int
-		want           string
-	}{
-		{"unknown side", "both", "", 1, `unknown side "both"`},
-		{"no concurrency", "raw", "", 0, "concurrency 0"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var out strings.Builder
-			err := ServeSide(context.Background(), strings.NewReader(tc.in), &out, tc.side, tc.conc)
-			require.Error(t, err)
-			assert.Contains(t, err.Error(), tc.want)
-			assert.Empty(t, out.String(), "no ready line")
+// Both ways of running the sides, in this process and a process each, give
+// every measurement its samples from both sides, over real meshes.
+func TestSides(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three meshes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rg, err := newRig(ctx, 0)
+	require.NoError(t, err)
+	defer rg.close()
+	procs, err := startSides(ctx, sideArgv(t))
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, stopSides(procs)) }()
+
+	for _, wy := range []sidesWay{{"in this process", localSides(rg)}, {"a process each", procs}} {
+		t.Run(wy.name, func(t *testing.T) {
+			d, err := decode(ctx, wy.sides, 2, 3) // 2 waves of 2 streams per side
+			require.NoError(t, err)
+			for side, rs := range [][]float64{d.raw, d.mesh} {
+				require.Len(t, rs, 4, sideNames[side])
+				for _, r := range rs {
+					assert.Positive(t, r, sideNames[side])
+				}
+			}
+			assert.Positive(t, d.rawCPU)
+			assert.Positive(t, d.meshCPU)
+
+			lat, err := latency(ctx, wy.sides, 150) // blocks of 100 and 50
+			require.NoError(t, err)
+			for _, ds := range []dist{lat.raw, lat.mesh} {
+				assert.Equal(t, 150, ds.n)
+				assert.Positive(t, ds.p50)
+				assert.GreaterOrEqual(t, ds.p99, ds.p50)
+			}
+
+			tp, err := throughput(ctx, wy.sides, 4, 300*time.Millisecond)
+			require.NoError(t, err)
+			assert.Positive(t, tp.raw)
+			assert.Positive(t, tp.mesh)
+			assert.Positive(t, tp.rawCPU)
+			assert.Positive(t, tp.meshCPU)
 		})
 	}
-	t.Run("side process exits before ready", func(t *testing.T) {
-		t.Setenv(sideEnv, "1")
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		// conc 0 makes the side refuse at once
-		_, err := startSide(ctx, []string{os.Args[0], "-test.run=^$", "--"}, "raw", 0)
-		require.Error(t, err)
-		assert.Contains(t, err.Error(), "raw side process")
-	})
+}
+
+// A side refuses what it cannot run with an error, never a hang: an
+// unknown side name before its rig starts, a bad op as the op's error.
+func TestSideRefuses(t *testing.T) {
+	var out strings.Builder
+	err := ServeSide(context.Background(), strings.NewReader(""), &out, "both")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `unknown side "both"`)
+	assert.Empty(t, out.String(), "no ready line")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = startSide(ctx, sideArgv(t), "both")
+	require.Error(t, err, "a side process that exits before it is ready")
+	assert.Contains(t, err.Error(), "both side process")
+
+	p, err := startSide(ctx, sideArgv(t), "raw")
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.stop()) }()
+	for _, tc := range []struct {
+		name string
+		op   sideOp
+		want string
+	}{
+		{"unknown op", sideOp{Op: "fly", N: 1}, `unknown op "fly"`},
+		{"nothing to run", sideOp{Op: opLatency}, "latency of 0 is not positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := p.run(ctx, tc.op)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	res, err := p.run(ctx, sideOp{Op: opLatency, N: 3})
+	require.NoError(t, err, "the side goes on after a refused op")
+	assert.Len(t, res.Latencies, 3)
 }

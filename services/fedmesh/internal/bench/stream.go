@@ -95,84 +95,50 @@ type decodeRates struct {
 	rawCPU, meshCPU time.Duration
 }
 
-// decodeAlternated measures the decode rate of long streams in this
-// process: waves of conc streams at once, raw and routed waves alternating
-// (alternate) until each side has perSide streams. Both sides thus see the
-// same machine, each wave streams only one kind (a raw and a routed stream
+// decode measures the decode rate of long streams: waves of conc streams at
+// once, raw and routed waves alternating until each side has perSide
+// streams. Each wave streams only one kind (a raw and a routed stream
 // sharing the client would measure who wins its CPU, not the mesh), and a
 // stream of thousands of tokens lasts long enough that one scheduling
 // hiccup moves its rate by little.
-func (r *rig) decodeAlternated(ctx context.Context, conc, perSide int) (decodeRates, error) {
-	sess, err := r.session()
-	if err != nil {
-		return decodeRates{}, err
-	}
-	defer sess.close()
-	sides := [2]func() (streamRun, error){sess.decodeSide(ctx, sideRaw), sess.decodeSide(ctx, sideRouted)}
-	for _, one := range sides { // warm up
-		if _, err := one(); err != nil {
+func decode(ctx context.Context, sides [2]side, conc, perSide int) (decodeRates, error) {
+	for _, s := range sides { // warm up
+		if _, err := s.run(ctx, sideOp{Op: opDecode, N: 1}); err != nil {
 			return decodeRates{}, err
 		}
 	}
 	var d decodeRates
-	err = alternate(waves(perSide, conc), func(side int) error {
-		w, err := decodeWave(conc, sides[side])
+	err := alternate((perSide+conc-1)/conc, func(side int) error {
+		res, err := sides[side].run(ctx, sideOp{Op: opDecode, N: conc})
 		if err != nil {
-			return fmt.Errorf("%s stream: %w", sideNames[side], err)
+			return err
 		}
-		d.add(side, w)
+		if side == sideRaw {
+			d.raw, d.rawCPU = append(d.raw, res.Rates...), d.rawCPU+res.CPU
+		} else {
+			d.mesh, d.meshCPU = append(d.mesh, res.Rates...), d.meshCPU+res.CPU
+		}
 		return nil
 	})
 	if err != nil {
 		return decodeRates{}, err
 	}
-	return d.perToken(), nil
+	d.rawCPU /= time.Duration(max(1, len(d.raw)*longStreamTok))
+	d.meshCPU /= time.Duration(max(1, len(d.mesh)*longStreamTok))
+	return d, nil
 }
 
-// The two sides of a decode measurement, by index.
-const (
-	sideRaw = iota
-	sideRouted
-)
-
-var sideNames = [2]string{"raw", "routed"}
-
-// decodeSide is one 4096-token stream of side on this session.
-func (s *session) decodeSide(ctx context.Context, side int) func() (streamRun, error) {
+// decodeStream is one 4096-token stream of side on this session.
+func (s *session) decodeStream(ctx context.Context, side int) func() (streamRun, error) {
 	if side == sideRaw {
 		return func() (streamRun, error) { return rawStream(s.nc, rawLongStreamSubject, longStreamTok) }
 	}
 	return func() (streamRun, error) { return meshStream(ctx, s.c, modelLongStream) }
 }
 
-// waves is how many waves of conc streams give each side perSide streams.
-func waves(perSide, conc int) int { return (perSide + conc - 1) / conc }
-
-// alternate runs rounds of one wave per side, which side goes first
-// alternating from round to round.
-func alternate(rounds int, wave func(side int) error) error {
-	for round := range rounds {
-		first := round % 2
-		for _, side := range [2]int{first, 1 - first} {
-			if err := wave(side); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// waveResult is what one wave of streams measured: their decode rates and
-// the CPU time of the process over the wave (a side process sends it as a
-// JSON line, side.go).
-type waveResult struct {
-	Rates []float64     `json:"rates"`
-	CPU   time.Duration `json:"cpu_ns"`
-	Err   string        `json:"error,omitempty"`
-}
-
-// decodeWave runs conc streams of one at once.
-func decodeWave(conc int, one func() (streamRun, error)) (waveResult, error) {
+// decodeWave runs conc streams of one at once: their decode rates and the
+// process's CPU time over the wave.
+func decodeWave(conc int, one func() (streamRun, error)) (sideResult, error) {
 	cpu0 := processCPU()
 	runs := make([]streamRun, conc)
 	errs := make([]error, conc)
@@ -185,39 +151,17 @@ func decodeWave(conc int, one func() (streamRun, error)) (waveResult, error) {
 		}()
 	}
 	wg.Wait()
-	w := waveResult{CPU: processCPU() - cpu0}
+	res := sideResult{CPU: processCPU() - cpu0}
 	for i, sr := range runs {
 		if errs[i] == nil && sr.tokens != longStreamTok {
 			errs[i] = fmt.Errorf("%d chunks, want %d", sr.tokens, longStreamTok)
 		}
 		if errs[i] != nil {
-			return waveResult{}, errs[i]
+			return sideResult{}, fmt.Errorf("stream: %w", errs[i])
 		}
-		w.Rates = append(w.Rates, sr.decodeRate())
+		res.Rates = append(res.Rates, sr.decodeRate())
 	}
-	return w, nil
-}
-
-// add counts wave w to side.
-func (d *decodeRates) add(side int, w waveResult) {
-	if side == sideRaw {
-		d.raw = append(d.raw, w.Rates...)
-		d.rawCPU += w.CPU
-	} else {
-		d.mesh = append(d.mesh, w.Rates...)
-		d.meshCPU += w.CPU
-	}
-}
-
-// perToken turns the sides' summed CPU into CPU per token.
-func (d decodeRates) perToken() decodeRates {
-	if n := len(d.raw) * longStreamTok; n > 0 {
-		d.rawCPU /= time.Duration(n)
-	}
-	if n := len(d.mesh) * longStreamTok; n > 0 {
-		d.meshCPU /= time.Duration(n)
-	}
-	return d
+	return res, nil
 }
 
 // streaming runs total streams per side, conc at a time.

@@ -40,21 +40,20 @@ func newBenchCmd() *cobra.Command {
 
 const benchSideUse = "bench-side"
 
-// newBenchSideCmd is one side of bench's decode measurement in a process of
-// its own (bench.ServeSide): bench starts it, users do not.
+// newBenchSideCmd is one side of bench's request-reply and decode
+// measurements in a process of its own (bench.ServeSide): bench starts it,
+// users do not.
 func newBenchSideCmd() *cobra.Command {
 	var side string
-	var conc int
 	cmd := &cobra.Command{
 		Use:    benchSideUse,
-		Short:  "one side (raw or routed) of bench's decode measurement, driven on stdin",
+		Short:  "one side (raw or routed) of bench's side-by-side measurements in a process of its own, driven on stdin",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side, conc)
+			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side)
 		},
 	}
 	cmd.Flags().StringVar(&side, "side", "", "raw or routed")
-	cmd.Flags().IntVar(&conc, "conc", 1, "streams per wave")
 	return cmd
 }
