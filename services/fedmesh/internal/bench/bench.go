@@ -7,6 +7,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -55,6 +57,17 @@ type Options struct {
 }
 
 func (o *Options) runs(part string) bool { return o.Only == "" || o.Only == part }
+
+// Parts are what Options.Only may name, in the order a run measures them.
+var Parts = []string{"reqreply", "stream", "blobs", "secure", "cancel", "gateway", "decisions", "scale"}
+
+// check refuses an Only that names no part (it would measure nothing).
+func (o *Options) check() error {
+	if o.Only == "" || slices.Contains(Parts, o.Only) {
+		return nil
+	}
+	return fmt.Errorf("bench: --only %q is not a part (one of %s)", o.Only, strings.Join(Parts, ", "))
+}
 
 func (o *Options) defaults() {
 	if o.Out == nil {
@@ -176,10 +189,16 @@ func (r *rig) clients(n int) ([]*session, error) {
 	return r.pool[:n], nil
 }
 
-func (r *rig) close() {
+// closeClients closes the sessions of clients.
+func (r *rig) closeClients() {
 	for _, s := range r.pool {
 		s.close()
 	}
+	r.pool = nil
+}
+
+func (r *rig) close() {
+	r.closeClients()
 	if r.raw != nil {
 		r.raw.Close()
 	}
@@ -224,6 +243,9 @@ func (s *session) close() {
 // Run measures everything and prints the tables.
 func Run(ctx context.Context, o Options) error {
 	o.defaults()
+	if err := o.check(); err != nil {
+		return err
+	}
 	r, err := newRig(ctx, o.OutcomeWindow)
 	if err != nil {
 		return fmt.Errorf("bench: start mesh: %w", err)
@@ -244,24 +266,13 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	// both sides in this process, and when o says how, each in its own
-	var ways []sidesWay
-	if len(o.SideCommand) > 0 && (o.runs("reqreply") || o.runs("stream")) {
-		procs, err := startSides(ctx, o.SideCommand)
-		if err != nil {
-			return err
-		}
-		defer stopSides(procs)
-		ways = append(ways, sidesWay{"one per side", procs})
-	}
-	ways = append(ways, sidesWay{"one, shared by both sides", localSides(r)})
 	if o.runs("reqreply") {
-		if err := reqReplyTable(ctx, w, o, ways); err != nil {
+		if err := r.withWays(ctx, o, func(ways []sidesWay) error { return reqReplyTable(ctx, w, o, ways) }); err != nil {
 			return err
 		}
 	}
 	if o.runs("stream") {
-		if err := r.streamTable(ctx, w, o, ways); err != nil {
+		if err := r.withWays(ctx, o, func(ways []sidesWay) error { return r.streamTable(ctx, w, o, ways) }); err != nil {
 			return err
 		}
 	}
@@ -302,6 +313,25 @@ func Run(ctx context.Context, o Options) error {
 type sidesWay struct {
 	name  string
 	sides [2]side
+}
+
+// withWays runs one table's measurements with each side in a side process
+// of its own (when o.SideCommand says how) and with both on r. Each table
+// gets fresh side processes and r's client sessions are closed after it,
+// so what one table leaves behind (64 clients, their heap) does not weigh
+// on the next.
+func (r *rig) withWays(ctx context.Context, o Options, table func([]sidesWay) error) error {
+	defer r.closeClients()
+	var ways []sidesWay
+	if len(o.SideCommand) > 0 {
+		procs, err := startSides(ctx, o.SideCommand)
+		if err != nil {
+			return err
+		}
+		defer stopSides(procs)
+		ways = append(ways, sidesWay{"one per side", procs})
+	}
+	return table(append(ways, sidesWay{"one, shared by both sides", localSides(r)}))
 }
 
 func reqReplyTable(ctx context.Context, w io.Writer, o Options, ways []sidesWay) error {

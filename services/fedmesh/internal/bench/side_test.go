@@ -126,3 +126,30 @@ func TestSideRefuses(t *testing.T) {
 	require.NoError(t, err, "the side goes on after a refused op")
 	assert.Len(t, res.Latencies, 3)
 }
+
+// --only names one part; anything else is refused before a mesh starts,
+// never a run that measures nothing.
+func TestOnlyNamesAPart(t *testing.T) {
+	for _, tc := range []struct {
+		only string
+		ok   bool
+	}{
+		{"", true},
+		{"stream", true},
+		{"scale", true},
+		{"reqreply,stream", false},
+		{"Stream", false},
+	} {
+		t.Run(tc.only, func(t *testing.T) {
+			if tc.ok {
+				assert.NoError(t, (&Options{Only: tc.only}).check())
+				return
+			}
+			var out strings.Builder
+			err := Run(context.Background(), Options{Out: &out, Only: tc.only})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "is not a part")
+			assert.Empty(t, out.String(), "nothing measured")
+		})
+	}
+}

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -32,7 +33,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&o.Streams, "streams", bench.DefaultStreams, "streams per side and concurrency level")
 	f.IntVar(&o.ScaleNodes, "scale-nodes", bench.DefaultScaleNodes, "simulated nodes for the scale run (0 skips it)")
 	f.StringVar(&o.BinDir, "bin-dir", "bin", "where `make build` put the catalog, health and router binaries")
-	f.StringVar(&o.Only, "only", "", "run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale")
+	f.StringVar(&o.Only, "only", "", "run one part: "+strings.Join(bench.Parts, ", "))
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.DurationVar(&o.OutcomeWindow, "outcome-window", 0, "the bench nodes' outcome_window (0: each outcome at once, the node default)")
 	return cmd
