@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"time"
 )
 
@@ -74,26 +75,22 @@ func (l localSide) runOp(ctx context.Context, op sideOp) (sideResult, error) {
 	if op.N <= 0 {
 		return sideResult{}, fmt.Errorf("bench: %s of %d is not positive", op.Op, op.N)
 	}
+	n := 1 // sessions: one client, or throughput's N
+	if op.Op == opThroughput {
+		n = op.N
+	}
+	sess, err := l.r.clients(n)
+	if err != nil {
+		return sideResult{}, err
+	}
 	switch op.Op {
 	case opDecode:
-		sess, err := l.r.clients(1)
-		if err != nil {
-			return sideResult{}, err
-		}
 		return decodeWave(op.N, sess[0].decodeStream(ctx, l.side))
 	case opLatency:
-		sess, err := l.r.clients(1)
-		if err != nil {
-			return sideResult{}, err
-		}
 		return latencyBlock(op.N, sess[0].request(ctx, l.side))
 	case opThroughput:
-		sess, err := l.r.clients(op.N)
-		if err != nil {
-			return sideResult{}, err
-		}
-		ones := make([]func() error, op.N)
-		for i, s := range sess[:op.N] {
+		ones := make([]func() error, n)
+		for i, s := range sess {
 			ones[i] = s.request(ctx, l.side)
 		}
 		return throughputBlock(ctx, op.Window, ones)
@@ -141,12 +138,7 @@ func alternate(rounds int, one func(side int) error) error {
 // sideResult as a JSON line on out (Err set when the op failed). It first
 // writes an empty result once its rig is up, and ends at the end of in.
 func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string) error {
-	idx := -1
-	for i, n := range sideNames {
-		if n == name {
-			idx = i
-		}
-	}
+	idx := slices.Index(sideNames[:], name)
 	if idx < 0 {
 		return fmt.Errorf("bench side: unknown side %q (raw or routed)", name)
 	}
