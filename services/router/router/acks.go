@@ -36,8 +36,10 @@ type pendingAck struct {
 	// (askStatus), not a dispatch's ack
 	status bool
 	// grace: the reply is an uncertain node's answer to the status
-	// question asked when the finals grace ran out (askGrace)
+	// question asked when the finals grace ran out (askGrace); node is
+	// the node asked
 	grace bool
+	node  string
 }
 
 func newAcks(inbox string) *acks {
@@ -79,11 +81,11 @@ func (a *acks) putStatus(tok uint64, p *placement, gen uint64) {
 	a.mu.Unlock()
 }
 
-// putGrace registers the status question of token asked of an uncertain
+// putGrace registers the status question of token asked of the uncertain
 // node when p's finals grace (wait gen) ran out.
-func (a *acks) putGrace(tok uint64, p *placement, gen uint64) {
+func (a *acks) putGrace(tok uint64, p *placement, gen uint64, node string) {
 	a.mu.Lock()
-	a.m[tok] = pendingAck{p: p, gen: gen, grace: true}
+	a.m[tok] = pendingAck{p: p, gen: gen, grace: true, node: node}
 	a.mu.Unlock()
 }
 

@@ -125,6 +125,11 @@ type placement struct {
 	graceLeft  atomic.Int32
 	graceHeld  atomic.Bool // an uncertain node answered held
 	graceUntil time.Time
+	// graceUnreached are the nodes whose status question found no
+	// responder (a node cut off by its server's loss, reconnecting): asked
+	// again each statusWait until graceUntil, not counted as no
+	graceMu        sync.Mutex
+	graceUnreached []string
 	// slot: the request holds one of MaxInFlight (takeovers do not)
 	slot bool
 	// tracked: in Service.active from begin until done
@@ -251,18 +256,33 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 			p.finalError(p.err, true)
 			return
 		}
-		if p.graceLeft.Load() > 0 && s.nc.Status() != nats.CONNECTED && !s.stopping.Load() && time.Now().Before(p.graceUntil) {
-			// the questions (or their answers) wait in a reconnect: wait
-			// on, bounded by graceUntil. Once the wait is restored another
-			// party may own p (a timer scheduled after it ended fires on
-			// a generation nobody waits in); an answer that came before
-			// it was restored left graceHeld or graceLeft for the timer.
+		connected := s.nc.Status() == nats.CONNECTED
+		p.graceMu.Lock()
+		unreached := p.graceUnreached
+		p.graceUnreached = nil
+		p.graceMu.Unlock()
+		if p.graceLeft.Load() > 0 && (!connected || len(unreached) > 0) && !s.stopping.Load() && time.Now().Before(p.graceUntil) {
+			// the questions (or their answers) wait in a reconnect, the
+			// router's or a node's: wait on, bounded by graceUntil, and
+			// ask the nodes nobody answered for again. Once the wait is
+			// restored another party may own p (a timer scheduled after it
+			// ended fires on a generation nobody waits in); an answer that
+			// came before it was restored left graceHeld or graceLeft for
+			// the timer.
 			next := time.Now().Add(statusWait)
 			if next.After(p.graceUntil) {
 				next = p.graceUntil
 			}
+			if !connected { // asked again once it is back, if still unreached
+				p.graceMu.Lock()
+				p.graceUnreached = append(p.graceUnreached, unreached...)
+				p.graceMu.Unlock()
+				unreached = nil
+			}
+			again := p.graceQuestions(unreached, gen)
 			p.waiting.Store(gen)
 			s.sched.at(&p.tm, next, p, timerGraceStatus, gen)
+			p.askGraceOf(again, gen)
 			return
 		}
 		s.answered.forget(p.spec.RequestID, p)
@@ -280,7 +300,10 @@ const graceReconnectWait = 2 * time.Second
 // of them that has not reported silent the status question of a lost ack
 // (askStatus), all at once, asynchronously, and waits up to statusWait
 // (longer, up to graceReconnectWait more, while its connection is down: a
-// router cut off across the grace missed the outcomes too). One that says
+// router cut off across the grace missed the outcomes too; and while a
+// node's question finds no responder: a node cut off by its server's loss
+// may have answered the client from its reconnect buffer, and is asked
+// again each statusWait). One that says
 // held answered the client or is answering it: no final error
 // (finals_suppressed). When every one says no (or cannot be asked), or the
 // wait ends, the error final goes out as before; a completion outcome that
@@ -288,26 +311,17 @@ const graceReconnectWait = 2 * time.Second
 func (p *placement) askGrace() {
 	s, id := p.s, p.spec.RequestID
 	nodes := s.answered.unreported(id, p.uncertain)
-	body, err := json.Marshal(api.StatusRequest{RequestID: id})
-	if len(nodes) == 0 || err != nil {
+	if len(nodes) == 0 {
 		p.finalError(p.err, s.answered.has(id))
 		return
 	}
-	replies := make([]string, len(nodes))
-	toks := make([]uint64, len(nodes))
-	for i := range nodes {
-		toks[i], replies[i] = s.acks.token()
-	}
-	p.graceToks = toks
 	p.graceLeft.Store(int32(len(nodes)))
 	now := time.Now()
 	p.graceUntil = now.Add(statusWait + graceReconnectWait)
 	gen := p.park()
 	// everything that ends the wait is registered before the outcomes
 	// waiter: from then on another party may own p
-	for _, tok := range toks {
-		s.acks.putGrace(tok, p, gen)
-	}
+	qs := p.graceQuestions(nodes, gen)
 	s.sched.at(&p.tm, now.Add(statusWait), p, timerGraceStatus, gen)
 	if settled, ans := s.answered.await(id, p.uncertain, p, gen); settled {
 		// heard meanwhile: ask nothing
@@ -318,14 +332,59 @@ func (p *placement) askGrace() {
 		return
 	}
 	p.parked(gen)
+	p.askGraceOf(qs, gen)
+}
+
+// graceQuestion is a status question of askGrace: the node and the reply
+// subject its answer comes on.
+type graceQuestion struct{ node, reply string }
+
+// graceQuestions registers a status question of each of nodes for wait
+// gen (their tokens in graceToks, for finalError to drop); the caller owns
+// p and asks them with askGraceOf once the wait is set up.
+func (p *placement) graceQuestions(nodes []string, gen uint64) []graceQuestion {
+	s := p.s
+	qs := make([]graceQuestion, len(nodes))
 	for i, node := range nodes {
+		tok, reply := s.acks.token()
+		p.graceToks = append(p.graceToks, tok)
+		s.acks.putGrace(tok, p, gen, node)
+		qs[i] = graceQuestion{node, reply}
+	}
+	return qs
+}
+
+// askGraceOf publishes the status questions qs of wait gen; one that cannot
+// be sent counts as a no (graceNo). Any party may own p by then: only what
+// is safe for all of them is touched.
+func (p *placement) askGraceOf(qs []graceQuestion, gen uint64) {
+	s, id := p.s, p.spec.RequestID
+	if len(qs) == 0 {
+		return
+	}
+	body, err := json.Marshal(api.StatusRequest{RequestID: id})
+	for _, q := range qs {
 		s.stats.statusAsked.Add(1)
-		if err := s.nc.PublishMsg(&nats.Msg{Subject: s.cfg.Subjects.NodeStatus(node), Reply: replies[i], Data: body}); err != nil {
-			s.log.Warn().Err(err).Str(logging.KeyRequest, id).Str(logging.KeyNode, node).
+		if err == nil {
+			err = s.nc.PublishMsg(&nats.Msg{Subject: s.cfg.Subjects.NodeStatus(q.node), Reply: q.reply, Data: body})
+		}
+		if err != nil {
+			s.log.Warn().Err(err).Str(logging.KeyRequest, id).Str(logging.KeyNode, q.node).
 				Msg("publish status question at the end of the finals grace")
 			p.graceNo(gen)
+			err = nil
 		}
 	}
+}
+
+// graceUnreachable notes that the status question of askGrace found no
+// responder at node (its subscription is gone while it reconnects): not a
+// no, the node is asked again at the next status wait (fire,
+// timerGraceStatus) while graceUntil allows. Any party may call it.
+func (p *placement) graceUnreachable(node string) {
+	p.graceMu.Lock()
+	p.graceUnreached = append(p.graceUnreached, node)
+	p.graceMu.Unlock()
 }
 
 // graceNo counts an uncertain node that does not hold the request (or
@@ -906,6 +965,10 @@ func (s *Service) onAck(m *nats.Msg) {
 	p := r.p
 	if r.grace {
 		// an uncertain node's answer at the end of the finals grace
+		if noResponders(m) {
+			p.graceUnreachable(r.node)
+			return
+		}
 		if !readStatus(m) {
 			p.graceNo(r.gen)
 			return
@@ -964,7 +1027,7 @@ func (p *placement) heldAck() ackKind {
 // node's load from it.
 func (p *placement) readAck(resp *nats.Msg) (ackKind, string, error) {
 	s, d := p.s, &p.d
-	if len(resp.Data) == 0 && resp.Header.Get(natsStatusHdr) == natsNoResponders {
+	if noResponders(resp) {
 		return ackFailed, "no responders", nats.ErrNoResponders
 	}
 	switch st := resp.Header.Get(wire.HdrStatus); st {
@@ -1000,6 +1063,11 @@ const (
 	natsStatusHdr    = "Status"
 	natsNoResponders = "503"
 )
+
+// noResponders reports whether m is nats-server's no-responders status.
+func noResponders(m *nats.Msg) bool {
+	return len(m.Data) == 0 && m.Header.Get(natsStatusHdr) == natsNoResponders
+}
 
 // cancelAttempt takes back one dispatch whose ack never came: a cancel on
 // fed.cancel.<request_id> with Fed-Node naming the node, so only that node

@@ -148,12 +148,18 @@ func TestIntegrationLostAckAsksTheNode(t *testing.T) {
 // error final the router asks both once more: one that says held answered
 // (or is answering) the client, so the router sends nothing and the client
 // gets that node's one final; when both say no, or say nothing within the
-// status wait, the router's error is the one final, as before.
+// status wait, the router's error is the one final, as before. A node whose
+// status subject has no responder then (it reconnects after its server's
+// loss, having answered the client from its buffer) is not a no: it is
+// asked again until it is back and says held.
 func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 	const (
 		held    = "held"
 		notHeld = "not held"
 		silent  = "silent"
+		// unreached: answered the client, but its status subscription is
+		// gone at the grace's first question, back and saying held after
+		unreached = "unreached"
 	)
 	for _, tc := range []struct {
 		name  string
@@ -164,6 +170,7 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 		{"the first says held", map[string]string{"a": held, "b": silent}, "a:done"},
 		{"both say not held", map[string]string{"a": notHeld, "b": notHeld}, "router:error"},
 		{"neither answers", map[string]string{"a": silent, "b": silent}, "router:error"},
+		{"the first is unreached, then says held", map[string]string{"a": unreached, "b": notHeld}, "a:done"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Policy.AckTimeoutMs = 150; c.Policy.RetryDelayMs = 0; c.Policy.MaxRetries = 1 })
@@ -181,7 +188,7 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 				dsub, err := e.nc.Subscribe(subject.Default.NodeInferAt(node, "*"), func(m *nats.Msg) {
 					dispatched.Add(1)
 					_ = e.nc.PublishMsg(&nats.Msg{Subject: "nobody.reads.this", Header: nats.Header{wire.HdrStatus: {wire.StatusAccepted}}})
-					if tc.grace[node] == held {
+					if tc.grace[node] == held || tc.grace[node] == unreached {
 						rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: node}
 						_ = e.nc.PublishMsg(rep.Done([]byte("hi"), wire.DoneInfo{Tokens: 1}))
 					}
@@ -189,18 +196,41 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 				require.NoError(t, err)
 				defer dsub.Unsubscribe()
 				var n atomic.Int32
-				ssub, err := e.nc.Subscribe(subject.Default.NodeStatus(node), func(m *nats.Msg) {
+				var ssub *nats.Subscription
+				answer := func(m *nats.Msg) {
 					var sr api.StatusRequest
 					_ = json.Unmarshal(m.Data, &sr)
 					questions <- asked{node, sr}
 					if n.Add(1) == 1 || tc.grace[node] == silent {
+						if tc.grace[node] == unreached {
+							_ = ssub.Unsubscribe() // gone, as in a reconnect
+						}
 						return // the question at the ack wait's end is lost
 					}
-					b, _ := json.Marshal(api.StatusResponse{Held: tc.grace[node] == held})
+					b, _ := json.Marshal(api.StatusResponse{Held: tc.grace[node] == held || tc.grace[node] == unreached})
 					_ = m.Respond(b)
-				})
+				}
+				ssub, err = e.nc.Subscribe(subject.Default.NodeStatus(node), answer)
 				require.NoError(t, err)
-				defer ssub.Unsubscribe()
+				defer func() { _ = ssub.Unsubscribe() }()
+				if tc.grace[node] == unreached {
+					// back once the grace's questions went out (one found
+					// no responder), before the next status wait ends
+					back := make(chan struct{})
+					go func() {
+						defer close(back)
+						for e.svc.Stats().StatusAsked < 4 {
+							time.Sleep(5 * time.Millisecond)
+						}
+						time.Sleep(20 * time.Millisecond)
+						resub, err := e.nc.Subscribe(subject.Default.NodeStatus(node), answer)
+						if assert.NoError(t, err) {
+							assert.NoError(t, e.nc.Flush())
+							t.Cleanup(func() { _ = resub.Unsubscribe() })
+						}
+					}()
+					defer func() { <-back }()
+				}
 			}
 			require.NoError(t, e.nc.Flush())
 			e.waitEligible("a", "b")
@@ -227,10 +257,16 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 				assert.Equal(t, id, q.req.RequestID)
 				per[q.node]++
 			}
-			assert.Equal(t, map[string]int{"a": 2, "b": 2}, per, "each asked at its ack wait's end and at the grace's end")
+			assert.Equal(t, map[string]int{"a": 2, "b": 2}, per, "each heard the question at its ack wait's end and at the grace's end")
 
 			st := e.svc.Stats()
-			assert.EqualValues(t, 4, st.StatusAsked)
+			wantAsked := 4
+			for _, a := range tc.grace {
+				if a == unreached {
+					wantAsked++ // its first grace question found no responder
+				}
+			}
+			assert.EqualValues(t, wantAsked, st.StatusAsked)
 			if tc.want == "router:error" {
 				assert.Zero(t, st.FinalsSuppressed)
 				assert.Zero(t, st.StatusHeld)
