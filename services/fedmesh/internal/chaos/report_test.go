@@ -131,6 +131,8 @@ func TestTargetsMet(t *testing.T) {
 		{"a gap without faults", append(steady(0, 30), bad(5, 5.1, ClassGap, 0)), nil, "fault-free phase: 38 of 39 requests strict"},
 		{"a 503 after the fault only", append(steady(0, 30), bad(12, 12.1, ClassError, 503)), func(r *report) { r.Total = summarize(steady(0, 30)) }, ""},
 		{"no request before the first fault", steady(11, 30), nil, "no request ended in the fault-free phase"},
+		{"not normal after the bad input", steady(0, 30), func(r *report) { r.Inputs, r.AfterOK = []inputResult{{OK: true}}, false }, "did not serve normally after the bad input"},
+		{"no bad input sent (--skip-input)", steady(0, 30), func(r *report) { r.AfterOK = false }, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
