@@ -257,10 +257,12 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 			return
 		}
 		connected := s.nc.Status() == nats.CONNECTED
-		p.graceMu.Lock()
-		unreached := p.graceUnreached
-		p.graceUnreached = nil
-		p.graceMu.Unlock()
+		var unreached []string // asked again now; while cut off, kept for later
+		if connected {
+			p.graceMu.Lock()
+			unreached, p.graceUnreached = p.graceUnreached, nil
+			p.graceMu.Unlock()
+		}
 		if p.graceLeft.Load() > 0 && (!connected || len(unreached) > 0) && !s.stopping.Load() && time.Now().Before(p.graceUntil) {
 			// the questions (or their answers) wait in a reconnect, the
 			// router's or a node's: wait on, bounded by graceUntil, and
@@ -272,12 +274,6 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 			next := time.Now().Add(statusWait)
 			if next.After(p.graceUntil) {
 				next = p.graceUntil
-			}
-			if !connected { // asked again once it is back, if still unreached
-				p.graceMu.Lock()
-				p.graceUnreached = append(p.graceUnreached, unreached...)
-				p.graceMu.Unlock()
-				unreached = nil
 			}
 			again := p.graceQuestions(unreached, gen)
 			p.waiting.Store(gen)
