@@ -28,15 +28,15 @@ var fleetDefaults = map[string]Server{
 
 // DefaultCacheFraction is the share of each server's KV pool its prefix
 // cache keeps of finished requests (simserver PrefixCacheBlocks). The
-// workload is scaled down from a production shared-prefix run (hundreds
-// of system prompts) to 16, and the caches by the same 1/16: with their
+// shared_prefix workload is scaled down from a production run (hundreds
+// of system prompts) to 64, and the caches by about as much: with their
 // whole pools (an h100 holds 262 144 tokens) every server would keep every
 // system prompt, every strategy would hit everywhere, and the run would
-// say nothing about placement. Scaled, the working set (16 × 4 000
-// tokens) is larger than any one server's cache (an h100 keeps 4 system
-// prompts, an a10 half of one) and about the fleet's, the regime
-// prefix-aware routing is for.
-const DefaultCacheFraction = 1.0 / 16
+// say nothing about placement. Scaled, an h100 keeps 16 of the 64 system
+// prompts, an a10 2, a cpu 1, and the fleet 56: the working set (64 ×
+// 4 000 tokens) is larger than any one server's cache and about the
+// fleet's, the regime prefix-aware routing is for.
+const DefaultCacheFraction = 1.0 / 4
 
 // cacheBlocks is the prefix cache a server keeps at fraction of its pool.
 func cacheBlocks(p simserver.Profile, fraction float64) int {

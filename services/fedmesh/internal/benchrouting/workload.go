@@ -58,15 +58,32 @@ type NoSharing struct {
 // Default shapes. Prompts are long so prefill dominates, as in
 // inference-perf's shared_prefix runs (thousands of tokens of system
 // prompt), answers short so the token messages of a run fit 2 cores.
+// shared_prefix has 64 groups, SGLang's generated-shared-prefix default:
+// with 8 servers that is 8 system prompts per server, so requests
+// running at once on one server seldom share one by chance (with 16, an
+// overloaded a10 under round_robin ran several of a group at once and got
+// a third of its prompt tokens from that alone).
 var (
-	DefaultSharedPrefix = SharedPrefix{Groups: 16, SystemTokens: 4000, QuestionMin: 50, QuestionMax: 200, Output: 32}
+	DefaultSharedPrefix = SharedPrefix{Groups: 64, SystemTokens: 4000, QuestionMin: 50, QuestionMax: 200, Output: 32}
 	DefaultMultiTurn    = MultiTurn{Conversations: 24, Turns: 5, FirstTokens: 1500, FollowMin: 100, FollowMax: 200, Output: 32}
 	DefaultNoSharing    = NoSharing{PromptMin: 1500, PromptMax: 3000, Output: 32}
 )
 
+// withDefaults fills each zero field from DefaultSharedPrefix, so one
+// field (--groups) can be set alone.
 func (w SharedPrefix) withDefaults() SharedPrefix {
-	if w == (SharedPrefix{}) {
-		return DefaultSharedPrefix
+	d := DefaultSharedPrefix
+	if w.Groups == 0 {
+		w.Groups = d.Groups
+	}
+	if w.SystemTokens == 0 {
+		w.SystemTokens = d.SystemTokens
+	}
+	if w.QuestionMin == 0 && w.QuestionMax == 0 {
+		w.QuestionMin, w.QuestionMax = d.QuestionMin, d.QuestionMax
+	}
+	if w.Output == 0 {
+		w.Output = d.Output
 	}
 	return w
 }

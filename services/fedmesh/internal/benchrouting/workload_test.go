@@ -100,6 +100,23 @@ func uniqueStrings(m map[int]string) map[string]bool {
 	return out
 }
 
+// Each zero field of a shared_prefix shape takes its default, so --groups
+// alone changes only the groups.
+func TestRoutingSharedPrefixDefaults(t *testing.T) {
+	d := DefaultSharedPrefix
+	for name, c := range map[string]struct{ in, want SharedPrefix }{
+		"zero":        {SharedPrefix{}, d},
+		"groups only": {SharedPrefix{Groups: 8}, SharedPrefix{8, d.SystemTokens, d.QuestionMin, d.QuestionMax, d.Output}},
+		"all set":     {SharedPrefix{3, 10, 1, 2, 4}, SharedPrefix{3, 10, 1, 2, 4}},
+		"question max only keeps its min at 0, refused": {SharedPrefix{QuestionMax: 9}, SharedPrefix{d.Groups, d.SystemTokens, 0, 9, d.Output}},
+	} {
+		got := c.in.withDefaults()
+		assert.Equal(t, c.want, got, name)
+	}
+	assert.Error(t, SharedPrefix{QuestionMax: 9}.withDefaults().validate())
+	assert.Error(t, SharedPrefix{Groups: -2}.withDefaults().validate())
+}
+
 func TestRoutingNoSharingShape(t *testing.T) {
 	w := NoSharing{PromptMin: 100, PromptMax: 140, Output: 5}
 	src := w.source(3)
@@ -235,6 +252,6 @@ func TestRoutingCapacity(t *testing.T) {
 	f, _ := ParseFleet("2xh100,a10")
 	assert.InDelta(t, 2*capacity(h100, DefaultNoSharing.meanPrompt(), 32)+capacity(a10, DefaultNoSharing.meanPrompt(), 32),
 		fleetCapacity(f, DefaultNoSharing), 1e-9)
-	assert.Equal(t, 1024, cacheBlocks(simserver.H100, DefaultCacheFraction))
+	assert.Equal(t, 4096, cacheBlocks(simserver.H100, DefaultCacheFraction), "16 of the 64 system prompts (250 blocks each)")
 	assert.Equal(t, 1, cacheBlocks(simserver.Profile{KVBlocks: 4}, 0.01), "at least one block")
 }

@@ -67,6 +67,7 @@ every figure is in simulated time. --quick runs the highest load only.`,
 	f.Float64SliceVar(&o.Loads, "loads", nil, "load levels, shares of the fleet's capacity (default 0.3,0.6,0.9; 0.9 with --quick)")
 	f.DurationVar(&o.Duration, "duration", 0, "how long requests arrive in each run, simulated (default 2m; 40s with --quick)")
 	f.IntVar(&o.Repeat, "repeat", 1, "run every cell this many times (seeds seed, seed+1, …) and pool them; tables show the runs' TTFT p90 range")
+	f.IntVar(&o.SharedPrefix.Groups, "groups", 0, "shared_prefix: number of system prompts (default 64)")
 	f.BoolVar(&strict, "strict", false, "exit non-zero when a target is missed")
 	f.StringVar(&trace, "trace", "", "write a CSV line per request to this file: node, the router's predicted TTFT and prefix match, the measured TTFT")
 	return cmd

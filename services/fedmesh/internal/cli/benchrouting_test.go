@@ -60,6 +60,7 @@ func TestBenchRoutingFlagErrors(t *testing.T) {
 		{[]string{"--loads", "0"}, "load 0"},
 		{[]string{"--cache-fraction", "1.5"}, "cache fraction 1.5"},
 		{[]string{"--repeat", "-1"}, "repeat -1"},
+		{[]string{"--groups", "-2"}, "shared_prefix {Groups:-2"},
 	} {
 		_, _, err := runBenchRouting(t, c.args...)
 		assert.ErrorContains(t, err, c.want, "%v", c.args)
