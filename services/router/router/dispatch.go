@@ -358,9 +358,10 @@ func (p *placement) askGraceOf(qs []graceQuestion, gen uint64) {
 	if len(qs) == 0 {
 		return
 	}
-	body, err := json.Marshal(api.StatusRequest{RequestID: id})
+	body, encErr := json.Marshal(api.StatusRequest{RequestID: id})
 	for _, q := range qs {
 		s.stats.statusAsked.Add(1)
+		err := encErr
 		if err == nil {
 			err = s.nc.PublishMsg(&nats.Msg{Subject: s.cfg.Subjects.NodeStatus(q.node), Reply: q.reply, Data: body})
 		}
@@ -368,7 +369,6 @@ func (p *placement) askGraceOf(qs []graceQuestion, gen uint64) {
 			s.log.Warn().Err(err).Str(logging.KeyRequest, id).Str(logging.KeyNode, q.node).
 				Msg("publish status question at the end of the finals grace")
 			p.graceNo(gen)
-			err = nil
 		}
 	}
 }
