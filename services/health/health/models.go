@@ -47,12 +47,13 @@ type modelStats struct {
 
 func newModels(size int) models { return models{size: size} }
 
-// add counts a successful completed request in its capability/model's
+// add counts a successful completed request, or a node's warm-up (a probe
+// outcome naming its model, DESIGN §9.2), in its capability/model's
 // windows. Outcomes without a valid capability and model id (the decoders
 // do not check them) are left out: keys come from the bus and end up in
 // fed_health.
 func (ms *models) add(o *record.Outcome) {
-	if o.Kind != record.OutcomeCompleted || !o.OK || o.Capability == "" || o.Model == "" ||
+	if o.Kind != record.OutcomeCompleted && o.Kind != record.OutcomeProbe || !o.OK || o.Capability == "" || o.Model == "" ||
 		wire.ValidateCapability(o.Capability) != nil || wire.ValidateID("model", o.Model) != nil {
 		return
 	}

@@ -33,6 +33,10 @@ func TestModelStatsWindow(t *testing.T) {
 	failed.OK, failed.Code = false, wire.CodeInternal
 	dispatchFailed := done(wire.CapGenerate, "llama-3-8b", true, 500, 100, 10)
 	dispatchFailed.Kind = record.OutcomeDispatchFailed
+	warmup := done(wire.CapGenerate, "llama-3-8b", true, 130, 40, 4)
+	warmup.Kind = record.OutcomeProbe
+	failedWarmup := warmup
+	failedWarmup.OK, failedWarmup.Code = false, wire.CodeInternal
 
 	cases := []struct {
 		name string
@@ -87,9 +91,13 @@ func TestModelStatsWindow(t *testing.T) {
 		{"a stream without ttft gives no ttft or tpot",
 			[]record.Outcome{done(wire.CapGenerate, "llama-3-8b", true, 100, 0, 10)},
 			map[string]record.ModelStats{gen: {LatencyP50Ms: 100, LatencyP99Ms: 100, Samples: 1}}},
-		{"failures, dispatch failures, bad or missing ids count nowhere",
+		{"a node's warm-up (a probe naming its model) counts like a stream",
+			[]record.Outcome{warmup},
+			map[string]record.ModelStats{gen: {TTFTP50Ms: 40, TTFTP99Ms: 40, TPOTP50Ms: 30, TPOTP99Ms: 30,
+				LatencyP50Ms: 130, LatencyP99Ms: 130, ThroughputTPS: 33.3, Samples: 1, Streams: 1}}},
+		{"failures, failed warm-ups, dispatch failures, bad or missing ids count nowhere",
 			[]record.Outcome{
-				failed, dispatchFailed,
+				failed, failedWarmup, dispatchFailed,
 				done("", "llama-3-8b", false, 10, 0, 1),
 				done(wire.CapGenerate, "", false, 10, 0, 1),
 				done("bogus", "llama-3-8b", false, 10, 0, 1),
@@ -432,4 +440,42 @@ func FuzzModelStats(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A node agent's warm-up (a probe outcome naming its model) gives the node
+// its per-model TTFT before any request, and counts as a success towards
+// its state, but is no request: the request counters, the node-level
+// latency and the success rate do not move, and failed warm-ups leave the
+// circuit alone.
+func TestWarmupProbeSeedsModelStats(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(testConfig())
+	h.publish(h.sp.Heartbeat("n1"), record.Heartbeat{NodeID: "n1", Time: time.Now(), MaxConcurrency: 4})
+	h.publish(h.sp.Heartbeat("n2"), record.Heartbeat{NodeID: "n2", Time: time.Now(), MaxConcurrency: 4})
+	warm := done(wire.CapGenerate, "llama-3-8b", true, 130, 40, 4)
+	warm.Kind, warm.RequestID, warm.Time = record.OutcomeProbe, "warmup", time.Now()
+	h.publish(h.sp.Outcome("n1"), warm)
+	r := h.waitKV("n1", "the warm-up's model stats", func(r *record.Health) bool { return r.Models[gen].Streams == 1 })
+	m, ok := inMemory(s, "n1")
+	require.True(t, ok)
+	assert.Equal(t, record.StateUnknown, m.State, "one success of the %d that make a node healthy", DefaultConfig().HealthyAfter)
+	assert.Equal(t, 40.0, r.Models[gen].TTFTP50Ms)
+	assert.Zero(t, r.Samples, "node-level latency counts requests only")
+	assert.Zero(t, r.LatencyP50Ms)
+
+	failed := warm
+	failed.NodeID, failed.OK, failed.Code, failed.Error = "n2", false, wire.CodeInternal, "connection refused"
+	for range DefaultConfig().FailureThreshold + 1 {
+		failed.Time = time.Now()
+		h.publish(h.sp.Outcome("n2"), failed)
+	}
+	r2 := h.waitKV("n2", "failed warm-ups judged", func(r *record.Health) bool { return r.State == record.StateUnhealthy })
+	assert.Equal(t, record.CircuitClosed, r2.Circuit, "a warm-up is not a request: the circuit stays closed")
+	assert.Equal(t, 1.0, r2.SuccessRate, "the rate of a node without requests, as before its warm-ups")
+	assert.Empty(t, r2.Models)
+
+	st := h.stats()
+	assert.Zero(t, st.TotalRequests, "warm-ups are not requests")
+	assert.Zero(t, st.Nodes["n1"].TotalRequests)
+	assert.Zero(t, st.Nodes["n2"].FailedRequests)
 }

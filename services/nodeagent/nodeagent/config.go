@@ -103,6 +103,13 @@ type Config struct {
 	MetricsURL      string
 	Metrics         string
 	MetricsInterval time.Duration
+
+	// Warmup: once serving, the agent streams one short request per text
+	// model through the backend and publishes each as a probe outcome, so
+	// routers know the node's TTFT before its first client request (DESIGN
+	// §9.2, §6.7). Off in the Go API's zero value; a config file turns it
+	// on for openai backends unless backend.warmup says otherwise.
+	Warmup bool
 }
 
 // DefaultConfig returns the defaults; NodeID, Region, Models and Backend

@@ -73,6 +73,10 @@ type FileBackend struct {
 	MetricsURL      *string       `yaml:"metrics_url"`
 	Metrics         string        `yaml:"metrics"`
 	MetricsInterval time.Duration `yaml:"metrics_interval"`
+	// Warmup: one short request per text model at start, measured and
+	// published as a probe outcome (Config.Warmup); unset → on for openai,
+	// off for synthetic.
+	Warmup *bool `yaml:"warmup"`
 	// Synthetic backend knobs.
 	TTFT        time.Duration `yaml:"ttft"`
 	TokenDelay  time.Duration `yaml:"token_delay"`
@@ -277,6 +281,7 @@ func (fc *FileConfig) Config(getenv func(string) (string, bool)) (Config, error)
 	c.MetricsURL = fc.Backend.metricsURL()
 	c.Metrics = cmp.Or(fc.Backend.Metrics, c.Metrics)
 	c.MetricsInterval = cmp.Or(fc.Backend.MetricsInterval, c.MetricsInterval)
+	c.Warmup = fc.Backend.warmup()
 	names := map[string]string{}
 	for _, m := range fc.Models {
 		c.Models = append(c.Models, record.Model{ModelID: m.ModelID, Name: m.Name, Version: m.Version,
@@ -309,6 +314,15 @@ func (b *FileBackend) metricsURL() string {
 		return DefaultMetricsURL(b.URL)
 	}
 	return ""
+}
+
+// warmup is backend.warmup when set, else on for openai servers (whose
+// speed is measured, not configured) and off for synthetic.
+func (b *FileBackend) warmup() bool {
+	if b.Warmup != nil {
+		return *b.Warmup
+	}
+	return b.Type == BackendOpenAI
 }
 
 // maxConcurrency sizes the OpenAI backend's connection pool: one kept-alive

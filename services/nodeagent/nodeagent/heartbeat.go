@@ -38,6 +38,7 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 		s.load.start(s.loops) // the scrape runs beside the heartbeats, on the same group
 	}
 	s.publishHeartbeat()
+	s.publishWarmups()
 	for {
 		select {
 		case <-ctx.Done():

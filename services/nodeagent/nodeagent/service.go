@@ -16,6 +16,7 @@ import (
 	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/lifecycle"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/servicecmd"
 )
 
@@ -68,8 +69,9 @@ type Service struct {
 	lateDispatches atomic.Int64
 	// badCancels counts cancels of a running request without its Fed-Cancel-Key.
 	badCancels atomic.Int64
-	metrics    *nodeMetrics // GenAI histograms, observed per outcome (metrics.go)
-	outcomes   outcomeBatch // completed outcomes waiting to go out together (outcomes.go)
+	metrics    *nodeMetrics     // GenAI histograms, observed per outcome (metrics.go)
+	outcomes   outcomeBatch     // completed outcomes waiting to go out together (outcomes.go)
+	warmups    []record.Outcome // measured before registering, sent after the first heartbeat (warmup.go); guarded by mu
 }
 
 // New validates cfg and builds a Service; Start runs it.
@@ -129,6 +131,12 @@ func (s *Service) start(ctx context.Context) error {
 	}
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("node %s: flush subscriptions: %w", s.cfg.NodeID, err)
+	}
+	if s.cfg.Warmup {
+		w := s.warmup(ctx)
+		s.mu.Lock()
+		s.warmups = w
+		s.mu.Unlock()
 	}
 	// Heartbeats only once registered (the registration itself is the
 	// catalog's first sign of life). A restarted agent waiting out its

@@ -144,6 +144,7 @@ func nodeConfig(id string, s Server, srv *simserver.Server) (nodeagent.Config, e
 	c.Backend = b
 	c.MetricsURL = srv.URL() + "/metrics"
 	c.MetricsInterval = nodeagent.MinMetricsInterval
+	c.Warmup = true // as a config file's openai node: every strategy starts from the same measurements
 	return c, nil
 }
 

@@ -122,6 +122,10 @@ func SimDemoNodes(ctx context.Context, seed uint64, log zerolog.Logger) ([]nodea
 			return nil, nil, errors.Join(fmt.Errorf("devmesh: backend of %s: %w", n.NodeID, err), StopSimServers(servers))
 		}
 		n.Backend = b
+		// As a config file sets up an openai node: scrape the server's
+		// load, and time its first token before the first request.
+		n.MetricsURL = nodeagent.DefaultMetricsURL(srv.URL())
+		n.Warmup = true
 		n.Labels["simserver"] = p.Name
 	}
 	return nodes, servers, nil

@@ -167,6 +167,11 @@ var settings = []setting{
 	}},
 	{"backend-metrics", "the model server's metric names: vllm (default), sglang, llamacpp, tgi", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.Metrics })},
 	{"backend-metrics-interval", "scrape period of the model server's metrics, 50ms to 5s (default 250ms)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.Backend.MetricsInterval })},
+	{"backend-warmup", "time one short request per text model before joining (true/false; default true for openai, false for synthetic)", func(fc *nodeagent.FileConfig, v string) error {
+		b, err := strconv.ParseBool(v)
+		fc.Backend.Warmup = &b
+		return err
+	}},
 	{"api-key-env", "name of the env var holding the backend API key (default FEDMESH_BACKEND_API_KEY)", text(func(fc *nodeagent.FileConfig) *string { return &fc.Backend.APIKeyEnv })},
 	{"heartbeat-interval", "heartbeat period (default 1s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.HeartbeatInterval })},
 	{"drain-timeout", "grace period for requests in flight on SIGTERM (default 30s)", duration(func(fc *nodeagent.FileConfig) *time.Duration { return &fc.DrainTimeout })},

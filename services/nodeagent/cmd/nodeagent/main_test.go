@@ -117,6 +117,32 @@ func TestBackendMetricsSettings(t *testing.T) {
 	}
 }
 
+// The warm-up: on for openai by default, off for synthetic, set by the
+// file, the environment or a flag.
+func TestBackendWarmupSetting(t *testing.T) {
+	path := writeFile(t, "node_id: n1\nregion: r1\nmodels: [{model_id: m1, capabilities: [generate]}]\n"+
+		"backend: {type: openai, url: 'http://127.0.0.1:8000/v1'}\n")
+	synthetic := []string{"--node-id", "n1", "--region", "r1", "--models", "m:generate"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{"openai default", []string{"--config", path}, nil, true},
+		{"env off", []string{"--config", path}, map[string]string{"FEDMESH_BACKEND_WARMUP": "false"}, false},
+		{"flag off", []string{"--config", path, "--backend-warmup", "false"}, nil, false},
+		{"synthetic default", synthetic, nil, false},
+		{"synthetic flag on", append(synthetic, "--backend-warmup", "true"), nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, _, err := load(tc.args, env(tc.env), io.Discard)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, cfg.Warmup)
+		})
+	}
+}
+
 func TestBadConfigNamesTheField(t *testing.T) {
 	base := []string{"--node-id", "n1", "--region", "r1", "--models", "m:generate"}
 	cases := []struct {
@@ -134,6 +160,7 @@ func TestBadConfigNamesTheField(t *testing.T) {
 		{"bad clearance", append(base, "--clearance", "top"), nil, "clearance"},
 		{"bad metrics names", append(base, "--backend-metrics", "triton"), nil, "backend.metrics"},
 		{"bad metrics interval", append(base, "--backend-metrics-interval", "1ms"), nil, "backend.metrics_interval"},
+		{"bad warm-up flag", append(base, "--backend-warmup", "sometimes"), nil, "--backend-warmup"},
 		{"bad file", []string{"--config", "/nonexistent/node.yaml"}, nil, "node.yaml"},
 	}
 	for _, tc := range cases {
