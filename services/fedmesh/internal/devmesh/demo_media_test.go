@@ -8,8 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/fedmesh/fedmesh/services/catalog/catalog"
-	"github.com/fedmesh/fedmesh/services/health/health"
+	"github.com/fedmesh/fedmesh/services/nodeagent/nodeagent"
 	"github.com/fedmesh/fedmesh/shared/client"
 	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/wire"
@@ -21,25 +20,10 @@ import (
 func TestSimDemoMediaNode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	nodes, servers, err := SimDemoNodes(ctx, 1, natsembed.Logger(t))
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, StopSimServers(servers)) })
-	require.Len(t, servers, 3, "one simulated server per text node")
+	c, nodes := startSimDemo(t, ctx, func(n []nodeagent.Config) []nodeagent.Config { return n[len(n)-1:] })
 	media := nodes[len(nodes)-1]
 	require.Equal(t, DemoMediaNode, media.NodeID)
 	assert.Equal(t, "synthetic", media.Backend.Name())
-	for i := range nodes {
-		nodes[i].HeartbeatInterval = 100 * time.Millisecond
-	}
-	s := natsembed.StartForTest(t)
-	m, err := Start(ctx, Options{Server: s, Log: natsembed.Logger(t), Nodes: nodes[len(nodes)-1:],
-		Catalog: func(c *catalog.Config) { c.NodeTTL = time.Second },
-		Health:  func(c *health.Config) { c.HeartbeatInterval = 100 * time.Millisecond }})
-	require.NoError(t, err)
-	t.Cleanup(m.Stop)
-	c, err := client.New(natsembed.ConnectForTest(t, s))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
 	for _, r := range []client.Request{
 		{Capability: wire.CapTranscribe, Body: make([]byte, 3<<20), Model: DemoTranscribeModel},
 		{Capability: wire.CapSynthesize, Body: []byte(`{"input":"hi"}`), Model: DemoSpeechModel},
