@@ -178,7 +178,7 @@ func TestBackendFailureEndsInFinalError(t *testing.T) {
 }
 
 func subscribeOutcomes(t *testing.T, nc *nats.Conn, node string) chan record.Outcome {
-	ch := make(chan record.Outcome, 64)
+	ch := make(chan record.Outcome, 256)
 	sub, err := nc.Subscribe(subject.Default.Outcome(node), func(m *nats.Msg) {
 		outs, _ := record.DecodeOutcomes(m.Subject, m.Data) // one, or a batch
 		for _, o := range outs {

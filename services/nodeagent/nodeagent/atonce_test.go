@@ -215,17 +215,7 @@ type outcomeWatch struct{ ch chan record.Outcome }
 
 func watchOutcomes(t *testing.T, nc *nats.Conn, node string) *outcomeWatch {
 	t.Helper()
-	w := &outcomeWatch{ch: make(chan record.Outcome, 256)}
-	sub, err := nc.Subscribe(subject.Default.Outcome(node), func(m *nats.Msg) {
-		outs, _ := record.DecodeOutcomes(m.Subject, m.Data)
-		for _, o := range outs {
-			w.ch <- o
-		}
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, nc.Flush())
-	return w
+	return &outcomeWatch{ch: subscribeOutcomes(t, nc, node)}
 }
 
 func (w *outcomeWatch) next(t *testing.T) record.Outcome {

@@ -9,35 +9,32 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/services/nodeagent/backend/openai"
-	"github.com/fedmesh/fedmesh/shared/natsembed"
 	"github.com/fedmesh/fedmesh/shared/record"
-	"github.com/fedmesh/fedmesh/shared/subject"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
-// outcomesOf collects the outcomes published for node.
-func outcomesOf(t *testing.T, nc *nats.Conn, node string) func() []record.Outcome {
-	var mu sync.Mutex
+// drain returns what ch holds once the first outcome came (or wait ran
+// out) and 100 ms more passed: a second warm-up would be there by then.
+func drain(ch chan record.Outcome, wait time.Duration) []record.Outcome {
 	var got []record.Outcome
-	sub, err := nc.Subscribe(subject.Default.Outcome(node), func(m *nats.Msg) {
-		out, err := record.DecodeOutcomes(node, m.Data)
-		assert.NoError(t, err)
-		mu.Lock()
-		got = append(got, out...)
-		mu.Unlock()
-	})
-	require.NoError(t, err)
-	require.NoError(t, nc.Flush())
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	return func() []record.Outcome {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]record.Outcome(nil), got...)
+	select {
+	case o := <-ch:
+		got = append(got, o)
+	case <-time.After(wait):
+		return nil
+	}
+	time.Sleep(100 * time.Millisecond)
+	for {
+		select {
+		case o := <-ch:
+			got = append(got, o)
+		default:
+			return got
+		}
 	}
 }
 
@@ -100,26 +97,20 @@ func TestWarmup(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			be, err := openai.New(openai.Config{BaseURL: tc.url})
 			require.NoError(t, err)
-			got := outcomesOf(t, r.nc, tc.node)
+			outcomes := subscribeOutcomes(t, r.nc, tc.node)
 			cfg := testConfig(tc.node, be)
 			cfg.Warmup = true
 			r.agent(cfg)
-			natsembed.Eventually(t, 5*time.Second, func() error {
-				return natsembed.Check(len(got()) > 0, "no warm-up outcome yet")
-			})
-			time.Sleep(100 * time.Millisecond) // a second one would be here by now
-			tc.want(t, got())
+			tc.want(t, drain(outcomes, 5*time.Second))
 		})
 	}
 
 	t.Run("warm-up off", func(t *testing.T) {
 		be, err := openai.New(openai.Config{BaseURL: srv.URL})
 		require.NoError(t, err)
-		got := outcomesOf(t, r.nc, "cold")
+		outcomes := subscribeOutcomes(t, r.nc, "cold")
 		r.agent(testConfig("cold", be))
-		natsembed.Never(t, 300*time.Millisecond, func() error {
-			return natsembed.Check(len(got()) == 0, "outcomes %+v", got())
-		})
+		assert.Empty(t, drain(outcomes, 300*time.Millisecond))
 	})
 }
 
