@@ -104,10 +104,10 @@ type Config struct {
 	Metrics         string
 	MetricsInterval time.Duration
 
-	// Warmup: once serving, the agent streams one short request per text
-	// model through the backend and publishes each as a probe outcome, so
-	// routers know the node's TTFT before its first client request (DESIGN
-	// §9.2, §6.7). Off in the Go API's zero value; a config file turns it
+	// Warmup: before registering, the agent streams one short request per
+	// text model through the backend and, after its first heartbeat,
+	// publishes each as a probe outcome, so routers know the node's TTFT
+	// before its first client request (DESIGN §9.2, §6.7). Off in the Go API's zero value; a config file turns it
 	// on for openai backends unless backend.warmup says otherwise.
 	Warmup bool
 }

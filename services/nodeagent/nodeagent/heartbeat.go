@@ -29,8 +29,11 @@ func (s *Service) observe(tokens int, gen time.Duration) {
 	s.mu.Unlock()
 }
 
-// heartbeatLoop runs on the loops group until it stops.
-func (s *Service) heartbeatLoop(ctx context.Context) {
+// heartbeatLoop runs on the loops group until it stops. warmups (the
+// warm-up's outcomes, warmup.go) go out right after the first heartbeat, so
+// health knows this instance before them (a new instance resets the node's
+// state); they are no requests, so never in a batch window.
+func (s *Service) heartbeatLoop(ctx context.Context, warmups []record.Outcome) {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	reconnects := s.nc.Stats().Reconnects
@@ -38,7 +41,9 @@ func (s *Service) heartbeatLoop(ctx context.Context) {
 		s.load.start(s.loops) // the scrape runs beside the heartbeats, on the same group
 	}
 	s.publishHeartbeat()
-	s.publishWarmups()
+	if len(warmups) > 0 {
+		s.publishOutcomes(warmups)
+	}
 	for {
 		select {
 		case <-ctx.Done():

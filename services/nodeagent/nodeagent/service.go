@@ -69,9 +69,8 @@ type Service struct {
 	lateDispatches atomic.Int64
 	// badCancels counts cancels of a running request without its Fed-Cancel-Key.
 	badCancels atomic.Int64
-	metrics    *nodeMetrics     // GenAI histograms, observed per outcome (metrics.go)
-	outcomes   outcomeBatch     // completed outcomes waiting to go out together (outcomes.go)
-	warmups    []record.Outcome // measured before registering, sent after the first heartbeat (warmup.go); guarded by mu
+	metrics    *nodeMetrics // GenAI histograms, observed per outcome (metrics.go)
+	outcomes   outcomeBatch // completed outcomes waiting to go out together (outcomes.go)
 }
 
 // New validates cfg and builds a Service; Start runs it.
@@ -132,11 +131,9 @@ func (s *Service) start(ctx context.Context) error {
 	if err := s.nc.Flush(); err != nil {
 		return fmt.Errorf("node %s: flush subscriptions: %w", s.cfg.NodeID, err)
 	}
+	var warmups []record.Outcome
 	if s.cfg.Warmup {
-		w := s.warmup(ctx)
-		s.mu.Lock()
-		s.warmups = w
-		s.mu.Unlock()
+		warmups = s.warmup(ctx)
 	}
 	// Heartbeats only once registered (the registration itself is the
 	// catalog's first sign of life). A restarted agent waiting out its
@@ -151,7 +148,7 @@ func (s *Service) start(ctx context.Context) error {
 	s.mu.Lock()
 	s.serving = true
 	s.mu.Unlock()
-	s.loops.Go(s.heartbeatLoop) // its first heartbeat goes out at once
+	s.loops.Go(func(ctx context.Context) { s.heartbeatLoop(ctx, warmups) }) // its first heartbeat goes out at once
 	// From now on a vanished record (expired after a hang, deleted by
 	// hand) brings a new registration at once.
 	s.loops.Go(s.followRecord)

@@ -25,7 +25,7 @@ const warmupRequestID = "warmup"
 
 // warmup streams one short request per text model through the backend
 // before the node registers, so it joins the mesh measured: its outcomes go
-// out as `probe` outcomes right after its first heartbeat (publishWarmups),
+// out as `probe` outcomes right after its first heartbeat (heartbeatLoop),
 // health then holds the node's TTFT per model, and routers place its first
 // request by it instead of by the new-node prior (DESIGN §6.7). A server
 // that fails the warm-up gets a failed probe, which health judges like a
@@ -34,12 +34,12 @@ const warmupRequestID = "warmup"
 func (s *Service) warmup(ctx context.Context) []record.Outcome {
 	var out []record.Outcome
 	for _, m := range s.cfg.Models {
-		if !m.Serves(wire.CapGenerate) && !m.Serves(wire.CapCode) {
-			continue
-		}
 		c := wire.CapGenerate
 		if !m.Serves(c) {
 			c = wire.CapCode
+		}
+		if !m.Serves(c) {
+			continue
 		}
 		o := s.warmupOne(ctx, c, m.ModelID)
 		if ctx.Err() != nil {
@@ -48,19 +48,6 @@ func (s *Service) warmup(ctx context.Context) []record.Outcome {
 		out = append(out, o) // one per model: both capabilities run the same model
 	}
 	return out
-}
-
-// publishWarmups sends the warm-up's outcomes, once. Called after the first
-// heartbeat, so health knows this instance before them (a new instance
-// resets the node's state).
-func (s *Service) publishWarmups() {
-	s.mu.Lock()
-	out := s.warmups
-	s.warmups = nil
-	s.mu.Unlock()
-	if len(out) > 0 {
-		s.publishOutcomes(out) // not requests: never in a batch window
-	}
 }
 
 // warmupOne runs one warm-up request and returns its outcome.
@@ -85,7 +72,7 @@ func (s *Service) warmupOne(ctx context.Context, capability, model string) recor
 	if err != nil {
 		var werr *wire.Error
 		if !errors.As(err, &werr) {
-			werr = wire.Errorf(wire.CodeInternal, "%v", err)
+			werr = wire.Errorf(wire.CodeInternal, "backend %s: %v", s.cfg.Backend.Name(), err) // as a request's failure says it
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			werr = wire.Errorf(wire.CodeTimeout, "warm-up: no answer within %s", WarmupTimeout)
