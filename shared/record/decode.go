@@ -79,6 +79,9 @@ func DecodeHealth(key string, data []byte) (Health, error) {
 		h.ConsecutiveFailures < 0 || h.ConsecutiveSuccess < 0 {
 		return h, fmt.Errorf("health record of node %s: negative count", id)
 	}
+	if len(h.InstanceID) > MaxInstanceIDLen {
+		return h, fmt.Errorf("health record of node %s: instance_id is longer than %d bytes", id, MaxInstanceIDLen)
+	}
 	if h.Server != nil {
 		if err := h.Server.Validate(); err != nil {
 			return h, fmt.Errorf("health record of node %s: %w", id, err)
@@ -164,8 +167,9 @@ func (o *Outcome) check(subj string) error {
 	default:
 		return fmt.Errorf("outcome of node %s (request %s): unknown kind %q", id, o.RequestID, o.Kind)
 	}
-	if !validCode(o.Code) || o.Attempt < 0 || o.Tokens < 0 || len(o.Tenant) > MaxTenantLen || len(o.RequestID) > MaxRequestIDLen {
-		return fmt.Errorf("outcome of node %s (request %.64s): bad code/attempt/tokens/tenant/request_id", id, o.RequestID)
+	if !validCode(o.Code) || o.Attempt < 0 || o.Tokens < 0 || len(o.Tenant) > MaxTenantLen || len(o.RequestID) > MaxRequestIDLen ||
+		len(o.InstanceID) > MaxInstanceIDLen {
+		return fmt.Errorf("outcome of node %s (request %.64s): bad code/attempt/tokens/tenant/request_id/instance_id", id, o.RequestID)
 	}
 	switch o.Fault {
 	case "", FaultNode, FaultClient:

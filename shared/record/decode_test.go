@@ -74,6 +74,14 @@ func TestDecodeRejectsPoison(t *testing.T) {
 			_, err := DecodeHealth("nodes.n1", []byte(`{"latency_p99_ms":1e308}`))
 			return err
 		}},
+		{"outcome long instance_id", func() error {
+			_, err := DecodeOutcome("fed.router.failed.n1", []byte(`{"kind":"dispatch_failed","instance_id":"`+strings.Repeat("i", MaxInstanceIDLen+1)+`"}`))
+			return err
+		}},
+		{"health long instance_id", func() error {
+			_, err := DecodeHealth("nodes.n1", []byte(`{"instance_id":"`+strings.Repeat("i", MaxInstanceIDLen+1)+`"}`))
+			return err
+		}},
 		{"unplaced bad code", func() error {
 			_, err := DecodeUnplaced([]byte(`{"code":7}`))
 			return err
@@ -113,8 +121,8 @@ func FuzzDecodeHealth(f *testing.F) {
 				t.Fatalf("accepted bad health %+v", h)
 			}
 		}
-		if h.NodeID != "n1" {
-			t.Fatalf("accepted health of %q under nodes.n1", h.NodeID)
+		if h.NodeID != "n1" || len(h.InstanceID) > MaxInstanceIDLen {
+			t.Fatalf("accepted health of %q (instance %.32q) under nodes.n1", h.NodeID, h.InstanceID)
 		}
 	})
 }
@@ -141,7 +149,7 @@ func FuzzDecodeOutcome(f *testing.F) {
 			return
 		}
 		if o.NodeID != "n1" || !(o.LatencyMs >= 0 && o.LatencyMs <= MaxLatencyMs) || !(o.TTFTMs >= 0 && o.TTFTMs <= MaxLatencyMs) ||
-			o.Tokens < 0 || !validCode(o.Code) || len(o.Tenant) > MaxTenantLen {
+			o.Tokens < 0 || !validCode(o.Code) || len(o.Tenant) > MaxTenantLen || len(o.InstanceID) > MaxInstanceIDLen {
 			t.Fatalf("accepted bad outcome %+v", o)
 		}
 		// what health computes with it must stay finite

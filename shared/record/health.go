@@ -36,7 +36,10 @@ type Health struct {
 	ConsecutiveSuccess  int       `json:"consecutive_successes"`
 	Draining            bool      `json:"draining,omitempty"`
 	LastHeartbeat       time.Time `json:"last_heartbeat,omitzero"`
-	UpdatedAt           time.Time `json:"updated_at"`
+	// InstanceID is the agent instance whose heartbeats the record judges,
+	// so a health instance that starts later knows a restart when it sees one.
+	InstanceID string    `json:"instance_id,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at"`
 	// Server is the model server's own load from the latest heartbeat that
 	// carried one (DESIGN §5.2); nil when the node does not scrape it.
 	Server *ServerLoad `json:"server,omitempty"`
@@ -140,8 +143,14 @@ type Outcome struct {
 	// done after the final (DESIGN §4, Fed-Ack-Done): the router that
 	// placed it has settled it already, and no ack counted it in the
 	// node's load, so routers do not take a slot back for it.
-	AtOnce bool      `json:"at_once,omitempty"`
-	Time   time.Time `json:"ts"`
+	AtOnce bool `json:"at_once,omitempty"`
+	// InstanceID is the agent instance the outcome is about (routers set
+	// it on dispatch_failed: the instance their catalog named when they
+	// dispatched). Health judges a node's current instance only by
+	// outcomes about it, so a restarted agent does not inherit the
+	// failures of the process that died.
+	InstanceID string    `json:"instance_id,omitempty"`
+	Time       time.Time `json:"ts"`
 }
 
 // Fault values of Outcome.Fault.

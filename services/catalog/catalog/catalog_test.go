@@ -290,6 +290,35 @@ func TestConflictWhileAliveThenReplacementWhenDead(t *testing.T) {
 	assert.Equal(t, "second", rec.InstanceID)
 }
 
+// A restarted agent (a new instance) takes its node id over once the old
+// instance is silent for TakeoverSilence, long before the old record would
+// expire at NodeTTL; while the old one heartbeats it is refused.
+func TestTakeoverAfterSilenceBeforeExpiry(t *testing.T) {
+	const silence = 400 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.NodeTTL = time.Hour; c.TakeoverSilence = silence })
+	e.register(node("n1", "first"))
+	stop := every(func() { e.heartbeat("n1", "first") })
+	time.Sleep(2 * silence) // past the registration's own sign of life
+	_, code, desc := e.call(e.sp.CatalogRegister(), node("n1", "second"))
+	require.Equal(t, wire.CodeConflict, code, "a heartbeating instance keeps its id: %s", desc)
+	assert.Contains(t, desc, silence.String())
+	stop()
+	stopped := time.Now()
+
+	var took time.Duration
+	natsembed.Eventually(t, 3*time.Second, func() error {
+		_, code, desc := e.call(e.sp.CatalogRegister(), node("n1", "second"))
+		took = time.Since(stopped)
+		return natsembed.Check(code == 0, "register second: %d %s", code, desc)
+	})
+	assert.GreaterOrEqual(t, took, silence-50*time.Millisecond, "not before the old instance was silent for takeover_silence")
+	entry, err := e.kv.Get(context.Background(), "nodes.n1")
+	require.NoError(t, err)
+	var rec record.Node
+	require.NoError(t, json.Unmarshal(entry.Value(), &rec))
+	assert.Equal(t, "second", rec.InstanceID)
+}
+
 func TestFindSeveralNodesAndCustomCapability(t *testing.T) {
 	e := newEnv(t, nil)
 	shared := record.Model{ModelID: "llama", Capabilities: []string{wire.CapGenerate}}

@@ -16,6 +16,11 @@ const Version = "0.1.0"
 const (
 	// DefaultNodeTTL is how long a node's record outlives its last heartbeat.
 	DefaultNodeTTL = 10 * time.Second
+	// DefaultTakeoverSilence is how long an agent instance must be silent
+	// before another instance may register its node id: 3 missed 1 s
+	// heartbeats, the silence after which health calls the node unhealthy
+	// and routers take its requests over.
+	DefaultTakeoverSilence = 3 * time.Second
 	// DefaultWorkers bounds the register/deregister requests handled at once.
 	DefaultWorkers = 16
 	// SweepsPerTTL sets the default SweepInterval to NodeTTL/SweepsPerTTL, so
@@ -33,6 +38,12 @@ type Config struct {
 	Subjects subject.Space
 	// NodeTTL is how long a node's record outlives its last heartbeat; 0 means DefaultNodeTTL.
 	NodeTTL time.Duration
+	// TakeoverSilence is how long the registered instance must have been
+	// silent before another instance may register the node id (a restarted
+	// agent); 0 means DefaultTakeoverSilence, and it is never more than
+	// NodeTTL. Keep it at least 3 heartbeat intervals: a live agent must
+	// not lose its id between two heartbeats.
+	TakeoverSilence time.Duration
 	// SweepInterval is how often stale records are looked for; 0 means NodeTTL/SweepsPerTTL.
 	SweepInterval time.Duration
 	// Workers bounds the register/deregister requests handled at once
@@ -44,13 +55,16 @@ type Config struct {
 
 // DefaultConfig returns the DESIGN defaults.
 func DefaultConfig() Config {
-	return Config{NodeTTL: DefaultNodeTTL, Workers: DefaultWorkers}
+	return Config{NodeTTL: DefaultNodeTTL, TakeoverSilence: DefaultTakeoverSilence, Workers: DefaultWorkers}
 }
 
 // Validate reports the first field that no default can stand for.
 func (c Config) Validate() error {
 	if c.NodeTTL < 0 {
 		return fmt.Errorf("catalog config: node_ttl must be >= 0, got %s", c.NodeTTL)
+	}
+	if c.TakeoverSilence < 0 {
+		return fmt.Errorf("catalog config: takeover_silence must be >= 0, got %s", c.TakeoverSilence)
 	}
 	if c.SweepInterval < 0 {
 		return fmt.Errorf("catalog config: sweep_interval must be >= 0, got %s", c.SweepInterval)
@@ -64,6 +78,7 @@ func (c Config) Validate() error {
 // withDefaults fills every zero field with its default.
 func (c Config) withDefaults() Config {
 	c.NodeTTL = cmp.Or(c.NodeTTL, DefaultNodeTTL)
+	c.TakeoverSilence = min(cmp.Or(c.TakeoverSilence, DefaultTakeoverSilence), c.NodeTTL)
 	c.SweepInterval = cmp.Or(c.SweepInterval, c.NodeTTL/SweepsPerTTL)
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	return c

@@ -80,8 +80,12 @@ func (s *Service) lastSign(n record.Node) time.Time {
 	return t
 }
 
-func (s *Service) alive(n record.Node, now time.Time) bool {
-	return now.Sub(s.lastSign(n)) < s.cfg.NodeTTL
+// holds reports whether n's instance still holds its node id against
+// another instance: it gave a sign of life within TakeoverSilence. (Its
+// record lives on until NodeTTL, so a restarted agent need not wait for
+// that; settled: it used to, and a killed node was out for ≈ 10 s.)
+func (s *Service) holds(n record.Node, now time.Time) bool {
+	return now.Sub(s.lastSign(n)) < s.cfg.TakeoverSilence
 }
 
 func (s *Service) onHeartbeat(m *nats.Msg) {

@@ -145,10 +145,10 @@ func (s *Service) register(ctx context.Context, n record.Node) (api.RegisterResp
 			s.cache.put(n, rev)
 			return api.RegisterResponse{NodeID: n.NodeID, Subject: n.Subject}, nil
 		}
-		if old := cur.node; old != nil && old.InstanceID != n.InstanceID && s.alive(*old, time.Now()) {
+		if old := cur.node; old != nil && old.InstanceID != n.InstanceID && s.holds(*old, time.Now()) {
 			return api.RegisterResponse{}, wire.Errorf(wire.CodeConflict,
-				"node_id %q is registered by another live instance (%q); it expires %s after its last heartbeat",
-				n.NodeID, old.InstanceID, s.cfg.NodeTTL)
+				"node_id %q is registered by another live instance (%q); another may take it %s after its last heartbeat",
+				n.NodeID, old.InstanceID, s.cfg.TakeoverSilence)
 		}
 		rev, err := s.kv.Update(ctx, key, data, cur.rev)
 		if err != nil {

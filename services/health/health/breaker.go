@@ -47,6 +47,21 @@ func (s *Service) openCircuit(n *node, now time.Time, why string) {
 	s.log.Warn().Str(logging.KeyNode, n.id).Int("consecutive_failures", n.breakerFail).Str("reason", why).Msg("circuit opened")
 }
 
+// breakerRestart is the circuit's part of an agent restart: the failures
+// that opened it were the previous process's, so the new one is tried at
+// once, one request at a time per router (half_open), rather than after
+// what is left of reset_timeout; a node that keeps failing opens it again
+// with its first failure.
+func (s *Service) breakerRestart(n *node) {
+	n.breakerFail = 0
+	if n.circuit != record.CircuitOpen {
+		return
+	}
+	n.circuit = record.CircuitHalfOpen
+	n.halfOpenOK = 0
+	s.log.Info().Str(logging.KeyNode, n.id).Msg("circuit half_open: the agent restarted")
+}
+
 // checkReset moves an open circuit to half_open once ResetTimeout passed.
 func (s *Service) checkReset(n *node, now time.Time) bool {
 	if n.circuit != record.CircuitOpen || now.Sub(n.openedAt) < s.cfg.ResetTimeout {

@@ -89,6 +89,7 @@ func (s *Service) applyHeartbeat(hb *record.Heartbeat, now time.Time) {
 		// nothing about this one.
 		s.log.Info().Str(logging.KeyNode, n.id).Str(logging.KeyInstance, hb.InstanceID).Msg("node restarted: state reset to unknown")
 		n.state, n.consecOK, n.consecFail = record.StateUnknown, 0, 0
+		s.breakerRestart(n)
 	}
 	if hb.InstanceID != "" {
 		n.instance = hb.InstanceID
@@ -139,7 +140,15 @@ func (s *Service) countOutcome(n *node, o *record.Outcome) {
 
 // judgeOutcome moves the node's state, and for real requests its circuit
 // breaker and success rate, by the verdict on o. at is the event's time.
+// An outcome about another agent instance than the latest heartbeat's (a
+// router's ack timeout for a dispatch to the process that died, reported
+// after its successor started) is counted but judges nothing.
 func (s *Service) judgeOutcome(n *node, o *record.Outcome, now, at time.Time) {
+	if o.InstanceID != "" && n.instance != "" && o.InstanceID != n.instance {
+		s.log.Debug().Str(logging.KeyNode, n.id).Str(logging.KeyRequest, o.RequestID).Str(logging.KeyInstance, o.InstanceID).
+			Msg("outcome about a previous agent instance: not judged")
+		return
+	}
 	isRequest := o.Kind == record.OutcomeCompleted || o.Kind == record.OutcomeDispatchFailed
 	if isRequest {
 		n.lastOutcome = now

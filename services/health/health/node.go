@@ -122,6 +122,7 @@ func (n *node) record() record.Health {
 		ConsecutiveSuccess:  n.consecOK,
 		Draining:            n.draining,
 		LastHeartbeat:       n.lastHeartbeat,
+		InstanceID:          n.instance,
 		UpdatedAt:           n.version,
 		Server:              n.server,
 		Models:              n.models.render(),
@@ -147,7 +148,7 @@ func sameForRouting(a, b *record.Health) bool {
 		(a.Samples >= minSamplesForP99) == (b.Samples >= minSamplesForP99) &&
 		a.ThroughputTPS == b.ThroughputTPS && a.GPUUtilization == b.GPUUtilization &&
 		a.QueueDepth == b.QueueDepth && a.InFlight == b.InFlight && a.MaxConcurrency == b.MaxConcurrency &&
-		a.SuccessRate == b.SuccessRate && a.ConsecutiveFailures == b.ConsecutiveFailures &&
+		a.SuccessRate == b.SuccessRate && a.ConsecutiveFailures == b.ConsecutiveFailures && a.InstanceID == b.InstanceID &&
 		sameServer(a.Server, b.Server) && sameModels(a.Models, b.Models)
 }
 
@@ -171,6 +172,9 @@ func (n *node) seed(r *record.Health, rev uint64) {
 	n.inFlight, n.queueDepth, n.tps, n.gpu = r.InFlight, r.QueueDepth, r.ThroughputTPS, r.GPUUtilization
 	n.hbMax = r.MaxConcurrency
 	n.lastHeartbeat = r.LastHeartbeat
+	if n.instance == "" {
+		n.instance = r.InstanceID // so the first heartbeat of a restarted agent is seen as one
+	}
 	n.server = r.Server
 	n.models.seed(r.Models)
 	if r.UpdatedAt.After(n.version) {

@@ -410,7 +410,7 @@ func TestRegistersAgainWhenItsRecordVanishes(t *testing.T) {
 }
 
 // A restarted agent whose id is still held by its previous instance (409)
-// waits for it to expire instead of failing Start; Start's context still
+// waits for it to fall silent instead of failing Start; Start's context still
 // ends the wait.
 func TestRestartedAgentWaitsOutThePreviousInstance(t *testing.T) {
 	cases := []struct {
@@ -434,7 +434,7 @@ func TestRestartedAgentWaitsOutThePreviousInstance(t *testing.T) {
 			defer cancel()
 			err = s.Start(ctx)
 			out := logs.String()
-			assert.Equal(t, 1, strings.Count(out, "waiting for the previous instance to expire"), "logged once: %s", out)
+			assert.Equal(t, 1, strings.Count(out, "waiting for the previous instance to fall silent"), "logged once: %s", out)
 			assert.Contains(t, out, "node_ttl")
 			if !tc.ok {
 				require.Error(t, err)

@@ -18,8 +18,8 @@ import (
 // RegisterRetry until the catalog takes it or ctx ends: while no catalog
 // answers (no responders, timeout, 5xx: busy, a KV failure) and while
 // another live instance holds the node id (409: a restarted agent waits
-// for its previous instance's record to expire, node_ttl after the last
-// heartbeat). Any other refusal (400: a record the catalog rejects) is
+// until its previous instance has been silent for the catalog's
+// takeover_silence, 3 s after its last heartbeat). Any other refusal (400: a record the catalog rejects) is
 // final, and so is a closed connection.
 func (s *Service) register(ctx context.Context) error {
 	body, err := json.Marshal(api.RegisterRequest(s.cfg.record(s.instance)))
@@ -49,7 +49,7 @@ func (s *Service) register(ctx context.Context) error {
 				if ttl, ok := nodeTTLHint(we.Description); ok {
 					ev = ev.Dur("node_ttl", ttl)
 				}
-				ev.Msg("node id held by another live instance: waiting for the previous instance to expire")
+				ev.Msg("node id held by another live instance: waiting for the previous instance to fall silent")
 			}
 		case isWire && we.Code < 500:
 			return fmt.Errorf("node %s: catalog refused registration: %w", s.cfg.NodeID, err)

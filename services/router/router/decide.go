@@ -31,6 +31,10 @@ type decision struct {
 	// resumable: the chosen node's catalog record says resumable (a stream
 	// it accepts may be taken over by another resumable node if it is lost)
 	resumable bool
+	// instance: the chosen node's agent instance as the catalog named it,
+	// carried on this attempt's dispatch_failed so health does not blame a
+	// restarted agent for its predecessor (DESIGN §9.2)
+	instance string
 	// decidedBy: the policy term that separated the node from the
 	// runner-up (decisions.go), for the decision event
 	decidedBy string
@@ -169,6 +173,9 @@ func (c *cache) decide(r *placementQuery, p *policyState, rr uint64) decision {
 		d.model = d.e.modelFor(r.capability, r.model)
 		d.halfOpen = d.e.circuit == circuitHalfOpen
 		d.resumable = d.e.resumable
+		if d.e.node != nil {
+			d.instance = d.e.node.InstanceID
+		}
 	}
 	c.mu.RUnlock()
 	scratchPool.Put(sc)

@@ -799,8 +799,8 @@ func (p *placement) held(d *decision) *held {
 		tried = append(tried, p.query.tried...)
 	}
 	return &held{msg: p.msg, spec: p.spec, capability: p.inbound.Capability, received: p.inbound.Received,
-		deadline: p.deadline, tried: tried, attempts: p.attempts, model: d.model, resumable: d.resumable,
-		takeover: p.takeover}
+		deadline: p.deadline, tried: tried, attempts: p.attempts, model: d.model, instance: d.instance,
+		resumable: d.resumable, takeover: p.takeover}
 }
 
 // retryAfter records a failed attempt and waits the retry delay before
@@ -1110,13 +1110,13 @@ func subjectToken(id string) bool {
 
 // publishDispatchFailed tells health that the node did not take a request.
 func (s *Service) publishDispatchFailed(spec *wire.Spec, capability string, d *decision, attempt int, why string) {
-	s.publishNodeFailed(spec, capability, d.e.id, d.model, attempt, why)
+	s.publishNodeFailed(spec, capability, d.e.id, d.instance, d.model, attempt, why)
 }
 
 // publishNodeFailed publishes a dispatch_failed outcome for node: code 429
 // and no fault for busy, 503 and no fault for draining, else 503 and fault
 // node (no responders, ack timeout, refusals, "node lost").
-func (s *Service) publishNodeFailed(spec *wire.Spec, capability, node, model string, attempt int, why string) {
+func (s *Service) publishNodeFailed(spec *wire.Spec, capability, node, instance, model string, attempt int, why string) {
 	// A busy node is healthy and full: 429 keeps it out of health's failure
 	// count (as does "draining" in why); those two are nobody's fault. No
 	// responders, ack timeouts and refusals are the node's: 503, fault node.
@@ -1129,7 +1129,7 @@ func (s *Service) publishNodeFailed(spec *wire.Spec, capability, node, model str
 	}
 	ev := record.Outcome{Kind: record.OutcomeDispatchFailed, NodeID: node, RequestID: spec.RequestID,
 		Code: code, Error: why, Capability: capability, Model: model, Tenant: spec.Tenant,
-		Attempt: attempt, Stream: spec.Stream, Fault: fault, Time: time.Now()}
+		Attempt: attempt, Stream: spec.Stream, Fault: fault, InstanceID: instance, Time: time.Now()}
 	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.RouterFailed(node), ev); err != nil {
 		s.log.Warn().Err(err).Str(logging.KeyNode, node).Str(logging.KeyRequest, spec.RequestID).Msg("publish dispatch_failed outcome")
 	}

@@ -238,7 +238,7 @@ func TestIntegrationHappyPathAndOutstanding(t *testing.T) {
 func TestIntegrationRetrySuccess(t *testing.T) {
 	e := newEnv(t, nil)
 	// a scores higher (local, fast), so it is tried first and is busy
-	e.addNode(tnode{id: "a", region: "eu", health: healthy(10)})
+	e.addNode(tnode{id: "a", region: "eu", health: healthy(10), instance: "a-1"})
 	e.addNode(tnode{id: "b", region: "us", health: healthy(200)})
 	a := e.fakeNode("a", always(wire.StatusBusy))
 	b := e.fakeNode("b", always(wire.StatusAccepted))
@@ -274,6 +274,7 @@ func TestIntegrationRetrySuccess(t *testing.T) {
 		assert.Equal(t, 1, o.Attempt)
 		assert.Equal(t, wire.StatusBusy, o.Error)
 		assert.Equal(t, resp.RequestID, o.RequestID)
+		assert.Equal(t, "a-1", o.InstanceID, "the instance the catalog named")
 	case <-time.After(2 * time.Second):
 		t.Fatal("no dispatch_failed outcome for node a")
 	}

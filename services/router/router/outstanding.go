@@ -46,6 +46,7 @@ type held struct {
 	tried      []*entry // nodes tried (failed or draining) before this dispatch
 	attempts   int      // dispatches sent, this one included
 	model      string   // the model picked on the node
+	instance   string   // the node's agent instance when it was picked (its "node lost" names it)
 	resumable  bool     // the node's catalog record said resumable when it was picked
 	takeover   string   // the lost node this dispatch took over from, "" for a first placement
 }

@@ -109,7 +109,7 @@ func (s *Service) lostOne(r lostRec, how string, place, report bool) {
 	}
 	s.withdraw(r.requestID, h.msg.Header.Get(wire.HdrCancelKey), r.e.id)
 	if report {
-		s.publishNodeFailed(&h.spec, h.capability, r.e.id, h.model, h.attempts, "node lost")
+		s.publishNodeFailed(&h.spec, h.capability, r.e.id, h.instance, h.model, h.attempts, "node lost")
 	}
 	p := h.placement(s, r.e)
 	p.how = how

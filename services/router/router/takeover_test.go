@@ -279,6 +279,7 @@ func TestIntegrationLostNodeTakeover(t *testing.T) {
 				assert.Equal(t, record.FaultNode, o.Fault)
 				assert.Equal(t, reqID, o.RequestID)
 				assert.Equal(t, 1, o.Attempt)
+				assert.Equal(t, "first-instance", o.InstanceID, "names the instance that took the request, also when its successor registered")
 			case <-time.After(time.Second):
 				t.Fatal("no dispatch_failed outcome for the lost node")
 			}

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -110,24 +111,24 @@ func sleepUntil(ctx context.Context, t time.Time) {
 }
 
 // nodeSeen reports whether a node is in the router's candidates (so in
-// fed_catalog) and whether it is eligible.
-func (h *harness) nodeSeen(id string) (inCatalog, eligible bool) {
+// fed_catalog), whether it is eligible and, when not, why.
+func (h *harness) nodeSeen(id string) (inCatalog, eligible bool, why string) {
 	msg := nats.NewMsg(h.m.space.RouterCandidates())
 	msg.Data = []byte(capability)
 	r, err := h.nc.RequestMsg(msg, time.Second)
 	if err != nil {
-		return false, false
+		return false, false, ""
 	}
 	var resp api.CandidatesResponse
 	if json.Unmarshal(r.Data, &resp) != nil {
-		return false, false
+		return false, false, ""
 	}
 	for _, c := range resp.Candidates {
 		if c.NodeID == id {
-			return true, c.Eligible
+			return true, c.Eligible, cmp.Or(c.Reason, c.RejectedBy)
 		}
 	}
-	return false, false
+	return false, false, ""
 }
 
 // registeredAt is when the catalog registered node id (zero when it has
@@ -153,18 +154,29 @@ func (h *harness) registeredAt(id string) time.Time {
 // fresh, registered again after since. It polls until end.
 func (h *harness) watchBack(ctx context.Context, f *faultRun, id string, since, end time.Time, fresh bool) {
 	var inCat bool
+	var whys []string // the router's reasons in the order seen, so a slow return names its cause
 	for time.Now().Before(end) && ctx.Err() == nil {
-		c, e := h.nodeSeen(id)
+		c, e, w := h.nodeSeen(id)
 		inCat = inCat || c
+		if w != "" && !slices.Contains(whys, w) {
+			whys = append(whys, w)
+		}
 		if e && (!fresh || h.registeredAt(id).After(since)) {
-			f.note("%s back (eligible) %s after", id, fmtDur(time.Since(since)))
+			if len(whys) > 0 {
+				f.note("%s back (eligible) %s after (not eligible before: %s)", id, fmtDur(time.Since(since)), strings.Join(whys, "; "))
+			} else {
+				f.note("%s back (eligible) %s after", id, fmtDur(time.Since(since)))
+			}
 			return
 		}
 		sleepUntil(ctx, time.Now().Add(250*time.Millisecond))
 	}
-	if inCat {
+	switch {
+	case inCat && len(whys) > 0:
+		f.note("%s in fed_catalog but not back by the phase end (not eligible: %s)", id, strings.Join(whys, "; "))
+	case inCat:
 		f.note("%s in fed_catalog but not back by the phase end", id)
-	} else {
+	default:
 		f.note("%s not back in fed_catalog by the phase end", id)
 	}
 }
