@@ -194,10 +194,8 @@ func (o *output) final(res backend.Result, werr *wire.Error, latency time.Durati
 	if !j.call.Stream {
 		data = o.body
 	}
-	m := j.reply.Done(data, wire.DoneInfo{Tokens: res.Tokens, LatencyMs: ms(latency), TTFTMs: ms(o.ttft), RouteScore: j.routeScore})
-	if res.ContentType != "" {
-		m.Header.Set(wire.HdrContentType, res.ContentType)
-	}
+	m := j.reply.Done(data, wire.DoneInfo{Tokens: res.Tokens, LatencyMs: ms(latency), TTFTMs: ms(o.ttft), RouteScore: j.routeScore,
+		ContentType: res.ContentType})
 	if o.answer != nil {
 		o.answer.SetAnswer(m.Header) // Fed-Answer-Blob, Fed-Answer-Size, Fed-Answer-Key
 	}

@@ -47,6 +47,7 @@ type Options struct {
 	BinDir     string        // where the router/health binaries are for the scale run
 	Only       string        // run one part: reqreply, stream, blobs, secure, cancel, gateway, decisions or scale ("" = all)
 	CPUProfile string        // write a CPU profile of the run here (go tool pprof)
+	MemProfile string        // write a heap allocation profile of the run here (go tool pprof -sample_index=alloc_space)
 	// SideCommand starts a side process of the request-reply and decode
 	// measurements (ServeSide; side.go): the program and its arguments, to
 	// which "--side S" is added. Empty: both sides run in this process only.
@@ -266,6 +267,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if o.MemProfile != "" {
+		defer writeAllocProfile(o.MemProfile)
+	}
 	if o.runs("reqreply") {
 		if err := r.withWays(ctx, o, func(ways []sidesWay) error { return reqReplyTable(ctx, w, o, ways) }); err != nil {
 			return err
@@ -358,6 +362,9 @@ func reqReplyTable(ctx context.Context, w io.Writer, o Options, ways []sidesWay)
 		fmt.Fprintf(w, "| p99 latency, 1 client | %s | %.1f µs | %.1f µs | %.2f× | ≤ 2.5× |\n", wy.name, us(lat.raw.p99), us(lat.mesh.p99), ratio(lat.mesh.p99, lat.raw.p99))
 		fmt.Fprintf(w, "| throughput, %d clients | %s | %.0f req/s | %.0f req/s | %.2f× | ≥ 0.45× |\n", o.Clients, wy.name, tp.raw, tp.mesh, tp.mesh/tp.raw)
 		fmt.Fprintf(w, "| CPU per request, %d clients (the process) | %s | %.1f µs | %.1f µs | %.2f× | — |\n", o.Clients, wy.name, us(tp.rawCPU), us(tp.meshCPU), ratio(tp.meshCPU, tp.rawCPU))
+		fmt.Fprintf(w, "| heap allocations per request, %d clients (the process) | %s | %.0f (%.1f KB) | %.0f (%.1f KB) | %.2f× (bytes %.2f×) | — |\n", o.Clients, wy.name,
+			tp.rawAllocs.Objects, tp.rawAllocs.Bytes/1024, tp.meshAllocs.Objects, tp.meshAllocs.Bytes/1024,
+			tp.meshAllocs.Objects/max(tp.rawAllocs.Objects, 1), tp.meshAllocs.Bytes/max(tp.rawAllocs.Bytes, 1))
 	}
 	fmt.Fprintln(w)
 	return nil
@@ -400,4 +407,18 @@ func ratio(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// writeAllocProfile writes the allocations of the run so far (pprof's
+// "allocs" profile: every sampled allocation since the process started).
+func writeAllocProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: allocation profile: %v\n", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: allocation profile: %v\n", err)
+	}
 }

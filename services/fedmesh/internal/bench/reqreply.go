@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime/metrics"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -125,8 +127,34 @@ func latencyBlock(n int, one func() error) (sideResult, error) {
 // clients) spent per request: the rate follows the CPU share the machine
 // gives the run, the CPU per request much less so.
 type rates struct {
-	raw, mesh       float64
-	rawCPU, meshCPU time.Duration
+	raw, mesh             float64
+	rawCPU, meshCPU       time.Duration
+	rawAllocs, meshAllocs heapAllocs // per request
+}
+
+// heapAllocs counts heap allocations: objects and bytes. Of the whole
+// process, like the CPU time, since the garbage collector's share of that
+// time follows them.
+type heapAllocs struct {
+	Objects float64 `json:"objects"`
+	Bytes   float64 `json:"bytes"`
+}
+
+var allocSamples = []metrics.Sample{{Name: "/gc/heap/allocs:objects"}, {Name: "/gc/heap/allocs:bytes"}}
+
+// processAllocs is what this process has allocated on the heap so far.
+func processAllocs() heapAllocs {
+	s := slices.Clone(allocSamples)
+	metrics.Read(s)
+	var a heapAllocs
+	if s[0].Value.Kind() == metrics.KindUint64 && s[1].Value.Kind() == metrics.KindUint64 {
+		a.Objects, a.Bytes = float64(s[0].Value.Uint64()), float64(s[1].Value.Uint64())
+	}
+	return a
+}
+
+func (a heapAllocs) minus(b heapAllocs) heapAllocs {
+	return heapAllocs{Objects: a.Objects - b.Objects, Bytes: a.Bytes - b.Bytes}
 }
 
 // processCPU is the CPU time (user + system) this process has used.
@@ -147,18 +175,26 @@ const throughputBlocks = 6
 func throughput(ctx context.Context, ss [2]side, clients int, window time.Duration) (rates, error) {
 	var done [2]int64
 	var wall, cpu [2]time.Duration
+	var allocs [2]heapAllocs
 	err := alternate(throughputBlocks, func(side int) error {
 		res, err := ss[side].run(ctx, sideOp{Op: opThroughput, N: clients, Window: window / throughputBlocks})
 		done[side], wall[side], cpu[side] = done[side]+res.Done, wall[side]+res.Wall, cpu[side]+res.CPU
+		allocs[side].Objects += res.Allocs.Objects
+		allocs[side].Bytes += res.Allocs.Bytes
 		return err
 	})
 	if err != nil {
 		return rates{}, err
 	}
 	perReq := func(side int) time.Duration { return cpu[side] / time.Duration(max(1, done[side])) }
+	allocsPerReq := func(side int) heapAllocs {
+		n := float64(max(1, done[side]))
+		return heapAllocs{Objects: allocs[side].Objects / n, Bytes: allocs[side].Bytes / n}
+	}
 	return rates{
 		raw: float64(done[sideRaw]) / wall[sideRaw].Seconds(), mesh: float64(done[sideRouted]) / wall[sideRouted].Seconds(),
 		rawCPU: perReq(sideRaw), meshCPU: perReq(sideRouted),
+		rawAllocs: allocsPerReq(sideRaw), meshAllocs: allocsPerReq(sideRouted),
 	}, nil
 }
 
@@ -167,7 +203,7 @@ func throughputBlock(ctx context.Context, d time.Duration, ones []func() error) 
 	var done atomic.Int64
 	var firstErr error
 	var once sync.Once
-	t0, cpu0 := time.Now(), processCPU()
+	t0, cpu0, allocs0 := time.Now(), processCPU(), processAllocs()
 	stop := t0.Add(d)
 	var wg sync.WaitGroup
 	for _, one := range ones {
@@ -184,7 +220,7 @@ func throughputBlock(ctx context.Context, d time.Duration, ones []func() error) 
 		}()
 	}
 	wg.Wait()
-	res := sideResult{Done: done.Load(), Wall: time.Since(t0), CPU: processCPU() - cpu0}
+	res := sideResult{Done: done.Load(), Wall: time.Since(t0), CPU: processCPU() - cpu0, Allocs: processAllocs().minus(allocs0)}
 	if firstErr != nil {
 		return sideResult{}, fmt.Errorf("throughput: %w", firstErr)
 	}

@@ -54,6 +54,7 @@ type sideResult struct {
 	Done      int64           `json:"done,omitempty"`         // throughput: requests answered
 	Wall      time.Duration   `json:"wall_ns,omitempty"`      // throughput: the block's wall time
 	CPU       time.Duration   `json:"cpu_ns,omitempty"`
+	Allocs    heapAllocs      `json:"allocs,omitzero"` // throughput: the process's heap allocations in the block
 	Err       string          `json:"error,omitempty"`
 }
 

@@ -86,6 +86,10 @@ func TestSides(t *testing.T) {
 			assert.Positive(t, tp.mesh)
 			assert.Positive(t, tp.rawCPU)
 			assert.Positive(t, tp.meshCPU)
+			// counted in the process that ran the side, and passed back over the pipe
+			assert.Positive(t, tp.rawAllocs.Objects)
+			assert.Positive(t, tp.rawAllocs.Bytes)
+			assert.Greater(t, tp.meshAllocs.Objects, tp.rawAllocs.Objects, "a routed request is 4 messages, raw's 2")
 		})
 	}
 }

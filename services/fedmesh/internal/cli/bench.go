@@ -35,6 +35,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&o.BinDir, "bin-dir", "bin", "where `make build` put the catalog, health and router binaries")
 	f.StringVar(&o.Only, "only", "", "run one part: "+strings.Join(bench.Parts, ", "))
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	f.StringVar(&o.MemProfile, "memprofile", "", "write a heap allocation profile of the run to this file")
 	f.DurationVar(&o.OutcomeWindow, "outcome-window", 0, "the bench nodes' outcome_window (0: each outcome at once, the node default)")
 	return cmd
 }
