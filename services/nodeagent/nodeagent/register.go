@@ -19,8 +19,8 @@ import (
 // answers (no responders, timeout, 5xx: busy, a KV failure) and while
 // another live instance holds the node id (409: a restarted agent waits
 // until its previous instance has been silent for the catalog's
-// takeover_silence, 3 s after its last heartbeat). Any other refusal (400: a record the catalog rejects) is
-// final, and so is a closed connection.
+// takeover_silence, 3 s). Any other refusal (400: a record the catalog
+// rejects) is final, and so is a closed connection.
 func (s *Service) register(ctx context.Context) error {
 	body, err := json.Marshal(api.RegisterRequest(s.cfg.record(s.instance)))
 	if err != nil {

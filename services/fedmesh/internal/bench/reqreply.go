@@ -157,6 +157,16 @@ func (a heapAllocs) minus(b heapAllocs) heapAllocs {
 	return heapAllocs{Objects: a.Objects - b.Objects, Bytes: a.Bytes - b.Bytes}
 }
 
+func (a heapAllocs) plus(b heapAllocs) heapAllocs {
+	return heapAllocs{Objects: a.Objects + b.Objects, Bytes: a.Bytes + b.Bytes}
+}
+
+// per is a over n requests (n ≥ 1).
+func (a heapAllocs) per(n int64) heapAllocs {
+	d := float64(max(1, n))
+	return heapAllocs{Objects: a.Objects / d, Bytes: a.Bytes / d}
+}
+
 // processCPU is the CPU time (user + system) this process has used.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -179,22 +189,17 @@ func throughput(ctx context.Context, ss [2]side, clients int, window time.Durati
 	err := alternate(throughputBlocks, func(side int) error {
 		res, err := ss[side].run(ctx, sideOp{Op: opThroughput, N: clients, Window: window / throughputBlocks})
 		done[side], wall[side], cpu[side] = done[side]+res.Done, wall[side]+res.Wall, cpu[side]+res.CPU
-		allocs[side].Objects += res.Allocs.Objects
-		allocs[side].Bytes += res.Allocs.Bytes
+		allocs[side] = allocs[side].plus(res.Allocs)
 		return err
 	})
 	if err != nil {
 		return rates{}, err
 	}
 	perReq := func(side int) time.Duration { return cpu[side] / time.Duration(max(1, done[side])) }
-	allocsPerReq := func(side int) heapAllocs {
-		n := float64(max(1, done[side]))
-		return heapAllocs{Objects: allocs[side].Objects / n, Bytes: allocs[side].Bytes / n}
-	}
 	return rates{
 		raw: float64(done[sideRaw]) / wall[sideRaw].Seconds(), mesh: float64(done[sideRouted]) / wall[sideRouted].Seconds(),
 		rawCPU: perReq(sideRaw), meshCPU: perReq(sideRouted),
-		rawAllocs: allocsPerReq(sideRaw), meshAllocs: allocsPerReq(sideRouted),
+		rawAllocs: allocs[sideRaw].per(done[sideRaw]), meshAllocs: allocs[sideRouted].per(done[sideRouted]),
 	}, nil
 }
 

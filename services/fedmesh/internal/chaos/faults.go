@@ -155,6 +155,12 @@ func (h *harness) registeredAt(id string) time.Time {
 func (h *harness) watchBack(ctx context.Context, f *faultRun, id string, since, end time.Time, fresh bool) {
 	var inCat bool
 	var whys []string // the router's reasons in the order seen, so a slow return names its cause
+	why := func(label string) string {
+		if len(whys) == 0 {
+			return ""
+		}
+		return " (" + label + ": " + strings.Join(whys, "; ") + ")"
+	}
 	for time.Now().Before(end) && ctx.Err() == nil {
 		c, e, w := h.nodeSeen(id)
 		inCat = inCat || c
@@ -162,21 +168,14 @@ func (h *harness) watchBack(ctx context.Context, f *faultRun, id string, since, 
 			whys = append(whys, w)
 		}
 		if e && (!fresh || h.registeredAt(id).After(since)) {
-			if len(whys) > 0 {
-				f.note("%s back (eligible) %s after (not eligible before: %s)", id, fmtDur(time.Since(since)), strings.Join(whys, "; "))
-			} else {
-				f.note("%s back (eligible) %s after", id, fmtDur(time.Since(since)))
-			}
+			f.note("%s back (eligible) %s after%s", id, fmtDur(time.Since(since)), why("not eligible before"))
 			return
 		}
 		sleepUntil(ctx, time.Now().Add(250*time.Millisecond))
 	}
-	switch {
-	case inCat && len(whys) > 0:
-		f.note("%s in fed_catalog but not back by the phase end (not eligible: %s)", id, strings.Join(whys, "; "))
-	case inCat:
-		f.note("%s in fed_catalog but not back by the phase end", id)
-	default:
+	if inCat {
+		f.note("%s in fed_catalog but not back by the phase end%s", id, why("not eligible"))
+	} else {
 		f.note("%s not back in fed_catalog by the phase end", id)
 	}
 }
