@@ -256,27 +256,18 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(w, "## fedmesh benchmarks\n\nMachine: %s/%s, %d CPUs, %s. Server: embedded nats-server, clients over loopback TCP, services and nodes on in-process connections.\n\n",
 		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 
-	if o.CPUProfile != "" {
-		f, err := os.Create(o.CPUProfile)
-		if err != nil {
-			return fmt.Errorf("bench: cpu profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bench: cpu profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfiles, err := (Profiles{CPU: o.CPUProfile, Mem: o.MemProfile}).Start()
+	if err != nil {
+		return err
 	}
-	if o.MemProfile != "" {
-		defer writeAllocProfile(o.MemProfile)
-	}
+	defer stopProfiles()
 	if o.runs("reqreply") {
-		if err := r.withWays(ctx, o, func(ways []sidesWay) error { return reqReplyTable(ctx, w, o, ways) }); err != nil {
+		if err := r.withWays(ctx, o, "reqreply", func(ways []sidesWay) error { return reqReplyTable(ctx, w, o, ways) }); err != nil {
 			return err
 		}
 	}
 	if o.runs("stream") {
-		if err := r.withWays(ctx, o, func(ways []sidesWay) error { return r.streamTable(ctx, w, o, ways) }); err != nil {
+		if err := r.withWays(ctx, o, "stream", func(ways []sidesWay) error { return r.streamTable(ctx, w, o, ways) }); err != nil {
 			return err
 		}
 	}
@@ -323,12 +314,15 @@ type sidesWay struct {
 // of its own (when o.SideCommand says how) and with both on r. Each table
 // gets fresh side processes and r's client sessions are closed after it,
 // so what one table leaves behind (64 clients, their heap) does not weigh
-// on the next.
-func (r *rig) withWays(ctx context.Context, o Options, table func([]sidesWay) error) error {
+// on the next. With profiles asked for, each side process writes its own,
+// named after the option's file, the part and the side (cpu.out.reqreply.routed).
+func (r *rig) withWays(ctx context.Context, o Options, part string, table func([]sidesWay) error) error {
 	defer r.closeClients()
 	var ways []sidesWay
 	if len(o.SideCommand) > 0 {
-		procs, err := startSides(ctx, o.SideCommand)
+		procs, err := startSides(ctx, o.SideCommand, func(side string) []string {
+			return Profiles{CPU: o.CPUProfile, Mem: o.MemProfile}.of(part + "." + side).args()
+		})
 		if err != nil {
 			return err
 		}
@@ -409,16 +403,62 @@ func ratio(a, b time.Duration) float64 {
 	return float64(a) / float64(b)
 }
 
-// writeAllocProfile writes the allocations of the run so far (pprof's
-// "allocs" profile: every sampled allocation since the process started).
-func writeAllocProfile(path string) {
-	f, err := os.Create(path)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: allocation profile: %v\n", err)
-		return
+// Profiles are the files a process writes its CPU profile and its heap
+// allocation profile to (go tool pprof; "" writes none).
+type Profiles struct{ CPU, Mem string }
+
+// Start starts the CPU profile; stop ends it and writes the allocation
+// profile (pprof's "allocs": every sampled allocation since the process
+// started), reporting a failure to write on stderr.
+func (p Profiles) Start() (stop func(), err error) {
+	var cpu *os.File
+	if p.CPU != "" {
+		if cpu, err = os.Create(p.CPU); err != nil {
+			return nil, fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(cpu); err != nil {
+			_ = cpu.Close()
+			return nil, fmt.Errorf("bench: cpu profile: %w", err)
+		}
 	}
-	defer f.Close()
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-		fmt.Fprintf(os.Stderr, "bench: allocation profile: %v\n", err)
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			_ = cpu.Close()
+		}
+		if p.Mem == "" {
+			return
+		}
+		f, err := os.Create(p.Mem)
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(f, 0)
+			_ = f.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench: allocation profile: %v\n", err)
+		}
+	}, nil
+}
+
+// of is p for one side process: each file name with "."+suffix.
+func (p Profiles) of(suffix string) Profiles {
+	if p.CPU != "" {
+		p.CPU += "." + suffix
 	}
+	if p.Mem != "" {
+		p.Mem += "." + suffix
+	}
+	return p
+}
+
+// args are p as bench-side's flags.
+func (p Profiles) args() []string {
+	var a []string
+	if p.CPU != "" {
+		a = append(a, "--cpuprofile", p.CPU)
+	}
+	if p.Mem != "" {
+		a = append(a, "--memprofile", p.Mem)
+	}
+	return a
 }

@@ -137,12 +137,18 @@ func alternate(rounds int, one func(side int) error) error {
 // ServeSide is a side process (`fedmesh bench-side`): side "raw" or
 // "routed" on a rig of its own, one sideOp per JSON line on in, its
 // sideResult as a JSON line on out (Err set when the op failed). It first
-// writes an empty result once its rig is up, and ends at the end of in.
-func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string) error {
+// writes an empty result once its rig is up, and ends at the end of in,
+// writing its profiles then.
+func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string, prof Profiles) error {
 	idx := slices.Index(sideNames[:], name)
 	if idx < 0 {
 		return fmt.Errorf("bench side: unknown side %q (raw or routed)", name)
 	}
+	stopProfiles, err := prof.Start()
+	if err != nil {
+		return fmt.Errorf("bench side %s: %w", name, err)
+	}
+	defer stopProfiles()
 	r, err := newRig(ctx, 0)
 	if err != nil {
 		return fmt.Errorf("bench side %s: start mesh: %w", name, err)
@@ -179,9 +185,9 @@ type sideProc struct {
 }
 
 // startSide starts the side process of name by argv (ServeSide's command
-// line without --side) and waits until its rig is up.
-func startSide(ctx context.Context, argv []string, name string) (*sideProc, error) {
-	args := append(append([]string{}, argv[1:]...), "--side", name)
+// line without --side) and more args, and waits until its rig is up.
+func startSide(ctx context.Context, argv []string, name string, more ...string) (*sideProc, error) {
+	args := append(append(append([]string{}, argv[1:]...), "--side", name), more...)
 	cmd := exec.CommandContext(ctx, argv[0], args...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
@@ -204,11 +210,12 @@ func startSide(ctx context.Context, argv []string, name string) (*sideProc, erro
 	return p, nil
 }
 
-// startSides starts both side processes; stop them with stopSides.
-func startSides(ctx context.Context, argv []string) ([2]side, error) {
+// startSides starts both side processes, each with the args more gives its
+// name; stop them with stopSides.
+func startSides(ctx context.Context, argv []string, more func(side string) []string) ([2]side, error) {
 	var sides [2]side
 	for i, name := range sideNames {
-		p, err := startSide(ctx, argv, name)
+		p, err := startSide(ctx, argv, name, more(name)...)
 		if err != nil {
 			_ = stopSides(sides)
 			return [2]side{}, err

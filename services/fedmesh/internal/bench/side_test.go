@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"compress/gzip"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +26,9 @@ func TestMain(m *testing.M) {
 	}
 	fs := flag.NewFlagSet("side", flag.ExitOnError)
 	name := fs.String("side", "", "")
+	var prof Profiles
+	fs.StringVar(&prof.CPU, "cpuprofile", "", "")
+	fs.StringVar(&prof.Mem, "memprofile", "", "")
 	args := os.Args[1:]
 	for i, a := range args {
 		if a == "--" {
@@ -31,7 +37,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	_ = fs.Parse(args)
-	if err := ServeSide(context.Background(), os.Stdin, os.Stdout, *name); err != nil {
+	if err := ServeSide(context.Background(), os.Stdin, os.Stdout, *name, prof); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -55,9 +61,16 @@ func TestSides(t *testing.T) {
 	rg, err := newRig(ctx, 0)
 	require.NoError(t, err)
 	defer rg.close()
-	procs, err := startSides(ctx, sideArgv(t))
+	dir := t.TempDir()
+	prof := Profiles{CPU: filepath.Join(dir, "cpu"), Mem: filepath.Join(dir, "mem")}
+	procs, err := startSides(ctx, sideArgv(t), func(side string) []string { return prof.of(side).args() })
 	require.NoError(t, err)
-	defer func() { assert.NoError(t, stopSides(procs)) }()
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = stopSides(procs)
+		}
+	}()
 
 	for _, wy := range []sidesWay{{"in this process", localSides(rg)}, {"a process each", procs}} {
 		t.Run(wy.name, func(t *testing.T) {
@@ -92,13 +105,30 @@ func TestSides(t *testing.T) {
 			assert.Greater(t, tp.meshAllocs.Objects, tp.rawAllocs.Objects, "a routed request is 4 messages, raw's 2")
 		})
 	}
+
+	// each side process wrote its own profiles as it ended
+	stopped = true
+	require.NoError(t, stopSides(procs))
+	for _, side := range sideNames {
+		for _, path := range []string{prof.of(side).CPU, prof.of(side).Mem} {
+			// a pprof profile is a gzipped protocol buffer
+			f, err := os.Open(path)
+			require.NoError(t, err, side)
+			zr, err := gzip.NewReader(f)
+			require.NoError(t, err, "%s: %s is gzipped", side, path)
+			n, err := io.Copy(io.Discard, zr)
+			_ = f.Close()
+			assert.NoError(t, err, "%s: %s", side, path)
+			assert.Positive(t, n, "%s: %s holds a profile", side, path)
+		}
+	}
 }
 
 // A side refuses what it cannot run with an error, never a hang: an
 // unknown side name before its rig starts, a bad op as the op's error.
 func TestSideRefuses(t *testing.T) {
 	var out strings.Builder
-	err := ServeSide(context.Background(), strings.NewReader(""), &out, "both")
+	err := ServeSide(context.Background(), strings.NewReader(""), &out, "both", Profiles{})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `unknown side "both"`)
 	assert.Empty(t, out.String(), "no ready line")

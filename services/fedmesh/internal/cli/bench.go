@@ -34,8 +34,8 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&o.ScaleNodes, "scale-nodes", bench.DefaultScaleNodes, "simulated nodes for the scale run (0 skips it)")
 	f.StringVar(&o.BinDir, "bin-dir", "bin", "where `make build` put the catalog, health and router binaries")
 	f.StringVar(&o.Only, "only", "", "run one part: "+strings.Join(bench.Parts, ", "))
-	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
-	f.StringVar(&o.MemProfile, "memprofile", "", "write a heap allocation profile of the run to this file")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (each side process its own, FILE.<part>.<side>)")
+	f.StringVar(&o.MemProfile, "memprofile", "", "write a heap allocation profile of the run to this file (each side process its own, FILE.<part>.<side>)")
 	f.DurationVar(&o.OutcomeWindow, "outcome-window", 0, "the bench nodes' outcome_window (0: each outcome at once, the node default)")
 	return cmd
 }
@@ -46,16 +46,21 @@ const benchSideUse = "bench-side"
 // measurements in a process of its own (bench.ServeSide): bench starts it,
 // users do not.
 func newBenchSideCmd() *cobra.Command {
-	var side string
+	var (
+		side string
+		prof bench.Profiles
+	)
 	cmd := &cobra.Command{
 		Use:    benchSideUse,
 		Short:  "one side (raw or routed) of bench's side-by-side measurements in a process of its own, driven on stdin",
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side)
+			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side, prof)
 		},
 	}
 	cmd.Flags().StringVar(&side, "side", "", "raw or routed")
+	cmd.Flags().StringVar(&prof.CPU, "cpuprofile", "", "write a CPU profile of the side to this file")
+	cmd.Flags().StringVar(&prof.Mem, "memprofile", "", "write a heap allocation profile of the side to this file")
 	return cmd
 }
