@@ -29,7 +29,15 @@ var (
 	errLost    = &wire.Error{Code: wire.CodeInternal, Description: "could not send to the client"}
 )
 
+// startMicro starts the fed-node micro service (dispatch, probe, replay
+// and status endpoints) unless it runs or stop closed it. On an error the
+// half-built service stays in s.svc: stop (or the next stand-down) stops it.
 func (s *Service) startMicro() error {
+	s.microMu.Lock()
+	defer s.microMu.Unlock()
+	if s.svc != nil || s.microClosed {
+		return nil
+	}
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        subject.ServiceNode,
 		Version:     AgentVersion,
@@ -43,7 +51,6 @@ func (s *Service) startMicro() error {
 		return fmt.Errorf("node %s: start micro service: %w", s.cfg.NodeID, err)
 	}
 	s.svc = svc
-	// On an error stop() stops the service.
 	// One dispatch endpoint per privacy level the node is cleared for: a
 	// request of a higher level has no subject to reach it on (in secured
 	// mode the credential allows no other, whatever a registration claims).
@@ -66,6 +73,43 @@ func (s *Service) startMicro() error {
 		return fmt.Errorf("node %s: add status endpoint: %w", s.cfg.NodeID, err)
 	}
 	return nil
+}
+
+// stopEndpointsLocked stops the micro service, so this instance no longer
+// shares the node's subjects (micro's queue group) with the one that holds
+// the id. Caller holds s.microMu.
+func (s *Service) stopEndpointsLocked() {
+	if s.svc == nil {
+		return
+	}
+	s.dispatchedBefore += inferRequests(s.svc)
+	if err := s.svc.Stop(); err != nil {
+		s.log.Debug().Err(err).Msg("stop micro service")
+	}
+	s.svc = nil
+}
+
+// dispatched counts the dispatches the micro services of this instance
+// took, across stand-downs.
+func (s *Service) dispatched() float64 {
+	s.microMu.Lock()
+	defer s.microMu.Unlock()
+	n := s.dispatchedBefore
+	if s.svc != nil {
+		n += inferRequests(s.svc)
+	}
+	return n
+}
+
+// inferRequests sums svc's dispatch endpoints (one per privacy level).
+func inferRequests(svc micro.Service) float64 {
+	var n float64
+	for _, ep := range svc.Stats().Endpoints {
+		if strings.HasPrefix(ep.Name, "infer-") {
+			n += float64(ep.NumRequests)
+		}
+	}
+	return n
 }
 
 // nodeStats is each endpoint's data in $SRV.STATS.fed-node.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedmesh/fedmesh/shared/buckets"
 	"github.com/fedmesh/fedmesh/shared/logging"
+	"github.com/fedmesh/fedmesh/shared/record"
 )
 
 // maxRecordWatchRetry caps the pause between attempts to open fed_catalog
@@ -67,10 +68,19 @@ func (s *Service) catalogBucket(ctx context.Context) (jetstream.KeyValue, error)
 	return js.KeyValue(octx, buckets.Catalog)
 }
 
-// onRecord sees every change of the node's catalog key, in order.
+// onRecord sees every change of the node's catalog key, in order. A record
+// of another instance means the catalog gave the node id to it (this one
+// was silent past takeover_silence: frozen, cut off): this one stands down
+// and registers again, which waits until that one has been silent as long.
 func (s *Service) onRecord(e jetstream.KeyValueEntry) {
 	if !buckets.Deleted(e) {
 		s.recordSeen.Store(true)
+		n, err := record.DecodeNode(e.Key(), e.Value())
+		if err != nil || n.InstanceID == "" || n.InstanceID == s.instance || s.isDraining() {
+			return
+		}
+		s.standDown(n.InstanceID)
+		s.reregister("node id taken over by instance " + n.InstanceID)
 		return
 	}
 	if s.isDraining() {

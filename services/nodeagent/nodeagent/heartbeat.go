@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/fedmesh/fedmesh/shared/record"
@@ -103,6 +104,63 @@ func (s *Service) isDraining() bool {
 	return s.draining
 }
 
+func (s *Service) isServing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serving
+}
+
+// standDown takes this instance out of service because another one holds
+// the node id (its record replaced ours, or the catalog answered 409 to a
+// registration of ours), until a registration of ours succeeds again: its
+// micro service stops, so every dispatch and probe on the node's subjects
+// reaches the holder (micro's queue group would give this one a share,
+// answered draining, which with no other node to try is a 503), its
+// heartbeats stop, and requests it accepted run on (the routers that
+// placed them take them over with a targeted cancel when the record
+// changes, DESIGN §4 step 8). Two agents started with one node id would
+// otherwise both serve it, one under the other's record.
+func (s *Service) standDown(holder string) {
+	s.mu.Lock()
+	was := s.serving && !s.draining
+	s.serving = false
+	s.mu.Unlock()
+	s.microMu.Lock()
+	s.stopEndpointsLocked()
+	s.microMu.Unlock()
+	if was {
+		s.log.Warn().Str("holder", holder).
+			Msg("node id taken over by another instance: standing down (off the node's subjects, no heartbeats) until it falls silent")
+	}
+}
+
+// serve puts this instance in service: a registration of ours succeeded.
+// Its micro service starts again if a stand-down stopped it: routers place
+// nothing on the node before its heartbeats (which start after this) make
+// health see it live again, so none finds the subjects empty meanwhile.
+func (s *Service) serve() error {
+	s.microMu.Lock()
+	down := s.svc == nil
+	s.microMu.Unlock()
+	if down {
+		if err := s.startMicro(); err != nil {
+			return err
+		}
+		// the server has the subscriptions before anyone is told
+		if err := s.nc.FlushTimeout(s.cfg.RegisterTimeout); err != nil {
+			return fmt.Errorf("node %s: flush subscriptions: %w", s.cfg.NodeID, err)
+		}
+	}
+	s.mu.Lock()
+	was := s.serving
+	s.serving = true
+	s.mu.Unlock()
+	if !was && s.registered {
+		s.log.Info().Msg("node id held again: serving")
+	}
+	return nil
+}
+
 // heartbeat is the node's load report as it is now.
 func (s *Service) heartbeat() record.Heartbeat {
 	var gpu float64
@@ -119,8 +177,8 @@ func (s *Service) heartbeat() record.Heartbeat {
 }
 
 func (s *Service) publishHeartbeat() {
-	if s.nc.IsClosed() {
-		return
+	if s.nc.IsClosed() || !s.isServing() {
+		return // a stood-down instance is silent: its successor's heartbeats are the node's
 	}
 	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Heartbeat(s.cfg.NodeID), s.heartbeat()); err != nil {
 		s.log.Debug().Err(err).Msg("publish heartbeat")

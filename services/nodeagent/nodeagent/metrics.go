@@ -1,7 +1,6 @@
 package nodeagent
 
 import (
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,13 +106,5 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		metrics.Counter(ch, c.conns, float64(opened), "false")
 		metrics.Counter(ch, c.conns, float64(reused), "true")
 	}
-	if s.svc != nil {
-		var n float64
-		for _, ep := range s.svc.Stats().Endpoints {
-			if strings.HasPrefix(ep.Name, "infer-") { // one endpoint per privacy level
-				n += float64(ep.NumRequests)
-			}
-		}
-		metrics.Counter(ch, c.dispatch, n)
-	}
+	metrics.Counter(ch, c.dispatch, s.dispatched())
 }

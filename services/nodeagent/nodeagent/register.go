@@ -35,7 +35,7 @@ func (s *Service) register(ctx context.Context) error {
 				return fmt.Errorf("node %s: malformed register answer: %w", s.cfg.NodeID, jerr)
 			}
 			s.log.Info().Bool("replaced", out.Replaced).Int("attempts", attempt).Msg("registered with catalog")
-			return nil
+			return s.serve()
 		}
 		var we *wire.Error
 		isWire := errors.As(err, &we)
@@ -43,6 +43,7 @@ func (s *Service) register(ctx context.Context) error {
 		case errors.Is(err, nats.ErrConnectionClosed):
 			return fmt.Errorf("node %s: register: %w", s.cfg.NodeID, err)
 		case isWire && we.Code == wire.CodeConflict:
+			s.standDown(we.Description) // another live instance holds the id: not ours to serve
 			if !waiting {
 				waiting = true
 				ev := s.log.Info().Str("catalog", we.Description)

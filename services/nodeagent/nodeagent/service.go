@@ -36,11 +36,15 @@ type Service struct {
 	active   int               // len of all jobs
 	waiting  int               // accepted jobs without a first token yet
 	draining bool
-	// serving: the first registration succeeded. Before it every dispatch
-	// is answered draining (a restarted agent waiting out its previous
+	// serving: this instance holds the node id: its registration succeeded
+	// and no other instance has taken the id over since (standDown). While
+	// not serving no heartbeat goes out, dispatches and probes are answered
+	// draining, and once another instance is known to hold the id the
+	// micro service is down (a restarted agent waiting out its previous
 	// instance could otherwise take requests routed by that instance's
 	// record, which routers then count as lost with it once this one's
-	// record replaces it).
+	// record replaces it; an instance whose id was taken over would serve
+	// beside its successor, under a record that is not its own).
 	serving bool
 	tps     float64 // EWMA of per-request tokens/s
 
@@ -50,9 +54,17 @@ type Service struct {
 	load     *scraper      // the model server's own load (scrape.go); nil: not scraped
 	blobs    *blobs.Opener // fed_blobs, opened on the first out-of-band body or answer (blob.go)
 
-	svc       micro.Service
-	cancelSub *nats.Subscription
-	heldSub   *nats.Subscription // fed.held.* (DESIGN §3.8)
+	// microMu guards svc, the fed-node micro service: up while this
+	// instance holds the node id (and before its first registration), down
+	// while it stands down (standDown), closed for good by stop.
+	microMu     sync.Mutex
+	svc         micro.Service
+	microClosed bool
+	// dispatchedBefore: dispatches counted by micro services stopped by a
+	// stand-down (the metric counts on across them)
+	dispatchedBefore float64
+	cancelSub        *nats.Subscription
+	heldSub          *nats.Subscription // fed.held.* (DESIGN §3.8)
 	// registered: start's registration succeeded, so stop drains and
 	// deregisters; after a failed start there is nothing to take back.
 	registered bool
@@ -144,10 +156,8 @@ func (s *Service) start(ctx context.Context) error {
 	if err := s.register(ctx); err != nil {
 		return err
 	}
+	// registered, and serving: register says so
 	s.registered = true
-	s.mu.Lock()
-	s.serving = true
-	s.mu.Unlock()
 	s.loops.Go(func(ctx context.Context) { s.heartbeatLoop(ctx, warmups) }) // its first heartbeat goes out at once
 	// From now on a vanished record (expired after a hang, deleted by
 	// hand) brings a new registration at once.
@@ -175,7 +185,7 @@ func (s *Service) stop() error {
 	// catalog think the node is still alive after its record is gone.
 	s.loops.Stop()
 	var errs []error
-	if s.registered && !s.nc.IsClosed() {
+	if s.registered && !s.nc.IsClosed() && s.isServing() { // a stood-down instance's record is another's
 		if err := s.deregister(); err != nil {
 			errs = append(errs, err)
 		}
@@ -203,12 +213,13 @@ func (s *Service) drainWork() {
 	}
 }
 
+// stopMicro stops the micro service for good and the subscriptions to
+// cancels and held questions.
 func (s *Service) stopMicro() {
-	if s.svc != nil {
-		if err := s.svc.Stop(); err != nil {
-			s.log.Debug().Err(err).Msg("stop micro service")
-		}
-	}
+	s.microMu.Lock()
+	s.stopEndpointsLocked()
+	s.microClosed = true
+	s.microMu.Unlock()
 	if s.cancelSub != nil {
 		_ = s.cancelSub.Unsubscribe()
 	}
