@@ -142,7 +142,12 @@ func (s *Service) countOutcome(n *node, o *record.Outcome) {
 // breaker and success rate, by the verdict on o. at is the event's time.
 // An outcome about another agent instance than the latest heartbeat's (a
 // router's ack timeout for a dispatch to the process that died, reported
-// after its successor started) is counted but judges nothing.
+// after its successor started) is counted but judges nothing, and so is a
+// failure that comes while the node is silent (silentAt): the missed
+// heartbeats already say it, and once it beats again (a frozen or cut-off
+// agent back) it is judged by what it does then, not by the ack timeouts
+// of its silence, which opened its circuit for reset_timeout and left it
+// unhealthy until a probe.
 func (s *Service) judgeOutcome(n *node, o *record.Outcome, now, at time.Time) {
 	if o.InstanceID != "" && n.instance != "" && o.InstanceID != n.instance {
 		s.log.Debug().Str(logging.KeyNode, n.id).Str(logging.KeyRequest, o.RequestID).Str(logging.KeyInstance, o.InstanceID).
@@ -161,6 +166,11 @@ func (s *Service) judgeOutcome(n *node, o *record.Outcome, now, at time.Time) {
 			s.breakerSuccess(n)
 		}
 	case failure:
+		if s.silentAt(n, now) {
+			s.log.Debug().Str(logging.KeyNode, n.id).Str(logging.KeyRequest, o.RequestID).Str("kind", o.Kind).
+				Dur("silent_for", now.Sub(n.lastHeartbeat)).Msg("failure while the node is silent: not judged")
+			return
+		}
 		s.onFailure(n)
 		if isRequest {
 			n.results.add(false)
@@ -169,6 +179,13 @@ func (s *Service) judgeOutcome(n *node, o *record.Outcome, now, at time.Time) {
 		s.log.Debug().Str(logging.KeyNode, n.id).Str(logging.KeyRequest, o.RequestID).Str("kind", o.Kind).Int("code", o.Code).
 			Int("consecutive_failures", n.consecFail).Msg("failure recorded")
 	}
+}
+
+// silentAt reports whether the node, which has heartbeated, has missed
+// more than two heartbeat intervals at now (a heartbeat is due every
+// interval; two leave room for a late one).
+func (s *Service) silentAt(n *node, now time.Time) bool {
+	return !n.lastHeartbeat.IsZero() && now.Sub(n.lastHeartbeat) > 2*s.cfg.HeartbeatInterval
 }
 
 // applyUnplaced counts a request no node took. Runs under mu.

@@ -112,3 +112,51 @@ func TestSeededInstanceSeesTheNextRestart(t *testing.T) {
 		})
 	}
 }
+
+// Failures that come while the node is silent (a frozen agent's
+// dispatches timing out) are counted but judge nothing, so a node back
+// from a freeze is routable at its next heartbeat instead of unhealthy
+// until a probe with its circuit open for reset_timeout; failures while
+// heartbeats flow judge it as before.
+func TestFailuresWhileSilentJudgeNothing(t *testing.T) {
+	cases := []struct {
+		name        string
+		silence     time.Duration // between the last heartbeat and the failures
+		wantState   string
+		wantCircuit string
+	}{
+		{"in a silence", 600 * time.Millisecond, record.StateUnknown, record.CircuitClosed},
+		{"while heartbeats flow", 0, record.StateUnhealthy, record.CircuitOpen},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			cfg := testConfig()
+			cfg.HeartbeatInterval = 200 * time.Millisecond // silent: more than 400 ms
+			cfg.ResetTimeout = time.Hour
+			s := h.start(cfg)
+			h.heartbeatOf("n1", "a")
+			h.waitKV("n1", "known", func(r *record.Health) bool { return r.InstanceID == "a" })
+			time.Sleep(c.silence)
+			for range cfg.FailureThreshold {
+				h.routerFailed("n1", "a")
+			}
+			natsembed.Eventually(t, 0, func() error {
+				s.mu.Lock()
+				got := s.stats().Nodes["n1"].DispatchFailures
+				s.mu.Unlock()
+				return natsembed.Check(got == int64(cfg.FailureThreshold), "dispatch failures counted %d", got)
+			})
+			h.heartbeatOf("n1", "a") // back, same instance
+			h.heartbeatOf("n2", "x") // a marker: once it is applied, so is n1's heartbeat
+			natsembed.Eventually(t, 0, func() error {
+				_, ok := inMemory(s, "n2")
+				return natsembed.Check(ok, "n2 not seen yet")
+			})
+			m, _ := inMemory(s, "n1")
+			assert.Equal(t, c.wantState, m.State)
+			assert.Equal(t, c.wantCircuit, m.Circuit)
+			h.waitKV("n1", "written", func(r *record.Health) bool { return r.State == c.wantState && r.Circuit == c.wantCircuit })
+		})
+	}
+}
