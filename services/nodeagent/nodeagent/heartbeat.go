@@ -112,7 +112,8 @@ func (s *Service) isServing() bool {
 
 // standDown takes this instance out of service because another one holds
 // the node id (its record replaced ours, or the catalog answered 409 to a
-// registration of ours), until a registration of ours succeeds again: its
+// registration of an instance not serving), until a registration of ours
+// succeeds again: its
 // micro service stops, so every dispatch and probe on the node's subjects
 // reaches the holder (micro's queue group would give this one a share,
 // answered draining, which with no other node to try is a 503), its

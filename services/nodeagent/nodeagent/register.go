@@ -43,7 +43,13 @@ func (s *Service) register(ctx context.Context) error {
 		case errors.Is(err, nats.ErrConnectionClosed):
 			return fmt.Errorf("node %s: register: %w", s.cfg.NodeID, err)
 		case isWire && we.Code == wire.CodeConflict:
-			s.standDown(we.Description) // another live instance holds the id: not ours to serve
+			if !s.isServing() {
+				// Not ours yet: off the node's subjects while another
+				// holds it. A serving instance learns of a takeover from
+				// its record (followRecord); a 409 may be the catalog's
+				// transient "concurrent registrations".
+				s.standDown(we.Description)
+			}
 			if !waiting {
 				waiting = true
 				ev := s.log.Info().Str("catalog", we.Description)

@@ -21,7 +21,8 @@ import (
 )
 
 // An agent whose node id another instance took over (it was frozen or cut
-// off past takeover_silence, or a second agent runs with the same id)
+// off past takeover_silence, or a second agent runs with the same id: its
+// record in fed_catalog names that instance)
 // stands down: it leaves the node's subjects (dispatches and probes find
 // no responder here, so with the holder up they all reach it), its
 // heartbeats stop, and it registers again, which the catalog refuses while
@@ -36,11 +37,6 @@ func TestTakenOverInstanceStandsDown(t *testing.T) {
 	}{
 		{"record replaced, the other falls silent", replaceRecord, true},
 		{"record replaced, stopped while stood down", replaceRecord, false},
-		{"registering again refused", func(t *testing.T, set *buckets.Set, _ record.Node) {
-			// the record vanished (expired while this one was cut off) and
-			// the catalog answers 409: another instance holds the id
-			require.NoError(t, set.Catalog.Delete(context.Background(), buckets.NodeKey("n1")))
-		}, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,4 +138,29 @@ func probeStatus(t *testing.T, nc *nats.Conn) string {
 	var pa probeAnswer
 	require.NoError(t, json.Unmarshal(m.Data, &pa))
 	return pa.Status
+}
+
+// A 409 to a serving agent's registration again (the catalog's transient
+// "concurrent registrations") does not take it off the node's subjects:
+// only a record of another instance does.
+func TestConflictWhileServingKeepsServing(t *testing.T) {
+	r := newRigNoCatalog(t)
+	set := natsembed.BucketsForTest(t, r.nc)
+	cat := startFakeCatalog(t, r.nc, &fakeCatalog{kv: set.Catalog})
+	logs, log := natsembed.NewLogBuffer(t)
+	s, err := New(r.conn(), testConfig("n1", synthetic.New(synthetic.Config{})), log)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Stop() })
+	require.NoError(t, s.Start(context.Background()))
+	cat.mu.Lock()
+	cat.conflicts = cat.refused + 3
+	cat.mu.Unlock()
+	require.NoError(t, set.Catalog.Delete(context.Background(), buckets.NodeKey("n1"))) // registers again
+	natsembed.Eventually(t, 5*time.Second, func() error {
+		return natsembed.Check(len(cat.regs()) >= 2, "registered %d times, %d refused", len(cat.regs()), cat.refusals())
+	})
+	assert.Equal(t, 3, cat.refusals())
+	assert.Equal(t, wire.StatusAccepted, r.dispatch("n1", "x").status)
+	assert.NotContains(t, logs.String(), "standing down")
+	assert.True(t, s.isServing())
 }
