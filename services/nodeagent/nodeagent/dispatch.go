@@ -30,13 +30,14 @@ var (
 )
 
 // startMicro starts the fed-node micro service (dispatch, probe, replay
-// and status endpoints) unless it runs or stop closed it. On an error the
-// half-built service stays in s.svc: stop (or the next stand-down) stops it.
-func (s *Service) startMicro() error {
+// and status endpoints) unless it runs or stop closed it, and says whether
+// it started it. On an error the half-built service stays in s.svc: stop
+// (or the next stand-down) stops it.
+func (s *Service) startMicro() (started bool, err error) {
 	s.microMu.Lock()
 	defer s.microMu.Unlock()
 	if s.svc != nil || s.microClosed {
-		return nil
+		return false, nil
 	}
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        subject.ServiceNode,
@@ -48,7 +49,7 @@ func (s *Service) startMicro() error {
 		},
 	})
 	if err != nil {
-		return fmt.Errorf("node %s: start micro service: %w", s.cfg.NodeID, err)
+		return false, fmt.Errorf("node %s: start micro service: %w", s.cfg.NodeID, err)
 	}
 	s.svc = svc
 	// One dispatch endpoint per privacy level the node is cleared for: a
@@ -57,22 +58,22 @@ func (s *Service) startMicro() error {
 	for lvl := wire.PrivacyPublic; lvl <= s.cfg.Clearance; lvl++ {
 		if err := svc.AddEndpoint("infer-"+lvl.String(), micro.HandlerFunc(s.handleInfer),
 			micro.WithEndpointSubject(s.cfg.Subjects.NodeInferAt(s.cfg.NodeID, lvl.String()))); err != nil {
-			return fmt.Errorf("node %s: add infer endpoint for %s: %w", s.cfg.NodeID, lvl, err)
+			return true, fmt.Errorf("node %s: add infer endpoint for %s: %w", s.cfg.NodeID, lvl, err)
 		}
 	}
 	if err := svc.AddEndpoint("probe", micro.HandlerFunc(s.handleProbe),
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeProbe(s.cfg.NodeID))); err != nil {
-		return fmt.Errorf("node %s: add probe endpoint: %w", s.cfg.NodeID, err)
+		return true, fmt.Errorf("node %s: add probe endpoint: %w", s.cfg.NodeID, err)
 	}
 	if err := svc.AddEndpoint("replay", micro.HandlerFunc(s.handleReplay),
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeReplay(s.cfg.NodeID))); err != nil {
-		return fmt.Errorf("node %s: add replay endpoint: %w", s.cfg.NodeID, err)
+		return true, fmt.Errorf("node %s: add replay endpoint: %w", s.cfg.NodeID, err)
 	}
 	if err := svc.AddEndpoint("status", micro.HandlerFunc(s.handleStatus),
 		micro.WithEndpointSubject(s.cfg.Subjects.NodeStatus(s.cfg.NodeID))); err != nil {
-		return fmt.Errorf("node %s: add status endpoint: %w", s.cfg.NodeID, err)
+		return true, fmt.Errorf("node %s: add status endpoint: %w", s.cfg.NodeID, err)
 	}
-	return nil
+	return true, nil
 }
 
 // stopEndpointsLocked stops the micro service, so this instance no longer

@@ -113,9 +113,8 @@ func (s *Service) isServing() bool {
 // standDown takes this instance out of service because another one holds
 // the node id (its record replaced ours, or the catalog answered 409 to a
 // registration of an instance not serving), until a registration of ours
-// succeeds again: its
-// micro service stops, so every dispatch and probe on the node's subjects
-// reaches the holder (micro's queue group would give this one a share,
+// succeeds again: its micro service stops, so every dispatch and probe on
+// the node's subjects reaches the holder (micro's queue group would give this one a share,
 // answered draining, which with no other node to try is a 503), its
 // heartbeats stop, and requests it accepted run on (the routers that
 // placed them take them over with a targeted cancel when the record
@@ -140,13 +139,11 @@ func (s *Service) standDown(holder string) {
 // nothing on the node before its heartbeats (which start after this) make
 // health see it live again, so none finds the subjects empty meanwhile.
 func (s *Service) serve() error {
-	s.microMu.Lock()
-	down := s.svc == nil
-	s.microMu.Unlock()
-	if down {
-		if err := s.startMicro(); err != nil {
-			return err
-		}
+	started, err := s.startMicro()
+	if err != nil {
+		return err
+	}
+	if started {
 		// the server has the subscriptions before anyone is told
 		if err := s.nc.FlushTimeout(s.cfg.RegisterTimeout); err != nil {
 			return fmt.Errorf("node %s: flush subscriptions: %w", s.cfg.NodeID, err)

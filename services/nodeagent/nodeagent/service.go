@@ -137,7 +137,7 @@ func (s *Service) start(ctx context.Context) error {
 	if s.heldSub, err = s.nc.Subscribe(s.cfg.Subjects.HeldAll(), s.onHeld); err != nil {
 		return fmt.Errorf("node %s: subscribe to held questions: %w", s.cfg.NodeID, err)
 	}
-	if err := s.startMicro(); err != nil {
+	if _, err := s.startMicro(); err != nil {
 		return err
 	}
 	if err := s.nc.Flush(); err != nil {

@@ -96,7 +96,7 @@ func TestTakenOverInstanceStandsDown(t *testing.T) {
 				c, err := r.tryDispatch("n1", "x", 2*time.Second)
 				return natsembed.Check(err == nil && c.status == wire.StatusAccepted, "not serving again: %v", err)
 			})
-			assert.Equal(t, "ok", probeStatus(t, r.nc), "probe")
+			assert.Equal(t, "ok", probe(t, r.nc, "n1").Status, "probe")
 			n, err := set.Catalog.Get(context.Background(), buckets.NodeKey("n1"))
 			require.NoError(t, err)
 			var rec record.Node
@@ -129,38 +129,4 @@ func replaceRecord(t *testing.T, set *buckets.Set, self record.Node) {
 	require.NoError(t, err)
 	_, err = set.Catalog.Put(context.Background(), buckets.NodeKey(self.NodeID), data)
 	require.NoError(t, err)
-}
-
-func probeStatus(t *testing.T, nc *nats.Conn) string {
-	t.Helper()
-	m, err := nc.Request(subject.Default.NodeProbe("n1"), nil, 2*time.Second)
-	require.NoError(t, err)
-	var pa probeAnswer
-	require.NoError(t, json.Unmarshal(m.Data, &pa))
-	return pa.Status
-}
-
-// A 409 to a serving agent's registration again (the catalog's transient
-// "concurrent registrations") does not take it off the node's subjects:
-// only a record of another instance does.
-func TestConflictWhileServingKeepsServing(t *testing.T) {
-	r := newRigNoCatalog(t)
-	set := natsembed.BucketsForTest(t, r.nc)
-	cat := startFakeCatalog(t, r.nc, &fakeCatalog{kv: set.Catalog})
-	logs, log := natsembed.NewLogBuffer(t)
-	s, err := New(r.conn(), testConfig("n1", synthetic.New(synthetic.Config{})), log)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Stop() })
-	require.NoError(t, s.Start(context.Background()))
-	cat.mu.Lock()
-	cat.conflicts = cat.refused + 3
-	cat.mu.Unlock()
-	require.NoError(t, set.Catalog.Delete(context.Background(), buckets.NodeKey("n1"))) // registers again
-	natsembed.Eventually(t, 5*time.Second, func() error {
-		return natsembed.Check(len(cat.regs()) >= 2, "registered %d times, %d refused", len(cat.regs()), cat.refusals())
-	})
-	assert.Equal(t, 3, cat.refusals())
-	assert.Equal(t, wire.StatusAccepted, r.dispatch("n1", "x").status)
-	assert.NotContains(t, logs.String(), "standing down")
-	assert.True(t, s.isServing())
 }
