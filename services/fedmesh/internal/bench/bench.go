@@ -9,6 +9,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -55,6 +56,10 @@ type Options struct {
 	// OutcomeWindow is the bench nodes' outcome_window (0: each outcome at
 	// once, the node default): what batching outcomes buys.
 	OutcomeWindow time.Duration
+	// Floor makes the raw side of the request-reply table answer by the
+	// mesh's own four messages with no fedmesh code (serveFloor): what the
+	// protocol costs, against what the mesh costs.
+	Floor bool
 }
 
 func (o *Options) runs(part string) bool { return o.Only == "" || o.Only == part }
@@ -117,16 +122,21 @@ type rig struct {
 	upstream *openai.Backend
 	// outcomeWindow is every bench node's OutcomeWindow
 	outcomeWindow time.Duration
+	// floor: the raw echo answers by the mesh's messages (serveFloor), on
+	// floorConns; floorAcks counts the done acks its router read
+	floor      bool
+	floorConns []*nats.Conn
+	floorAcks  atomic.Uint64
 	// pool are the client sessions of the localSides (clients)
 	pool []*session
 }
 
-func newRig(ctx context.Context, window time.Duration) (*rig, error) {
+func newRig(ctx context.Context, window time.Duration, floor bool) (*rig, error) {
 	dir, err := os.MkdirTemp("", "fedmesh-bench-*")
 	if err != nil {
 		return nil, err
 	}
-	r := &rig{dir: dir, outcomeWindow: window}
+	r := &rig{dir: dir, outcomeWindow: window, floor: floor}
 	if err := r.start(ctx); err != nil {
 		r.close()
 		return nil, err
@@ -203,6 +213,9 @@ func (r *rig) close() {
 	if r.raw != nil {
 		r.raw.Close()
 	}
+	for _, nc := range r.floorConns {
+		nc.Close()
+	}
 	if r.mesh != nil {
 		r.mesh.Stop()
 	}
@@ -221,6 +234,8 @@ func (r *rig) close() {
 type session struct {
 	nc *nats.Conn
 	c  *client.Client
+	// floor: raw requests carry the SDK's headers (a floor rig's, serveFloor)
+	floor bool
 }
 
 func (r *rig) session() (*session, error) {
@@ -233,7 +248,7 @@ func (r *rig) session() (*session, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &session{nc: nc, c: c}, nil
+	return &session{nc: nc, c: c, floor: r.floor}, nil
 }
 
 func (s *session) close() {
@@ -247,7 +262,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := o.check(); err != nil {
 		return err
 	}
-	r, err := newRig(ctx, o.OutcomeWindow)
+	r, err := newRig(ctx, o.OutcomeWindow, o.Floor)
 	if err != nil {
 		return fmt.Errorf("bench: start mesh: %w", err)
 	}
@@ -321,7 +336,11 @@ func (r *rig) withWays(ctx context.Context, o Options, part string, table func([
 	var ways []sidesWay
 	if len(o.SideCommand) > 0 {
 		procs, err := startSides(ctx, o.SideCommand, func(side string) []string {
-			return Profiles{CPU: o.CPUProfile, Mem: o.MemProfile}.of(part + "." + side).args()
+			args := Profiles{CPU: o.CPUProfile, Mem: o.MemProfile}.of(part + "." + side).args()
+			if o.Floor {
+				args = append(args, "--floor")
+			}
+			return args
 		})
 		if err != nil {
 			return err
@@ -347,9 +366,14 @@ func reqReplyTable(ctx context.Context, w io.Writer, o Options, ways []sidesWay)
 			return fmt.Errorf("bench: throughput (%s): %w", wy.name, err)
 		}
 	}
+	raw := "raw NATS"
 	fmt.Fprintf(w, "### Request-reply: raw NATS vs routed by fedmesh (zero-delay synthetic node)\n\n")
-	fmt.Fprintf(w, "One per side: each side in a process of its own (its own server and mesh, started alike); one, shared: both in this process.\n\n")
-	fmt.Fprintf(w, "| measure | processes | raw NATS | fedmesh | ratio (fedmesh/raw) | target |\n|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "One per side: each side in a process of its own (its own server and mesh, started alike); one, shared: both in this process.")
+	if o.Floor {
+		raw = "raw NATS, the mesh's 4 messages"
+		fmt.Fprintf(w, " Floor: raw NATS answers by the mesh's own messages (request, dispatch, final, done ack) through a plain router and node, with no fedmesh code; the targets are against plain raw NATS.")
+	}
+	fmt.Fprintf(w, "\n\n| measure | processes | %s | fedmesh | ratio (fedmesh/raw) | target |\n|---|---|---|---|---|---|\n", raw)
 	for i, wy := range ways {
 		lat, tp := ms[i].lat, ms[i].tp
 		fmt.Fprintf(w, "| p50 latency, 1 client (%d req) | %s | %.1f µs | %.1f µs | %.2f× | ≤ 2.0× |\n", o.Samples, wy.name, us(lat.raw.p50), us(lat.mesh.p50), ratio(lat.mesh.p50, lat.raw.p50))

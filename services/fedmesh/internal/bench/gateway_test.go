@@ -15,7 +15,7 @@ import (
 func TestGatewayPart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rg, err := newRig(ctx, 0)
+	rg, err := newRig(ctx, 0, false)
 	require.NoError(t, err)
 	defer rg.close()
 	r, err := rg.gatewayMeasure(ctx, 30)

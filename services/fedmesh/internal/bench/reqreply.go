@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/metrics"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,7 +13,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/fedmesh/fedmesh/shared/blobs"
 	"github.com/fedmesh/fedmesh/shared/client"
+	"github.com/fedmesh/fedmesh/shared/natsembed"
+	"github.com/fedmesh/fedmesh/shared/record"
 	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
@@ -26,10 +30,15 @@ const (
 var benchBody = []byte("ping")
 
 // serveRaw starts the raw NATS responders: an echo that answers with one
-// message shaped like a node's final answer, and a streamer that sends the
+// message shaped like a node's final answer (or, on a floor rig, the same
+// answer by the mesh's messages: serveFloor), and a streamer that sends the
 // same chunks a node would.
 func (r *rig) serveRaw() error {
-	if _, err := r.raw.Subscribe(rawEchoSubject, func(m *nats.Msg) {
+	if r.floor {
+		if err := r.serveFloor(); err != nil {
+			return err
+		}
+	} else if _, err := r.raw.Subscribe(rawEchoSubject, func(m *nats.Msg) {
 		rep := wire.Reply{Inbox: m.Reply, RequestID: "raw", Node: "raw"}
 		_ = r.raw.PublishMsg(rep.Done(m.Data, wire.DoneInfo{Tokens: 1}))
 	}); err != nil {
@@ -64,6 +73,93 @@ func (r *rig) serveRaw() error {
 	return r.raw.Flush()
 }
 
+// serveFloor answers the echo subject with the four messages a routed whole
+// answer costs (DESIGN §4), carrying the headers the wire contract puts on
+// them, and no fedmesh code: the request (the SDK's headers, floorRequest)
+// reaches a "router", which sends the node a dispatch with the mesh's
+// dispatch headers and a reply subject of its own per request; the "node"
+// publishes the final to the client's inbox (Fed-Reply-To) and a done ack
+// with the node's ack headers to that subject, which the router's wildcard
+// subscription reads. Each party is on an in-process connection of its
+// own, as the mesh's services are. Raw NATS then measures the protocol's
+// floor: what its messages, hops and headers cost without the work fedmesh
+// does around them (README → Performance).
+func (r *rig) serveFloor() error {
+	rc, err := natsembed.ConnectInProcess(r.srv, "bench-floor-router")
+	if err != nil {
+		return err
+	}
+	r.floorConns = append(r.floorConns, rc)
+	node, err := natsembed.ConnectInProcess(r.srv, "bench-floor-node")
+	if err != nil {
+		return err
+	}
+	r.floorConns = append(r.floorConns, node)
+	var tok atomic.Uint64
+	if _, err := rc.Subscribe(floorAckPrefix+"*", func(m *nats.Msg) {
+		if m.Header.Get(wire.HdrStatus) == wire.StatusDone {
+			r.floorAcks.Add(1)
+		}
+	}); err != nil {
+		return err
+	}
+	if _, err := rc.QueueSubscribe(rawEchoSubject, "bench-floor", func(m *nats.Msg) {
+		now := time.Now()
+		h := make(nats.Header, len(m.Header)+len(floorDispatch)+1)
+		for k, v := range m.Header {
+			h[k] = v
+		}
+		for k, v := range floorDispatch {
+			h[k] = v
+		}
+		h[wire.HdrReplyTo] = []string{m.Reply}
+		h[wire.HdrAckDeadline] = []string{strconv.FormatInt(now.Add(time.Second).UnixMilli(), 10)}
+		h[wire.HdrDeadline] = []string{strconv.FormatInt(now.Add(30*time.Second).UnixMilli(), 10)}
+		_ = rc.PublishMsg(&nats.Msg{Subject: floorNodeSubject, Reply: floorAckPrefix + strconv.FormatUint(tok.Add(1), 36), Header: h, Data: m.Data})
+	}); err != nil {
+		return err
+	}
+	if _, err := node.Subscribe(floorNodeSubject, func(m *nats.Msg) {
+		rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: "bench-node"}
+		_ = node.PublishMsg(rep.Done(m.Data, wire.DoneInfo{Tokens: 1}))
+		ack := make(nats.Header, len(floorAck)+1)
+		for k, v := range floorAck {
+			ack[k] = v
+		}
+		ack[wire.HdrStatus] = []string{wire.StatusDone}
+		_ = node.PublishMsg(&nats.Msg{Subject: m.Reply, Header: ack})
+	}); err != nil {
+		return err
+	}
+	if err := rc.Flush(); err != nil {
+		return err
+	}
+	return node.Flush()
+}
+
+const (
+	floorNodeSubject = "bench.floor.node"
+	floorAckPrefix   = "bench.floor.ack."
+)
+
+// The floor's headers, as the mesh's messages carry them (names and value
+// shapes from a routed request of `fedmesh dev`): the SDK's request
+// headers, the dispatch's beyond those (its deadlines and reply inbox are
+// set per request) and a done ack's beyond Fed-Status.
+var (
+	floorRequest = nats.Header{
+		blobs.HdrAccept: {"true"}, wire.HdrCancelKey: {"TErMVs8SQJUe84uud4Ve9A"},
+		wire.HdrRequestID: {"kkLQxZWVQnCT3v0w2jb2Zz"}, wire.HdrTimeoutMs: {"29999"},
+	}
+	floorDispatch = nats.Header{
+		wire.HdrCapability: {wire.CapGenerate}, wire.HdrRouteScore: {"1.017"}, wire.HdrAttempt: {"1"},
+		wire.HdrAckDone: {"true"}, wire.HdrModel: {modelEcho},
+	}
+	floorAck = nats.Header{
+		wire.HdrInFlight: {"1"}, wire.HdrMaxConcurrency: {"4096"}, record.HdrServerLoad: {"r=0;w=0;kv=0.000;ph=0.000"},
+	}
+)
+
 type sides struct{ raw, mesh dist }
 
 // latencyBlockLen is how many sequential requests a side sends before the
@@ -96,6 +192,12 @@ func latency(ctx context.Context, ss [2]side, n int) (sides, error) {
 // responder, or through the mesh with the SDK.
 func (s *session) request(ctx context.Context, side int) func() error {
 	if side == sideRaw {
+		if s.floor { // the SDK's headers, as the mesh's request carries them
+			return func() error {
+				_, err := s.nc.RequestMsg(&nats.Msg{Subject: rawEchoSubject, Header: floorRequest, Data: benchBody}, 10*time.Second)
+				return err
+			}
+		}
 		return func() error {
 			_, err := s.nc.Request(rawEchoSubject, benchBody, 10*time.Second)
 			return err

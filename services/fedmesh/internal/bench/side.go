@@ -139,7 +139,8 @@ func alternate(rounds int, one func(side int) error) error {
 // sideResult as a JSON line on out (Err set when the op failed). It first
 // writes an empty result once its rig is up, and ends at the end of in,
 // writing its profiles then.
-func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string, prof Profiles) error {
+// floor makes a raw side's echo answer by the mesh's messages (Options.Floor).
+func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string, prof Profiles, floor bool) error {
 	idx := slices.Index(sideNames[:], name)
 	if idx < 0 {
 		return fmt.Errorf("bench side: unknown side %q (raw or routed)", name)
@@ -149,7 +150,7 @@ func ServeSide(ctx context.Context, in io.Reader, out io.Writer, name string, pr
 		return fmt.Errorf("bench side %s: %w", name, err)
 	}
 	defer stopProfiles()
-	r, err := newRig(ctx, 0)
+	r, err := newRig(ctx, 0, floor)
 	if err != nil {
 		return fmt.Errorf("bench side %s: start mesh: %w", name, err)
 	}

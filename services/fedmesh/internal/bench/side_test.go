@@ -12,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // sideEnv makes this test binary a side process (ServeSide) instead of
@@ -29,6 +32,7 @@ func TestMain(m *testing.M) {
 	var prof Profiles
 	fs.StringVar(&prof.CPU, "cpuprofile", "", "")
 	fs.StringVar(&prof.Mem, "memprofile", "", "")
+	floor := fs.Bool("floor", false, "")
 	args := os.Args[1:]
 	for i, a := range args {
 		if a == "--" {
@@ -37,7 +41,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	_ = fs.Parse(args)
-	if err := ServeSide(context.Background(), os.Stdin, os.Stdout, *name, prof); err != nil {
+	if err := ServeSide(context.Background(), os.Stdin, os.Stdout, *name, prof, *floor); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -58,7 +62,7 @@ func TestSides(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rg, err := newRig(ctx, 0)
+	rg, err := newRig(ctx, 0, false)
 	require.NoError(t, err)
 	defer rg.close()
 	dir := t.TempDir()
@@ -124,11 +128,46 @@ func TestSides(t *testing.T) {
 	}
 }
 
+// A floor rig's raw echo answers by the mesh's four messages: every request
+// gets its final (the request's body, done, its request id carried by the
+// dispatch) from the plain node, and the plain router reads a done ack for each, in this process and in a side
+// process started with --floor.
+func TestFloorAnswersByTheMeshMessages(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two meshes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rg, err := newRig(ctx, 0, true)
+	require.NoError(t, err)
+	defer rg.close()
+	sess, err := rg.clients(1)
+	require.NoError(t, err)
+	const n = 20
+	for range n {
+		m, err := sess[0].nc.RequestMsg(&nats.Msg{Subject: rawEchoSubject, Header: floorRequest, Data: benchBody}, 10*time.Second)
+		require.NoError(t, err)
+		assert.Equal(t, benchBody, m.Data)
+		assert.Equal(t, wire.StatusDone, m.Header.Get(wire.HdrStatus))
+		// the request's headers reached the node by the dispatch
+		assert.Equal(t, floorRequest.Get(wire.HdrRequestID), m.Header.Get(wire.HdrRequestID))
+	}
+	assert.Eventually(t, func() bool { return rg.floorAcks.Load() == n }, 5*time.Second, 10*time.Millisecond,
+		"a done ack per request, got %d", rg.floorAcks.Load())
+
+	p, err := startSide(ctx, sideArgv(t), "raw", "--floor")
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, p.stop()) }()
+	res, err := p.run(ctx, sideOp{Op: opLatency, N: 5})
+	require.NoError(t, err)
+	assert.Len(t, res.Latencies, 5)
+}
+
 // A side refuses what it cannot run with an error, never a hang: an
 // unknown side name before its rig starts, a bad op as the op's error.
 func TestSideRefuses(t *testing.T) {
 	var out strings.Builder
-	err := ServeSide(context.Background(), strings.NewReader(""), &out, "both", Profiles{})
+	err := ServeSide(context.Background(), strings.NewReader(""), &out, "both", Profiles{}, false)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), `unknown side "both"`)
 	assert.Empty(t, out.String(), "no ready line")

@@ -37,6 +37,7 @@ func newBenchCmd() *cobra.Command {
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (each side process its own, FILE.<part>.<side>)")
 	f.StringVar(&o.MemProfile, "memprofile", "", "write a heap allocation profile of the run to this file (each side process its own, FILE.<part>.<side>)")
 	f.DurationVar(&o.OutcomeWindow, "outcome-window", 0, "the bench nodes' outcome_window (0: each outcome at once, the node default)")
+	f.BoolVar(&o.Floor, "floor", false, "request-reply's raw side answers by the mesh's own four messages with no fedmesh code: the protocol's floor")
 	return cmd
 }
 
@@ -47,8 +48,9 @@ const benchSideUse = "bench-side"
 // users do not.
 func newBenchSideCmd() *cobra.Command {
 	var (
-		side string
-		prof bench.Profiles
+		side  string
+		prof  bench.Profiles
+		floor bool
 	)
 	cmd := &cobra.Command{
 		Use:    benchSideUse,
@@ -56,11 +58,12 @@ func newBenchSideCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side, prof)
+			return bench.ServeSide(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), side, prof, floor)
 		},
 	}
 	cmd.Flags().StringVar(&side, "side", "", "raw or routed")
 	cmd.Flags().StringVar(&prof.CPU, "cpuprofile", "", "write a CPU profile of the side to this file")
 	cmd.Flags().StringVar(&prof.Mem, "memprofile", "", "write a heap allocation profile of the side to this file")
+	cmd.Flags().BoolVar(&floor, "floor", false, "the raw side's echo answers by the mesh's messages (bench --floor)")
 	return cmd
 }
