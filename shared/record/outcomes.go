@@ -12,6 +12,18 @@ import (
 // 32 (nodeagent: outcomes batched per few ms).
 const MaxOutcomesBatch = 256
 
+// OutcomesHint guesses how many outcomes a batch holds, to size the slice
+// it decodes into: grown from nil, a batch of 32 copied every outcome
+// decoded so far at each doubling. It counts "kind" keys, which every
+// outcome has, and is only a capacity: a wrong guess costs a copy, never a
+// wrong result. Bounded by MaxOutcomesBatch, so a crafted body cannot make
+// a reader allocate more than the largest batch it would take.
+func OutcomesHint(data []byte) int {
+	return min(bytes.Count(data, kindKey), MaxOutcomesBatch)
+}
+
+var kindKey = []byte(`"kind"`)
+
 // DecodeOutcomes decodes what a node agent publishes on
 // fed.outcome.<node_id>: one outcome (a JSON object, as DecodeOutcome
 // takes) or a batch of them (a JSON array of such objects, oldest first).
@@ -28,7 +40,7 @@ func DecodeOutcomes(subj string, data []byte) ([]Outcome, error) {
 		}
 		return []Outcome{o}, nil
 	}
-	var all []Outcome
+	all := make([]Outcome, 0, OutcomesHint(data))
 	if err := json.Unmarshal(data, &all); err == nil {
 		if len(all) > MaxOutcomesBatch {
 			return nil, batchTooLarge(subj, len(all))

@@ -112,3 +112,26 @@ func FuzzDecodeOutcomes(f *testing.F) {
 		}
 	})
 }
+
+// The hint sizes a batch's slice: the outcomes' count for what node agents
+// send, and never more than the largest batch a reader takes, whatever the
+// body holds.
+func TestOutcomesHint(t *testing.T) {
+	one := `{"kind":"completed","node_id":"n1","ok":true,"ts":"2026-12-04T00:00:00Z"}`
+	batch := func(n int) string { return "[" + strings.TrimSuffix(strings.Repeat(one+",", n), ",") + "]" }
+	for _, tc := range []struct {
+		name string
+		data string
+		want int
+	}{
+		{"empty", "", 0},
+		{"one outcome", one, 1},
+		{"a batch of 32", batch(32), 32},
+		{"larger than any batch read", batch(MaxOutcomesBatch + 10), MaxOutcomesBatch},
+		{"a crafted body of keys only", strings.Repeat(`"kind"`, 10000), MaxOutcomesBatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, tc.want, OutcomesHint([]byte(tc.data)))
+		})
+	}
+}

@@ -66,10 +66,10 @@ func (s *Service) sendOutcome(o record.Outcome) {
 	defer b.mu.Unlock()
 	switch {
 	case draining || window <= 0:
-		out := append(b.buf, o)
-		b.buf = nil
+		b.buf = append(b.buf, o)
 		b.waiting.Store(false)
-		s.publishOutcomes(out)
+		s.publishOutcomes(b.buf)
+		b.reuse()
 	case !b.open:
 		b.open, b.window = true, window
 		if b.timer == nil {
@@ -79,15 +79,26 @@ func (s *Service) sendOutcome(o record.Outcome) {
 		}
 		s.publishOutcomes([]record.Outcome{o})
 	default:
+		if b.buf == nil {
+			b.buf = make([]record.Outcome, 0, OutcomeBatchMax)
+		}
 		b.buf = append(b.buf, o)
 		b.waiting.Store(true)
 		if len(b.buf) >= OutcomeBatchMax {
-			out := b.buf
-			b.buf = nil
 			b.waiting.Store(false)
-			s.publishOutcomes(out)
+			s.publishOutcomes(b.buf)
+			b.reuse()
 		}
 	}
+}
+
+// reuse empties buf once its outcomes are out (publishOutcomes encodes
+// them before it returns, and mu is held), keeping its array for the next
+// window: a window's batch grown from nil again cost a copy of every
+// outcome per doubling. Cleared, so it holds no strings of sent outcomes.
+func (b *outcomeBatch) reuse() {
+	clear(b.buf)
+	b.buf = b.buf[:0]
 }
 
 // flushOutcomes ends a window (its timer, and Stop before the deregister):
@@ -98,10 +109,8 @@ func (s *Service) flushOutcomes() {
 	b := &s.outcomes
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := b.buf
-	b.buf = nil
 	b.waiting.Store(false)
-	if len(out) == 0 || draining {
+	if len(b.buf) == 0 || draining {
 		b.open = false
 		if b.timer != nil {
 			b.timer.Stop()
@@ -109,7 +118,8 @@ func (s *Service) flushOutcomes() {
 	} else {
 		b.timer.Reset(b.window)
 	}
-	s.publishOutcomes(out)
+	s.publishOutcomes(b.buf)
+	b.reuse()
 }
 
 // publishOutcomes sends one outcome as a JSON object, several as a JSON

@@ -847,7 +847,9 @@ func (p *placement) busyNote() string {
 // finish counts a placed request and tells the middleware.
 func (p *placement) finish(res *Result) {
 	p.s.stats.placed.Add(1)
-	p.span.Set(tracing.KeyRequest.String(p.spec.RequestID), tracing.KeyNode.String(res.Node), tracing.KeyAttempt.Int(res.Attempts))
+	if tracing.Enabled() { // the attributes' slice is built even for a span that records nothing
+		p.span.Set(tracing.KeyRequest.String(p.spec.RequestID), tracing.KeyNode.String(res.Node), tracing.KeyAttempt.Int(res.Attempts))
+	}
 	p.s.decisions.add(p.decision(res))
 	for _, mw := range p.s.mw {
 		mw.AfterDispatch(&p.inbound, res)

@@ -197,7 +197,7 @@ func (s *Service) onOutcome(m *nats.Msg) {
 		}
 		return
 	}
-	var hs []outcomeHead
+	hs := make([]outcomeHead, 0, record.OutcomesHint(m.Data))
 	if err := json.Unmarshal(m.Data, &hs); err != nil {
 		// an element that does not decode spoils only itself
 		var raw []json.RawMessage
