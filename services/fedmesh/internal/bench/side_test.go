@@ -130,8 +130,8 @@ func TestSides(t *testing.T) {
 
 // A floor rig's raw echo answers by the mesh's four messages: every request
 // gets its final (the request's body, done, its request id carried by the
-// dispatch) from the plain node, and the plain router reads a done ack for each, in this process and in a side
-// process started with --floor.
+// dispatch) from the plain node, and the plain router reads a done ack for
+// each; a side process started with --floor answers too.
 func TestFloorAnswersByTheMeshMessages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two meshes")
