@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"maps"
 	"runtime/metrics"
 	"slices"
 	"strconv"
@@ -105,13 +106,9 @@ func (r *rig) serveFloor() error {
 	}
 	if _, err := rc.QueueSubscribe(rawEchoSubject, "bench-floor", func(m *nats.Msg) {
 		now := time.Now()
-		h := make(nats.Header, len(m.Header)+len(floorDispatch)+1)
-		for k, v := range m.Header {
-			h[k] = v
-		}
-		for k, v := range floorDispatch {
-			h[k] = v
-		}
+		h := make(nats.Header, len(m.Header)+len(floorDispatch)+3)
+		maps.Copy(h, m.Header)
+		maps.Copy(h, floorDispatch)
 		h[wire.HdrReplyTo] = []string{m.Reply}
 		h[wire.HdrAckDeadline] = []string{strconv.FormatInt(now.Add(time.Second).UnixMilli(), 10)}
 		h[wire.HdrDeadline] = []string{strconv.FormatInt(now.Add(30*time.Second).UnixMilli(), 10)}
@@ -123,9 +120,7 @@ func (r *rig) serveFloor() error {
 		rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: "bench-node"}
 		_ = node.PublishMsg(rep.Done(m.Data, wire.DoneInfo{Tokens: 1}))
 		ack := make(nats.Header, len(floorAck)+1)
-		for k, v := range floorAck {
-			ack[k] = v
-		}
+		maps.Copy(ack, floorAck)
 		ack[wire.HdrStatus] = []string{wire.StatusDone}
 		_ = node.PublishMsg(&nats.Msg{Subject: m.Reply, Header: ack})
 	}); err != nil {
