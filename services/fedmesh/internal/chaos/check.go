@@ -382,8 +382,14 @@ func (fl *follow) judge(stream bool, exp expectation) Verdict {
 	if len(fl.extra) > 0 {
 		v.Class = ClassDouble
 		v.Detail = fmt.Sprintf("%d finals:", 1+len(fl.extra))
-		for _, g := range append([]message{f}, fl.extra...) {
+		for i, g := range append([]message{f}, fl.extra...) {
 			v.Detail += fmt.Sprintf(" %s/%s/%d", nodeName(g.node), g.status, g.code)
+			if g.desc != "" { // an error final's reason says which path sent it
+				v.Detail += fmt.Sprintf(" (%q)", g.desc)
+			}
+			if i > 0 {
+				v.Detail += fmt.Sprintf(" %+.0f ms", float64(g.at.Sub(f.at).Microseconds())/1000)
+			}
 		}
 		return v
 	}
