@@ -109,6 +109,23 @@ func (a *acks) take(subj string) (pendingAck, bool) {
 	return r, ok
 }
 
+// unansweredGrace forgets the grace status questions among toks that no
+// answer has taken yet and returns their nodes, to be asked again: a
+// question replaced so never counts its node twice (an answer racing this
+// is taken by one side only, under mu).
+func (a *acks) unansweredGrace(toks []uint64) []string {
+	var nodes []string
+	a.mu.Lock()
+	for _, tok := range toks {
+		if r, ok := a.m[tok]; ok && r.grace {
+			delete(a.m, tok)
+			nodes = append(nodes, r.node)
+		}
+	}
+	a.mu.Unlock()
+	return nodes
+}
+
 // drop forgets the dispatch of token (its wait ended another way).
 func (a *acks) drop(tok uint64) {
 	a.mu.Lock()

@@ -256,29 +256,32 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 			p.finalError(p.err, true)
 			return
 		}
-		connected := s.nc.Status() == nats.CONNECTED
-		var unreached []string // asked again now; while cut off, kept for later
-		if connected {
-			p.graceMu.Lock()
-			unreached, p.graceUnreached = p.graceUnreached, nil
-			p.graceMu.Unlock()
-		}
-		if p.graceLeft.Load() > 0 && (!connected || len(unreached) > 0) && !s.stopping.Load() && time.Now().Before(p.graceUntil) {
-			// the questions (or their answers) wait in a reconnect, the
-			// router's or a node's: wait on, bounded by graceUntil, and
-			// ask the nodes nobody answered for again. Once the wait is
-			// restored another party may own p (a timer scheduled after it
-			// ended fires on a generation nobody waits in); an answer that
-			// came before it was restored left graceHeld or graceLeft for
-			// the timer.
+		if p.graceLeft.Load() > 0 && !s.stopping.Load() && time.Now().Before(p.graceUntil) {
+			// Some node has not answered. Its question or answer may wait
+			// in a reconnect, the router's or a node's, or be lost in one:
+			// a reply to a router that has just reconnected is dropped
+			// until its subscription's interest reaches the node's server.
+			// So wait on, bounded by graceUntil, and while connected ask
+			// again each node that found no responder or had no answer.
+			// Once the wait is restored another party may own p (a timer
+			// scheduled after it ended fires on a generation nobody waits
+			// in); an answer that came before it was restored left
+			// graceHeld or graceLeft for the timer.
+			var again []string // while cut off, the questions wait in the reconnect buffer
+			if s.nc.Status() == nats.CONNECTED {
+				p.graceMu.Lock()
+				again, p.graceUnreached = p.graceUnreached, nil
+				p.graceMu.Unlock()
+				again = append(again, s.acks.unansweredGrace(p.graceToks)...)
+			}
 			next := time.Now().Add(statusWait)
 			if next.After(p.graceUntil) {
 				next = p.graceUntil
 			}
-			again := p.graceQuestions(unreached, gen)
+			qs := p.graceQuestions(again, gen)
 			p.waiting.Store(gen)
 			s.sched.at(&p.tm, next, p, timerGraceStatus, gen)
-			p.askGraceOf(again, gen)
+			p.askGraceOf(qs, gen)
 			return
 		}
 		s.answered.forget(p.spec.RequestID, p)
@@ -287,19 +290,21 @@ func (p *placement) fire(kind timerKind, gen uint64) {
 }
 
 // graceReconnectWait bounds how much longer than statusWait the router
-// waits for the uncertain nodes' status answers while its own connection
-// is not connected.
+// waits for the uncertain nodes' status answers when some have not come
+// (a reconnect, the router's or a node's, holds or loses them).
 const graceReconnectWait = 2 * time.Second
 
 // askGrace is the finals grace running out with no outcome from some
 // uncertain node: before sending its own final error, the router asks each
 // of them that has not reported silent the status question of a lost ack
-// (askStatus), all at once, asynchronously, and waits up to statusWait
-// (longer, up to graceReconnectWait more, while its connection is down: a
-// router cut off across the grace missed the outcomes too; and while a
-// node's question finds no responder: a node cut off by its server's loss
-// may have answered the client from its reconnect buffer, and is asked
-// again each statusWait). One that says
+// (askStatus), all at once, asynchronously, and waits up to statusWait,
+// longer while some node has not answered: up to graceReconnectWait more,
+// asking again each statusWait, while connected, every node whose question
+// found no responder or got no answer. (A router cut off across the grace
+// missed the outcomes too; a node cut off by its server's loss may have
+// answered the client from its reconnect buffer; a reply to a router that
+// has just reconnected is lost until its interest reaches the node's
+// server.) One that says
 // held answered the client or is answering it: no final error
 // (finals_suppressed). When every one says no (or cannot be asked), or the
 // wait ends, the error final goes out as before; a completion outcome that

@@ -151,7 +151,9 @@ func TestIntegrationLostAckAsksTheNode(t *testing.T) {
 // status wait, the router's error is the one final, as before. A node whose
 // status subject has no responder then (it reconnects after its server's
 // loss, having answered the client from its buffer) is not a no: it is
-// asked again until it is back and says held.
+// asked again until it is back and says held; so is one whose answer to the
+// grace's first question is lost (a reply to a router that has just
+// reconnected), until it says held.
 func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 	const (
 		held    = "held"
@@ -160,6 +162,9 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 		// unreached: answered the client, but its status subscription is
 		// gone at the grace's first question, back and saying held after
 		unreached = "unreached"
+		// late: answered the client, but its answer to the grace's first
+		// question is lost; it says held to the next
+		late = "late"
 	)
 	for _, tc := range []struct {
 		name  string
@@ -171,6 +176,7 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 		{"both say not held", map[string]string{"a": notHeld, "b": notHeld}, "router:error"},
 		{"neither answers", map[string]string{"a": silent, "b": silent}, "router:error"},
 		{"the first is unreached, then says held", map[string]string{"a": unreached, "b": notHeld}, "a:done"},
+		{"the first's answer is lost, then it says held", map[string]string{"a": late, "b": notHeld}, "a:done"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Policy.AckTimeoutMs = 150; c.Policy.RetryDelayMs = 0; c.Policy.MaxRetries = 1 })
@@ -180,7 +186,7 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 				node string
 				req  api.StatusRequest
 			}
-			questions := make(chan asked, 8)
+			questions := make(chan asked, 64)
 			var dispatched atomic.Int32
 			for _, node := range []string{"a", "b"} {
 				// accepts; the ack goes nowhere, no outcome is sent; a node
@@ -188,7 +194,7 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 				dsub, err := e.nc.Subscribe(subject.Default.NodeInferAt(node, "*"), func(m *nats.Msg) {
 					dispatched.Add(1)
 					_ = e.nc.PublishMsg(&nats.Msg{Subject: "nobody.reads.this", Header: nats.Header{wire.HdrStatus: {wire.StatusAccepted}}})
-					if tc.grace[node] == held || tc.grace[node] == unreached {
+					if tc.grace[node] == held || tc.grace[node] == unreached || tc.grace[node] == late {
 						rep := wire.Reply{Inbox: m.Header.Get(wire.HdrReplyTo), RequestID: m.Header.Get(wire.HdrRequestID), Node: node}
 						_ = e.nc.PublishMsg(rep.Done([]byte("hi"), wire.DoneInfo{Tokens: 1}))
 					}
@@ -201,13 +207,14 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 					var sr api.StatusRequest
 					_ = json.Unmarshal(m.Data, &sr)
 					questions <- asked{node, sr}
-					if n.Add(1) == 1 || tc.grace[node] == silent {
+					k := n.Add(1)
+					if k == 1 || tc.grace[node] == silent || (k == 2 && tc.grace[node] == late) {
 						if tc.grace[node] == unreached {
 							_ = ssub.Unsubscribe() // gone, as in a reconnect
 						}
 						return // the question at the ack wait's end is lost
 					}
-					b, _ := json.Marshal(api.StatusResponse{Held: tc.grace[node] == held || tc.grace[node] == unreached})
+					b, _ := json.Marshal(api.StatusResponse{Held: tc.grace[node] != notHeld})
 					_ = m.Respond(b)
 				}
 				ssub, err = e.nc.Subscribe(subject.Default.NodeStatus(node), answer)
@@ -245,9 +252,9 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 			m.Header.Set(wire.HdrTimeoutMs, "10000")
 			start := time.Now()
 			require.NoError(t, e.nc.PublishMsg(m))
-			// past both ack and status waits, finalGrace and the last
+			// past both ack and status waits, finalGrace and the longest
 			// status wait: the router's final would be here
-			until := start.Add(2*(150*time.Millisecond+ackReturn+statusWait) + finalGrace + statusWait + time.Second)
+			until := start.Add(2*(150*time.Millisecond+ackReturn+statusWait) + finalGrace + statusWait + graceReconnectWait + time.Second)
 			got := finalsUntil(replies, func() time.Duration { return time.Until(until) })
 			assert.Equal(t, []string{tc.want}, got, "exactly one final")
 			assert.EqualValues(t, 2, dispatched.Load(), "dispatched to both")
@@ -257,16 +264,38 @@ func TestIntegrationGraceAsksTheUncertainNodes(t *testing.T) {
 				assert.Equal(t, id, q.req.RequestID)
 				per[q.node]++
 			}
-			assert.Equal(t, map[string]int{"a": 2, "b": 2}, per, "each heard the question at its ack wait's end and at the grace's end")
-
-			st := e.svc.Stats()
-			wantAsked := 4
-			for _, a := range tc.grace {
-				if a == unreached {
-					wantAsked++ // its first grace question found no responder
+			// each heard the question at its ack wait's end and at the
+			// grace's end; one that gave no answer was asked again, and
+			// one that never answers until the wait ran out (an unreached
+			// node's lost question is asked again but never heard)
+			want := map[string]int{"a": 2, "b": 2}
+			unheard := 0
+			for node, a := range tc.grace {
+				switch a {
+				case late:
+					want[node] = 3
+				case unreached:
+					unheard++
 				}
 			}
-			assert.EqualValues(t, wantAsked, st.StatusAsked)
+			if tc.grace["a"] == silent && tc.grace["b"] == silent {
+				for node := range want {
+					assert.Greater(t, per[node], 3, "%s asked again until the wait ran out", node)
+					want[node] = per[node]
+				}
+			}
+			if tc.grace["a"] == held && tc.grace["b"] == silent {
+				want["b"] = per["b"] // a's held ended the wait: b asked again at most once
+				assert.LessOrEqual(t, per["b"], 3)
+			}
+			assert.Equal(t, want, per)
+
+			st := e.svc.Stats()
+			total := unheard
+			for _, n := range per {
+				total += n
+			}
+			assert.EqualValues(t, total, st.StatusAsked, "every question counted")
 			if tc.want == "router:error" {
 				assert.Zero(t, st.FinalsSuppressed)
 				assert.Zero(t, st.StatusHeld)
