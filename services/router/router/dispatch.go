@@ -338,7 +338,10 @@ func (p *placement) askGrace() {
 
 // graceQuestion is a status question of askGrace: the node and the reply
 // subject its answer comes on.
-type graceQuestion struct{ node, reply string }
+type graceQuestion struct {
+	node, reply string
+	tok         uint64
+}
 
 // graceQuestions registers a status question of each of nodes for wait
 // gen (their tokens in graceToks, for finalError to drop); the caller owns
@@ -350,7 +353,7 @@ func (p *placement) graceQuestions(nodes []string, gen uint64) []graceQuestion {
 		tok, reply := s.acks.token()
 		p.graceToks = append(p.graceToks, tok)
 		s.acks.putGrace(tok, p, gen, node)
-		qs[i] = graceQuestion{node, reply}
+		qs[i] = graceQuestion{node, reply, tok}
 	}
 	return qs
 }
@@ -373,6 +376,7 @@ func (p *placement) askGraceOf(qs []graceQuestion, gen uint64) {
 		if err != nil {
 			s.log.Warn().Err(err).Str(logging.KeyRequest, id).Str(logging.KeyNode, q.node).
 				Msg("publish status question at the end of the finals grace")
+			s.acks.drop(q.tok) // counted as a no now: not asked again (unansweredGrace)
 			p.graceNo(gen)
 		}
 	}
