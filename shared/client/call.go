@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,7 +285,7 @@ func (cl *call) markLost(node string) {
 	if cl.lost == nil {
 		cl.lost = map[string]bool{}
 	}
-	cl.lost[node] = true
+	cl.lost[strings.Clone(node)] = true // kept past m (see close)
 }
 
 // firstCancel records that node is told to stop; true the first time.
@@ -296,7 +297,7 @@ func (cl *call) firstCancel(node string) bool {
 	if cl.cancelledNodes == nil {
 		cl.cancelledNodes = map[string]bool{}
 	}
-	cl.cancelledNodes[node] = true
+	cl.cancelledNodes[strings.Clone(node)] = true
 	return true
 }
 
@@ -309,7 +310,7 @@ func (cl *call) noteDuplicate(node string) bool {
 	if cl.dupes == nil {
 		cl.dupes = map[string]bool{}
 	}
-	cl.dupes[node] = true
+	cl.dupes[strings.Clone(node)] = true
 	return true
 }
 
@@ -359,9 +360,25 @@ func (cl *call) close() {
 	}
 	left := cl.queue
 	cl.queue = nil
+	// The finished ring keeps the call only to tell late messages, for
+	// RememberFinished more calls: keep nothing else of the request (its
+	// body and headers, the text read, held messages), and not the kept
+	// node's name as sliced from its message, which pins that message's
+	// whole header block (nats.go slices every value from one string). A
+	// read after close fails at once instead of waiting out the deadline.
+	cl.node = strings.Clone(cl.node)
+	cl.req, cl.text, cl.held = nil, nil, nil
+	if cl.failure == nil {
+		cl.failure = ErrCallClosed
+	}
 	cl.mu.Unlock()
 	if cl.timer != nil { // the call is remembered a while: free the runtime timer now
 		cl.timer.Stop()
+		cl.timer = nil
+	}
+	if cl.stall != nil {
+		cl.stall.Stop()
+		cl.stall = nil
 	}
 	if cl.bodyBlob != "" { // the request has ended for the caller: no node needs the body any more
 		cl.c.deleteSoon(cl.bodyBlob)

@@ -30,6 +30,9 @@ import (
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("fedmesh client: closed")
 
+// ErrCallClosed is returned by a read of a Stream after its Close.
+var ErrCallClosed = errors.New("fedmesh client: request closed")
+
 // Client sends requests on one NATS connection. It is safe for concurrent use.
 type Client struct {
 	nc     *nats.Conn

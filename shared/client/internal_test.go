@@ -2,8 +2,11 @@ package client
 
 import (
 	"context"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+	"weak"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
@@ -86,4 +89,50 @@ func TestFinishedRingIsBounded(t *testing.T) {
 		return natsembed.Check(c.LateMessages() == 2, "late messages %d", c.LateMessages())
 	})
 	assert.True(t, strings.HasPrefix(inboxes[0], c.prefix))
+}
+
+// A finished call is remembered (RememberFinished) only to tell late
+// messages: it keeps nothing of its request, so 4096 remembered calls do
+// not hold 4096 bodies; and a stream read after Close fails at once.
+func TestFinishedCallKeepsNoRequest(t *testing.T) {
+	s := natsembed.StartForTest(t)
+	srv := natsembed.ConnectForTest(t, s)
+	c, err := New(natsembed.ConnectForTest(t, s))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	sub, err := srv.Subscribe(subject.Default.Infer(wire.CapGenerate), func(m *nats.Msg) {
+		if m.Header.Get(wire.HdrStream) == "true" {
+			return // held: the stream is closed unread
+		}
+		r := wire.Reply{Inbox: m.Reply, RequestID: m.Header.Get(wire.HdrRequestID), Node: "n1"}
+		_ = srv.PublishMsg(r.Done([]byte("ok"), wire.DoneInfo{}))
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, srv.Flush())
+
+	body := make([]byte, 64<<10)
+	sent := weak.Make(&body[0])
+	resp, err := c.Infer(context.Background(), Request{Capability: wire.CapGenerate, Body: body})
+	require.NoError(t, err)
+	assert.Equal(t, "n1", resp.Node)
+	body = nil
+	runtime.GC()
+	c.mu.Lock()
+	assert.Len(t, c.finished, 1, "remembered")
+	c.mu.Unlock()
+	assert.Nil(t, sent.Value(), "the finished call keeps the request's body")
+
+	st, err := c.InferStream(context.Background(), Request{Capability: wire.CapGenerate, Body: []byte("hi")})
+	require.NoError(t, err)
+	st.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	st.ctx = ctx
+	var errs []error
+	for _, err := range st.Chunks() {
+		errs = append(errs, err)
+	}
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], ErrCallClosed)
 }

@@ -1,6 +1,9 @@
 package nodeagent
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // earlyCancels remembers fed.cancel.<id> for requests this node has not been
 // handed yet. A client whose deadline passes while a router is still retrying
@@ -35,7 +38,9 @@ func (e *earlyCancels) remember(id, key string, now time.Time) {
 			return // full of fresh entries: forget this one rather than grow
 		}
 	}
-	e.at[id] = earlyCancel{at: now, key: key}
+	// key is sliced from the cancel's header block (nats.go): kept for
+	// minutes, it would pin the whole block.
+	e.at[id] = earlyCancel{at: now, key: strings.Clone(key)}
 }
 
 // take reports whether id was canceled early with the dispatch's cancel

@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,9 @@ func (a *answeredIDs) add(id string, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.at[id]; !ok {
+		// id is sliced from its dispatch's header block (nats.go): kept
+		// for answeredKeep more requests, it would pin the whole block.
+		id = strings.Clone(id)
 		if old := a.order[a.next]; old != "" {
 			delete(a.at, old)
 		}

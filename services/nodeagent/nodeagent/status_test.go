@@ -3,9 +3,12 @@ package nodeagent
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+	"weak"
 
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/assert"
@@ -120,4 +123,18 @@ func TestAnsweredIDsBounds(t *testing.T) {
 	assert.False(t, a.has("r0", now, time.Minute), "oldest evicted")
 	assert.True(t, a.has(fmt.Sprintf("r%d", answeredKeep+9), now, time.Minute))
 	assert.False(t, a.has(fmt.Sprintf("r%d", answeredKeep+9), now.Add(time.Minute), time.Minute), "expired")
+}
+
+// A remembered id is the ring's own copy: the id a dispatch carries is a
+// slice of that dispatch's whole header block (nats.go), which the ring
+// would otherwise keep alive for answeredKeep more requests.
+func TestAnsweredIDsKeepNoHeaderBlock(t *testing.T) {
+	a := newAnsweredIDs()
+	hdr := strings.Repeat("x", 64<<10) + "r-1" // one string, as nats.go holds a header block
+	block := weak.Make(unsafe.StringData(hdr))
+	a.add(hdr[len(hdr)-3:], time.Now())
+	hdr = ""
+	runtime.GC()
+	assert.Nil(t, block.Value(), "the header block is garbage once its message is")
+	assert.True(t, a.has("r-1", time.Now(), time.Minute))
 }
