@@ -147,8 +147,11 @@ func DecodeHeartbeat(subj string, data []byte) (Heartbeat, error) {
 // DecodeOutcome decodes an outcome event published on subj (fed.outcome.<node>).
 func DecodeOutcome(subj string, data []byte) (Outcome, error) {
 	var o Outcome
-	if err := json.Unmarshal(data, &o); err != nil {
-		return o, fmt.Errorf("outcome on %s: %w", subj, err)
+	if !parseOutcome(data, &o) {
+		o = Outcome{}
+		if err := json.Unmarshal(data, &o); err != nil {
+			return o, fmt.Errorf("outcome on %s: %w", subj, err)
+		}
 	}
 	err := o.check(subj) // sets o.NodeID: before o is returned
 	return o, err

@@ -144,6 +144,7 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 func FuzzDecodeOutcome(f *testing.F) {
 	f.Add([]byte(`{"kind":"completed","node_id":"n1","ok":true,"latency_ms":12,"tokens":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		sameAsJSON(t, data)
 		o, err := DecodeOutcome("fed.outcome.n1", data)
 		if err != nil {
 			return

@@ -40,8 +40,11 @@ func DecodeOutcomes(subj string, data []byte) ([]Outcome, error) {
 		}
 		return []Outcome{o}, nil
 	}
-	all := make([]Outcome, 0, OutcomesHint(data))
-	if err := json.Unmarshal(data, &all); err == nil {
+	all, ok := parseOutcomeBatch(data)
+	if !ok {
+		all = make([]Outcome, 0, OutcomesHint(data))
+	}
+	if ok || json.Unmarshal(data, &all) == nil {
 		if len(all) > MaxOutcomesBatch {
 			return nil, batchTooLarge(subj, len(all))
 		}
@@ -76,6 +79,48 @@ func DecodeOutcomes(subj string, data []byte) ([]Outcome, error) {
 		good = append(good, o)
 	}
 	return good, errors.Join(errs...)
+}
+
+// ParseOutcomes decodes an outcome body as DecodeOutcomes does but judges
+// nothing: every element that decodes, in order; none for a body that does
+// not, or a batch of more than MaxOutcomesBatch. It is for readers that
+// must act on a completion even when a field they do not use is out of
+// range (routers end the dispatch it names), and judge the rest themselves.
+func ParseOutcomes(data []byte) []Outcome {
+	if !isArray(data) {
+		var o Outcome
+		if parseOutcome(data, &o) {
+			return []Outcome{o}
+		}
+		if o = (Outcome{}); json.Unmarshal(data, &o) != nil {
+			return nil
+		}
+		return []Outcome{o}
+	}
+	if all, ok := parseOutcomeBatch(data); ok {
+		return all
+	}
+	all := make([]Outcome, 0, OutcomesHint(data))
+	if json.Unmarshal(data, &all) == nil {
+		if len(all) > MaxOutcomesBatch {
+			return nil
+		}
+		return all
+	}
+	var raw []json.RawMessage // an element that does not decode spoils only itself
+	if json.Unmarshal(data, &raw) != nil || len(raw) > MaxOutcomesBatch {
+		return nil
+	}
+	all = all[:0]
+	for _, r := range raw {
+		var o Outcome
+		if parseOutcome(r, &o) {
+			all = append(all, o)
+		} else if o = (Outcome{}); json.Unmarshal(r, &o) == nil {
+			all = append(all, o)
+		}
+	}
+	return all
 }
 
 func batchTooLarge(subj string, n int) error {

@@ -90,7 +90,11 @@ func FuzzDecodeOutcomes(f *testing.F) {
 	f.Add([]byte(`{"kind":"completed","node_id":"n1","ok":true,"latency_ms":12,"tokens":3}`))
 	f.Add([]byte(`[{"kind":"completed","ok":true,"request_id":"a"},{"kind":"completed","ok":false,"code":503,"fault":"node"}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		sameAsJSON(t, data)
 		got, err := DecodeOutcomes("fed.outcome.n1", data)
+		if parsed := ParseOutcomes(data); len(parsed) > MaxOutcomesBatch || len(got) > len(parsed) {
+			t.Fatalf("ParseOutcomes found %d outcomes, DecodeOutcomes accepted %d", len(parsed), len(got))
+		}
 		if len(got) > MaxOutcomesBatch {
 			t.Fatalf("%d outcomes from one message", len(got))
 		}
@@ -132,6 +136,45 @@ func TestOutcomesHint(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.Equal(t, tc.want, OutcomesHint([]byte(tc.data)))
+		})
+	}
+}
+
+func TestIsArray(t *testing.T) {
+	for in, want := range map[string]bool{"[]": true, " \n\t[1]": true, "{}": false, "": false, "  ": false, "x[": false} {
+		assert.Equal(t, want, isArray([]byte(in)), "%q", in)
+	}
+}
+
+// ParseOutcomes decodes as DecodeOutcomes does and judges nothing: a
+// completion with a field out of range is still there for a router to end
+// its dispatch.
+func TestParseOutcomes(t *testing.T) {
+	done := func(id string) string { return `{"kind":"completed","request_id":"` + id + `","ok":true}` }
+	many := make([]string, MaxOutcomesBatch+1)
+	for i := range many {
+		many[i] = done(fmt.Sprint(i))
+	}
+	for _, tc := range []struct {
+		name string
+		data string
+		want []string // request ids
+	}{
+		{"one", done("a"), []string{"a"}},
+		{"out of range, judged by nobody here", `{"kind":"completed","request_id":"a","latency_ms":-5,"code":7,"node_id":"other"}`, []string{"a"}},
+		{"a batch", "[" + done("a") + "," + done("b") + "]", []string{"a", "b"}},
+		{"an element that does not decode spoils only itself", "[" + done("a") + `,{"tokens":"many"},7,` + done("d") + "]", []string{"a", "d"}},
+		{"an escaped one, through encoding/json", `{"kind":"completed","request_id":"\u0061"}`, []string{"a"}},
+		{"too large a batch", "[" + strings.Join(many, ",") + "]", nil},
+		{"not JSON", "garbage", nil},
+		{"a broken batch", "[" + done("a") + ",", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ids []string
+			for _, o := range ParseOutcomes([]byte(tc.data)) {
+				ids = append(ids, o.RequestID)
+			}
+			assert.Equal(t, tc.want, ids)
 		})
 	}
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/fedmesh/fedmesh/shared/logging"
 	"github.com/fedmesh/fedmesh/shared/record"
-	"github.com/fedmesh/fedmesh/shared/wire"
 )
 
 // Completed outcomes can go out batched (Config.OutcomeWindow, DESIGN
@@ -128,11 +127,12 @@ func (s *Service) publishOutcomes(out []record.Outcome) {
 	if len(out) == 0 {
 		return
 	}
-	var v any = out
-	if len(out) == 1 {
-		v = out[0]
+	subj := s.cfg.Subjects.Outcome(s.cfg.NodeID)
+	b, err := record.EncodeOutcomes(out)
+	if err == nil {
+		err = s.nc.Publish(subj, b)
 	}
-	if err := wire.PublishJSON(s.nc, s.cfg.Subjects.Outcome(s.cfg.NodeID), v); err != nil && !s.nc.IsClosed() {
-		s.log.Warn().Err(err).Str(logging.KeyRequest, out[0].RequestID).Int("outcomes", len(out)).Msg("publish outcome")
+	if err != nil && !s.nc.IsClosed() {
+		s.log.Warn().Err(err).Str(logging.KeyRequest, out[0].RequestID).Int("outcomes", len(out)).Str("subject", subj).Msg("publish outcome")
 	}
 }

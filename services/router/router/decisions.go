@@ -1,7 +1,6 @@
 package router
 
 import (
-	"encoding/json"
 	"math"
 	"sync"
 	"time"
@@ -63,7 +62,7 @@ func (d *decisions) flush() {
 }
 
 func (d *decisions) send(b []record.Decision) {
-	data, err := json.Marshal(record.Decisions{Router: d.router, Decisions: b})
+	data, err := record.EncodeDecisions(&record.Decisions{Router: d.router, Decisions: b})
 	if err == nil {
 		err = d.nc.Publish(d.subject, data)
 	}

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fedmesh/fedmesh/shared/client"
@@ -78,10 +77,4 @@ func mustJSON(t *testing.T, v any) []byte {
 	b, err := json.Marshal(v)
 	require.NoError(t, err)
 	return b
-}
-
-func TestIsJSONArray(t *testing.T) {
-	for in, want := range map[string]bool{"[]": true, " \n\t[1]": true, "{}": false, "": false, "  ": false, "x[": false} {
-		assert.Equal(t, want, isJSONArray([]byte(in)), "%q", in)
-	}
 }
