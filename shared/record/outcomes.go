@@ -82,17 +82,18 @@ func DecodeOutcomes(subj string, data []byte) ([]Outcome, error) {
 }
 
 // ParseOutcomes decodes an outcome body as DecodeOutcomes does but judges
-// nothing: every element that decodes, in order; none for a body that does
-// not, or a batch of more than MaxOutcomesBatch. It is for readers that
-// must act on a completion even when a field they do not use is out of
-// range (routers end the dispatch it names), and judge the rest themselves.
+// nothing: every element, in order, with a field (or an element) of the
+// wrong type left zero, as encoding/json leaves it; none for a body that is
+// not JSON, or a batch of more than MaxOutcomesBatch. It is for readers
+// that must act on a completion whatever its fields they do not use say
+// (routers end the dispatch it names), and judge the rest themselves.
 func ParseOutcomes(data []byte) []Outcome {
 	if !isArray(data) {
 		var o Outcome
 		if parseOutcome(data, &o) {
 			return []Outcome{o}
 		}
-		if o = (Outcome{}); json.Unmarshal(data, &o) != nil {
+		if o = (Outcome{}); !decodeLenient(data, &o) {
 			return nil
 		}
 		return []Outcome{o}
@@ -101,26 +102,19 @@ func ParseOutcomes(data []byte) []Outcome {
 		return all
 	}
 	all := make([]Outcome, 0, OutcomesHint(data))
-	if json.Unmarshal(data, &all) == nil {
-		if len(all) > MaxOutcomesBatch {
-			return nil
-		}
-		return all
-	}
-	var raw []json.RawMessage // an element that does not decode spoils only itself
-	if json.Unmarshal(data, &raw) != nil || len(raw) > MaxOutcomesBatch {
+	if !decodeLenient(data, &all) || len(all) > MaxOutcomesBatch {
 		return nil
 	}
-	all = all[:0]
-	for _, r := range raw {
-		var o Outcome
-		if parseOutcome(r, &o) {
-			all = append(all, o)
-		} else if o = (Outcome{}); json.Unmarshal(r, &o) == nil {
-			all = append(all, o)
-		}
-	}
 	return all
+}
+
+// decodeLenient is json.Unmarshal that takes a value of the wrong type as
+// its zero: encoding/json then fills all the rest and reports only the
+// first such value.
+func decodeLenient(data []byte, v any) bool {
+	err := json.Unmarshal(data, v)
+	var wrongType *json.UnmarshalTypeError
+	return err == nil || errors.As(err, &wrongType)
 }
 
 func batchTooLarge(subj string, n int) error {

@@ -170,9 +170,9 @@ func release(r outRec) {
 // request the node serves. A node agent sends one outcome (a JSON object)
 // or a batch of them (a JSON array); each counts on its own. It does not
 // judge the outcomes as health does (record.ParseOutcomes, not
-// DecodeOutcomes): a completion with an out-of-range field it does not
-// read must still end its dispatch. It only parses and updates memory,
-// never blocks.
+// DecodeOutcomes): a completion with a field it does not read out of range
+// or of the wrong type must still end its dispatch. It only parses and
+// updates memory, never blocks.
 func (s *Service) onOutcome(m *nats.Msg) {
 	// The subject names the node (in secured mode only that node may
 	// publish on it): an outcome, or an element of a batch, speaking for
