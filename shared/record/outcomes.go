@@ -102,8 +102,26 @@ func ParseOutcomes(data []byte) []Outcome {
 		return all
 	}
 	all := make([]Outcome, 0, OutcomesHint(data))
-	if !decodeLenient(data, &all) || len(all) > MaxOutcomesBatch {
+	if decodeLenient(data, &all) {
+		if len(all) > MaxOutcomesBatch {
+			return nil
+		}
+		return all
+	}
+	// An element that does not decode even so (a time that does not parse)
+	// spoils only itself.
+	var raw []json.RawMessage
+	if json.Unmarshal(data, &raw) != nil || len(raw) > MaxOutcomesBatch {
 		return nil
+	}
+	all = all[:0]
+	for _, r := range raw {
+		var o Outcome
+		if parseOutcome(r, &o) {
+			all = append(all, o)
+		} else if o = (Outcome{}); decodeLenient(r, &o) {
+			all = append(all, o)
+		}
 	}
 	return all
 }

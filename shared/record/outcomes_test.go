@@ -165,6 +165,7 @@ func TestParseOutcomes(t *testing.T) {
 		{"a batch", "[" + done("a") + "," + done("b") + "]", []string{"a", "b"}},
 		{"a field of the wrong type is left zero", `{"kind":"completed","request_id":"a","tokens":"many"}`, []string{"a"}},
 		{"an element of the wrong type is left zero", "[" + done("a") + `,{"request_id":7},7,` + done("d") + "]", []string{"a", "", "", "d"}},
+		{"an element that does not decode spoils only itself", "[" + done("a") + `,{"ts":"yesterday"},` + done("c") + "]", []string{"a", "c"}},
 		{"an escaped one, through encoding/json", `{"kind":"completed","request_id":"\u0061"}`, []string{"a"}},
 		{"too large a batch", "[" + strings.Join(many, ",") + "]", nil},
 		{"not JSON", "garbage", nil},
