@@ -281,23 +281,23 @@ func (p *outcomeParser) object(o *Outcome) bool {
 		}
 		switch string(key) {
 		case "kind":
-			ok = p.str(&o.Kind)
+			ok = p.str(&o.Kind, knownKinds)
 		case "node_id":
-			ok = p.str(&o.NodeID)
+			ok = p.str(&o.NodeID, nil)
 		case "request_id":
-			ok = p.str(&o.RequestID)
+			ok = p.str(&o.RequestID, nil)
 		case "ok":
 			ok = p.flag(&o.OK)
 		case "code":
 			ok = p.integer(&o.Code)
 		case "error":
-			ok = p.str(&o.Error)
+			ok = p.str(&o.Error, nil)
 		case "capability":
-			ok = p.str(&o.Capability)
+			ok = p.str(&o.Capability, knownCapabilities)
 		case "model":
-			ok = p.str(&o.Model)
+			ok = p.str(&o.Model, nil)
 		case "tenant":
-			ok = p.str(&o.Tenant)
+			ok = p.str(&o.Tenant, nil)
 		case "attempt":
 			ok = p.integer(&o.Attempt)
 		case "latency_ms":
@@ -309,13 +309,13 @@ func (p *outcomeParser) object(o *Outcome) bool {
 		case "stream":
 			ok = p.flag(&o.Stream)
 		case "fault":
-			ok = p.str(&o.Fault)
+			ok = p.str(&o.Fault, knownFaults)
 		case "silent":
 			ok = p.flag(&o.Silent)
 		case "at_once":
 			ok = p.flag(&o.AtOnce)
 		case "instance_id":
-			ok = p.str(&o.InstanceID)
+			ok = p.str(&o.InstanceID, nil)
 		case "ts":
 			start := p.i
 			if _, ok = p.plain(); ok {
@@ -353,12 +353,16 @@ func (p *outcomeParser) plain() ([]byte, bool) {
 	return nil, false
 }
 
-// known are the values of kind, fault and capability that come on every
-// outcome: a match shares the constant instead of allocating the string.
-var known = [...]string{OutcomeCompleted, OutcomeDispatchFailed, OutcomeDuplicate, OutcomeProbe, FaultNode, FaultClient,
-	wire.CapGenerate, wire.CapCode, wire.CapEmbed, wire.CapTranscribe, wire.CapSynthesize, wire.CapImagegen}
+// Kinds, faults and capabilities are a few constants each: a match shares
+// the constant instead of allocating the string again.
+var (
+	knownKinds        = []string{OutcomeCompleted, OutcomeDispatchFailed, OutcomeDuplicate, OutcomeProbe}
+	knownFaults       = []string{FaultNode, FaultClient}
+	knownCapabilities = []string{wire.CapGenerate, wire.CapCode, wire.CapEmbed, wire.CapTranscribe, wire.CapSynthesize, wire.CapImagegen}
+)
 
-func (p *outcomeParser) str(dst *string) bool {
+// str reads a string into dst; the value is one of known when it matches.
+func (p *outcomeParser) str(dst *string, known []string) bool {
 	v, ok := p.plain()
 	if !ok {
 		return false
